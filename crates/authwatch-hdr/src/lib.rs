@@ -1,0 +1,475 @@
+//! Sliding-window HDR histograms of durations, for services that record from many threads.
+//!
+//! This crate is for code that needs exact latency percentiles (p50, p95, p99, any quantile)
+//! over a recent window, for example "p95 login time over the last 5 minutes", while request
+//! handlers on every worker thread record into it. authwatch uses it for its in-process stats and
+//! the p95 alerts; it has no dependency on the rest of authwatch.
+//!
+//! # How it works
+//!
+//! A [`WindowedHistogram`] keeps its window as a ring of `slots` time slots (default: 5 minutes in
+//! 10 slots of 30 s). Recording never takes a lock shared by all threads: each thread is given a
+//! *shard* (cache-padded, one per thread in practice) and records into the shard's histogram of
+//! the current slot. When a shard sees that its slot has ended, it folds its histogram into the
+//! ring once. A [`snapshot`](WindowedHistogram::snapshot_at) merges the ring and the shards.
+//!
+//! Values are nanoseconds with 3 significant digits (relative error ≤ 0.1 %), from 1 ns up to
+//! [`MAX_TRACKABLE`]; longer durations are clamped to it, never rejected. Histograms grow with
+//! the largest value actually seen, so an idle operation costs a few KiB.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use authwatch_hdr::{WindowConfig, WindowedHistogram};
+//!
+//! let window = WindowedHistogram::new(WindowConfig::default());
+//! let now = Instant::now();
+//! for ms in 1..=100 {
+//!     window.record(Duration::from_millis(ms), now);
+//! }
+//! let snap = window.snapshot_at(now);
+//! assert_eq!(snap.count(), 100);
+//! let p95 = snap.p95().unwrap();
+//! assert!(p95 >= Duration::from_millis(95) && p95 <= Duration::from_micros(95_100));
+//! ```
+//!
+//! # Panics and errors
+//!
+//! Recording never panics and never fails: out-of-range values are clamped.
+//! [`WindowConfig::new`] returns an error for a zero window or slot count.
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// Significant digits kept by every histogram: 3, so any quantile is within 0.1 % of the truth.
+pub const SIGNIFICANT_DIGITS: u8 = 3;
+
+/// The longest duration a histogram tracks (one hour); longer values are recorded as this.
+pub const MAX_TRACKABLE: Duration = Duration::from_secs(3600);
+
+const MAX_TRACKABLE_NANOS: u64 = 3_600_000_000_000;
+
+/// Shape of a window: how long it is and how many slots it is cut into.
+///
+/// A snapshot covers the slot that holds "now" and the `slots - 1` slots before it, so it spans
+/// between `window - window / slots` and `window` of history. More slots make the window slide
+/// more smoothly and cost one histogram per slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowConfig {
+    window: Duration,
+    slots: u32,
+}
+
+impl WindowConfig {
+    /// A window of `window` cut into `slots` slots.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroSlots`] when `slots` is 0, [`ConfigError::WindowTooShort`] when a slot
+    /// would be shorter than one millisecond.
+    pub fn new(window: Duration, slots: u32) -> Result<Self, ConfigError> {
+        if slots == 0 {
+            return Err(ConfigError::ZeroSlots);
+        }
+        if window / slots < Duration::from_millis(1) {
+            return Err(ConfigError::WindowTooShort { window, slots });
+        }
+        Ok(Self { window, slots })
+    }
+
+    /// The length of the whole window.
+    #[must_use]
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// The number of slots.
+    #[must_use]
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    /// The length of one slot.
+    #[must_use]
+    pub fn slot_len(&self) -> Duration {
+        self.window / self.slots
+    }
+}
+
+impl Default for WindowConfig {
+    /// 5 minutes in 10 slots of 30 seconds.
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(300),
+            slots: 10,
+        }
+    }
+}
+
+/// Why a [`WindowConfig`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The slot count was 0. Use at least 1 (10 is a good default).
+    ZeroSlots,
+    /// `window / slots` is under one millisecond. Use a longer window or fewer slots.
+    WindowTooShort {
+        /// The window asked for.
+        window: Duration,
+        /// The slot count asked for.
+        slots: u32,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ZeroSlots => f.write_str("a histogram window needs at least one slot"),
+            Self::WindowTooShort { window, slots } => write!(
+                f,
+                "a window of {window:?} in {slots} slots gives slots under 1 ms; use a longer window or fewer slots"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The shard the calling thread records into, for `shards` shards.
+///
+/// Each thread is numbered once, in the order threads first ask, so `n` threads on `n` or more
+/// shards never share one. Other sharded structures (authwatch's counters) use the same number so
+/// that one thread keeps to one set of cache lines.
+#[must_use]
+pub fn thread_shard(shards: usize) -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static ID: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    let id = ID.with(|id| {
+        let v = id.get();
+        if v != usize::MAX {
+            v
+        } else {
+            let v = NEXT.fetch_add(1, Ordering::Relaxed);
+            id.set(v);
+            v
+        }
+    });
+    id % shards.max(1)
+}
+
+/// A sensible shard count for this machine: twice the available parallelism, at least 2, at most 64.
+#[must_use]
+pub fn default_shards() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() * 2)
+        .unwrap_or(4)
+        .clamp(2, 64)
+}
+
+/// Keeps the value on its own cache lines so that two shards never share one.
+#[repr(align(128))]
+#[derive(Debug)]
+struct CachePadded<T>(T);
+
+#[derive(Debug)]
+struct Slot {
+    epoch: u64,
+    hist: Histogram<u32>,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Self {
+            epoch: 0,
+            hist: new_histogram(),
+        }
+    }
+}
+
+fn new_histogram<T: hdrhistogram::Counter>() -> Histogram<T> {
+    // Auto-resizing from the smallest range: memory follows the largest value seen.
+    let mut h = Histogram::new(SIGNIFICANT_DIGITS).expect("3 significant digits is valid");
+    h.auto(true);
+    h
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves a histogram that is still consistent (every
+    // operation on it is a single counter update or a whole merge), so keep using it.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A sliding-window histogram of durations that many threads record into at once.
+///
+/// See the [crate docs](crate) for how the window and the shards work.
+pub struct WindowedHistogram {
+    config: WindowConfig,
+    slot_nanos: u64,
+    base: Instant,
+    shards: Box<[CachePadded<Mutex<Slot>>]>,
+    ring: Mutex<Box<[Slot]>>,
+}
+
+impl fmt::Debug for WindowedHistogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WindowedHistogram")
+            .field("config", &self.config)
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WindowedHistogram {
+    /// A window with [`default_shards`] shards, starting now.
+    #[must_use]
+    pub fn new(config: WindowConfig) -> Self {
+        Self::with_shards(config, default_shards(), Instant::now())
+    }
+
+    /// A window with `shards` shards (at least 1) whose first slot starts at `base`.
+    ///
+    /// Times passed to [`record`](Self::record) and [`snapshot_at`](Self::snapshot_at) before
+    /// `base` count as being in the first slot.
+    #[must_use]
+    pub fn with_shards(config: WindowConfig, shards: usize, base: Instant) -> Self {
+        let shards = (0..shards.max(1))
+            .map(|_| CachePadded(Mutex::new(Slot::new())))
+            .collect();
+        let ring = (0..config.slots).map(|_| Slot::new()).collect();
+        let slot_nanos = u64::try_from(config.slot_len().as_nanos()).unwrap_or(u64::MAX);
+        Self {
+            config,
+            slot_nanos,
+            base,
+            shards,
+            ring: Mutex::new(ring),
+        }
+    }
+
+    /// The window's shape.
+    #[must_use]
+    pub fn config(&self) -> WindowConfig {
+        self.config
+    }
+
+    fn epoch(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.base);
+        // Whole seconds and nanoseconds separately: no u128 division on the hot path.
+        let nanos = since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()));
+        nanos / self.slot_nanos
+    }
+
+    /// Records one duration that ended at `at`.
+    ///
+    /// Takes only the calling thread's shard lock, which no other thread holds unless there are
+    /// more recording threads than shards. Values above [`MAX_TRACKABLE`] are clamped to it.
+    pub fn record(&self, value: Duration, at: Instant) {
+        let epoch = self.epoch(at);
+        let nanos = u64::try_from(value.as_nanos())
+            .unwrap_or(u64::MAX)
+            .min(MAX_TRACKABLE_NANOS);
+        let shard = &self.shards[thread_shard(self.shards.len())].0;
+        let mut slot = lock(shard);
+        if epoch > slot.epoch {
+            self.rotate(&mut slot, epoch);
+        }
+        // `record` (not `saturating_record`, which clamps to the *current* range instead of
+        // growing it). It cannot fail: auto-resize is on and the value is clamped to an hour.
+        let _ = slot.hist.record(nanos.max(1));
+    }
+
+    /// Moves a shard's finished slot into the ring and starts the new one.
+    #[cold]
+    fn rotate(&self, slot: &mut Slot, epoch: u64) {
+        if !slot.hist.is_empty() {
+            let mut ring = lock(&self.ring);
+            let idx = (slot.epoch % u64::from(self.config.slots)) as usize;
+            let target = &mut ring[idx];
+            if target.epoch != slot.epoch {
+                if target.epoch > slot.epoch {
+                    // The ring already moved past this slot: the data is older than the window.
+                    slot.hist.reset();
+                    slot.epoch = epoch;
+                    return;
+                }
+                target.hist.reset();
+                target.epoch = slot.epoch;
+            }
+            merge(&mut target.hist, &slot.hist);
+            slot.hist.reset();
+        }
+        slot.epoch = epoch;
+    }
+
+    /// A snapshot of the window that ends at `now`.
+    #[must_use]
+    pub fn snapshot_at(&self, now: Instant) -> Snapshot {
+        let current = self.epoch(now);
+        let oldest = current.saturating_sub(u64::from(self.config.slots) - 1);
+        let in_window = |epoch: u64| epoch >= oldest && epoch <= current;
+        let mut out = Snapshot::empty();
+        {
+            let ring = lock(&self.ring);
+            for slot in ring.iter().filter(|s| in_window(s.epoch)) {
+                widen(&mut out.hist, &slot.hist);
+            }
+        }
+        for shard in self.shards.iter() {
+            let slot = lock(&shard.0);
+            if in_window(slot.epoch) {
+                widen(&mut out.hist, &slot.hist);
+            }
+        }
+        out
+    }
+
+    /// A snapshot of the window that ends now.
+    #[must_use]
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot_at(Instant::now())
+    }
+}
+
+fn merge(into: &mut Histogram<u32>, from: &Histogram<u32>) {
+    if from.is_empty() {
+        return;
+    }
+    // Both histograms auto-resize and share the precision, so `add` cannot fail; if it ever
+    // did, losing one merge is better than panicking in a request thread.
+    let _ = into.add(from);
+}
+
+/// Adds a recording histogram (`u32` counts, half the memory) into a snapshot (`u64` counts).
+fn widen(into: &mut Histogram<u64>, from: &Histogram<u32>) {
+    for v in from.iter_recorded() {
+        let _ = into.record_n(v.value_iterated_to(), u64::from(v.count_at_value()));
+    }
+}
+
+/// Percentiles of a window at one moment: count, min, max, mean and any quantile.
+///
+/// Snapshots [`merge`](Snapshot::merge), for example across operations or instances.
+#[derive(Clone)]
+pub struct Snapshot {
+    hist: Histogram<u64>,
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("count", &self.count())
+            .field("p50", &self.p50())
+            .field("p95", &self.p95())
+            .field("p99", &self.p99())
+            .field("max", &self.max())
+            .finish()
+    }
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+fn nanos(v: u64) -> Duration {
+    Duration::from_nanos(v)
+}
+
+impl Snapshot {
+    /// A snapshot with no values.
+    #[must_use]
+    pub fn empty() -> Self {
+        Self {
+            hist: new_histogram(),
+        }
+    }
+
+    /// Adds every value of `other` into this snapshot.
+    pub fn merge(&mut self, other: &Self) {
+        // Same precision, both auto-resizing: cannot fail.
+        let _ = self.hist.add(&other.hist);
+    }
+
+    /// How many values the window holds.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.hist.len()
+    }
+
+    /// True when the window holds no value.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.hist.is_empty()
+    }
+
+    /// The smallest value, `None` when empty.
+    #[must_use]
+    pub fn min(&self) -> Option<Duration> {
+        (!self.is_empty()).then(|| nanos(self.hist.min()))
+    }
+
+    /// The largest value (to 3 significant digits), `None` when empty.
+    #[must_use]
+    pub fn max(&self) -> Option<Duration> {
+        (!self.is_empty()).then(|| nanos(self.hist.max()))
+    }
+
+    /// The mean, `None` when empty.
+    #[must_use]
+    pub fn mean(&self) -> Option<Duration> {
+        (!self.is_empty()).then(|| Duration::from_secs_f64(self.hist.mean() / 1e9))
+    }
+
+    /// The value at quantile `q` (0.0 to 1.0, clamped), `None` when empty.
+    ///
+    /// It is the smallest recorded value `v` such that at least `q` of all values are `≤ v`
+    /// (the "nearest rank" definition), reported as the highest value equivalent to it at 3
+    /// significant digits, so it is never below the true quantile and at most 0.1 % above it.
+    #[must_use]
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        if self.is_empty() {
+            return None;
+        }
+        let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
+        Some(nanos(self.hist.value_at_quantile(q)))
+    }
+
+    /// The median.
+    #[must_use]
+    pub fn p50(&self) -> Option<Duration> {
+        self.quantile(0.50)
+    }
+
+    /// The 90th percentile.
+    #[must_use]
+    pub fn p90(&self) -> Option<Duration> {
+        self.quantile(0.90)
+    }
+
+    /// The 95th percentile.
+    #[must_use]
+    pub fn p95(&self) -> Option<Duration> {
+        self.quantile(0.95)
+    }
+
+    /// The 99th percentile.
+    #[must_use]
+    pub fn p99(&self) -> Option<Duration> {
+        self.quantile(0.99)
+    }
+}
+
+#[cfg(test)]
+mod tests;

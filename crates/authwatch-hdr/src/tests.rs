@@ -1,0 +1,247 @@
+use super::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, LogNormal, Normal};
+use std::sync::{Arc, Barrier};
+
+const MS: u64 = 1_000_000;
+
+/// Equal to 3 significant digits (what the histogram promises).
+fn close(got: Option<Duration>, want: Duration) -> bool {
+    let got = got.expect("a value").as_nanos() as f64;
+    let want = want.as_nanos() as f64;
+    (got - want).abs() / want <= 0.001
+}
+
+/// The exact nearest-rank quantile of sorted values.
+fn exact(sorted: &[u64], q: f64) -> u64 {
+    let n = sorted.len();
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+    sorted[rank - 1]
+}
+
+fn check_against_reference(name: &str, mut values: Vec<u64>) {
+    let cfg = WindowConfig::default();
+    let base = Instant::now();
+    let w = WindowedHistogram::with_shards(cfg, 4, base);
+    for v in &values {
+        w.record(Duration::from_nanos(*v), base);
+    }
+    values.sort_unstable();
+    let snap = w.snapshot_at(base);
+    assert_eq!(snap.count(), values.len() as u64, "{name}: count");
+    for q in [0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0] {
+        let want = exact(&values, q) as f64;
+        let got = snap.quantile(q).unwrap().as_nanos() as f64;
+        let rel = (got - want).abs() / want;
+        assert!(
+            rel <= 0.001,
+            "{name}: q={q} got {got} want {want} (relative error {rel})"
+        );
+    }
+    let want_mean = values.iter().map(|v| *v as f64).sum::<f64>() / values.len() as f64;
+    let got_mean = snap.mean().unwrap().as_nanos() as f64;
+    assert!(
+        (got_mean - want_mean).abs() / want_mean <= 0.001,
+        "{name}: mean {got_mean} vs {want_mean}"
+    );
+    let min_rel =
+        (snap.min().unwrap().as_nanos() as f64 - values[0] as f64).abs() / values[0] as f64;
+    assert!(min_rel <= 0.001, "{name}: min");
+    let max = *values.last().unwrap() as f64;
+    assert!(
+        (snap.max().unwrap().as_nanos() as f64 - max).abs() / max <= 0.001,
+        "{name}: max"
+    );
+}
+
+#[test]
+fn lognormal_matches_exact_reference() {
+    let mut rng = StdRng::seed_from_u64(0x5eed_0001);
+    // Median 20 ms, long tail: typical of password hashing behind a login.
+    let d = LogNormal::new((20.0 * MS as f64).ln(), 0.8).unwrap();
+    let values = (0..200_000)
+        .map(|_| (d.sample(&mut rng) as u64).max(1))
+        .collect();
+    check_against_reference("lognormal", values);
+}
+
+#[test]
+fn bimodal_matches_exact_reference() {
+    let mut rng = StdRng::seed_from_u64(0x5eed_0002);
+    // Cache hits around 300 µs, database round trips around 40 ms.
+    let fast = Normal::new(300_000.0, 30_000.0).unwrap();
+    let slow = Normal::new(40.0 * MS as f64, 5.0 * MS as f64).unwrap();
+    let values = (0..200_000)
+        .map(|_| {
+            let v = if rng.random_bool(0.8) {
+                fast.sample(&mut rng)
+            } else {
+                slow.sample(&mut rng)
+            };
+            (v.max(1.0)) as u64
+        })
+        .collect();
+    check_against_reference("bimodal", values);
+}
+
+#[test]
+fn uniform_matches_exact_reference() {
+    let mut rng = StdRng::seed_from_u64(0x5eed_0003);
+    let values = (0..200_000)
+        .map(|_| rng.random_range(1_000..=2_000 * MS))
+        .collect();
+    check_against_reference("uniform", values);
+}
+
+#[test]
+fn sub_microsecond_values_keep_three_digits() {
+    let mut rng = StdRng::seed_from_u64(0x5eed_0004);
+    let values = (0..50_000).map(|_| rng.random_range(50..5_000)).collect();
+    check_against_reference("sub-microsecond", values);
+}
+
+#[test]
+fn old_slots_leave_the_window() {
+    let cfg = WindowConfig::new(Duration::from_secs(10), 10).unwrap();
+    let base = Instant::now();
+    let w = WindowedHistogram::with_shards(cfg, 2, base);
+    // One value per second, each 1 ms longer than the one before.
+    for s in 0..30u64 {
+        w.record(
+            Duration::from_millis(s + 1),
+            base + Duration::from_secs(s) + Duration::from_millis(500),
+        );
+    }
+    let now = base + Duration::from_secs(29) + Duration::from_millis(900);
+    let snap = w.snapshot_at(now);
+    // Slots 20..=29 are in the window: values 21..=30 ms.
+    assert_eq!(snap.count(), 10);
+    assert!(close(snap.min(), Duration::from_millis(21)), "{snap:?}");
+    assert!(snap.max().unwrap() >= Duration::from_millis(30));
+    // Much later the window is empty again.
+    assert!(w.snapshot_at(now + Duration::from_secs(60)).is_empty());
+}
+
+#[test]
+fn idle_shard_data_expires_without_new_records() {
+    let cfg = WindowConfig::new(Duration::from_secs(1), 4).unwrap();
+    let base = Instant::now();
+    let w = WindowedHistogram::with_shards(cfg, 1, base);
+    w.record(Duration::from_millis(5), base);
+    assert_eq!(w.snapshot_at(base + Duration::from_millis(900)).count(), 1);
+    assert_eq!(
+        w.snapshot_at(base + Duration::from_millis(1_000)).count(),
+        0
+    );
+}
+
+#[test]
+fn late_flush_of_an_expired_slot_is_dropped() {
+    let cfg = WindowConfig::new(Duration::from_secs(4), 4).unwrap();
+    let base = Instant::now();
+    let w = WindowedHistogram::with_shards(cfg, 1, base);
+    w.record(Duration::from_millis(1), base); // epoch 0
+                                              // Epoch 4 reuses ring index 0; the ring moves there through a second window first.
+    w.record(Duration::from_millis(2), base + Duration::from_secs(4));
+    w.record(Duration::from_millis(3), base + Duration::from_secs(8));
+    let snap = w.snapshot_at(base + Duration::from_secs(8));
+    assert_eq!(snap.count(), 1);
+    assert!(close(snap.min(), Duration::from_millis(3)), "{snap:?}");
+}
+
+#[test]
+fn huge_and_zero_values_are_clamped_not_lost() {
+    let w = WindowedHistogram::new(WindowConfig::default());
+    let now = Instant::now();
+    w.record(Duration::ZERO, now);
+    w.record(Duration::MAX, now);
+    let snap = w.snapshot_at(now);
+    assert_eq!(snap.count(), 2);
+    let max = snap.max().unwrap();
+    assert!(max >= MAX_TRACKABLE && max <= MAX_TRACKABLE.mul_f64(1.001));
+}
+
+#[test]
+fn many_threads_lose_nothing() {
+    let w = Arc::new(WindowedHistogram::new(WindowConfig::default()));
+    let threads = 8;
+    let per = 50_000u64;
+    let barrier = Arc::new(Barrier::new(threads));
+    let now = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let w = w.clone();
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                b.wait();
+                for i in 0..per {
+                    w.record(Duration::from_micros(1 + (i + t as u64) % 1000), now);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(w.snapshot_at(now).count(), threads as u64 * per);
+}
+
+#[test]
+fn snapshots_merge() {
+    let now = Instant::now();
+    let a = WindowedHistogram::new(WindowConfig::default());
+    let b = WindowedHistogram::new(WindowConfig::default());
+    for i in 1..=100 {
+        a.record(Duration::from_millis(i), now);
+        b.record(Duration::from_millis(100 + i), now);
+    }
+    let mut s = a.snapshot_at(now);
+    s.merge(&b.snapshot_at(now));
+    assert_eq!(s.count(), 200);
+    let p50 = s.p50().unwrap();
+    assert!(p50 >= Duration::from_millis(100) && p50 <= Duration::from_micros(100_100));
+}
+
+#[test]
+fn empty_snapshot_has_no_percentiles() {
+    let s = Snapshot::empty();
+    assert_eq!(s.count(), 0);
+    assert_eq!(s.p95(), None);
+    assert_eq!(s.mean(), None);
+    assert_eq!(s.min(), None);
+}
+
+#[test]
+fn config_errors_are_explained() {
+    assert_eq!(
+        WindowConfig::new(Duration::from_secs(1), 0),
+        Err(ConfigError::ZeroSlots)
+    );
+    let e = WindowConfig::new(Duration::from_micros(10), 100).unwrap_err();
+    assert!(e.to_string().contains("longer window"), "{e}");
+}
+
+#[test]
+fn threads_get_distinct_shards() {
+    let shards = 64;
+    let ids: Vec<usize> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || thread_shard(shards))
+                .join()
+                .unwrap()
+        })
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 4, "{ids:?}");
+    // Stable within a thread.
+    assert_eq!(thread_shard(shards), thread_shard(shards));
+}
+
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<WindowedHistogram>();
+    is::<Snapshot>();
+    is::<WindowConfig>();
+}

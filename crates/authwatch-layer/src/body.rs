@@ -1,0 +1,87 @@
+//! [`ResponseBody`]: stops the clock at the end of the body and reads gRPC trailers.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::layer::Tracker;
+use crate::op::Outcome;
+
+pin_project! {
+    /// The response body of [`AuthService`](crate::AuthService): your body, unchanged, with the
+    /// end of the request recorded when it ends.
+    ///
+    /// The request's event is emitted when the body returns its last frame (or `None`, or
+    /// reports [`is_end_stream`](Body::is_end_stream) after a frame), as an error when it
+    /// returns an error, and as [`Outcome::Cancelled`] when it is dropped before the end.
+    pub struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        tracker: Tracker,
+    }
+}
+
+impl<B> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("tracked", &self.tracker.is_active())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn untracked(inner: B) -> Self {
+        Self {
+            inner,
+            tracker: Tracker::none(),
+        }
+    }
+
+    pub(crate) fn tracked(inner: B, tracker: Tracker) -> Self {
+        Self { inner, tracker }
+    }
+
+    /// The wrapped body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+}
+
+impl<B: Body> Body for ResponseBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let mut inner = this.inner;
+        let frame = ready!(inner.as_mut().poll_frame(cx));
+        if this.tracker.is_active() {
+            match &frame {
+                None => this.tracker.finish_classified(),
+                Some(Err(_)) => this.tracker.finish(Outcome::Error),
+                Some(Ok(f)) => {
+                    if let Some(trailers) = f.trailers_ref() {
+                        this.tracker.trailers(trailers);
+                    }
+                    if inner.is_end_stream() {
+                        this.tracker.finish_classified();
+                    }
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

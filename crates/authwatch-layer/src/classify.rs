@@ -1,0 +1,315 @@
+//! The default classifier: response (and trailers) → [`Outcome`], as DESIGN.md's outcome table.
+
+use http::{header, HeaderMap, Response, StatusCode};
+
+use crate::op::{AuthOp, FailureReason, Outcome};
+
+/// The result of looking at the response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Classified {
+    /// The outcome is known from the head; the body only ends the clock.
+    Ready {
+        outcome: Outcome,
+        grpc_status: Option<u16>,
+    },
+    /// A gRPC response whose status comes in the trailers.
+    RequiresTrailers,
+}
+
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Classifies a response head for operation `op`.
+pub(crate) fn classify_head<B>(op: AuthOp, res: &Response<B>) -> Classified {
+    if let Some(o) = res.extensions().get::<Outcome>() {
+        if let Some(outcome) = o.normalize_override() {
+            let grpc_status = grpc_status(res.headers()).and_then(Result::ok);
+            return Classified::Ready {
+                outcome,
+                grpc_status,
+            };
+        }
+    }
+    let headers = res.headers();
+    if res.status() == StatusCode::OK && is_grpc(headers) {
+        return match grpc_status(headers) {
+            Some(code) => {
+                let (outcome, grpc_status) = classify_grpc(op, code, headers);
+                Classified::Ready {
+                    outcome,
+                    grpc_status,
+                }
+            }
+            None => Classified::RequiresTrailers,
+        };
+    }
+    Classified::Ready {
+        outcome: classify_http(op, res.status(), headers),
+        grpc_status: None,
+    }
+}
+
+/// Classifies a gRPC response from its trailers (`None`: the body ended without any).
+pub(crate) fn classify_trailers(
+    op: AuthOp,
+    trailers: Option<&HeaderMap>,
+) -> (Outcome, Option<u16>) {
+    match trailers.and_then(|t| grpc_status(t).map(|c| (c, t))) {
+        Some((code, t)) => classify_grpc(op, code, t),
+        // A gRPC response must end with a status; without one the call failed.
+        None => (Outcome::Error, None),
+    }
+}
+
+/// The HTTP part of the outcome table.
+pub(crate) fn classify_http(op: AuthOp, status: StatusCode, headers: &HeaderMap) -> Outcome {
+    let code = status.as_u16();
+    match code {
+        200..=399 => Outcome::Success,
+        429 => Outcome::RateLimited,
+        400..=499 => {
+            if www_authenticate_invalid_token(headers) {
+                return Outcome::Failure(FailureReason::InvalidToken);
+            }
+            Outcome::Failure(match code {
+                401 if op == AuthOp::TokenValidation => FailureReason::InvalidToken,
+                401 => FailureReason::InvalidCredentials,
+                403 => FailureReason::Forbidden,
+                400 | 422 => FailureReason::BadRequest,
+                409 => FailureReason::Conflict,
+                423 => FailureReason::LockedOut,
+                _ => FailureReason::ClientError,
+            })
+        }
+        // 5xx, and codes no server should send as a final answer (1xx, 600+).
+        _ => Outcome::Error,
+    }
+}
+
+fn classify_grpc(
+    op: AuthOp,
+    code: Result<u16, Malformed>,
+    headers: &HeaderMap,
+) -> (Outcome, Option<u16>) {
+    let Ok(code) = code else {
+        return (Outcome::Error, None);
+    };
+    let outcome = match code {
+        0 => Outcome::Success,
+        16 if op == AuthOp::TokenValidation || www_authenticate_invalid_token(headers) => {
+            Outcome::Failure(FailureReason::InvalidToken)
+        }
+        16 => Outcome::Failure(FailureReason::InvalidCredentials),
+        7 => Outcome::Failure(FailureReason::Forbidden),
+        3 => Outcome::Failure(FailureReason::BadRequest),
+        6 => Outcome::Failure(FailureReason::Conflict),
+        8 => Outcome::RateLimited,
+        _ => Outcome::Error,
+    };
+    (outcome, Some(code))
+}
+
+/// A `grpc-status` that is not a decimal number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Malformed;
+
+/// Reads `grpc-status`: `None` when absent, `Err` when it is not 1–3 ASCII digits.
+pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<Result<u16, Malformed>> {
+    let v = headers.get("grpc-status")?;
+    Some(parse_grpc_status(v.as_bytes()))
+}
+
+pub(crate) fn parse_grpc_status(b: &[u8]) -> Result<u16, Malformed> {
+    if b.is_empty() || b.len() > 3 || !b.iter().all(u8::is_ascii_digit) {
+        return Err(Malformed);
+    }
+    Ok(b.iter().fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0')))
+}
+
+/// True when a `WWW-Authenticate` challenge says `error="invalid_token"` (RFC 6750 §3.1).
+pub(crate) fn www_authenticate_invalid_token(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .any(|v| challenge_says_invalid_token(v.as_bytes()))
+}
+
+/// Scans a challenge such as `Bearer realm="x", error="invalid_token", error_description="…"`.
+/// Linear in the header's length; never allocates.
+pub(crate) fn challenge_says_invalid_token(value: &[u8]) -> bool {
+    value.split(|b| *b == b',').any(|param| {
+        let Some(eq) = param.iter().position(|b| *b == b'=') else {
+            return false;
+        };
+        let (key, val) = (param[..eq].trim_ascii(), param[eq + 1..].trim_ascii());
+        // The first parameter follows the scheme: "Bearer error".
+        let key = key
+            .rsplit(|b| b.is_ascii_whitespace())
+            .next()
+            .unwrap_or(key);
+        let val = val
+            .strip_prefix(b"\"")
+            .and_then(|v| v.strip_suffix(b"\""))
+            .unwrap_or(val);
+        key.eq_ignore_ascii_case(b"error") && val.eq_ignore_ascii_case(b"invalid_token")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn res(status: u16) -> Response<()> {
+        Response::builder().status(status).body(()).unwrap()
+    }
+
+    fn ready(c: Classified) -> Outcome {
+        match c {
+            Classified::Ready { outcome, .. } => outcome,
+            Classified::RequiresTrailers => panic!("expected a ready outcome"),
+        }
+    }
+
+    #[test]
+    fn http_table() {
+        use FailureReason::*;
+        let cases: &[(u16, AuthOp, Outcome)] = &[
+            (200, AuthOp::Login, Outcome::Success),
+            (204, AuthOp::Logout, Outcome::Success),
+            (302, AuthOp::Login, Outcome::Success),
+            (401, AuthOp::Login, Outcome::Failure(InvalidCredentials)),
+            (401, AuthOp::TokenValidation, Outcome::Failure(InvalidToken)),
+            (403, AuthOp::Login, Outcome::Failure(Forbidden)),
+            (400, AuthOp::Registration, Outcome::Failure(BadRequest)),
+            (422, AuthOp::Registration, Outcome::Failure(BadRequest)),
+            (409, AuthOp::Registration, Outcome::Failure(Conflict)),
+            (423, AuthOp::Login, Outcome::Failure(LockedOut)),
+            (404, AuthOp::PasswordReset, Outcome::Failure(ClientError)),
+            (429, AuthOp::Login, Outcome::RateLimited),
+            (500, AuthOp::Login, Outcome::Error),
+            (503, AuthOp::TokenRefresh, Outcome::Error),
+            (101, AuthOp::Login, Outcome::Error),
+        ];
+        for (status, op, want) in cases {
+            assert_eq!(
+                ready(classify_head(*op, &res(*status))),
+                *want,
+                "{status} {op}"
+            );
+        }
+    }
+
+    #[test]
+    fn www_authenticate_marks_invalid_token() {
+        let mut r = res(401);
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(
+                r#"Bearer realm="api", error="invalid_token", error_description="expired""#,
+            ),
+        );
+        assert_eq!(
+            ready(classify_head(AuthOp::Login, &r)),
+            Outcome::Failure(FailureReason::InvalidToken)
+        );
+        for (v, want) in [
+            (&b"Bearer error=invalid_token"[..], true),
+            (b"Bearer ERROR=\"INVALID_TOKEN\"", true),
+            (b"Bearer error=\"insufficient_scope\"", false),
+            (b"Basic realm=\"invalid_token\"", false),
+            (b"Bearer error_description=\"invalid_token\"", false),
+            (b"", false),
+            (b"=,=,,\"", false),
+            (&[0xff, 0xfe, b'=', 0x80][..], false),
+        ] {
+            assert_eq!(
+                challenge_says_invalid_token(v),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
+        }
+        let huge = vec![b'a'; 64 * 1024];
+        assert!(!challenge_says_invalid_token(&huge));
+    }
+
+    #[test]
+    fn grpc_status_in_headers_and_trailers() {
+        let grpc = |status: Option<&'static str>| {
+            let mut r = res(200);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc+proto"),
+            );
+            if let Some(s) = status {
+                r.headers_mut()
+                    .insert("grpc-status", HeaderValue::from_static(s));
+            }
+            r
+        };
+        assert_eq!(
+            ready(classify_head(AuthOp::Login, &grpc(Some("0")))),
+            Outcome::Success
+        );
+        assert_eq!(
+            ready(classify_head(AuthOp::Login, &grpc(Some("16")))),
+            Outcome::Failure(FailureReason::InvalidCredentials)
+        );
+        assert_eq!(
+            ready(classify_head(AuthOp::TokenValidation, &grpc(Some("16")))),
+            Outcome::Failure(FailureReason::InvalidToken)
+        );
+        assert_eq!(
+            ready(classify_head(AuthOp::Login, &grpc(Some("8")))),
+            Outcome::RateLimited
+        );
+        assert_eq!(
+            ready(classify_head(AuthOp::Login, &grpc(Some("13")))),
+            Outcome::Error
+        );
+        assert_eq!(
+            ready(classify_head(AuthOp::Login, &grpc(Some("x1")))),
+            Outcome::Error
+        );
+        assert_eq!(
+            ready(classify_head(AuthOp::Login, &grpc(Some("99999")))),
+            Outcome::Error
+        );
+        assert_eq!(
+            classify_head(AuthOp::Login, &grpc(None)),
+            Classified::RequiresTrailers
+        );
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", HeaderValue::from_static("6"));
+        assert_eq!(
+            classify_trailers(AuthOp::Registration, Some(&t)),
+            (Outcome::Failure(FailureReason::Conflict), Some(6))
+        );
+        assert_eq!(
+            classify_trailers(AuthOp::Login, None),
+            (Outcome::Error, None)
+        );
+        assert_eq!(
+            classify_trailers(AuthOp::Login, Some(&HeaderMap::new())),
+            (Outcome::Error, None)
+        );
+    }
+
+    #[test]
+    fn override_wins() {
+        let mut r = res(200);
+        r.extensions_mut()
+            .insert(Outcome::Failure(FailureReason::LockedOut));
+        assert_eq!(
+            ready(classify_head(AuthOp::Login, &r)),
+            Outcome::Failure(FailureReason::LockedOut)
+        );
+        let mut r = res(500);
+        r.extensions_mut().insert(Outcome::Cancelled);
+        assert_eq!(ready(classify_head(AuthOp::Login, &r)), Outcome::Error);
+    }
+}

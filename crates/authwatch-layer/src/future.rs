@@ -1,0 +1,72 @@
+//! [`ResponseFuture`]: waits for the response head and classifies it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::Response;
+use http_body::Body;
+use pin_project_lite::pin_project;
+
+use crate::body::ResponseBody;
+use crate::classify::classify_head;
+use crate::layer::Tracker;
+use crate::op::Outcome;
+
+pin_project! {
+    /// The response future of [`AuthService`](crate::AuthService).
+    ///
+    /// Dropping it before it completes (a client that went away, an outer timeout) records the
+    /// request as [`Outcome::Cancelled`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        tracker: Tracker,
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("tracked", &self.tracker.is_active())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, tracker: Tracker) -> Self {
+        Self { inner, tracker }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let Some(op) = this.tracker.op() else {
+            return Poll::Ready(result.map(|res| res.map(ResponseBody::untracked)));
+        };
+        let res = match result {
+            Ok(res) => res,
+            Err(e) => {
+                this.tracker.finish(Outcome::Error);
+                return Poll::Ready(Err(e));
+            }
+        };
+        let classified = classify_head(op, &res);
+        let status = res.status().as_u16();
+        let mut tracker = std::mem::replace(this.tracker, Tracker::none());
+        let ended = tracker.head(status, classified, res.body().is_end_stream());
+        Poll::Ready(Ok(if ended {
+            res.map(ResponseBody::untracked)
+        } else {
+            res.map(|b| ResponseBody::tracked(b, tracker))
+        }))
+    }
+}

@@ -1,0 +1,298 @@
+//! [`TokenGuardLayer`]: measures an existing token-validating middleware without changing it.
+
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::client_ip::ClientIp;
+use crate::event::{AuthEvent, EventSink, EventSource, Sinks};
+use crate::op::{AuthOp, FailureReason, Outcome};
+use crate::routes::method_label;
+
+/// The route label of guarded requests when no better one is known.
+pub const DEFAULT_GUARD_ROUTE: &str = "(guarded)";
+
+struct GuardShared {
+    sinks: Sinks,
+    client_ip: ClientIp,
+    label: Box<str>,
+}
+
+/// Wraps your token-validating middleware (say, tower-http's
+/// `ValidateRequestHeaderLayer::bearer`, or an `axum::middleware::from_fn` JWT check) so that
+/// every protected request is a [`AuthOp::TokenValidation`] event, without changing it.
+///
+/// The validator runs as before. authwatch puts a probe between it and your handler:
+///
+/// - when the validator hands the request on, that is a validation **success**, and the latency
+///   is the time the validator took (not the handler's);
+/// - when the validator answers by itself, that is a **failure** with reason
+///   [`FailureReason::InvalidToken`] (one invalid-token attempt), or
+///   [`Outcome::RateLimited`] for a 429, or [`Outcome::Error`] for a 5xx or a service error; the
+///   latency is the time to its answer;
+/// - when the request is dropped before either, it is [`Outcome::Cancelled`].
+///
+/// The route label is axum's `MatchedPath` when available (feature `axum`, layer added with
+/// `Router::layer` or `route_layer`), else the label set with [`label`](Self::label)
+/// ([`DEFAULT_GUARD_ROUTE`] by default).
+///
+/// Don't guard the auth routes that the [`AuthLayer`](crate::AuthLayer) already watches as
+/// token validation (get-session), or each request is counted twice.
+#[derive(Clone)]
+pub struct TokenGuardLayer<L> {
+    validator: L,
+    shared: Arc<GuardShared>,
+}
+
+impl<L> fmt::Debug for TokenGuardLayer<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenGuardLayer")
+            .field("label", &self.shared.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L> TokenGuardLayer<L> {
+    /// Wraps `validator`, sending events to `sinks`.
+    pub fn new(validator: L, sinks: Sinks) -> Self {
+        Self {
+            validator,
+            shared: Arc::new(GuardShared {
+                sinks,
+                client_ip: ClientIp::default(),
+                label: DEFAULT_GUARD_ROUTE.into(),
+            }),
+        }
+    }
+
+    fn map_shared(self, f: impl FnOnce(&mut GuardShared)) -> Self {
+        let old = &*self.shared;
+        let mut shared = GuardShared {
+            sinks: old.sinks.clone(),
+            client_ip: old.client_ip,
+            label: old.label.clone(),
+        };
+        f(&mut shared);
+        Self {
+            validator: self.validator,
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// How to find the client address (default [`ClientIp::peer`]).
+    #[must_use]
+    pub fn client_ip(self, client_ip: ClientIp) -> Self {
+        self.map_shared(|s| s.client_ip = client_ip)
+    }
+
+    /// The route label when axum's `MatchedPath` is not available. Keep it a constant: it is a
+    /// metric attribute.
+    #[must_use]
+    pub fn label(self, label: impl Into<Box<str>>) -> Self {
+        let label = label.into();
+        self.map_shared(|s| s.label = label)
+    }
+}
+
+impl<S, L> Layer<S> for TokenGuardLayer<L>
+where
+    L: Layer<Probe<S>>,
+{
+    type Service = TokenGuard<L::Service>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TokenGuard {
+            inner: self.validator.layer(Probe { inner }),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service [`TokenGuardLayer`] produces: your validator, with a [`Probe`] behind it.
+#[derive(Clone)]
+pub struct TokenGuard<V> {
+    inner: V,
+    shared: Arc<GuardShared>,
+}
+
+impl<V> fmt::Debug for TokenGuard<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenGuard").finish_non_exhaustive()
+    }
+}
+
+/// Sits between the validator and your service, and notes that the validator let a request
+/// through.
+#[derive(Clone, Debug)]
+pub struct Probe<S> {
+    inner: S,
+}
+
+/// The per-request link between [`TokenGuard`] and its [`Probe`], carried in the request
+/// extensions.
+#[derive(Clone)]
+struct Ticket(Arc<TicketState>);
+
+struct TicketState {
+    shared: Arc<GuardShared>,
+    start: Instant,
+    method: &'static str,
+    client_ip: Option<IpAddr>,
+    route: Option<Box<str>>,
+    done: AtomicBool,
+}
+
+impl TicketState {
+    /// Emits the event, once: the first caller wins (probe, future, or drop).
+    fn emit_once(&self, outcome: Outcome, status: Option<u16>) {
+        if self.done.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let now = Instant::now();
+        let event = AuthEvent {
+            op: AuthOp::TokenValidation,
+            outcome,
+            route: self.route.as_deref().unwrap_or(&self.shared.label),
+            route_id: None,
+            method: self.method,
+            rpc_method: None,
+            status,
+            grpc_status: None,
+            latency: now.saturating_duration_since(self.start),
+            finished_at: now,
+            client_ip: self.client_ip,
+            source: EventSource::TokenGuard,
+        };
+        self.shared.sinks.record(&event);
+    }
+}
+
+fn matched_route<B>(req: &Request<B>) -> Option<Box<str>> {
+    #[cfg(feature = "axum")]
+    if let Some(m) = req.extensions().get::<axum::extract::MatchedPath>() {
+        return Some(m.as_str().into());
+    }
+    let _ = req;
+    None
+}
+
+impl<V, ReqBody, ResBody> Service<Request<ReqBody>> for TokenGuard<V>
+where
+    V: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = V::Error;
+    type Future = GuardFuture<V::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let ticket = Arc::new(TicketState {
+            shared: self.shared.clone(),
+            start: Instant::now(),
+            method: method_label(req.method()),
+            client_ip: self.shared.client_ip.resolve(&req),
+            route: matched_route(&req),
+            done: AtomicBool::new(false),
+        });
+        req.extensions_mut().insert(Ticket(ticket.clone()));
+        GuardFuture {
+            inner: self.inner.call(req),
+            ticket: DropTicket(Some(ticket)),
+        }
+    }
+}
+
+impl<S, ReqBody> Service<Request<ReqBody>> for Probe<S>
+where
+    S: Service<Request<ReqBody>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        if let Some(Ticket(t)) = req.extensions_mut().remove::<Ticket>() {
+            t.emit_once(Outcome::Success, None);
+        }
+        self.inner.call(req)
+    }
+}
+
+/// Emits `Cancelled` if the guard's future is dropped before anything was decided.
+struct DropTicket(Option<Arc<TicketState>>);
+
+impl Drop for DropTicket {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.emit_once(Outcome::Cancelled, None);
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`TokenGuard`].
+    pub struct GuardFuture<F> {
+        #[pin]
+        inner: F,
+        ticket: DropTicket,
+    }
+}
+
+impl<F> fmt::Debug for GuardFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardFuture").finish_non_exhaustive()
+    }
+}
+
+/// What the validator's own answer means, when it did not let the request through.
+fn rejection<B>(res: &Response<B>) -> Outcome {
+    if let Some(o) = res
+        .extensions()
+        .get::<Outcome>()
+        .and_then(|o| o.normalize_override())
+    {
+        return o;
+    }
+    match res.status().as_u16() {
+        200..=399 => Outcome::Success,
+        429 => Outcome::RateLimited,
+        400..=499 => Outcome::Failure(FailureReason::InvalidToken),
+        _ => Outcome::Error,
+    }
+}
+
+impl<F, B, E> Future for GuardFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        if let Some(t) = this.ticket.0.take() {
+            match &result {
+                Ok(res) => t.emit_once(rejection(res), Some(res.status().as_u16())),
+                Err(_) => t.emit_once(Outcome::Error, None),
+            }
+        }
+        Poll::Ready(result)
+    }
+}

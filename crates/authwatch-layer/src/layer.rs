@@ -1,0 +1,315 @@
+//! [`AuthLayer`] and [`AuthService`]: recognise, time, and hand over.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Method, Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::ResponseBody;
+use crate::classify::{classify_trailers, Classified};
+use crate::client_ip::ClientIp;
+use crate::event::{AuthEvent, EventSink, EventSource, Sinks};
+use crate::future::ResponseFuture;
+use crate::op::{AuthOp, Outcome};
+use crate::routes::{method_label, RouteError, RouteTable, Routes};
+
+pub(crate) struct Shared {
+    pub(crate) routes: RouteTable,
+    pub(crate) client_ip: ClientIp,
+    pub(crate) sinks: Sinks,
+}
+
+/// The Tower layer that watches auth routes. See the [crate docs](crate).
+///
+/// Cheap to clone (one `Arc`). Build it with [`AuthLayer::builder`], or get it from
+/// `authwatch::AuthWatch::layer`, which wires the stats, metrics and alert sinks.
+#[derive(Clone)]
+pub struct AuthLayer {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for AuthLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthLayer")
+            .field("routes", &self.shared.routes.routes().len())
+            .field("client_ip", &self.shared.client_ip)
+            .field("sinks", &self.shared.sinks)
+            .finish()
+    }
+}
+
+impl AuthLayer {
+    /// A builder with the default [`Routes`], [`ClientIp::peer`] and no sink.
+    #[must_use]
+    pub fn builder() -> AuthLayerBuilder {
+        AuthLayerBuilder {
+            routes: Routes::default(),
+            client_ip: ClientIp::default(),
+            sinks: Sinks::new(),
+        }
+    }
+
+    /// The route table this layer matches against.
+    #[must_use]
+    pub fn routes(&self) -> &RouteTable {
+        &self.shared.routes
+    }
+
+    /// The client-address rules.
+    #[must_use]
+    pub fn client_ip(&self) -> ClientIp {
+        self.shared.client_ip
+    }
+}
+
+/// Builds an [`AuthLayer`].
+#[derive(Debug)]
+#[must_use]
+pub struct AuthLayerBuilder {
+    routes: Routes,
+    client_ip: ClientIp,
+    sinks: Sinks,
+}
+
+impl AuthLayerBuilder {
+    /// The routes to watch (default: [`Routes::default`]).
+    pub fn routes(mut self, routes: Routes) -> Self {
+        self.routes = routes;
+        self
+    }
+
+    /// How to find the client address (default: [`ClientIp::peer`]).
+    pub fn client_ip(mut self, client_ip: ClientIp) -> Self {
+        self.client_ip = client_ip;
+        self
+    }
+
+    /// Adds a sink; every event goes to every sink, in the order added.
+    pub fn sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.sinks = self.sinks.with(sink);
+        self
+    }
+
+    /// Builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// A [`RouteError`] when a route template is invalid or two conflict.
+    pub fn build(self) -> Result<AuthLayer, RouteError> {
+        Ok(AuthLayer {
+            shared: Arc::new(Shared {
+                routes: self.routes.build()?,
+                client_ip: self.client_ip,
+                sinks: self.sinks,
+            }),
+        })
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] wraps around yours.
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for AuthService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> AuthService<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AuthService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let route = self
+            .shared
+            .routes
+            .lookup(req.method(), req.uri().path(), req.headers());
+        let Some(route) = route else {
+            return ResponseFuture::new(self.inner.call(req), Tracker::none());
+        };
+        let tracker = Tracker::start(
+            self.shared.clone(),
+            route.id.0,
+            req.method(),
+            self.shared.client_ip.resolve(&req),
+        );
+        ResponseFuture::new(self.inner.call(req), tracker)
+    }
+}
+
+/// The bookkeeping of one auth request, from `call` to the end of the body. Emits exactly one
+/// event: through [`finish`](Self::finish), or, if dropped before that, as cancelled.
+pub(crate) struct Tracker {
+    inner: Option<TrackerState>,
+}
+
+struct TrackerState {
+    shared: Arc<Shared>,
+    route: u16,
+    start: Instant,
+    method: &'static str,
+    head_only: bool,
+    client_ip: Option<IpAddr>,
+    status: Option<u16>,
+    classified: Classified,
+}
+
+impl Tracker {
+    pub(crate) fn none() -> Self {
+        Self { inner: None }
+    }
+
+    fn start(shared: Arc<Shared>, route: u16, method: &Method, client_ip: Option<IpAddr>) -> Self {
+        Self {
+            inner: Some(TrackerState {
+                shared,
+                route,
+                start: Instant::now(),
+                method: method_label(method),
+                head_only: *method == Method::HEAD,
+                client_ip,
+                status: None,
+                classified: Classified::RequiresTrailers,
+            }),
+        }
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    pub(crate) fn op(&self) -> Option<AuthOp> {
+        let s = self.inner.as_ref()?;
+        Some(s.shared.routes.routes()[usize::from(s.route)].op)
+    }
+
+    /// Records the response head. Returns true when the response ends with its head (HEAD
+    /// requests, 1xx/204/304, an empty body), in which case the event has been emitted.
+    pub(crate) fn head(&mut self, status: u16, classified: Classified, body_is_end: bool) -> bool {
+        let Some(s) = self.inner.as_mut() else {
+            return false;
+        };
+        s.status = Some(status);
+        s.classified = classified;
+        if s.head_only || body_is_end || matches!(status, 100..=199 | 204 | 304) {
+            self.finish_classified();
+            return true;
+        }
+        false
+    }
+
+    /// Reads `grpc-status` from the trailers.
+    pub(crate) fn trailers(&mut self, trailers: &http::HeaderMap) {
+        if let Some(s) = self.inner.as_mut() {
+            if s.classified == Classified::RequiresTrailers {
+                let op = s.shared.routes.routes()[usize::from(s.route)].op;
+                let (outcome, grpc_status) = classify_trailers(op, Some(trailers));
+                s.classified = Classified::Ready {
+                    outcome,
+                    grpc_status,
+                };
+            }
+        }
+    }
+
+    /// The body ended: emit the classified outcome (a gRPC response without status is an error).
+    pub(crate) fn finish_classified(&mut self) {
+        if let Some(s) = self.inner.take() {
+            let (outcome, grpc) = match s.classified {
+                Classified::Ready {
+                    outcome,
+                    grpc_status,
+                } => (outcome, grpc_status),
+                Classified::RequiresTrailers => (Outcome::Error, None),
+            };
+            s.emit(outcome, grpc);
+        }
+    }
+
+    /// Emit `outcome` now (inner service error, body error).
+    pub(crate) fn finish(&mut self, outcome: Outcome) {
+        if let Some(s) = self.inner.take() {
+            let grpc = match s.classified {
+                Classified::Ready { grpc_status, .. } => grpc_status,
+                Classified::RequiresTrailers => None,
+            };
+            s.emit(outcome, grpc);
+        }
+    }
+}
+
+impl TrackerState {
+    fn emit(self, outcome: Outcome, grpc_status: Option<u16>) {
+        let now = Instant::now();
+        let info = &self.shared.routes.routes()[usize::from(self.route)];
+        let event = AuthEvent {
+            op: info.op,
+            outcome,
+            route: &info.template,
+            route_id: Some(info.id),
+            method: self.method,
+            rpc_method: info.rpc_method.as_deref(),
+            status: self.status,
+            grpc_status,
+            latency: now.saturating_duration_since(self.start),
+            finished_at: now,
+            client_ip: self.client_ip,
+            source: EventSource::Route,
+        };
+        self.shared.sinks.record(&event);
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.finish(Outcome::Cancelled);
+    }
+}
