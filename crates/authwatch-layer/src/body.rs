@@ -13,8 +13,8 @@ pin_project! {
     /// The response body of [`AuthService`](crate::AuthService): your body, unchanged, with the
     /// end of the request recorded when it ends.
     ///
-    /// The request's event is emitted when the body returns its last frame (or `None`, or
-    /// reports [`is_end_stream`](Body::is_end_stream) after a frame), as an error when it
+    /// The request's event is emitted when the body returns its last frame (trailers, `None`,
+    /// or a frame after which [`is_end_stream`](Body::is_end_stream) is true), as an error when it
     /// returns an error, and as [`Outcome::Cancelled`] when it is dropped before the end.
     pub struct ResponseBody<B> {
         #[pin]
@@ -66,9 +66,10 @@ impl<B: Body> Body for ResponseBody<B> {
                 Some(Err(_)) => this.tracker.finish(Outcome::Error),
                 Some(Ok(f)) => {
                     if let Some(trailers) = f.trailers_ref() {
+                        // Trailers are always the last frame; the server stops polling here.
                         this.tracker.trailers(trailers);
-                    }
-                    if inner.is_end_stream() {
+                        this.tracker.finish_classified();
+                    } else if inner.is_end_stream() {
                         this.tracker.finish_classified();
                     }
                 }

@@ -20,8 +20,8 @@ pin_project! {
     /// request as [`Outcome::Cancelled`].
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
-        tracker: Tracker,
+        pub(crate) inner: F,
+        pub(crate) tracker: Tracker,
     }
 }
 
@@ -30,12 +30,6 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
         f.debug_struct("ResponseFuture")
             .field("tracked", &self.tracker.is_active())
             .finish_non_exhaustive()
-    }
-}
-
-impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, tracker: Tracker) -> Self {
-        Self { inner, tracker }
     }
 }
 

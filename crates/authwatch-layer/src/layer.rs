@@ -45,7 +45,6 @@ impl fmt::Debug for AuthLayer {
 
 impl AuthLayer {
     /// A builder with the default [`Routes`], [`ClientIp::peer`] and no sink.
-    #[must_use]
     pub fn builder() -> AuthLayerBuilder {
         AuthLayerBuilder {
             routes: Routes::default(),
@@ -172,8 +171,13 @@ where
             .shared
             .routes
             .lookup(req.method(), req.uri().path(), req.headers());
+        // The inner future is built straight into the struct literal: the futures of a whole
+        // router are large, and a detour through a constructor costs a copy of it per request.
         let Some(route) = route else {
-            return ResponseFuture::new(self.inner.call(req), Tracker::none());
+            return ResponseFuture {
+                inner: self.inner.call(req),
+                tracker: Tracker::none(),
+            };
         };
         let tracker = Tracker::start(
             self.shared.clone(),
@@ -181,7 +185,10 @@ where
             req.method(),
             self.shared.client_ip.resolve(&req),
         );
-        ResponseFuture::new(self.inner.call(req), tracker)
+        ResponseFuture {
+            inner: self.inner.call(req),
+            tracker,
+        }
     }
 }
 
@@ -203,6 +210,7 @@ struct TrackerState {
 }
 
 impl Tracker {
+    #[inline]
     pub(crate) fn none() -> Self {
         Self { inner: None }
     }
@@ -222,10 +230,12 @@ impl Tracker {
         }
     }
 
+    #[inline]
     pub(crate) fn is_active(&self) -> bool {
         self.inner.is_some()
     }
 
+    #[inline]
     pub(crate) fn op(&self) -> Option<AuthOp> {
         let s = self.inner.as_ref()?;
         Some(s.shared.routes.routes()[usize::from(s.route)].op)

@@ -2,7 +2,10 @@
 
 use std::fmt;
 
+use std::collections::HashMap;
+
 use http::{HeaderMap, Method};
+use rustc_hash::FxBuildHasher;
 
 use crate::classify::is_grpc;
 use crate::op::AuthOp;
@@ -361,15 +364,29 @@ impl Routes {
                 rpc_method: None,
             });
         }
+        let mut exact: HashMap<Box<str>, Box<[u16]>, FxBuildHasher> = HashMap::default();
+        let mut prefixes: Vec<Box<str>> = Vec::new();
         for (path, ids) in paths {
             // Two specs with the same text but one under the base and one not end up here
             // together: both stay, the method decides.
+            let ids = ids.into_boxed_slice();
             router
-                .insert(path.clone(), ids.into_boxed_slice())
+                .insert(path.clone(), ids.clone())
                 .map_err(|e| RouteError::Invalid {
-                    template: path,
+                    template: path.clone(),
                     reason: e.to_string(),
                 })?;
+            match path.find(['{', '}']) {
+                None => {
+                    exact.insert(path.into_boxed_str(), ids);
+                }
+                Some(i) => {
+                    let prefix: Box<str> = path[..i].into();
+                    if !prefixes.contains(&prefix) {
+                        prefixes.push(prefix);
+                    }
+                }
+            }
         }
         let mut grpc = Vec::with_capacity(self.grpc.len());
         for (name, op) in &self.grpc {
@@ -399,12 +416,36 @@ impl Routes {
                 }
             }
         }
+        let common_prefix = common_prefix(&prefixes).into();
         Ok(RouteTable {
+            exact,
+            common_prefix,
+            prefixes: prefixes.into_boxed_slice(),
             router,
             routes: infos.into_boxed_slice(),
             grpc: grpc.into_boxed_slice(),
         })
     }
+}
+
+/// The longest string every prefix starts with (on a char boundary).
+fn common_prefix(prefixes: &[Box<str>]) -> &str {
+    let Some(first) = prefixes.first() else {
+        return "";
+    };
+    let mut len = first.len();
+    for p in &prefixes[1..] {
+        len = first
+            .bytes()
+            .zip(p.bytes())
+            .take(len)
+            .take_while(|(a, b)| a == b)
+            .count();
+    }
+    while !first.is_char_boundary(len) {
+        len -= 1;
+    }
+    &first[..len]
 }
 
 fn next_id(infos: &[RouteInfo]) -> Result<u16, RouteError> {
@@ -430,6 +471,15 @@ pub enum RouteError {
 
 /// The built lookup table. Cheap to query; shared by every clone of the layer.
 pub struct RouteTable {
+    /// Templates without parameters, by exact path: one hash, no tree walk.
+    exact: HashMap<Box<str>, Box<[u16]>, FxBuildHasher>,
+    /// The static start of every template with parameters: a path that starts with none of
+    /// them cannot match one, and skips the tree.
+    prefixes: Box<[Box<str>]>,
+    /// What all of `prefixes` start with (`/api/auth/` for the defaults): one comparison turns
+    /// most paths away.
+    common_prefix: Box<str>,
+    /// Every template (parameters and all); also what validated them.
     router: matchit::Router<Box<[u16]>>,
     routes: Box<[RouteInfo]>,
     grpc: Box<[(Box<str>, u16)]>,
@@ -458,18 +508,23 @@ impl RouteTable {
 
     /// The auth route a request goes to, if any.
     ///
-    /// One radix-tree lookup of the path; for a path shaped like `/x/Name` whose last segment is
-    /// a known gRPC method name, also one look at `content-type`.
+    /// One hash of the path for the templates without parameters; a radix-tree walk only for
+    /// paths that start like a template with parameters; for a path shaped like `/x/Name` whose
+    /// last segment is a known gRPC method name, one look at `content-type`.
     #[must_use]
+    #[inline]
     pub fn lookup(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<&RouteInfo> {
-        if let Ok(m) = self.router.at(path) {
-            for id in m.value.iter() {
-                let info = &self.routes[usize::from(*id)];
-                if info.methods.contains(method) {
-                    return Some(info);
-                }
+        if let Some(ids) = self.exact.get(path) {
+            // A static template wins over parameters, as in matchit.
+            return self.pick(ids, method);
+        }
+        if !self.prefixes.is_empty()
+            && path.starts_with(&*self.common_prefix)
+            && self.prefixes.iter().any(|p| path.starts_with(&**p))
+        {
+            if let Ok(m) = self.router.at(path) {
+                return self.pick(m.value, method);
             }
-            return None;
         }
         if self.grpc.is_empty() {
             return None;
@@ -480,6 +535,12 @@ impl RouteTable {
         }
         let (_, id) = self.grpc.iter().find(|(n, _)| **n == *name)?;
         (*method == Method::POST && is_grpc(headers)).then(|| &self.routes[usize::from(*id)])
+    }
+
+    fn pick(&self, ids: &[u16], method: &Method) -> Option<&RouteInfo> {
+        ids.iter()
+            .map(|id| &self.routes[usize::from(*id)])
+            .find(|info| info.methods.contains(method))
     }
 }
 
@@ -652,6 +713,33 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(e.to_string().contains("one path segment"), "{e}");
+    }
+
+    #[test]
+    fn common_prefix_of_dynamic_templates() {
+        let p = |v: &[&str]| {
+            let b: Vec<Box<str>> = v.iter().map(|s| (*s).into()).collect();
+            common_prefix(&b).to_owned()
+        };
+        assert_eq!(
+            p(&["/api/auth/sign-in/", "/api/auth/callback/"]),
+            "/api/auth/"
+        );
+        assert_eq!(p(&["/a/", "/b/"]), "/");
+        assert_eq!(p(&[]), "");
+        assert_eq!(p(&["/é/x", "/é/y"]), "/é/");
+        assert_eq!(p(&["/éa", "/èa"]), "/");
+        let t = Routes::default().build().unwrap();
+        assert_eq!(&*t.common_prefix, "/api/auth/");
+        // A template with a parameter up front turns the filter off, not the route.
+        let t = Routes::default()
+            .route("/{tenant}/login", AuthOp::Login)
+            .build()
+            .unwrap();
+        assert_eq!(
+            op(&t, Method::POST, "/acme/login").unwrap().0,
+            AuthOp::Login
+        );
     }
 
     #[test]

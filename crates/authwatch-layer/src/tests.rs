@@ -412,3 +412,22 @@ fn public_types_are_send_and_sync() {
     body::<ResponseBody<Full<Bytes>>>();
     let _ = Method::GET;
 }
+
+/// hyper's HTTP/2 server stops polling at the trailers and drops the body: that is the end of
+/// the request, not a cancellation (regression: it was counted as cancelled).
+#[tokio::test]
+async fn trailers_end_the_request_even_if_the_body_is_dropped_right_after() {
+    let (layer, seen) = layer();
+    let svc = layer.layer(service_fn(|_r: Request<Empty<Bytes>>| async {
+        let frames: Frames = vec![Ok(Frame::data(Bytes::from_static(b"m"))), Ok(trailers("0"))];
+        Ok::<_, Infallible>(grpc_head().body(streamed(frames)).unwrap())
+    }));
+    let mut req = post("/acme.Auth/Login");
+    req.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/grpc"));
+    let mut body = svc.oneshot(req).await.unwrap().into_body();
+    assert!(body.frame().await.unwrap().unwrap().is_data());
+    assert!(body.frame().await.unwrap().unwrap().is_trailers());
+    drop(body);
+    assert_eq!(outcomes(&seen), vec![Outcome::Success]);
+}

@@ -1,0 +1,397 @@
+//! The in-process stats sink: exact counters and HDR windows per operation.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use authwatch_hdr::{thread_shard, Snapshot as Window, WindowConfig, WindowedHistogram};
+use authwatch_layer::{AuthEvent, AuthOp, EventSink, EventSource, Outcome};
+
+const OPS: usize = AuthOp::COUNT;
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Success,
+    Failure,
+    RateLimited,
+    InvalidToken,
+    Errors,
+    Cancelled,
+}
+const KINDS: usize = 6;
+
+/// One thread's counters, alone on its cache lines.
+#[repr(align(128))]
+struct CounterShard([[AtomicU64; KINDS]; OPS]);
+
+impl CounterShard {
+    fn new() -> Self {
+        Self(std::array::from_fn(|_| {
+            std::array::from_fn(|_| AtomicU64::new(0))
+        }))
+    }
+}
+
+/// Counts and windows for every operation. Recording takes one uncontended atomic add or two,
+/// and one shard lock of the HDR window; no lock or cache line is shared between threads.
+pub(crate) struct Stats {
+    counters: Box<[CounterShard]>,
+    /// Response time of the auth routes, per operation.
+    routes: [WindowedHistogram; OPS],
+    /// Token validation time measured by `TokenGuard`s.
+    guard: WindowedHistogram,
+    window: WindowConfig,
+}
+
+impl fmt::Debug for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stats")
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stats {
+    pub(crate) fn new(window: WindowConfig) -> Self {
+        let shards = authwatch_hdr::default_shards();
+        let base = Instant::now();
+        Self {
+            counters: (0..shards).map(|_| CounterShard::new()).collect(),
+            routes: std::array::from_fn(|_| WindowedHistogram::with_shards(window, shards, base)),
+            guard: WindowedHistogram::with_shards(window, shards, base),
+            window,
+        }
+    }
+
+    fn bump(&self, op: AuthOp, kind: Kind) {
+        let shard = &self.counters[thread_shard(self.counters.len())];
+        shard.0[op.index()][kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn total(&self, op: AuthOp, kind: Kind) -> u64 {
+        self.counters
+            .iter()
+            .map(|s| s.0[op.index()][kind as usize].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub(crate) fn snapshot(&self, now: Instant) -> Snapshot {
+        let guard = self.guard.snapshot_at(now);
+        let mut response_time = Window::empty();
+        let ops = std::array::from_fn(|i| {
+            let op = AuthOp::ALL[i];
+            let mut w = self.routes[i].snapshot_at(now);
+            response_time.merge(&w);
+            if op == AuthOp::TokenValidation {
+                w.merge(&guard);
+            }
+            OpStats {
+                op,
+                success: self.total(op, Kind::Success),
+                failure: self.total(op, Kind::Failure),
+                rate_limited: self.total(op, Kind::RateLimited),
+                invalid_token: self.total(op, Kind::InvalidToken),
+                errors: self.total(op, Kind::Errors),
+                cancelled: self.total(op, Kind::Cancelled),
+                p50: w.p50(),
+                p95: w.p95(),
+                p99: w.p99(),
+                latency: Latency::from(&w),
+            }
+        });
+        let mut validation = self.routes[AuthOp::TokenValidation.index()].snapshot_at(now);
+        validation.merge(&guard);
+        Snapshot {
+            ops,
+            response_time: Latency::from(&response_time),
+            token_validation_time: Latency::from(&validation),
+            window: self.window.window(),
+        }
+    }
+}
+
+impl EventSink for Stats {
+    fn record(&self, e: &AuthEvent<'_>) {
+        let op = e.op;
+        match e.outcome {
+            Outcome::Success => self.bump(op, Kind::Success),
+            Outcome::Failure(_) => {
+                self.bump(op, Kind::Failure);
+                if e.outcome.is_invalid_token() {
+                    self.bump(op, Kind::InvalidToken);
+                }
+            }
+            Outcome::Error => {
+                self.bump(op, Kind::Failure);
+                self.bump(op, Kind::Errors);
+            }
+            Outcome::RateLimited => self.bump(op, Kind::RateLimited),
+            // Cancelled, and anything a later version adds: counted apart.
+            _ => self.bump(op, Kind::Cancelled),
+        }
+        // Cancelled requests keep their latency: a login that hangs until the client gives up
+        // is exactly what p95 must show.
+        match e.source {
+            EventSource::TokenGuard => self.guard.record(e.latency, e.finished_at),
+            _ => self.routes[op.index()].record(e.latency, e.finished_at),
+        }
+    }
+}
+
+/// Percentiles of one latency window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Latency {
+    /// How many requests the window holds.
+    pub count: u64,
+    /// Median.
+    pub p50: Option<Duration>,
+    /// 90th percentile.
+    pub p90: Option<Duration>,
+    /// 95th percentile.
+    pub p95: Option<Duration>,
+    /// 99th percentile.
+    pub p99: Option<Duration>,
+    /// Mean.
+    pub mean: Option<Duration>,
+    /// Largest.
+    pub max: Option<Duration>,
+}
+
+impl From<&Window> for Latency {
+    fn from(w: &Window) -> Self {
+        Self {
+            count: w.count(),
+            p50: w.p50(),
+            p90: w.p90(),
+            p95: w.p95(),
+            p99: w.p99(),
+            mean: w.mean(),
+            max: w.max(),
+        }
+    }
+}
+
+/// The stats of one operation: counters since start, percentiles over the window.
+///
+/// `failure` includes `errors` (5xx) and `invalid_token`; `rate_limited` and `cancelled` are
+/// counted apart. Every request is in exactly one of `success`, `failure`, `rate_limited`,
+/// `cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpStats {
+    /// The operation.
+    pub op: AuthOp,
+    /// Successful requests since start.
+    pub success: u64,
+    /// Failed requests since start (client failures and server errors).
+    pub failure: u64,
+    /// Rate-limited requests (429, gRPC 8) since start.
+    pub rate_limited: u64,
+    /// Invalid-token attempts since start (a subset of `failure`).
+    pub invalid_token: u64,
+    /// Server errors since start (a subset of `failure`).
+    pub errors: u64,
+    /// Requests whose caller went away first, since start.
+    pub cancelled: u64,
+    /// Median latency over the window.
+    pub p50: Option<Duration>,
+    /// 95th percentile latency over the window.
+    pub p95: Option<Duration>,
+    /// 99th percentile latency over the window.
+    pub p99: Option<Duration>,
+    /// Everything about the window's latency.
+    pub latency: Latency,
+}
+
+impl OpStats {
+    /// Every request since start.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.success + self.failure + self.rate_limited + self.cancelled
+    }
+
+    /// `failure / (success + failure)` since start; `None` before the first decided request.
+    #[must_use]
+    pub fn failure_ratio(&self) -> Option<f64> {
+        let decided = self.success + self.failure;
+        (decided > 0).then(|| self.failure as f64 / decided as f64)
+    }
+}
+
+/// The in-process view of every auth operation at one moment. No exporter needed.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    ops: [OpStats; OPS],
+    response_time: Latency,
+    token_validation_time: Latency,
+    window: Duration,
+}
+
+impl Snapshot {
+    /// The stats of one operation.
+    ///
+    /// For [`AuthOp::TokenValidation`] the latency is the token validation time: the
+    /// response time of token-validation routes together with the time `TokenGuard`s measured.
+    #[must_use]
+    pub fn op(&self, op: AuthOp) -> &OpStats {
+        &self.ops[op.index()]
+    }
+
+    /// Every operation, in [`AuthOp::ALL`] order.
+    #[must_use]
+    pub fn ops(&self) -> &[OpStats] {
+        &self.ops
+    }
+
+    /// Response time of all auth routes together (the spec's `auth.response.time.ms`), over the
+    /// window.
+    #[must_use]
+    pub fn response_time(&self) -> &Latency {
+        &self.response_time
+    }
+
+    /// Token validation time (the spec's `auth.token.validation.time.ms`), over the window.
+    #[must_use]
+    pub fn token_validation_time(&self) -> &Latency {
+        &self.token_validation_time
+    }
+
+    /// The length of the percentile window.
+    #[must_use]
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || "-".to_owned(),
+        |d| {
+            let ms = d.as_secs_f64() * 1e3;
+            if ms < 1.0 {
+                format!("{ms:.3}")
+            } else {
+                format!("{ms:.1}")
+            }
+        },
+    )
+}
+
+impl fmt::Display for Snapshot {
+    /// A fixed-width table, one row per operation.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<17} {:>8} {:>8} {:>6} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9}",
+            "operation",
+            "success",
+            "failure",
+            "errors",
+            "limited",
+            "badtok",
+            "cancel",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms"
+        )?;
+        for s in &self.ops {
+            writeln!(
+                f,
+                "{:<17} {:>8} {:>8} {:>6} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9}",
+                s.op.as_str(),
+                s.success,
+                s.failure,
+                s.errors,
+                s.rate_limited,
+                s.invalid_token,
+                s.cancelled,
+                ms(s.p50),
+                ms(s.p95),
+                ms(s.p99)
+            )?;
+        }
+        let r = &self.response_time;
+        write!(
+            f,
+            "all auth routes: {} requests in the last {:?}, p50 {} ms, p95 {} ms, p99 {} ms",
+            r.count,
+            self.window,
+            ms(r.p50),
+            ms(r.p95),
+            ms(r.p99)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use authwatch_layer::FailureReason;
+
+    #[test]
+    fn each_outcome_lands_in_its_counters() {
+        let s = Stats::new(WindowConfig::default());
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        for (outcome, n) in [
+            (Outcome::Success, 5),
+            (Outcome::Failure(FailureReason::InvalidCredentials), 3),
+            (Outcome::Failure(FailureReason::InvalidToken), 2),
+            (Outcome::Error, 1),
+            (Outcome::RateLimited, 4),
+            (Outcome::Cancelled, 6),
+        ] {
+            for _ in 0..n {
+                s.record(&AuthEvent::new(AuthOp::Login, outcome, ms(10), now));
+            }
+        }
+        let snap = s.snapshot(now);
+        let l = snap.op(AuthOp::Login);
+        assert_eq!(
+            (
+                l.success,
+                l.failure,
+                l.invalid_token,
+                l.errors,
+                l.rate_limited,
+                l.cancelled
+            ),
+            (5, 6, 2, 1, 4, 6)
+        );
+        assert_eq!(l.total(), 21);
+        assert_eq!(l.failure_ratio(), Some(6.0 / 11.0));
+        assert_eq!(l.latency.count, 21);
+        assert_eq!(snap.op(AuthOp::Logout).total(), 0);
+        assert_eq!(snap.op(AuthOp::Logout).p95, None);
+        assert_eq!(snap.response_time().count, 21);
+    }
+
+    #[test]
+    fn guard_time_is_validation_time_not_response_time() {
+        let s = Stats::new(WindowConfig::default());
+        let now = Instant::now();
+        s.record(
+            &AuthEvent::new(
+                AuthOp::TokenValidation,
+                Outcome::Success,
+                Duration::from_millis(2),
+                now,
+            )
+            .with_source(EventSource::TokenGuard),
+        );
+        s.record(&AuthEvent::new(
+            AuthOp::Login,
+            Outcome::Success,
+            Duration::from_millis(80),
+            now,
+        ));
+        let snap = s.snapshot(now);
+        assert_eq!(snap.response_time().count, 1);
+        assert_eq!(snap.token_validation_time().count, 1);
+        assert_eq!(snap.op(AuthOp::TokenValidation).success, 1);
+        let p95 = snap.op(AuthOp::TokenValidation).p95.unwrap();
+        assert!(p95 >= Duration::from_millis(2) && p95 < Duration::from_micros(2_010));
+        assert!(snap.to_string().contains("token_validation"));
+    }
+}
