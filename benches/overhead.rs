@@ -204,7 +204,11 @@ fn hdr(c: &mut Criterion) {
         let record: Arc<dyn Fn(u64) + Send + Sync> =
             Arc::new(move |v| w.record(Duration::from_nanos(v), now));
         g.bench_function(
-            BenchmarkId::from_parameter(format!("{threads}_thread")),
+            BenchmarkId::from_parameter(if threads == 1 {
+                "1_thread".to_owned()
+            } else {
+                format!("{threads}_threads")
+            }),
             |b| b.iter_custom(|iters| per_thread(threads, iters, record.clone())),
         );
     }

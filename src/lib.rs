@@ -101,9 +101,6 @@ pub enum BuildError {
     /// A route template is invalid or two conflict; the message names the route.
     #[error(transparent)]
     Routes(#[from] RouteError),
-    /// The percentile window is not usable; the message says why.
-    #[error("invalid percentile window: {0}")]
-    Window(#[from] authwatch_hdr::ConfigError),
 }
 
 /// Monitoring for one service's auth routes. Cheap to clone; every clone is the same monitor.

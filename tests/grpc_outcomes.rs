@@ -32,6 +32,14 @@ async fn grpc(headers: HeaderMap) -> Response {
         .status(200)
         .header("content-type", "application/grpc");
     let message = Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi"));
+    if mode == "hang" {
+        // A message, then nothing: a stream the client gives up on.
+        let frames = futures_util::stream::iter([Ok::<_, std::io::Error>(message)])
+            .chain(futures_util::stream::pending());
+        return builder
+            .body(Body::new(http_body_util::StreamBody::new(frames)))
+            .unwrap();
+    }
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_str(&code).unwrap());
     match mode.as_str() {
@@ -174,4 +182,32 @@ async fn grpc_looking_paths_without_grpc_content_type_are_not_auth() {
     assert_eq!(code, 200);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(rec.events().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_client_that_resets_the_stream_is_one_cancellation() {
+    let rec = Recorder::default();
+    let watch = AuthWatch::builder().sink(rec.sink()).build().unwrap();
+    let app = Router::new()
+        .route("/acme.auth.v1.AuthService/{method}", post(grpc))
+        .layer(watch.layer());
+    let addr = serve(app).await;
+    let c = http2();
+    let req = request("POST", addr, "/acme.auth.v1.AuthService/Login")
+        .header("content-type", "application/grpc")
+        .header("x-test-mode", "hang")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let res = c.request(req).await.unwrap();
+    let mut body = res.into_body();
+    let first = http_body_util::BodyExt::frame(&mut body)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.is_data());
+    drop(body); // RST_STREAM
+    let ev = rec.wait_for(1).await;
+    assert_eq!(ev[0].outcome, Outcome::Cancelled);
+    let l = *watch.snapshot().op(AuthOp::Login);
+    assert_eq!((l.success, l.failure, l.cancelled), (0, 0, 1));
 }

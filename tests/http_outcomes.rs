@@ -128,7 +128,8 @@ async fn status_codes_follow_the_outcome_table() {
         ("/t/409", Outcome::Failure(Conflict)),
         ("/t/422", Outcome::Failure(BadRequest)),
         ("/t/423", Outcome::Failure(LockedOut)),
-        ("/t/404", Outcome::Failure(ClientError)),
+        ("/t/404", Outcome::Failure(NotFound)),
+        ("/t/415", Outcome::Failure(ClientError)),
         ("/t/429", Outcome::RateLimited),
         ("/t/500", Outcome::Error),
         ("/t/503", Outcome::Error),
@@ -156,7 +157,7 @@ async fn status_codes_follow_the_outcome_table() {
     let s = watch.snapshot();
     let login = s.op(AuthOp::Login);
     assert_eq!(login.success, 3);
-    assert_eq!(login.failure, 7 + 2, "7 client failures + 2 server errors");
+    assert_eq!(login.failure, 8 + 2, "8 client failures + 2 server errors");
     assert_eq!(login.errors, 2);
     assert_eq!(login.rate_limited, 1);
     assert_eq!(login.cancelled, 0);
@@ -305,4 +306,121 @@ async fn many_concurrent_requests_are_each_counted_once() {
     let l = *watch.snapshot().op(AuthOp::Login);
     assert_eq!((l.success, l.failure, l.cancelled), (300, 100, 0));
     assert_eq!(l.latency.count, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_with_content_length_is_complete_not_cancelled() {
+    // hyper drops such a body once the announced bytes are out, without polling it to the end.
+    let rec = Recorder::default();
+    let watch = AuthWatch::builder().sink(rec.sink()).build().unwrap();
+    let app = Router::new()
+        .route(
+            "/login",
+            post(|| async {
+                let mut r = slow_body(3, Duration::from_millis(20)).into_response();
+                r.headers_mut()
+                    .insert(header::CONTENT_LENGTH, "21".parse().unwrap());
+                r
+            }),
+        )
+        .layer(watch.layer());
+    let addr = serve(app).await;
+    let (code, body) = send(&http1(), request("POST", addr, "/login")).await;
+    assert_eq!((code, body.len()), (200, 21));
+    let ev = rec.wait_for(1).await;
+    assert_eq!(ev[0].outcome, Outcome::Success);
+    assert!(
+        ev[0].latency >= Duration::from_millis(40),
+        "{:?}",
+        ev[0].latency
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_and_no_content_responses_end_with_their_head() {
+    let rec = Recorder::default();
+    let watch = AuthWatch::builder().sink(rec.sink()).build().unwrap();
+    let app = Router::new()
+        .route(
+            "/api/auth/get-session",
+            get(|| async { "a session body hyper never sends" }),
+        )
+        .route(
+            "/api/auth/sign-out",
+            post(|| async { StatusCode::NO_CONTENT }),
+        )
+        .layer(watch.layer());
+    let addr = serve(app).await;
+    let c = http1();
+    // The default table takes GET for get-session; HEAD goes to axum's GET handler.
+    let watch_head = AuthWatch::builder()
+        .routes(authwatch::Routes::empty().route("/api/auth/get-session", AuthOp::TokenValidation))
+        .sink(rec.sink())
+        .build()
+        .unwrap();
+    let head_app = Router::new()
+        .route(
+            "/api/auth/get-session",
+            get(|| async { "a session body hyper never sends" }),
+        )
+        .layer(watch_head.layer());
+    let head_addr = serve(head_app).await;
+    assert_eq!(
+        send(&c, request("HEAD", head_addr, "/api/auth/get-session"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        send(&c, request("POST", addr, "/api/auth/sign-out"))
+            .await
+            .0,
+        204
+    );
+    let ev = rec.wait_for(2).await;
+    assert!(ev.iter().all(|e| e.outcome == Outcome::Success), "{ev:#?}");
+    assert_eq!(watch.snapshot().op(AuthOp::Logout).success, 1);
+    assert_eq!(watch_head.snapshot().op(AuthOp::TokenValidation).success, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_panic_outside_the_layer_still_records_an_error() {
+    let rec = Recorder::default();
+    let watch = AuthWatch::builder().sink(rec.sink()).build().unwrap();
+    let app = Router::new()
+        .route(
+            "/login",
+            post(|| async { panic!("handler bug") as StatusCode }),
+        )
+        .layer(watch.layer())
+        .layer(CatchPanicLayer::new());
+    let addr = serve(app).await;
+    assert_eq!(send(&http1(), request("POST", addr, "/login")).await.0, 500);
+    let ev = rec.wait_for(1).await;
+    assert_eq!(ev[0].outcome, Outcome::Error);
+    let l = *watch.snapshot().op(AuthOp::Login);
+    assert_eq!((l.errors, l.cancelled), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_routers_are_watched_by_their_full_path() {
+    let rec = Recorder::default();
+    let watch = AuthWatch::builder().sink(rec.sink()).build().unwrap();
+    let auth = Router::new().route(
+        "/sign-in/email",
+        post(|| async { StatusCode::UNAUTHORIZED }),
+    );
+    let app = Router::new().nest("/api/auth", auth).layer(watch.layer());
+    let addr = serve(app).await;
+    assert_eq!(
+        send(&http1(), request("POST", addr, "/api/auth/sign-in/email"))
+            .await
+            .0,
+        401
+    );
+    let ev = rec.wait_for(1).await;
+    assert_eq!(
+        (ev[0].op, ev[0].route.as_str()),
+        (AuthOp::Login, "/api/auth/sign-in/email")
+    );
 }

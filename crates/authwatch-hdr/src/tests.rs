@@ -136,18 +136,54 @@ fn idle_shard_data_expires_without_new_records() {
     );
 }
 
+/// Shard `a` still holds a value from slot 0 when shard `b` has already moved the ring index of
+/// slot 0 on to slot 4: that old value must be dropped, not merged into slot 4.
 #[test]
 fn late_flush_of_an_expired_slot_is_dropped() {
     let cfg = WindowConfig::new(Duration::from_secs(4), 4).unwrap();
     let base = Instant::now();
-    let w = WindowedHistogram::with_shards(cfg, 1, base);
-    w.record(Duration::from_millis(1), base); // epoch 0
-                                              // Epoch 4 reuses ring index 0; the ring moves there through a second window first.
-    w.record(Duration::from_millis(2), base + Duration::from_secs(4));
-    w.record(Duration::from_millis(3), base + Duration::from_secs(8));
-    let snap = w.snapshot_at(base + Duration::from_secs(8));
-    assert_eq!(snap.count(), 1);
-    assert!(close(snap.min(), Duration::from_millis(3)), "{snap:?}");
+    let at = |s: u64| base + Duration::from_secs(s) + Duration::from_millis(100);
+    let w = WindowedHistogram::with_shards(cfg, 2, base);
+    let ms = Duration::from_millis;
+    w.record_in(0, ms(1), at(0));
+    w.record_in(1, ms(2), at(4));
+    w.record_in(1, ms(3), at(5)); // moves slot 4 into ring index 0
+    w.record_in(0, ms(4), at(5)); // finds ring index 0 at slot 4: drops its slot-0 value
+    let snap = w.snapshot_at(at(5));
+    assert_eq!(snap.count(), 3, "{snap:?}");
+    assert!(close(snap.min(), ms(2)), "{snap:?}");
+}
+
+/// Accuracy holds across shards and slots, where values go through the ring and the merges.
+#[test]
+fn accuracy_holds_across_shards_and_slots() {
+    let mut rng = StdRng::seed_from_u64(0x5eed_0005);
+    let d = LogNormal::new((5.0 * MS as f64).ln(), 1.0).unwrap();
+    let cfg = WindowConfig::new(Duration::from_secs(10), 10).unwrap();
+    let base = Instant::now();
+    let w = WindowedHistogram::with_shards(cfg, 3, base);
+    let mut values = Vec::new();
+    for i in 0..120_000u64 {
+        let v = (d.sample(&mut rng) as u64).max(1);
+        // Twelve seconds of traffic over three shards; the first two seconds leave the window.
+        let t = base + Duration::from_millis(i / 10);
+        w.record_in((i % 3) as usize, Duration::from_nanos(v), t);
+        if i / 10 >= 2_000 {
+            values.push(v);
+        }
+    }
+    let now = base + Duration::from_millis(11_999);
+    let snap = w.snapshot_at(now);
+    values.sort_unstable();
+    assert_eq!(snap.count(), values.len() as u64);
+    for q in [0.5, 0.9, 0.95, 0.99, 0.999] {
+        let want = exact(&values, q) as f64;
+        let got = snap.quantile(q).unwrap().as_nanos() as f64;
+        assert!(
+            (got - want).abs() / want <= 0.001,
+            "q={q} got {got} want {want}"
+        );
+    }
 }
 
 #[test]
@@ -233,6 +269,7 @@ fn threads_get_distinct_shards() {
         })
         .collect();
     let mut sorted = ids.clone();
+    sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), 4, "{ids:?}");
     // Stable within a thread.

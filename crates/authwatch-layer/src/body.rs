@@ -1,8 +1,10 @@
 //! [`ResponseBody`]: stops the clock at the end of the body and reads gRPC trailers.
 
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -14,7 +16,8 @@ pin_project! {
     /// end of the request recorded when it ends.
     ///
     /// The request's event is emitted when the body returns its last frame (trailers, `None`,
-    /// or a frame after which [`is_end_stream`](Body::is_end_stream) is true), as an error when it
+    /// a frame after which [`is_end_stream`](Body::is_end_stream) is true, or the last of the
+    /// bytes its `Content-Length` announced), as an error when it
     /// returns an error, and as [`Outcome::Cancelled`] when it is dropped before the end.
     pub struct ResponseBody<B> {
         #[pin]
@@ -59,8 +62,19 @@ impl<B: Body> Body for ResponseBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let mut inner = this.inner;
-        let frame = ready!(inner.as_mut().poll_frame(cx));
-        if this.tracker.is_active() {
+        if !this.tracker.is_active() {
+            return inner.poll_frame(cx);
+        }
+        // As in the response future: a panic while producing the body is a server error.
+        let polled = catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll_frame(cx)));
+        let frame = match polled {
+            Ok(p) => ready!(p),
+            Err(panic) => {
+                this.tracker.finish(Outcome::Error);
+                resume_unwind(panic);
+            }
+        };
+        {
             match &frame {
                 None => this.tracker.finish_classified(),
                 Some(Err(_)) => this.tracker.finish(Outcome::Error),
@@ -71,6 +85,8 @@ impl<B: Body> Body for ResponseBody<B> {
                         this.tracker.finish_classified();
                     } else if inner.is_end_stream() {
                         this.tracker.finish_classified();
+                    } else if let Some(data) = f.data_ref() {
+                        this.tracker.sent(data.remaining());
                     }
                 }
             }

@@ -16,10 +16,22 @@ pub(crate) enum Classified {
     RequiresTrailers,
 }
 
+/// A gRPC or gRPC-Web message (`application/grpc`, `application/grpc+proto`,
+/// `application/grpc-web+proto`, …): what a request must be to match a gRPC method route.
 pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Native gRPC (not gRPC-Web, whose trailers travel inside the body where a layer cannot read
+/// them): its status may come in real trailers.
+pub(crate) fn is_native_grpc(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .strip_prefix(b"application/grpc")
+            .is_some_and(|rest| rest.is_empty() || rest[0] == b'+' || rest[0] == b';')
+    })
 }
 
 /// Classifies a response head for operation `op`.
@@ -43,7 +55,13 @@ pub(crate) fn classify_head<B>(op: AuthOp, res: &Response<B>) -> Classified {
                     grpc_status,
                 }
             }
-            None => Classified::RequiresTrailers,
+            None if is_native_grpc(headers) => Classified::RequiresTrailers,
+            // gRPC-Web puts its trailers in the body; only a trailers-only error is visible
+            // from here, so a 200 without status in the head counts as a success.
+            None => Classified::Ready {
+                outcome: Outcome::Success,
+                grpc_status: None,
+            },
         };
     }
     Classified::Ready {
@@ -81,6 +99,7 @@ pub(crate) fn classify_http(op: AuthOp, status: StatusCode, headers: &HeaderMap)
                 400 | 422 => FailureReason::BadRequest,
                 409 => FailureReason::Conflict,
                 423 => FailureReason::LockedOut,
+                404 | 405 => FailureReason::NotFound,
                 _ => FailureReason::ClientError,
             })
         }
@@ -188,7 +207,9 @@ mod tests {
             (422, AuthOp::Registration, Outcome::Failure(BadRequest)),
             (409, AuthOp::Registration, Outcome::Failure(Conflict)),
             (423, AuthOp::Login, Outcome::Failure(LockedOut)),
-            (404, AuthOp::PasswordReset, Outcome::Failure(ClientError)),
+            (404, AuthOp::PasswordReset, Outcome::Failure(NotFound)),
+            (405, AuthOp::Login, Outcome::Failure(NotFound)),
+            (413, AuthOp::Login, Outcome::Failure(ClientError)),
             (429, AuthOp::Login, Outcome::RateLimited),
             (500, AuthOp::Login, Outcome::Error),
             (503, AuthOp::TokenRefresh, Outcome::Error),
@@ -297,6 +318,43 @@ mod tests {
             classify_trailers(AuthOp::Login, Some(&HeaderMap::new())),
             (Outcome::Error, None)
         );
+    }
+
+    #[test]
+    fn grpc_web_is_not_waiting_for_trailers() {
+        let web = |status: Option<&'static str>| {
+            let mut r = res(200);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc-web+proto"),
+            );
+            if let Some(s) = status {
+                r.headers_mut()
+                    .insert("grpc-status", HeaderValue::from_static(s));
+            }
+            r
+        };
+        assert_eq!(
+            ready(classify_head(AuthOp::Login, &web(None))),
+            Outcome::Success
+        );
+        assert_eq!(
+            ready(classify_head(AuthOp::Login, &web(Some("16")))),
+            Outcome::Failure(FailureReason::InvalidCredentials)
+        );
+        let mut h = HeaderMap::new();
+        for (ct, native) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("application/grpc;charset=utf-8", true),
+            ("application/grpc-web", false),
+            ("application/grpc-web-text", false),
+            ("application/grpcx", false),
+            ("application/json", false),
+        ] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            assert_eq!(is_native_grpc(&h), native, "{ct}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! [`ResponseFuture`]: waits for the response head and classifies it.
 
 use std::future::Future;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -42,9 +43,21 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
         let Some(op) = this.tracker.op() else {
+            let result = ready!(this.inner.poll(cx));
             return Poll::Ready(result.map(|res| res.map(ResponseBody::untracked)));
+        };
+        // A panic in the handler is a server error. An outer `CatchPanicLayer` would catch it
+        // and then drop this future normally, which would read as a cancellation: record it
+        // here, then let it continue.
+        let inner = this.inner;
+        let result = match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(r)) => r,
+            Ok(Poll::Pending) => return Poll::Pending,
+            Err(panic) => {
+                this.tracker.finish(Outcome::Error);
+                resume_unwind(panic);
+            }
         };
         let res = match result {
             Ok(res) => res,
@@ -55,8 +68,13 @@ where
         };
         let classified = classify_head(op, &res);
         let status = res.status().as_u16();
+        let declared_len = res
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse::<u64>().ok())
+            .or_else(|| res.body().size_hint().exact());
         let mut tracker = std::mem::replace(this.tracker, Tracker::none());
-        let ended = tracker.head(status, classified, res.body().is_end_stream());
+        let ended = tracker.head(status, classified, res.body().is_end_stream(), declared_len);
         Poll::Ready(Ok(if ended {
             res.map(ResponseBody::untracked)
         } else {

@@ -3,10 +3,11 @@
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::{Request, Response};
@@ -241,7 +242,12 @@ struct DropTicket(Option<Arc<TicketState>>);
 impl Drop for DropTicket {
     fn drop(&mut self) {
         if let Some(t) = self.0.take() {
-            t.emit_once(Outcome::Cancelled, None);
+            let outcome = if std::thread::panicking() {
+                Outcome::Error
+            } else {
+                Outcome::Cancelled
+            };
+            t.emit_once(outcome, None);
         }
     }
 }
@@ -286,7 +292,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        let inner = this.inner;
+        let result = match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(r)) => r,
+            Ok(Poll::Pending) => return Poll::Pending,
+            Err(panic) => {
+                // The validator (or, after it, the handler) panicked; an outer catch-panic
+                // layer would otherwise make this look like a cancellation.
+                if let Some(t) = this.ticket.0.take() {
+                    t.emit_once(Outcome::Error, None);
+                }
+                resume_unwind(panic);
+            }
+        };
         if let Some(t) = this.ticket.0.take() {
             match &result {
                 Ok(res) => t.emit_once(rejection(res), Some(res.status().as_u16())),

@@ -207,6 +207,8 @@ struct TrackerState {
     client_ip: Option<IpAddr>,
     status: Option<u16>,
     classified: Classified,
+    /// Body bytes still to come, when the response declared its length.
+    remaining: Option<u64>,
 }
 
 impl Tracker {
@@ -226,6 +228,7 @@ impl Tracker {
                 client_ip,
                 status: None,
                 classified: Classified::RequiresTrailers,
+                remaining: None,
             }),
         }
     }
@@ -243,17 +246,48 @@ impl Tracker {
 
     /// Records the response head. Returns true when the response ends with its head (HEAD
     /// requests, 1xx/204/304, an empty body), in which case the event has been emitted.
-    pub(crate) fn head(&mut self, status: u16, classified: Classified, body_is_end: bool) -> bool {
+    ///
+    /// `declared_len` is the body length the response announced (`Content-Length`, or an exact
+    /// size hint): hyper stops polling a body once that many bytes are out, without waiting for
+    /// its end, so the request ends there.
+    pub(crate) fn head(
+        &mut self,
+        status: u16,
+        classified: Classified,
+        body_is_end: bool,
+        declared_len: Option<u64>,
+    ) -> bool {
         let Some(s) = self.inner.as_mut() else {
             return false;
         };
         s.status = Some(status);
         s.classified = classified;
-        if s.head_only || body_is_end || matches!(status, 100..=199 | 204 | 304) {
+        if classified != Classified::RequiresTrailers {
+            s.remaining = declared_len;
+        }
+        if s.head_only
+            || body_is_end
+            || s.remaining == Some(0)
+            || matches!(status, 100..=199 | 204 | 304)
+        {
             self.finish_classified();
             return true;
         }
         false
+    }
+
+    /// `n` more body bytes went out; ends the request when they were the last declared ones.
+    #[inline]
+    pub(crate) fn sent(&mut self, n: usize) {
+        let Some(s) = self.inner.as_mut() else {
+            return;
+        };
+        if let Some(r) = s.remaining.as_mut() {
+            *r = r.saturating_sub(n as u64);
+            if *r == 0 {
+                self.finish_classified();
+            }
+        }
     }
 
     /// Reads `grpc-status` from the trailers.
@@ -320,6 +354,16 @@ impl TrackerState {
 
 impl Drop for Tracker {
     fn drop(&mut self) {
-        self.finish(Outcome::Cancelled);
+        if self.inner.is_some() {
+            // Dropped while unwinding: the handler or the body panicked (no `CatchPanicLayer`
+            // inside this layer turned it into a 500). That is a server error, not a client
+            // that went away.
+            let outcome = if std::thread::panicking() {
+                Outcome::Error
+            } else {
+                Outcome::Cancelled
+            };
+            self.finish(outcome);
+        }
     }
 }

@@ -9,26 +9,31 @@
 //!
 //! # What happens to a request
 //!
-//! 1. [`AuthService`] looks the method and path up in the [`RouteTable`] (one radix-tree lookup).
-//!    A request that is not an auth route goes straight to your service and costs nothing more.
+//! 1. [`AuthService`] looks the method and path up in the [`RouteTable`] (a hash of the path;
+//!    a radix-tree walk only for paths that start like a template with parameters). A request
+//!    that is not an auth route goes straight to your service and costs nothing more.
 //! 2. For an auth route it starts the clock, reads the client address under the configured
 //!    [`ClientIp`] rules, and calls your service.
 //! 3. When the response head arrives, it is classified into an [`Outcome`] by the table below.
 //!    A gRPC response without `grpc-status` in its head is classified from its trailers.
-//! 4. When the body ends (its last frame, its trailers, or `is_end_stream`), the clock stops and
-//!    the [`AuthEvent`] goes to every sink. A HEAD request, a 1xx/204/304 response or an empty body
-//!    ends with its head.
+//! 4. When the body ends (its last frame, its trailers, `is_end_stream`, or the last byte its
+//!    `Content-Length` announced), the clock stops and the [`AuthEvent`] goes to every sink. A
+//!    HEAD request, a 1xx/204/304 response or an empty body ends with its head.
 //! 5. If the response future or the body is dropped first (the client went away, an outer
-//!    timeout), the event is emitted from the drop as [`Outcome::Cancelled`]. Nothing is lost
-//!    and nothing is counted twice.
+//!    timeout), the event is emitted from the drop as [`Outcome::Cancelled`]. A panic while
+//!    polling either is an [`Outcome::Error`], even if an outer layer catches it. Nothing is
+//!    lost and nothing is counted twice.
+//!
+//! Add the layer to the outermost axum router (after `nest`): a nested router sees its paths
+//! with the prefix stripped.
 //!
 //! | response | outcome |
 //! |---|---|
 //! | 2xx, 3xx; grpc-status 0 | [`Outcome::Success`] |
-//! | 401, 403, 400, 409, 422, 423, other 4xx; grpc 16, 7, 3, 6 | [`Outcome::Failure`] with a [`FailureReason`] |
+//! | 401, 403, 400, 409, 422, 423, 404/405, other 4xx; grpc 16, 7, 3, 6 | [`Outcome::Failure`] with a [`FailureReason`] |
 //! | 401 on [`AuthOp::TokenValidation`], `WWW-Authenticate: … error="invalid_token"`, grpc 16 on token validation, a [`TokenGuardLayer`] rejection | `Failure(InvalidToken)`: also an invalid-token attempt |
 //! | 429; grpc 8 | [`Outcome::RateLimited`] |
-//! | 5xx; other grpc codes; malformed or missing grpc-status; a body error; an error from your service | [`Outcome::Error`] |
+//! | 5xx; other grpc codes; malformed or missing grpc-status; a body error; an error from your service; a panic | [`Outcome::Error`] |
 //! | future or body dropped before the end | [`Outcome::Cancelled`] |
 //!
 //! A handler may decide instead by inserting an [`Outcome`] into the response extensions.

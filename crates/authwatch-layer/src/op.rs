@@ -84,7 +84,10 @@ pub enum FailureReason {
     Conflict,
     /// 423: the account is locked.
     LockedOut,
-    /// Any other 4xx (404, 405, 413, …).
+    /// 404 or 405: no such route, method or resource. Often a scanner probing a default path
+    /// the service does not have, so alert rules can leave this reason out of failure ratios.
+    NotFound,
+    /// Any other 4xx (413, 415, …).
     ClientError,
     /// 5xx, other gRPC errors, a malformed or missing `grpc-status`, a body that failed, or an
     /// error from the inner service. Carried by [`Outcome::Error`].
@@ -102,6 +105,7 @@ impl FailureReason {
             Self::BadRequest => "bad_request",
             Self::Conflict => "conflict",
             Self::LockedOut => "locked_out",
+            Self::NotFound => "not_found",
             Self::ClientError => "client_error",
             Self::ServerError => "server_error",
         }

@@ -409,7 +409,8 @@ impl Routes {
         for info in &mut infos {
             if info.rpc_method.is_none() && info.template.matches('/').count() == 2 {
                 // An exact gRPC path (`/pkg.Service/Method`) also names its method.
-                if let Some((svc, method)) = info.template[1..].split_once('/') {
+                let path = info.template.strip_prefix('/').unwrap_or(&info.template);
+                if let Some((svc, method)) = path.split_once('/') {
                     if svc.contains('.') && !method.contains('{') && !svc.contains('{') {
                         info.rpc_method = Some(method.into());
                     }
@@ -538,7 +539,9 @@ impl RouteTable {
     }
 
     fn pick(&self, ids: &[u16], method: &Method) -> Option<&RouteInfo> {
+        // The route added last wins (a user's route over a default one with the same path).
         ids.iter()
+            .rev()
             .map(|id| &self.routes[usize::from(*id)])
             .find(|info| info.methods.contains(method))
     }
@@ -698,6 +701,43 @@ mod tests {
             op(&t, Method::POST, "/sign-up/email").unwrap().0,
             AuthOp::Registration
         );
+    }
+
+    #[test]
+    fn a_user_route_replaces_a_default_one_with_the_same_path() {
+        let t = Routes::default()
+            .route_methods("/api/auth/get-session", Methods::GET, AuthOp::Login)
+            .route("/api/auth/sign-out", AuthOp::PasswordReset)
+            .build()
+            .unwrap();
+        assert_eq!(
+            op(&t, Method::GET, "/api/auth/get-session").unwrap().0,
+            AuthOp::Login
+        );
+        assert_eq!(
+            op(&t, Method::POST, "/api/auth/sign-out").unwrap().0,
+            AuthOp::PasswordReset
+        );
+        // Methods the new route does not take still reach the default one.
+        let t = Routes::default()
+            .route_methods("/api/auth/get-session", Methods::POST, AuthOp::Login)
+            .build()
+            .unwrap();
+        assert_eq!(
+            op(&t, Method::GET, "/api/auth/get-session").unwrap().0,
+            AuthOp::TokenValidation
+        );
+        assert_eq!(
+            op(&t, Method::POST, "/api/auth/get-session").unwrap().0,
+            AuthOp::Login
+        );
+    }
+
+    #[test]
+    fn odd_templates_do_not_panic() {
+        for t in ["é/a/b", "/é", "", "é", "/{x}é/y", "//"] {
+            let _ = Routes::empty().route(t, AuthOp::Login).build();
+        }
     }
 
     #[test]

@@ -401,6 +401,9 @@ fn public_types_are_send_and_sync() {
     send_sync::<AuthService<tower::util::BoxCloneSyncService<Request<()>, Response<()>, ()>>>();
     send_sync::<ResponseBody<Full<Bytes>>>();
     send::<ResponseFuture<std::future::Ready<()>>>();
+    send::<GuardFuture<std::future::Ready<()>>>();
+    send_sync::<Probe<()>>();
+    send_sync::<TokenGuard<()>>();
     send_sync::<TokenGuardLayer<Validator>>();
     send_sync::<RouteTable>();
     send_sync::<Sinks>();
@@ -430,4 +433,45 @@ async fn trailers_end_the_request_even_if_the_body_is_dropped_right_after() {
     assert!(body.frame().await.unwrap().unwrap().is_trailers());
     drop(body);
     assert_eq!(outcomes(&seen), vec![Outcome::Success]);
+}
+
+/// hyper's HTTP/1 server drops a body as soon as the bytes its `Content-Length` announced are
+/// out, without polling it to the end: that is a complete response, not a cancellation.
+#[tokio::test]
+async fn a_body_ends_with_its_declared_length() {
+    let (layer, seen) = layer();
+    let svc = layer.layer(service_fn(|_r: Request<Empty<Bytes>>| async {
+        let frames: Frames = vec![
+            Ok(Frame::data(Bytes::from_static(b"abc"))),
+            Ok(Frame::data(Bytes::from_static(b"de"))),
+        ];
+        let res = Response::builder()
+            .header("content-length", "5")
+            .body(streamed(frames))
+            .unwrap();
+        Ok::<_, Infallible>(res)
+    }));
+    let mut body = svc.oneshot(post("/login")).await.unwrap().into_body();
+    body.frame().await.unwrap().unwrap();
+    assert!(seen.lock().unwrap().is_empty(), "3 of 5 bytes");
+    body.frame().await.unwrap().unwrap();
+    drop(body);
+    assert_eq!(outcomes(&seen), vec![Outcome::Success]);
+}
+
+/// A panic while the body is produced (no `CatchPanicLayer` inside the layer) is a server
+/// error, not a client that left.
+#[tokio::test]
+async fn a_panic_inside_is_an_error_not_a_cancellation() {
+    let (layer, seen) = layer();
+    let mut svc = layer.layer(service_fn(|_r: Request<Empty<Bytes>>| async {
+        if true {
+            panic!("handler bug");
+        }
+        Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+    }));
+    let fut = svc.call(post("/login"));
+    let caught = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut)).await;
+    assert!(caught.is_err());
+    assert_eq!(outcomes(&seen), vec![Outcome::Error]);
 }
