@@ -1,6 +1,5 @@
 //! [`ResponseBody`]: stops the clock at the end of the body and reads gRPC trailers.
 
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -8,7 +7,7 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::layer::Tracker;
+use crate::layer::{OnPanic, Tracker};
 use crate::op::Outcome;
 
 pin_project! {
@@ -56,6 +55,7 @@ impl<B: Body> Body for ResponseBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -66,14 +66,9 @@ impl<B: Body> Body for ResponseBody<B> {
             return inner.poll_frame(cx);
         }
         // As in the response future: a panic while producing the body is a server error.
-        let polled = catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll_frame(cx)));
-        let frame = match polled {
-            Ok(p) => ready!(p),
-            Err(panic) => {
-                this.tracker.finish(Outcome::Error);
-                resume_unwind(panic);
-            }
-        };
+        let guard = OnPanic(this.tracker);
+        let frame = ready!(inner.as_mut().poll_frame(cx));
+        drop(guard);
         {
             match &frame {
                 None => this.tracker.finish_classified(),

@@ -1,7 +1,6 @@
 //! [`ResponseFuture`]: waits for the response head and classifies it.
 
 use std::future::Future;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -11,7 +10,7 @@ use pin_project_lite::pin_project;
 
 use crate::body::ResponseBody;
 use crate::classify::classify_head;
-use crate::layer::Tracker;
+use crate::layer::{OnPanic, Tracker};
 use crate::op::Outcome;
 
 pin_project! {
@@ -41,6 +40,7 @@ where
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Some(op) = this.tracker.op() else {
@@ -48,17 +48,11 @@ where
             return Poll::Ready(result.map(|res| res.map(ResponseBody::untracked)));
         };
         // A panic in the handler is a server error. An outer `CatchPanicLayer` would catch it
-        // and then drop this future normally, which would read as a cancellation: record it
-        // here, then let it continue.
-        let inner = this.inner;
-        let result = match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Ready(r)) => r,
-            Ok(Poll::Pending) => return Poll::Pending,
-            Err(panic) => {
-                this.tracker.finish(Outcome::Error);
-                resume_unwind(panic);
-            }
-        };
+        // and then drop this future normally, which would read as a cancellation: the guard
+        // records it while the panic unwinds through here.
+        let guard = OnPanic(this.tracker);
+        let result = ready!(this.inner.poll(cx));
+        drop(guard);
         let res = match result {
             Ok(res) => res,
             Err(e) => {
@@ -68,11 +62,12 @@ where
         };
         let classified = classify_head(op, &res);
         let status = res.status().as_u16();
-        let declared_len = res
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse::<u64>().ok())
-            .or_else(|| res.body().size_hint().exact());
+        // The body's exact size hint first (no header lookup for ordinary bodies), else the
+        // header, which a streamed body may carry.
+        let declared_len = res.body().size_hint().exact().or_else(|| {
+            let v = res.headers().get(http::header::CONTENT_LENGTH)?;
+            std::str::from_utf8(v.as_bytes()).ok()?.parse::<u64>().ok()
+        });
         let mut tracker = std::mem::replace(this.tracker, Tracker::none());
         let ended = tracker.head(status, classified, res.body().is_end_stream(), declared_len);
         Poll::Ready(Ok(if ended {

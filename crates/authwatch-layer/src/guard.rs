@@ -3,11 +3,10 @@
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use http::{Request, Response};
@@ -252,6 +251,19 @@ impl Drop for DropTicket {
     }
 }
 
+/// Held across a poll of the validator: a panic there is a validation error.
+struct TicketOnPanic<'a>(&'a mut DropTicket);
+
+impl Drop for TicketOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(t) = self.0 .0.take() {
+                t.emit_once(Outcome::Error, None);
+            }
+        }
+    }
+}
+
 pin_project! {
     /// The response future of [`TokenGuard`].
     pub struct GuardFuture<F> {
@@ -292,19 +304,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let inner = this.inner;
-        let result = match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Ready(r)) => r,
-            Ok(Poll::Pending) => return Poll::Pending,
-            Err(panic) => {
-                // The validator (or, after it, the handler) panicked; an outer catch-panic
-                // layer would otherwise make this look like a cancellation.
-                if let Some(t) = this.ticket.0.take() {
-                    t.emit_once(Outcome::Error, None);
-                }
-                resume_unwind(panic);
-            }
-        };
+        // If the validator panics, an outer catch-panic layer would otherwise make this look
+        // like a cancellation.
+        let guard = TicketOnPanic(this.ticket);
+        let result = ready!(this.inner.poll(cx));
+        drop(guard);
         if let Some(t) = this.ticket.0.take() {
             match &result {
                 Ok(res) => t.emit_once(rejection(res), Some(res.status().as_u16())),

@@ -166,6 +166,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let route = self
             .shared
@@ -349,6 +350,19 @@ impl TrackerState {
             source: EventSource::Route,
         };
         self.shared.sinks.record(&event);
+    }
+}
+
+/// Held across a poll of the inner future or body: if that poll panics, the unwind drops this
+/// guard and the request is recorded as an error. Costs nothing when there is no panic.
+pub(crate) struct OnPanic<'a>(pub(crate) &'a mut Tracker);
+
+impl Drop for OnPanic<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.finish(Outcome::Error);
+        }
     }
 }
 
