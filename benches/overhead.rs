@@ -16,6 +16,8 @@
 //! - `router_layer/pass_through`, `router_layer/authwatch`: added with `Router::layer`, as most
 //!   axum users write it. axum then boxes every route's response body; `pass_through` (a layer
 //!   that only wraps the body) is that price alone, which every body-watching middleware pays.
+//! - `auth_2_threads/{bare,outer/authwatch}`: the auth request, per thread, with two threads
+//!   calling clones of one service at once (contention on shared state shows here).
 //! - `hdr/record/{1_thread,2_threads}`: one `WindowedHistogram::record`, per thread, with one
 //!   thread or two recording at once; `hdr/mutex_shared/2_threads` is the design we avoid (one
 //!   `Mutex<Histogram>` shared by both threads), for reference.
@@ -175,6 +177,49 @@ fn routers(c: &mut Criterion) {
     }
 }
 
+/// Per-thread time of one auth request with two threads calling their own clones of the same
+/// service at once: shows contention on anything the clones share (the layer's state, the
+/// stats), which a one-thread run cannot.
+fn routers_two_threads(c: &mut Criterion) {
+    let watch = AuthWatch::builder().build().unwrap();
+    let bare = app();
+    let outer_watch = watch.layer().layer(app());
+    let mut g = c.benchmark_group("auth_2_threads");
+    fn two<S, B>(svc: &S, iters: u64) -> Duration
+    where
+        S: Service<Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
+        S::Error: std::fmt::Debug,
+        B: http_body::Body,
+        B::Error: std::fmt::Debug,
+    {
+        let barrier = Arc::new(Barrier::new(2));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let mut svc = svc.clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        run(&mut svc, "POST", "/api/auth/sign-in/email");
+                    }
+                    start.elapsed()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum::<Duration>()
+            / 2
+    }
+    g.bench_function("bare", |b| b.iter_custom(|iters| two(&bare, iters)));
+    g.bench_function("outer/authwatch", |b| {
+        b.iter_custom(|iters| two(&outer_watch, iters))
+    });
+    g.finish();
+}
+
 /// Per-thread time of one record, with `threads` threads recording at once.
 fn per_thread(threads: usize, iters: u64, record: Arc<dyn Fn(u64) + Send + Sync>) -> Duration {
     let barrier = Arc::new(Barrier::new(threads));
@@ -261,6 +306,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = routers, hdr, pieces
+    targets = routers, routers_two_threads, hdr, pieces
 }
 criterion_main!(benches);

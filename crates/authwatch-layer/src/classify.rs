@@ -34,8 +34,8 @@ pub(crate) fn is_native_grpc(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Classifies a response head for operation `op`.
-pub(crate) fn classify_head<B>(op: AuthOp, res: &Response<B>) -> Classified {
+/// Classifies a response head for operation `op`; `grpc`: whether the route may answer gRPC.
+pub(crate) fn classify_head<B>(op: AuthOp, res: &Response<B>, grpc: bool) -> Classified {
     if let Some(o) = res.extensions().get::<Outcome>() {
         if let Some(outcome) = o.normalize_override() {
             let grpc_status = grpc_status(res.headers()).and_then(Result::ok);
@@ -46,7 +46,7 @@ pub(crate) fn classify_head<B>(op: AuthOp, res: &Response<B>) -> Classified {
         }
     }
     let headers = res.headers();
-    if res.status() == StatusCode::OK && is_grpc(headers) {
+    if grpc && res.status() == StatusCode::OK && is_grpc(headers) {
         return match grpc_status(headers) {
             Some(code) => {
                 let (outcome, grpc_status) = classify_grpc(op, code, headers);
@@ -217,7 +217,7 @@ mod tests {
         ];
         for (status, op, want) in cases {
             assert_eq!(
-                ready(classify_head(*op, &res(*status))),
+                ready(classify_head(*op, &res(*status), true)),
                 *want,
                 "{status} {op}"
             );
@@ -234,7 +234,7 @@ mod tests {
             ),
         );
         assert_eq!(
-            ready(classify_head(AuthOp::Login, &r)),
+            ready(classify_head(AuthOp::Login, &r, true)),
             Outcome::Failure(FailureReason::InvalidToken)
         );
         for (v, want) in [
@@ -273,35 +273,39 @@ mod tests {
             r
         };
         assert_eq!(
-            ready(classify_head(AuthOp::Login, &grpc(Some("0")))),
+            ready(classify_head(AuthOp::Login, &grpc(Some("0")), true)),
             Outcome::Success
         );
         assert_eq!(
-            ready(classify_head(AuthOp::Login, &grpc(Some("16")))),
+            ready(classify_head(AuthOp::Login, &grpc(Some("16")), true)),
             Outcome::Failure(FailureReason::InvalidCredentials)
         );
         assert_eq!(
-            ready(classify_head(AuthOp::TokenValidation, &grpc(Some("16")))),
+            ready(classify_head(
+                AuthOp::TokenValidation,
+                &grpc(Some("16")),
+                true
+            )),
             Outcome::Failure(FailureReason::InvalidToken)
         );
         assert_eq!(
-            ready(classify_head(AuthOp::Login, &grpc(Some("8")))),
+            ready(classify_head(AuthOp::Login, &grpc(Some("8")), true)),
             Outcome::RateLimited
         );
         assert_eq!(
-            ready(classify_head(AuthOp::Login, &grpc(Some("13")))),
+            ready(classify_head(AuthOp::Login, &grpc(Some("13")), true)),
             Outcome::Error
         );
         assert_eq!(
-            ready(classify_head(AuthOp::Login, &grpc(Some("x1")))),
+            ready(classify_head(AuthOp::Login, &grpc(Some("x1")), true)),
             Outcome::Error
         );
         assert_eq!(
-            ready(classify_head(AuthOp::Login, &grpc(Some("99999")))),
+            ready(classify_head(AuthOp::Login, &grpc(Some("99999")), true)),
             Outcome::Error
         );
         assert_eq!(
-            classify_head(AuthOp::Login, &grpc(None)),
+            classify_head(AuthOp::Login, &grpc(None), true),
             Classified::RequiresTrailers
         );
         let mut t = HeaderMap::new();
@@ -335,11 +339,11 @@ mod tests {
             r
         };
         assert_eq!(
-            ready(classify_head(AuthOp::Login, &web(None))),
+            ready(classify_head(AuthOp::Login, &web(None), true)),
             Outcome::Success
         );
         assert_eq!(
-            ready(classify_head(AuthOp::Login, &web(Some("16")))),
+            ready(classify_head(AuthOp::Login, &web(Some("16")), true)),
             Outcome::Failure(FailureReason::InvalidCredentials)
         );
         let mut h = HeaderMap::new();
@@ -363,11 +367,14 @@ mod tests {
         r.extensions_mut()
             .insert(Outcome::Failure(FailureReason::LockedOut));
         assert_eq!(
-            ready(classify_head(AuthOp::Login, &r)),
+            ready(classify_head(AuthOp::Login, &r, true)),
             Outcome::Failure(FailureReason::LockedOut)
         );
         let mut r = res(500);
         r.extensions_mut().insert(Outcome::Cancelled);
-        assert_eq!(ready(classify_head(AuthOp::Login, &r)), Outcome::Error);
+        assert_eq!(
+            ready(classify_head(AuthOp::Login, &r, true)),
+            Outcome::Error
+        );
     }
 }

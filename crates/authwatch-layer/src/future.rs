@@ -43,7 +43,7 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Some(op) = this.tracker.op() else {
+        let Some((op, grpc)) = this.tracker.route() else {
             let result = ready!(this.inner.poll(cx));
             return Poll::Ready(result.map(|res| res.map(ResponseBody::untracked)));
         };
@@ -60,7 +60,7 @@ where
                 return Poll::Ready(Err(e));
             }
         };
-        let classified = classify_head(op, &res);
+        let classified = classify_head(op, &res, grpc);
         let status = res.status().as_u16();
         // The body's exact size hint first (no header lookup for ordinary bodies), else the
         // header, which a streamed body may carry.

@@ -239,10 +239,12 @@ impl Tracker {
         self.inner.is_some()
     }
 
+    /// The operation, and whether the route may answer gRPC.
     #[inline]
-    pub(crate) fn op(&self) -> Option<AuthOp> {
+    pub(crate) fn route(&self) -> Option<(AuthOp, bool)> {
         let s = self.inner.as_ref()?;
-        Some(s.shared.routes.routes()[usize::from(s.route)].op)
+        let info = &s.shared.routes.routes()[usize::from(s.route)];
+        Some((info.op, info.grpc))
     }
 
     /// Records the response head. Returns true when the response ends with its head (HEAD

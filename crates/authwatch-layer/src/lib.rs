@@ -124,4 +124,6 @@ pub mod __private {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

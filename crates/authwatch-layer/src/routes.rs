@@ -108,6 +108,7 @@ pub struct RouteId(pub u16);
 
 /// One route of a built [`RouteTable`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RouteInfo {
     /// The route's index.
     pub id: RouteId,
@@ -120,6 +121,9 @@ pub struct RouteInfo {
     pub methods: Methods,
     /// For gRPC routes, the method name (the `rpc.method` label).
     pub rpc_method: Option<Box<str>>,
+    /// Whether responses may be gRPC (and so carry `grpc-status`): true for your routes and
+    /// gRPC methods, false for the built-in HTTP routes, whose responses skip that check.
+    pub grpc: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +132,8 @@ struct Spec {
     under_base: bool,
     methods: Methods,
     op: AuthOp,
+    /// A built-in HTTP route: never answers gRPC, so its responses skip the gRPC check.
+    builtin: bool,
 }
 
 /// The route table builder: the default routes, plus, minus or instead of yours.
@@ -199,7 +205,7 @@ impl Default for Routes {
             ("/reset-password/{token}", g, PasswordReset),
         ];
         for (path, m, op) in base_routes {
-            r.push(path, true, *m, *op);
+            r.push(path, true, *m, *op, true);
         }
         let root_routes: &[(&str, Methods, AuthOp)] = &[
             ("/oauth/token", p, Login),
@@ -234,7 +240,7 @@ impl Default for Routes {
             ("/reset-password", p, PasswordReset),
         ];
         for (path, m, op) in root_routes {
-            r.push(path, false, *m, *op);
+            r.push(path, false, *m, *op, true);
         }
         for (name, op) in [
             ("Login", Login),
@@ -265,13 +271,14 @@ impl Routes {
         }
     }
 
-    fn push(&mut self, path: &str, under_base: bool, methods: Methods, op: AuthOp) {
+    fn push(&mut self, path: &str, under_base: bool, methods: Methods, op: AuthOp, builtin: bool) {
         // A later route for the same path replaces the earlier one.
         self.specs
             .retain(|s| !(s.path == path && s.under_base == under_base));
         self.specs.push(Spec {
             path: path.to_owned(),
             under_base,
+            builtin,
             methods,
             op,
         });
@@ -302,7 +309,7 @@ impl Routes {
     /// Adds (or replaces) a route for the given methods only.
     #[must_use]
     pub fn route_methods(mut self, path: impl AsRef<str>, methods: Methods, op: AuthOp) -> Self {
-        self.push(path.as_ref(), false, methods, op);
+        self.push(path.as_ref(), false, methods, op, false);
         self
     }
 
@@ -362,6 +369,7 @@ impl Routes {
                 op: spec.op,
                 methods: spec.methods,
                 rpc_method: None,
+                grpc: !spec.builtin,
             });
         }
         let mut exact: HashMap<Box<str>, Box<[u16]>, FxBuildHasher> = HashMap::default();
@@ -404,6 +412,7 @@ impl Routes {
                 op: *op,
                 methods: Methods::POST,
                 rpc_method: Some(name.clone().into_boxed_str()),
+                grpc: true,
             });
         }
         for info in &mut infos {
@@ -731,6 +740,26 @@ mod tests {
             op(&t, Method::POST, "/api/auth/get-session").unwrap().0,
             AuthOp::Login
         );
+    }
+
+    #[test]
+    fn only_routes_that_may_answer_grpc_are_checked_for_it() {
+        let t = Routes::default()
+            .route("/custom/{x}", AuthOp::Login)
+            .build()
+            .unwrap();
+        let mut h = HeaderMap::new();
+        assert!(
+            !t.lookup(&Method::POST, "/api/auth/sign-in/email", &h)
+                .unwrap()
+                .grpc
+        );
+        assert!(t.lookup(&Method::POST, "/custom/1", &h).unwrap().grpc);
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        assert!(t.lookup(&Method::POST, "/a.B/Login", &h).unwrap().grpc);
     }
 
     #[test]
