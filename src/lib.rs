@@ -261,7 +261,7 @@ impl AuthWatchBuilder {
         let layer = AuthLayer::builder()
             .routes(self.routes)
             .client_ip(self.client_ip)
-            .sink(Arc::new(sinks.clone()))
+            .sinks(sinks.clone())
             .build()?;
         let service_name = self
             .service_name

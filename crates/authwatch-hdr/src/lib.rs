@@ -190,6 +190,9 @@ struct CachePadded<T>(T);
 #[derive(Debug)]
 struct Slot {
     epoch: u64,
+    /// Nanoseconds after `base` at which `epoch` ends (shards only): until then a record needs
+    /// no division to find its slot.
+    ends_at: u64,
     hist: Histogram<u32>,
 }
 
@@ -197,6 +200,7 @@ impl Slot {
     fn new() -> Self {
         Self {
             epoch: 0,
+            ends_at: 0,
             hist: new_histogram(),
         }
     }
@@ -271,14 +275,17 @@ impl WindowedHistogram {
         self.config
     }
 
-    fn epoch(&self, at: Instant) -> u64 {
+    fn since_base(&self, at: Instant) -> u64 {
         let since = at.saturating_duration_since(self.base);
-        // Whole seconds and nanoseconds separately: no u128 division on the hot path.
-        let nanos = since
+        // Whole seconds and nanoseconds separately: no u128 arithmetic on the hot path.
+        since
             .as_secs()
             .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(since.subsec_nanos()));
-        nanos / self.slot_nanos
+            .saturating_add(u64::from(since.subsec_nanos()))
+    }
+
+    fn epoch(&self, at: Instant) -> u64 {
+        self.since_base(at) / self.slot_nanos
     }
 
     /// Records one duration that ended at `at`.
@@ -291,14 +298,20 @@ impl WindowedHistogram {
 
     /// Records into shard `shard` (taken modulo the shard count).
     fn record_in(&self, shard: usize, value: Duration, at: Instant) {
-        let epoch = self.epoch(at);
+        let since = self.since_base(at);
         let nanos = u64::try_from(value.as_nanos())
             .unwrap_or(u64::MAX)
             .min(MAX_TRACKABLE_NANOS);
         let shard = &self.shards[shard % self.shards.len()].0;
         let mut slot = lock(shard);
-        if epoch > slot.epoch {
-            self.rotate(&mut slot, epoch);
+        if since >= slot.ends_at {
+            // Once per slot: find the new one. A record from before the shard's slot (a request
+            // that ended a moment earlier on another thread) stays in the current slot.
+            let epoch = since / self.slot_nanos;
+            if epoch > slot.epoch {
+                self.rotate(&mut slot, epoch);
+            }
+            slot.ends_at = (slot.epoch + 1).saturating_mul(self.slot_nanos);
         }
         // `record` (not `saturating_record`, which clamps to the *current* range instead of
         // growing it). It cannot fail: auto-resize is on and the value is clamped to an hour.

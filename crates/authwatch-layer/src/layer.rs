@@ -94,6 +94,12 @@ impl AuthLayerBuilder {
         self
     }
 
+    /// Replaces the sinks with `sinks`.
+    pub fn sinks(mut self, sinks: Sinks) -> Self {
+        self.sinks = sinks;
+        self
+    }
+
     /// Builds the layer.
     ///
     /// # Errors
