@@ -40,7 +40,7 @@
 //! # }
 //! ```
 //!
-//! To have the client address for per-IP detection, serve with
+//! To have the client address in every event (for sinks that key on it; never a metric), serve with
 //! `app.into_make_service_with_connect_info::<std::net::SocketAddr>()`, or tell authwatch about
 //! your proxies with [`AuthWatchBuilder::client_ip`].
 //!
@@ -154,7 +154,9 @@ impl AuthWatch {
     /// validation. See [`TokenGuardLayer`].
     #[must_use]
     pub fn token_guard<L>(&self, validator: L) -> TokenGuardLayer<L> {
-        TokenGuardLayer::new(validator, self.inner.sinks.clone()).client_ip(self.inner.client_ip)
+        TokenGuardLayer::new(validator, self.inner.sinks.clone())
+            .client_ip(self.inner.client_ip)
+            .watched_by(self.inner.layer.clone())
     }
 
     /// The in-process stats right now: counters since start, percentiles over the window.

@@ -78,12 +78,14 @@ impl Stats {
     pub(crate) fn snapshot(&self, now: Instant) -> Snapshot {
         let guard = self.guard.snapshot_at(now);
         let mut response_time = Window::empty();
+        let mut validation = Window::empty();
         let ops = std::array::from_fn(|i| {
             let op = AuthOp::ALL[i];
             let mut w = self.routes[i].snapshot_at(now);
             response_time.merge(&w);
             if op == AuthOp::TokenValidation {
                 w.merge(&guard);
+                validation = w.clone();
             }
             OpStats {
                 op,
@@ -99,8 +101,6 @@ impl Stats {
                 latency: Latency::from(&w),
             }
         });
-        let mut validation = self.routes[AuthOp::TokenValidation.index()].snapshot_at(now);
-        validation.merge(&guard);
         Snapshot {
             ops,
             response_time: Latency::from(&response_time),

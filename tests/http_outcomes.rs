@@ -3,7 +3,10 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use authwatch::{AuthOp, AuthWatch, FailureReason, Outcome};
 use axum::body::Body;
@@ -33,6 +36,14 @@ fn slow_body(chunks: usize, gap: Duration) -> Body {
 }
 
 async fn app(rec: &Recorder) -> (AuthWatch, SocketAddr) {
+    let (watch, addr, _) = app_with_signal(rec).await;
+    (watch, addr)
+}
+
+/// The app, and a signal the `/hang` handler gives when it starts.
+async fn app_with_signal(rec: &Recorder) -> (AuthWatch, SocketAddr, Arc<Notify>) {
+    let started = Arc::new(Notify::new());
+    let hang_started = started.clone();
     let watch = AuthWatch::builder()
         .route("/t/{code}", AuthOp::Login)
         .route("/tv/{code}", AuthOp::TokenValidation)
@@ -75,7 +86,8 @@ async fn app(rec: &Recorder) -> (AuthWatch, SocketAddr) {
         )
         .route(
             "/hang",
-            get(|| async {
+            get(move || async move {
+                hang_started.notify_one();
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 StatusCode::OK
             }),
@@ -109,7 +121,7 @@ async fn app(rec: &Recorder) -> (AuthWatch, SocketAddr) {
         .layer(CatchPanicLayer::new())
         .layer(watch.layer());
     let addr = serve(router).await;
-    (watch, addr)
+    (watch, addr, started)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,14 +237,14 @@ async fn a_body_error_is_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_gives_up_is_one_cancellation_and_nothing_else() {
     let rec = Recorder::default();
-    let (watch, addr) = app(&rec).await;
+    let (watch, addr, started) = app_with_signal(&rec).await;
     let c = http1();
     let pending = tokio::spawn({
         let c = c.clone();
         async move { send(&c, request("GET", addr, "/hang")).await }
     });
-    // Let the request reach the handler, then give up.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the handler runs, give up.
+    started.notified().await;
     assert!(rec.events().is_empty());
     pending.abort();
     let ev = rec.wait_for(1).await;

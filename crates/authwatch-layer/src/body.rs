@@ -71,17 +71,20 @@ impl<B: Body> Body for ResponseBody<B> {
         drop(guard);
         {
             match &frame {
-                None => this.tracker.finish_classified(),
+                None => this.tracker.finish_body(),
                 Some(Err(_)) => this.tracker.finish(Outcome::Error),
                 Some(Ok(f)) => {
                     if let Some(trailers) = f.trailers_ref() {
                         // Trailers are always the last frame; the server stops polling here.
                         this.tracker.trailers(trailers);
                         this.tracker.finish_classified();
-                    } else if inner.is_end_stream() {
-                        this.tracker.finish_classified();
-                    } else if let Some(data) = f.data_ref() {
-                        this.tracker.sent(data.remaining());
+                    } else {
+                        if let Some(data) = f.data_ref() {
+                            this.tracker.sent(data.remaining());
+                        }
+                        if inner.is_end_stream() {
+                            this.tracker.finish_body();
+                        }
                     }
                 }
             }

@@ -65,8 +65,12 @@ where
         // The body's exact size hint first (no header lookup for ordinary bodies), else the
         // header, which a streamed body may carry.
         let declared_len = res.body().size_hint().exact().or_else(|| {
-            let v = res.headers().get(http::header::CONTENT_LENGTH)?;
-            std::str::from_utf8(v.as_bytes()).ok()?.parse::<u64>().ok()
+            let v = res.headers().get(http::header::CONTENT_LENGTH)?.as_bytes();
+            // Digits only, as hyper reads it (`parse` would also take "+5").
+            if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            std::str::from_utf8(v).ok()?.parse::<u64>().ok()
         });
         let mut tracker = std::mem::replace(this.tracker, Tracker::none());
         let ended = tracker.head(status, classified, res.body().is_end_stream(), declared_len);

@@ -16,6 +16,7 @@ use tower_service::Service;
 
 use crate::client_ip::ClientIp;
 use crate::event::{AuthEvent, EventSink, EventSource, Sinks};
+use crate::layer::AuthLayer;
 use crate::op::{AuthOp, FailureReason, Outcome};
 use crate::routes::method_label;
 
@@ -26,6 +27,8 @@ struct GuardShared {
     sinks: Sinks,
     client_ip: ClientIp,
     label: Box<str>,
+    /// The auth layer in front, whose token-validation routes are not counted again.
+    watched_by: Option<AuthLayer>,
 }
 
 /// Wraps your token-validating middleware (say, tower-http's
@@ -46,8 +49,9 @@ struct GuardShared {
 /// `Router::layer` or `route_layer`), else the label set with [`label`](Self::label)
 /// ([`DEFAULT_GUARD_ROUTE`] by default).
 ///
-/// Don't guard the auth routes that the [`AuthLayer`](crate::AuthLayer) already watches as
-/// token validation (get-session), or each request is counted twice.
+/// A guard on a route that an [`AuthLayer`] already records as a token validation
+/// (get-session, userinfo) would count each request twice; tell the guard about the layer with
+/// [`watched_by`](Self::watched_by) and it leaves those to the layer.
 #[derive(Clone)]
 pub struct TokenGuardLayer<L> {
     validator: L,
@@ -71,6 +75,7 @@ impl<L> TokenGuardLayer<L> {
                 sinks,
                 client_ip: ClientIp::default(),
                 label: DEFAULT_GUARD_ROUTE.into(),
+                watched_by: None,
             }),
         }
     }
@@ -81,6 +86,7 @@ impl<L> TokenGuardLayer<L> {
             sinks: old.sinks.clone(),
             client_ip: old.client_ip,
             label: old.label.clone(),
+            watched_by: old.watched_by.clone(),
         };
         f(&mut shared);
         Self {
@@ -93,6 +99,14 @@ impl<L> TokenGuardLayer<L> {
     #[must_use]
     pub fn client_ip(self, client_ip: ClientIp) -> Self {
         self.map_shared(|s| s.client_ip = client_ip)
+    }
+
+    /// Requests that `layer` already records as token validations (its `get-session`,
+    /// `userinfo`, introspection routes) are not counted again by this guard.
+    /// `authwatch::AuthWatch::token_guard` sets this for you.
+    #[must_use]
+    pub fn watched_by(self, layer: AuthLayer) -> Self {
+        self.map_shared(|s| s.watched_by = Some(layer))
     }
 
     /// The route label when axum's `MatchedPath` is not available. Keep it a constant: it is a
@@ -199,6 +213,18 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        if let Some(layer) = &self.shared.watched_by {
+            let route = layer
+                .routes()
+                .lookup(req.method(), req.uri().path(), req.headers());
+            if route.is_some_and(|r| r.op == AuthOp::TokenValidation) {
+                // The layer counts this one already.
+                return GuardFuture {
+                    inner: self.inner.call(req),
+                    ticket: DropTicket(None),
+                };
+            }
+        }
         let ticket = Arc::new(TicketState {
             shared: self.shared.clone(),
             start: Instant::now(),

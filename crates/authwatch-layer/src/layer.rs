@@ -27,7 +27,7 @@ pub(crate) struct Shared {
 /// The Tower layer that watches auth routes. See the [crate docs](crate).
 ///
 /// Cheap to clone (one `Arc`). Build it with [`AuthLayer::builder`], or get it from
-/// `authwatch::AuthWatch::layer`, which wires the stats, metrics and alert sinks.
+/// `authwatch::AuthWatch::layer`, which wires it to authwatch's own sinks.
 #[derive(Clone)]
 pub struct AuthLayer {
     shared: Arc<Shared>,
@@ -324,6 +324,21 @@ impl Tracker {
                 Classified::RequiresTrailers => (Outcome::Error, None),
             };
             s.emit(outcome, grpc);
+        }
+    }
+
+    /// The body reported its end (`None`, or `is_end_stream` after a frame). A body that ends
+    /// before the bytes its `Content-Length` announced was cut short: hyper aborts such a
+    /// response, so it is an error whatever the head said.
+    pub(crate) fn finish_body(&mut self) {
+        let short = self
+            .inner
+            .as_ref()
+            .is_some_and(|s| s.remaining.is_some_and(|r| r > 0));
+        if short {
+            self.finish(Outcome::Error);
+        } else {
+            self.finish_classified();
         }
     }
 

@@ -5,7 +5,7 @@
 //! it recognises auth routes, times them to the end of the response body, classifies every
 //! outcome, and hands one [`AuthEvent`] per request to the [`EventSink`]s you give it. It has
 //! no OpenTelemetry dependency. Most users want the `authwatch` crate, which wires this layer to
-//! in-process stats, OTLP metrics, `/metrics`, health checks and alerts.
+//! its sinks (in-process counters and percentiles) and gives a snapshot API.
 //!
 //! # What happens to a request
 //!

@@ -306,20 +306,26 @@ impl Routes {
         self.route_methods(path, Methods::ANY, op)
     }
 
-    /// Adds (or replaces) a route for the given methods only.
+    /// Adds a route for the given methods only. For those methods it takes over from an
+    /// earlier route with the same template (a default one, say); other methods still reach
+    /// the earlier route.
     #[must_use]
     pub fn route_methods(mut self, path: impl AsRef<str>, methods: Methods, op: AuthOp) -> Self {
         self.push(path.as_ref(), false, methods, op, false);
         self
     }
 
-    /// Removes every route with this template (default or added), wherever it came from.
+    /// Removes every route with this template (default or added), wherever it came from;
+    /// `/{service}/Login` removes the gRPC method name `Login`.
     #[must_use]
     pub fn remove(mut self, path: impl AsRef<str>) -> Self {
         let path = path.as_ref();
         let base = self.base.clone();
         self.specs
             .retain(|s| !(s.path == path || (s.under_base && format!("{base}{}", s.path) == path)));
+        if let Some(name) = path.strip_prefix("/{service}/") {
+            self.grpc.retain(|(n, _)| n != name);
+        }
         self
     }
 
@@ -701,6 +707,18 @@ mod tests {
             )
             .unwrap();
         assert_eq!(r.rpc_method.as_deref(), Some("Authenticate"));
+
+        let t = Routes::default()
+            .remove("/{service}/Login")
+            .build()
+            .unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        assert!(t.lookup(&Method::POST, "/a.B/Login", &h).is_none());
+        assert!(t.lookup(&Method::POST, "/a.B/SignIn", &h).is_some());
 
         let t = Routes::default().clear().build().unwrap();
         assert!(t.routes().is_empty());

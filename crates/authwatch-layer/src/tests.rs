@@ -459,8 +459,8 @@ async fn a_body_ends_with_its_declared_length() {
     assert_eq!(outcomes(&seen), vec![Outcome::Success]);
 }
 
-/// A panic while the body is produced (no `CatchPanicLayer` inside the layer) is a server
-/// error, not a client that left.
+/// A panic in the handler (no `CatchPanicLayer` inside the layer) is a server error, not a
+/// client that left, even when something outside catches it and drops the future normally.
 #[tokio::test]
 async fn a_panic_inside_is_an_error_not_a_cancellation() {
     let (layer, seen) = layer();
@@ -474,4 +474,81 @@ async fn a_panic_inside_is_an_error_not_a_cancellation() {
     let caught = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut)).await;
     assert!(caught.is_err());
     assert_eq!(outcomes(&seen), vec![Outcome::Error]);
+}
+
+/// A body that panics while it is polled: the panic is caught outside, the body dropped
+/// normally; still one error.
+#[tokio::test]
+async fn a_panic_in_the_body_is_an_error() {
+    struct Bomb;
+    impl Body for Bomb {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            panic!("body bug")
+        }
+    }
+    let (layer, seen) = layer();
+    let svc = layer.layer(service_fn(|_r: Request<Empty<Bytes>>| async {
+        Ok::<_, Infallible>(Response::new(Bomb))
+    }));
+    let mut body = svc.oneshot(post("/login")).await.unwrap().into_body();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        poll_once(&mut body.frame())
+    }));
+    assert!(caught.is_err());
+    drop(body);
+    assert_eq!(outcomes(&seen), vec![Outcome::Error]);
+}
+
+/// A body that ends before the bytes its `Content-Length` announced was cut short (hyper
+/// aborts the response): an error, whatever the status said.
+#[tokio::test]
+async fn a_body_shorter_than_its_content_length_is_an_error() {
+    let (layer, seen) = layer();
+    let svc = layer.layer(service_fn(|_r: Request<Empty<Bytes>>| async {
+        let frames: Frames = vec![Ok(Frame::data(Bytes::from_static(b"abc")))];
+        let res = Response::builder()
+            .header("content-length", "10")
+            .body(streamed(frames))
+            .unwrap();
+        Ok::<_, Infallible>(res)
+    }));
+    let res = svc.oneshot(post("/login")).await.unwrap();
+    let _ = res.into_body().collect().await;
+    assert_eq!(outcomes(&seen), vec![Outcome::Error]);
+}
+
+/// 204 and 304 end with their head even if the service put a body on them (hyper never sends
+/// it), and so does a HEAD request with a `Content-Length`.
+#[tokio::test]
+async fn no_content_statuses_and_head_end_at_the_head_whatever_the_body() {
+    for (method, status) in [
+        (Method::POST, 204u16),
+        (Method::POST, 304),
+        (Method::HEAD, 200),
+    ] {
+        let (layer, seen) = layer_with(Routes::empty().route("/x", AuthOp::Logout));
+        let svc = layer.layer(service_fn(move |_r: Request<Empty<Bytes>>| async move {
+            let frames: Frames = vec![Ok(Frame::data(Bytes::from_static(b"never sent")))];
+            let res = Response::builder()
+                .status(status)
+                .header("content-length", "10")
+                .body(streamed(frames))
+                .unwrap();
+            Ok::<_, Infallible>(res)
+        }));
+        let req = Request::builder()
+            .method(method.clone())
+            .uri("/x")
+            .body(Empty::new())
+            .unwrap();
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(outcomes(&seen), vec![Outcome::Success], "{method} {status}");
+        drop(res);
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
 }
