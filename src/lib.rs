@@ -162,10 +162,11 @@ impl AuthWatch {
     /// The in-process stats right now: counters since start, percentiles over the window.
     #[must_use]
     pub fn snapshot(&self) -> Snapshot {
-        self.snapshot_at(Instant::now())
+        self.snapshot_at(authwatch_layer::now())
     }
 
-    /// The stats with the window ending at `now`.
+    /// The stats with the window ending at `now` (on authwatch's clock,
+    /// [`authwatch_layer::now`]).
     #[must_use]
     pub fn snapshot_at(&self, now: Instant) -> Snapshot {
         self.inner.stats.snapshot(now)

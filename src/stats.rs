@@ -54,7 +54,7 @@ impl fmt::Debug for Stats {
 impl Stats {
     pub(crate) fn new(window: WindowConfig) -> Self {
         let shards = authwatch_hdr::default_shards();
-        let base = Instant::now();
+        let base = authwatch_layer::now();
         Self {
             counters: (0..shards).map(|_| CounterShard::new()).collect(),
             routes: std::array::from_fn(|_| WindowedHistogram::with_shards(window, shards, base)),

@@ -49,7 +49,7 @@ pub struct AuthEvent<'a> {
     /// From the request entering the layer to the end of the response body (or to the drop, or
     /// for the guard, to the validator's decision).
     pub latency: Duration,
-    /// When it ended.
+    /// When it ended, on authwatch's clock ([`now`](crate::now)).
     pub finished_at: Instant,
     /// The client address under the configured [`ClientIp`](crate::ClientIp) rules. Never a
     /// metric attribute.

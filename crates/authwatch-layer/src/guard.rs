@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -15,6 +14,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::client_ip::ClientIp;
+use crate::clock::Tick;
 use crate::event::{AuthEvent, EventSink, EventSource, Sinks};
 use crate::layer::AuthLayer;
 use crate::op::{AuthOp, FailureReason, Outcome};
@@ -159,7 +159,7 @@ struct Ticket(Arc<TicketState>);
 
 struct TicketState {
     shared: Arc<GuardShared>,
-    start: Instant,
+    start: Tick,
     method: &'static str,
     client_ip: Option<IpAddr>,
     route: Option<Box<str>>,
@@ -172,7 +172,7 @@ impl TicketState {
         if self.done.swap(true, Ordering::AcqRel) {
             return;
         }
-        let now = Instant::now();
+        let end = Tick::now();
         let event = AuthEvent {
             op: AuthOp::TokenValidation,
             outcome,
@@ -182,8 +182,8 @@ impl TicketState {
             rpc_method: None,
             status,
             grpc_status: None,
-            latency: now.saturating_duration_since(self.start),
-            finished_at: now,
+            latency: end.since(self.start),
+            finished_at: end.instant(),
             client_ip: self.client_ip,
             source: EventSource::TokenGuard,
         };
@@ -227,7 +227,7 @@ where
         }
         let ticket = Arc::new(TicketState {
             shared: self.shared.clone(),
-            start: Instant::now(),
+            start: Tick::now(),
             method: method_label(req.method()),
             client_ip: self.shared.client_ip.resolve(&req),
             route: matched_route(&req),

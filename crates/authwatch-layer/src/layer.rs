@@ -4,7 +4,6 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use http::{Method, Request, Response};
 use tower_layer::Layer;
@@ -13,6 +12,7 @@ use tower_service::Service;
 use crate::body::ResponseBody;
 use crate::classify::{classify_trailers, Classified};
 use crate::client_ip::ClientIp;
+use crate::clock::Tick;
 use crate::event::{AuthEvent, EventSink, EventSource, Sinks};
 use crate::future::ResponseFuture;
 use crate::op::{AuthOp, Outcome};
@@ -106,6 +106,7 @@ impl AuthLayerBuilder {
     ///
     /// A [`RouteError`] when a route template is invalid or two conflict.
     pub fn build(self) -> Result<AuthLayer, RouteError> {
+        crate::clock::init();
         Ok(AuthLayer {
             shared: Arc::new(Shared {
                 routes: self.routes.build()?,
@@ -208,7 +209,7 @@ pub(crate) struct Tracker {
 struct TrackerState {
     shared: Arc<Shared>,
     route: u16,
-    start: Instant,
+    start: Tick,
     method: &'static str,
     head_only: bool,
     client_ip: Option<IpAddr>,
@@ -229,7 +230,7 @@ impl Tracker {
             inner: Some(TrackerState {
                 shared,
                 route,
-                start: Instant::now(),
+                start: Tick::now(),
                 method: method_label(method),
                 head_only: *method == Method::HEAD,
                 client_ip,
@@ -356,7 +357,7 @@ impl Tracker {
 
 impl TrackerState {
     fn emit(self, outcome: Outcome, grpc_status: Option<u16>) {
-        let now = Instant::now();
+        let end = Tick::now();
         let info = &self.shared.routes.routes()[usize::from(self.route)];
         let event = AuthEvent {
             op: info.op,
@@ -367,8 +368,8 @@ impl TrackerState {
             rpc_method: info.rpc_method.as_deref(),
             status: self.status,
             grpc_status,
-            latency: now.saturating_duration_since(self.start),
-            finished_at: now,
+            latency: end.since(self.start),
+            finished_at: end.instant(),
             client_ip: self.client_ip,
             source: EventSource::Route,
         };

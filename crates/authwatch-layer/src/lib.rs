@@ -88,6 +88,7 @@
 mod body;
 mod classify;
 mod client_ip;
+mod clock;
 mod event;
 mod future;
 mod guard;
@@ -97,6 +98,7 @@ mod routes;
 
 pub use body::ResponseBody;
 pub use client_ip::{peer_addr, ClientIp, MAX_TRUSTED_HOPS};
+pub use clock::now;
 pub use event::{AuthEvent, EventSink, EventSource, Sinks};
 pub use future::ResponseFuture;
 pub use guard::{GuardFuture, Probe, TokenGuard, TokenGuardLayer, DEFAULT_GUARD_ROUTE};
