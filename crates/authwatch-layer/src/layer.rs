@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -24,21 +25,63 @@ pub(crate) struct Shared {
     pub(crate) sinks: Sinks,
 }
 
+/// A reference to [`Shared`] with a reference count of its own, on its own cache lines.
+///
+/// Every auth request holds the layer's state until its body ends. With one `Arc` for all,
+/// two threads serving auth requests would bounce that one counter between their cores on every
+/// request (measured: about +200 ns a request with two threads). Each thread clones its own
+/// stripe instead.
+#[repr(align(128))]
+pub(crate) struct Stripe(Arc<Shared>);
+
+/// What the layer and its services hold: the state, and one stripe per thread slot.
+pub(crate) struct Handle {
+    shared: Arc<Shared>,
+    stripes: Box<[Arc<Stripe>]>,
+}
+
+impl Handle {
+    fn new(shared: Shared) -> Self {
+        let shared = Arc::new(shared);
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get() * 2)
+            .unwrap_or(4)
+            .clamp(2, 64);
+        let stripes = (0..n).map(|_| Arc::new(Stripe(shared.clone()))).collect();
+        Self { shared, stripes }
+    }
+
+    /// The calling thread's stripe.
+    #[inline]
+    fn stripe(&self) -> Arc<Stripe> {
+        self.stripes[thread_index() % self.stripes.len()].clone()
+    }
+}
+
+/// A small number for the calling thread, given in the order threads first ask.
+fn thread_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    INDEX.with(|i| *i)
+}
+
 /// The Tower layer that watches auth routes. See the [crate docs](crate).
 ///
 /// Cheap to clone (one `Arc`). Build it with [`AuthLayer::builder`], or get it from
 /// `authwatch::AuthWatch::layer`, which wires it to authwatch's own sinks.
 #[derive(Clone)]
 pub struct AuthLayer {
-    shared: Arc<Shared>,
+    handle: Arc<Handle>,
 }
 
 impl fmt::Debug for AuthLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthLayer")
-            .field("routes", &self.shared.routes.routes().len())
-            .field("client_ip", &self.shared.client_ip)
-            .field("sinks", &self.shared.sinks)
+            .field("routes", &self.handle.shared.routes.routes().len())
+            .field("client_ip", &self.handle.shared.client_ip)
+            .field("sinks", &self.handle.shared.sinks)
             .finish()
     }
 }
@@ -56,13 +99,13 @@ impl AuthLayer {
     /// The route table this layer matches against.
     #[must_use]
     pub fn routes(&self) -> &RouteTable {
-        &self.shared.routes
+        &self.handle.shared.routes
     }
 
     /// The client-address rules.
     #[must_use]
     pub fn client_ip(&self) -> ClientIp {
-        self.shared.client_ip
+        self.handle.shared.client_ip
     }
 }
 
@@ -108,11 +151,11 @@ impl AuthLayerBuilder {
     pub fn build(self) -> Result<AuthLayer, RouteError> {
         crate::clock::init();
         Ok(AuthLayer {
-            shared: Arc::new(Shared {
+            handle: Arc::new(Handle::new(Shared {
                 routes: self.routes.build()?,
                 client_ip: self.client_ip,
                 sinks: self.sinks,
-            }),
+            })),
         })
     }
 }
@@ -123,7 +166,7 @@ impl<S> Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         AuthService {
             inner,
-            shared: self.shared.clone(),
+            handle: self.handle.clone(),
         }
     }
 }
@@ -132,7 +175,7 @@ impl<S> Layer<S> for AuthLayer {
 #[derive(Clone)]
 pub struct AuthService<S> {
     inner: S,
-    shared: Arc<Shared>,
+    handle: Arc<Handle>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for AuthService<S> {
@@ -175,7 +218,8 @@ where
 
     #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let route = self
+        let handle = &*self.handle;
+        let route = handle
             .shared
             .routes
             .lookup(req.method(), req.uri().path(), req.headers());
@@ -188,10 +232,10 @@ where
             };
         };
         let tracker = Tracker::start(
-            self.shared.clone(),
+            handle.stripe(),
             route.id.0,
             req.method(),
-            self.shared.client_ip.resolve(&req),
+            handle.shared.client_ip.resolve(&req),
         );
         ResponseFuture {
             inner: self.inner.call(req),
@@ -207,7 +251,7 @@ pub(crate) struct Tracker {
 }
 
 struct TrackerState {
-    shared: Arc<Shared>,
+    shared: Arc<Stripe>,
     route: u16,
     start: Tick,
     method: &'static str,
@@ -225,7 +269,7 @@ impl Tracker {
         Self { inner: None }
     }
 
-    fn start(shared: Arc<Shared>, route: u16, method: &Method, client_ip: Option<IpAddr>) -> Self {
+    fn start(shared: Arc<Stripe>, route: u16, method: &Method, client_ip: Option<IpAddr>) -> Self {
         Self {
             inner: Some(TrackerState {
                 shared,
@@ -250,7 +294,7 @@ impl Tracker {
     #[inline]
     pub(crate) fn route(&self) -> Option<(AuthOp, bool)> {
         let s = self.inner.as_ref()?;
-        let info = &s.shared.routes.routes()[usize::from(s.route)];
+        let info = &s.shared.0.routes.routes()[usize::from(s.route)];
         Some((info.op, info.grpc))
     }
 
@@ -304,7 +348,7 @@ impl Tracker {
     pub(crate) fn trailers(&mut self, trailers: &http::HeaderMap) {
         if let Some(s) = self.inner.as_mut() {
             if s.classified == Classified::RequiresTrailers {
-                let op = s.shared.routes.routes()[usize::from(s.route)].op;
+                let op = s.shared.0.routes.routes()[usize::from(s.route)].op;
                 let (outcome, grpc_status) = classify_trailers(op, Some(trailers));
                 s.classified = Classified::Ready {
                     outcome,
@@ -358,7 +402,8 @@ impl Tracker {
 impl TrackerState {
     fn emit(self, outcome: Outcome, grpc_status: Option<u16>) {
         let end = Tick::now();
-        let info = &self.shared.routes.routes()[usize::from(self.route)];
+        let shared = &self.shared.0;
+        let info = &shared.routes.routes()[usize::from(self.route)];
         let event = AuthEvent {
             op: info.op,
             outcome,
@@ -373,7 +418,7 @@ impl TrackerState {
             client_ip: self.client_ip,
             source: EventSource::Route,
         };
-        self.shared.sinks.record(&event);
+        shared.sinks.record(&event);
     }
 }
 
