@@ -16,6 +16,9 @@
 //! - `router_layer/pass_through`, `router_layer/authwatch`: added with `Router::layer`, as most
 //!   axum users write it. axum then boxes every route's response body; `pass_through` (a layer
 //!   that only wraps the body) is that price alone, which every body-watching middleware pays.
+//! - `added/{non_auth,auth}/outer_authwatch_minus_bare`: the same comparison as a paired
+//!   difference (alternating blocks of the two services within each sample), so the machine's
+//!   drift cancels: the figure to quote for "what authwatch adds".
 //! - `auth_2_threads/{bare,outer/authwatch}`: the auth request, per thread, with two threads
 //!   calling clones of one service at once (contention on shared state shows here).
 //! - `hdr/record/{1_thread,2_threads}`: one `WindowedHistogram::record`, per thread, with one
@@ -177,6 +180,46 @@ fn routers(c: &mut Criterion) {
     }
 }
 
+/// What authwatch adds, measured as a paired difference: each sample runs the same request
+/// through the watched and the bare service in alternating blocks of 256, and reports the
+/// watched time minus the bare time. Drifts of the machine between samples (frequency, the
+/// other core's load) hit both sides alike and cancel, which the separate rows above cannot do.
+/// A sample where the bare side happened to be slower counts as zero added time.
+fn added(c: &mut Criterion) {
+    const BLOCK: u64 = 256;
+    let watch = AuthWatch::builder().build().unwrap();
+    let mut g = c.benchmark_group("added");
+    for (name, method, path) in [
+        ("non_auth", "GET", "/api/users/42"),
+        ("auth", "POST", "/api/auth/sign-in/email"),
+    ] {
+        let mut bare = app();
+        let mut watched = watch.layer().layer(app());
+        g.bench_function(format!("{name}/outer_authwatch_minus_bare"), |b| {
+            b.iter_custom(|iters| {
+                let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
+                let mut done = 0;
+                while done < iters {
+                    let n = BLOCK.min(iters - done);
+                    let t = Instant::now();
+                    for _ in 0..n {
+                        run(&mut watched, method, path);
+                    }
+                    with += t.elapsed();
+                    let t = Instant::now();
+                    for _ in 0..n {
+                        run(&mut bare, method, path);
+                    }
+                    without += t.elapsed();
+                    done += n;
+                }
+                with.saturating_sub(without)
+            })
+        });
+    }
+    g.finish();
+}
+
 /// Per-thread time of one auth request with two threads calling their own clones of the same
 /// service at once: shows contention on anything the clones share (the layer's state, the
 /// stats), which a one-thread run cannot.
@@ -306,6 +349,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = routers, routers_two_threads, hdr, pieces
+    targets = routers, added, routers_two_threads, hdr, pieces
 }
 criterion_main!(benches);
