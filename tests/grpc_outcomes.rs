@@ -83,15 +83,21 @@ async fn call(c: &HttpClient, addr: std::net::SocketAddr, method: &str, status: 
     assert_eq!(code, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_status_in_head_or_trailers_follows_the_table() {
-    use FailureReason::*;
+/// The fake gRPC service behind authwatch, served over HTTP/2 on loopback.
+async fn grpc_app() -> (Recorder, AuthWatch, std::net::SocketAddr) {
     let rec = Recorder::default();
     let watch = AuthWatch::builder().sink(rec.sink()).build().unwrap();
     let app = Router::new()
         .route("/acme.auth.v1.AuthService/{method}", post(grpc))
         .layer(watch.layer());
     let addr = serve(app).await;
+    (rec, watch, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_status_in_head_or_trailers_follows_the_table() {
+    use FailureReason::*;
+    let (rec, watch, addr) = grpc_app().await;
     let c = http2();
     let rows: &[(&str, &str, Outcome, Option<u16>)] = &[
         ("Login", "0", Outcome::Success, Some(0)),
@@ -150,12 +156,7 @@ async fn grpc_status_in_head_or_trailers_follows_the_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_timing_ends_with_the_trailers() {
-    let rec = Recorder::default();
-    let watch = AuthWatch::builder().sink(rec.sink()).build().unwrap();
-    let app = Router::new()
-        .route("/acme.auth.v1.AuthService/{method}", post(grpc))
-        .layer(watch.layer());
-    let addr = serve(app).await;
+    let (rec, watch, addr) = grpc_app().await;
     call(&http2(), addr, "Login", "0", "slow").await;
     let ev = rec.wait_for(1).await;
     assert_eq!(ev[0].outcome, Outcome::Success);
@@ -164,16 +165,13 @@ async fn grpc_timing_ends_with_the_trailers() {
         "{:?}",
         ev[0].latency
     );
+    let p50 = watch.snapshot().op(AuthOp::Login).p50.unwrap();
+    assert!(p50 >= Duration::from_millis(200), "{p50:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_looking_paths_without_grpc_content_type_are_not_auth() {
-    let rec = Recorder::default();
-    let watch = AuthWatch::builder().sink(rec.sink()).build().unwrap();
-    let app = Router::new()
-        .route("/acme.auth.v1.AuthService/{method}", post(grpc))
-        .layer(watch.layer());
-    let addr = serve(app).await;
+    let (rec, watch, addr) = grpc_app().await;
     let (code, _) = send(
         &http1(),
         request("POST", addr, "/acme.auth.v1.AuthService/Login"),
@@ -182,16 +180,12 @@ async fn grpc_looking_paths_without_grpc_content_type_are_not_auth() {
     assert_eq!(code, 200);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(rec.events().is_empty());
+    assert_eq!(watch.snapshot().op(AuthOp::Login).total(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_client_that_resets_the_stream_is_one_cancellation() {
-    let rec = Recorder::default();
-    let watch = AuthWatch::builder().sink(rec.sink()).build().unwrap();
-    let app = Router::new()
-        .route("/acme.auth.v1.AuthService/{method}", post(grpc))
-        .layer(watch.layer());
-    let addr = serve(app).await;
+    let (rec, watch, addr) = grpc_app().await;
     let c = http2();
     let req = request("POST", addr, "/acme.auth.v1.AuthService/Login")
         .header("content-type", "application/grpc")
