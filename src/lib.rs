@@ -1,4 +1,4 @@
-//! Monitoring and alerting for the authentication routes of an Axum, Tonic or Hyper service,
+//! Monitoring for the authentication routes of an Axum, Tonic or Hyper service,
 //! added with one `.layer()`.
 //!
 //! authwatch times login, registration, token validation, token refresh, logout and password

@@ -3,7 +3,7 @@
 //! This crate is for code that needs exact latency percentiles (p50, p95, p99, any quantile)
 //! over a recent window, for example "p95 login time over the last 5 minutes", while request
 //! handlers on every worker thread record into it. authwatch uses it for its in-process stats and
-//! the p95 alerts; it has no dependency on the rest of authwatch.
+//! the percentiles of its snapshots; it has no dependency on the rest of authwatch.
 //!
 //! # How it works
 //!
