@@ -118,7 +118,6 @@ struct Inner {
     sinks: Sinks,
     stats: Arc<Stats>,
     client_ip: ClientIp,
-    window: WindowConfig,
 }
 
 impl fmt::Debug for AuthWatch {
@@ -187,7 +186,7 @@ impl AuthWatch {
     /// The window percentiles are computed over.
     #[must_use]
     pub fn window(&self) -> Duration {
-        self.inner.window.window()
+        self.inner.stats.window()
     }
 }
 
@@ -281,7 +280,6 @@ impl AuthWatchBuilder {
                 sinks,
                 stats,
                 client_ip: self.client_ip,
-                window: self.window,
             }),
         })
     }

@@ -63,9 +63,9 @@ impl Stats {
         }
     }
 
-    fn bump(&self, op: AuthOp, kind: Kind) {
-        let shard = &self.counters[thread_shard(self.counters.len())];
-        shard.0[op.index()][kind as usize].fetch_add(1, Ordering::Relaxed);
+    /// The window's length.
+    pub(crate) fn window(&self) -> Duration {
+        self.window.window()
     }
 
     fn total(&self, op: AuthOp, kind: Kind) -> u64 {
@@ -78,14 +78,12 @@ impl Stats {
     pub(crate) fn snapshot(&self, now: Instant) -> Snapshot {
         let guard = self.guard.snapshot_at(now);
         let mut response_time = Window::empty();
-        let mut validation = Window::empty();
-        let ops = std::array::from_fn(|i| {
+        let ops: [OpStats; OPS] = std::array::from_fn(|i| {
             let op = AuthOp::ALL[i];
             let mut w = self.routes[i].snapshot_at(now);
             response_time.merge(&w);
             if op == AuthOp::TokenValidation {
                 w.merge(&guard);
-                validation = w.clone();
             }
             OpStats {
                 op,
@@ -104,7 +102,7 @@ impl Stats {
         Snapshot {
             ops,
             response_time: Latency::from(&response_time),
-            token_validation_time: Latency::from(&validation),
+            token_validation_time: ops[AuthOp::TokenValidation.index()].latency,
             window: self.window.window(),
         }
     }
@@ -112,28 +110,32 @@ impl Stats {
 
 impl EventSink for Stats {
     fn record(&self, e: &AuthEvent<'_>) {
-        let op = e.op;
+        // This thread's counters, found once for the one or two counts below.
+        let counters = &self.counters[thread_shard(self.counters.len())].0[e.op.index()];
+        let bump = |kind: Kind| {
+            counters[kind as usize].fetch_add(1, Ordering::Relaxed);
+        };
         match e.outcome {
-            Outcome::Success => self.bump(op, Kind::Success),
+            Outcome::Success => bump(Kind::Success),
             Outcome::Failure(_) => {
-                self.bump(op, Kind::Failure);
+                bump(Kind::Failure);
                 if e.outcome.is_invalid_token() {
-                    self.bump(op, Kind::InvalidToken);
+                    bump(Kind::InvalidToken);
                 }
             }
             Outcome::Error => {
-                self.bump(op, Kind::Failure);
-                self.bump(op, Kind::Errors);
+                bump(Kind::Failure);
+                bump(Kind::Errors);
             }
-            Outcome::RateLimited => self.bump(op, Kind::RateLimited),
+            Outcome::RateLimited => bump(Kind::RateLimited),
             // Cancelled, and anything a later version adds: counted apart.
-            _ => self.bump(op, Kind::Cancelled),
-        }
+            _ => bump(Kind::Cancelled),
+        };
         // Cancelled requests keep their latency: a login that hangs until the client gives up
         // is exactly what p95 must show.
         match e.source {
             EventSource::TokenGuard => self.guard.record(e.latency, e.finished_at),
-            _ => self.routes[op.index()].record(e.latency, e.finished_at),
+            _ => self.routes[e.op.index()].record(e.latency, e.finished_at),
         }
     }
 }

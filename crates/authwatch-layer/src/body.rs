@@ -69,25 +69,21 @@ impl<B: Body> Body for ResponseBody<B> {
         let guard = OnPanic(this.tracker);
         let frame = ready!(inner.as_mut().poll_frame(cx));
         drop(guard);
-        {
-            match &frame {
-                None => this.tracker.finish_body(),
-                Some(Err(_)) => this.tracker.finish(Outcome::Error),
-                Some(Ok(f)) => {
-                    if let Some(trailers) = f.trailers_ref() {
-                        // Trailers are always the last frame; the server stops polling here.
-                        this.tracker.trailers(trailers);
-                        this.tracker.finish_classified();
-                    } else {
-                        if let Some(data) = f.data_ref() {
-                            this.tracker.sent(data.remaining());
-                        }
-                        if inner.is_end_stream() {
-                            this.tracker.finish_body();
-                        }
+        match &frame {
+            None => this.tracker.finish_body(),
+            Some(Err(_)) => this.tracker.finish(Outcome::Error),
+            // Trailers are always the last frame; the server stops polling here.
+            Some(Ok(f)) => match f.trailers_ref() {
+                Some(trailers) => this.tracker.finish_trailers(trailers),
+                None => {
+                    if let Some(data) = f.data_ref() {
+                        this.tracker.sent(data.remaining());
+                    }
+                    if inner.is_end_stream() {
+                        this.tracker.finish_body();
                     }
                 }
-            }
+            },
         }
         Poll::Ready(frame)
     }

@@ -16,6 +16,19 @@ pub(crate) enum Classified {
     RequiresTrailers,
 }
 
+impl Classified {
+    /// The outcome if the body ends now: a gRPC response that never sent its status failed.
+    pub(crate) fn at_end(self) -> (Outcome, Option<u16>) {
+        match self {
+            Self::Ready {
+                outcome,
+                grpc_status,
+            } => (outcome, grpc_status),
+            Self::RequiresTrailers => (Outcome::Error, None),
+        }
+    }
+}
+
 /// A gRPC or gRPC-Web message (`application/grpc`, `application/grpc+proto`,
 /// `application/grpc-web+proto`, …): what a request must be to match a gRPC method route.
 pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
@@ -186,6 +199,18 @@ mod tests {
         Response::builder().status(status).body(()).unwrap()
     }
 
+    /// A 200 with this content type and, if given, a `grpc-status` in the head.
+    fn grpc_res(content_type: &'static str, status: Option<&'static str>) -> Response<()> {
+        let mut r = res(200);
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Some(s) = status {
+            r.headers_mut()
+                .insert("grpc-status", HeaderValue::from_static(s));
+        }
+        r
+    }
+
     fn ready(c: Classified) -> Outcome {
         match c {
             Classified::Ready { outcome, .. } => outcome,
@@ -260,18 +285,7 @@ mod tests {
 
     #[test]
     fn grpc_status_in_headers_and_trailers() {
-        let grpc = |status: Option<&'static str>| {
-            let mut r = res(200);
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/grpc+proto"),
-            );
-            if let Some(s) = status {
-                r.headers_mut()
-                    .insert("grpc-status", HeaderValue::from_static(s));
-            }
-            r
-        };
+        let grpc = |status| grpc_res("application/grpc+proto", status);
         assert_eq!(
             ready(classify_head(AuthOp::Login, &grpc(Some("0")), true)),
             Outcome::Success
@@ -326,18 +340,7 @@ mod tests {
 
     #[test]
     fn grpc_web_is_not_waiting_for_trailers() {
-        let web = |status: Option<&'static str>| {
-            let mut r = res(200);
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/grpc-web+proto"),
-            );
-            if let Some(s) = status {
-                r.headers_mut()
-                    .insert("grpc-status", HeaderValue::from_static(s));
-            }
-            r
-        };
+        let web = |status| grpc_res("application/grpc-web+proto", status);
         assert_eq!(
             ready(classify_head(AuthOp::Login, &web(None), true)),
             Outcome::Success

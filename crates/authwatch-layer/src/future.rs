@@ -33,6 +33,19 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
     }
 }
 
+/// The body length a response announced: the body's exact size hint first (no header lookup
+/// for ordinary bodies), else the `Content-Length` header, which a streamed body may carry.
+fn declared_len<B: Body>(res: &Response<B>) -> Option<u64> {
+    res.body().size_hint().exact().or_else(|| {
+        let v = res.headers().get(http::header::CONTENT_LENGTH)?.as_bytes();
+        // Digits only, as hyper reads it (`parse` would also take "+5").
+        if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(v).ok()?.parse::<u64>().ok()
+    })
+}
+
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
@@ -62,18 +75,10 @@ where
         };
         let classified = classify_head(op, &res, grpc);
         let status = res.status().as_u16();
-        // The body's exact size hint first (no header lookup for ordinary bodies), else the
-        // header, which a streamed body may carry.
-        let declared_len = res.body().size_hint().exact().or_else(|| {
-            let v = res.headers().get(http::header::CONTENT_LENGTH)?.as_bytes();
-            // Digits only, as hyper reads it (`parse` would also take "+5").
-            if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            std::str::from_utf8(v).ok()?.parse::<u64>().ok()
-        });
         let mut tracker = std::mem::replace(this.tracker, Tracker::none());
-        let ended = tracker.head(status, classified, res.body().is_end_stream(), declared_len);
+        let ended = tracker.head(status, classified, res.body().is_end_stream(), || {
+            declared_len(&res)
+        });
         Poll::Ready(Ok(if ended {
             res.map(ResponseBody::untracked)
         } else {

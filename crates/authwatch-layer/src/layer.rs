@@ -58,7 +58,8 @@ impl Handle {
     }
 }
 
-/// A small number for the calling thread, given in the order threads first ask.
+/// A small number for the calling thread, given in the order threads first ask. (The same idea
+/// as `authwatch_hdr::thread_shard`; this crate does not depend on that one.)
 fn thread_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
@@ -301,33 +302,31 @@ impl Tracker {
     /// Records the response head. Returns true when the response ends with its head (HEAD
     /// requests, 1xx/204/304, an empty body), in which case the event has been emitted.
     ///
-    /// `declared_len` is the body length the response announced (`Content-Length`, or an exact
-    /// size hint): hyper stops polling a body once that many bytes are out, without waiting for
-    /// its end, so the request ends there.
+    /// `declared_len` gives the body length the response announced (`Content-Length`, or an
+    /// exact size hint): hyper stops polling a body once that many bytes are out, without
+    /// waiting for its end, so the request ends there. It is only asked for when the body will
+    /// be watched.
     pub(crate) fn head(
         &mut self,
         status: u16,
         classified: Classified,
         body_is_end: bool,
-        declared_len: Option<u64>,
+        declared_len: impl FnOnce() -> Option<u64>,
     ) -> bool {
         let Some(s) = self.inner.as_mut() else {
             return false;
         };
         s.status = Some(status);
         s.classified = classified;
-        if classified != Classified::RequiresTrailers {
-            s.remaining = declared_len;
+        let mut ended = s.head_only || body_is_end || matches!(status, 100..=199 | 204 | 304);
+        if !ended && classified != Classified::RequiresTrailers {
+            s.remaining = declared_len();
+            ended = s.remaining == Some(0);
         }
-        if s.head_only
-            || body_is_end
-            || s.remaining == Some(0)
-            || matches!(status, 100..=199 | 204 | 304)
-        {
+        if ended {
             self.finish_classified();
-            return true;
         }
-        false
+        ended
     }
 
     /// `n` more body bytes went out; ends the request when they were the last declared ones.
@@ -344,8 +343,9 @@ impl Tracker {
         }
     }
 
-    /// Reads `grpc-status` from the trailers.
-    pub(crate) fn trailers(&mut self, trailers: &http::HeaderMap) {
+    /// The trailers arrived, always the last frame: read `grpc-status` from them if the head
+    /// had none, and end the request.
+    pub(crate) fn finish_trailers(&mut self, trailers: &http::HeaderMap) {
         if let Some(s) = self.inner.as_mut() {
             if s.classified == Classified::RequiresTrailers {
                 let op = s.shared.0.routes.routes()[usize::from(s.route)].op;
@@ -356,18 +356,13 @@ impl Tracker {
                 };
             }
         }
+        self.finish_classified();
     }
 
     /// The body ended: emit the classified outcome (a gRPC response without status is an error).
     pub(crate) fn finish_classified(&mut self) {
         if let Some(s) = self.inner.take() {
-            let (outcome, grpc) = match s.classified {
-                Classified::Ready {
-                    outcome,
-                    grpc_status,
-                } => (outcome, grpc_status),
-                Classified::RequiresTrailers => (Outcome::Error, None),
-            };
+            let (outcome, grpc) = s.classified.at_end();
             s.emit(outcome, grpc);
         }
     }
@@ -390,10 +385,7 @@ impl Tracker {
     /// Emit `outcome` now (inner service error, body error).
     pub(crate) fn finish(&mut self, outcome: Outcome) {
         if let Some(s) = self.inner.take() {
-            let grpc = match s.classified {
-                Classified::Ready { grpc_status, .. } => grpc_status,
-                Classified::RequiresTrailers => None,
-            };
+            let (_, grpc) = s.classified.at_end();
             s.emit(outcome, grpc);
         }
     }
