@@ -1,0 +1,390 @@
+//! The metric catalog: every instrument authwatch exports, in one table.
+//!
+//! The instruments, the `/metrics` page, the README's metric table and (later) the generated
+//! alert rules and dashboards all read this table, so a name cannot drift between them.
+
+use std::fmt;
+
+use authwatch_layer::AuthOp;
+
+/// The kind of an instrument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InstrumentKind {
+    /// A monotonic counter (Prometheus `counter`, name ends in `_total`).
+    Counter,
+    /// A histogram (Prometheus `histogram`: `_bucket`, `_sum`, `_count`).
+    Histogram,
+    /// A gauge observed at collection time (Prometheus `gauge`).
+    Gauge,
+}
+
+impl InstrumentKind {
+    /// The Prometheus `# TYPE` of the instrument.
+    #[must_use]
+    pub const fn prometheus_type(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Histogram => "histogram",
+            Self::Gauge => "gauge",
+        }
+    }
+}
+
+/// The metric attribute keys. Nothing else ever becomes an attribute: no client address, user
+/// id, e-mail, token or raw path.
+pub mod attr {
+    /// `auth.operation`: `login`, `registration`, `token_validation`, `token_refresh`, `logout`,
+    /// `password_reset`.
+    pub const OPERATION: &str = "auth.operation";
+    /// `auth.outcome`: `success`, `failure`, `rate_limited`, `error`, `cancelled`.
+    pub const OUTCOME: &str = "auth.outcome";
+    /// `auth.failure.reason`: `invalid_credentials`, `invalid_token`, `forbidden`,
+    /// `bad_request`, `conflict`, `locked_out`, `not_found`, `client_error`, `server_error`.
+    pub const FAILURE_REASON: &str = "auth.failure.reason";
+    /// `http.route`: the route template, never the raw path.
+    pub const HTTP_ROUTE: &str = "http.route";
+    /// `http.request.method`: a standard method or `_OTHER`.
+    pub const HTTP_METHOD: &str = "http.request.method";
+    /// `rpc.method`: the gRPC method name, for gRPC routes.
+    pub const RPC_METHOD: &str = "rpc.method";
+    /// `auth.health.check`: the name of a health check registered in the builder.
+    pub const HEALTH_CHECK: &str = "auth.health.check";
+}
+
+const REQUEST_ATTRS: &[&str] = &[
+    attr::OPERATION,
+    attr::OUTCOME,
+    attr::FAILURE_REASON,
+    attr::HTTP_ROUTE,
+    attr::HTTP_METHOD,
+    attr::RPC_METHOD,
+];
+const TIMING_ATTRS: &[&str] = &[
+    attr::OPERATION,
+    attr::OUTCOME,
+    attr::HTTP_ROUTE,
+    attr::HTTP_METHOD,
+    attr::RPC_METHOD,
+];
+const OP_ATTRS: &[&str] = &[attr::OPERATION];
+const CHECK_ATTRS: &[&str] = &[attr::HEALTH_CHECK];
+
+/// What one catalog entry measures; sinks use it to find their instrument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Measure {
+    /// Successful requests of an operation.
+    Success(AuthOp),
+    /// Failed requests of an operation (client failures and server errors).
+    Failure(AuthOp),
+    /// Rate-limited requests, all operations.
+    RateLimited,
+    /// Invalid-token attempts, all operations.
+    InvalidToken,
+    /// Requests whose caller went away first, all operations.
+    Cancelled,
+    /// Response time of the auth routes.
+    ResponseTime,
+    /// Token validation time (token-validation routes and token guards).
+    TokenValidationTime,
+    /// A percentile of the response time over the window, per operation.
+    ResponseTimeQuantile(Quantile),
+    /// A percentile of the token validation time over the window.
+    TokenValidationQuantile(Quantile),
+    /// Health check status: 1 healthy, 0 unhealthy.
+    HealthStatus,
+    /// Duration of the last run of a health check.
+    HealthCheckTime,
+    /// Seconds since the monitor started.
+    Uptime,
+}
+
+/// The window percentiles exported as gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quantile {
+    /// Median.
+    P50,
+    /// 95th percentile.
+    P95,
+    /// 99th percentile.
+    P99,
+}
+
+impl Quantile {
+    /// All three, in order.
+    pub const ALL: [Self; 3] = [Self::P50, Self::P95, Self::P99];
+
+    /// The quantile as a fraction (0.5, 0.95, 0.99).
+    #[must_use]
+    pub const fn fraction(self) -> f64 {
+        match self {
+            Self::P50 => 0.5,
+            Self::P95 => 0.95,
+            Self::P99 => 0.99,
+        }
+    }
+}
+
+/// One instrument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MetricDef {
+    /// The OpenTelemetry instrument name, exactly as the spec writes it.
+    pub name: &'static str,
+    /// What it measures.
+    pub measure: Measure,
+    /// The instrument kind.
+    pub kind: InstrumentKind,
+    /// The OpenTelemetry unit. Histograms and gauges carry none because their names already end
+    /// in `.ms`: a unit would make every Prometheus translation append `_milliseconds`. Counters
+    /// carry the annotation `{request}`, which translations drop.
+    pub unit: &'static str,
+    /// The description (`# HELP`).
+    pub description: &'static str,
+    /// The attribute keys it may carry.
+    pub attributes: &'static [&'static str],
+}
+
+impl MetricDef {
+    /// The Prometheus metric name that both our `/metrics` page and a collector's OTLP→Prometheus
+    /// translation derive: dots become `_`, counters gain `_total`; no unit is appended (see
+    /// [`unit`](Self::unit)). Histograms add `_bucket`, `_sum`, `_count` to this base.
+    #[must_use]
+    pub fn prometheus_name(&self) -> String {
+        let base = self.name.replace('.', "_");
+        match self.kind {
+            InstrumentKind::Counter => base + "_total",
+            _ => base,
+        }
+    }
+}
+
+impl fmt::Display for MetricDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+macro_rules! op_counters {
+    ($($op:ident, $ok:literal, $ko:literal, $what:literal;)*) => {
+        [$(
+            MetricDef {
+                name: $ok,
+                measure: Measure::Success(AuthOp::$op),
+                kind: InstrumentKind::Counter,
+                unit: "{request}",
+                description: concat!("Successful ", $what, " (2xx, 3xx, gRPC OK)."),
+                attributes: REQUEST_ATTRS,
+            },
+            MetricDef {
+                name: $ko,
+                measure: Measure::Failure(AuthOp::$op),
+                kind: InstrumentKind::Counter,
+                unit: "{request}",
+                description: concat!(
+                    "Failed ", $what,
+                    " (4xx other than 429, 5xx, gRPC errors), by auth.failure.reason."
+                ),
+                attributes: REQUEST_ATTRS,
+            },
+        )*]
+    };
+}
+
+const OP_COUNTERS: [MetricDef; 12] = op_counters![
+    Login, "auth.login.success.count", "auth.login.failure.count", "logins";
+    Registration, "auth.registration.success.count", "auth.registration.failure.count", "registrations";
+    TokenValidation, "auth.token.validation.success.count", "auth.token.validation.failure.count", "token validations";
+    TokenRefresh, "auth.token.refresh.success.count", "auth.token.refresh.failure.count", "token refreshes";
+    Logout, "auth.logout.success.count", "auth.logout.failure.count", "logouts";
+    PasswordReset, "auth.password.reset.success.count", "auth.password.reset.failure.count", "password resets";
+];
+
+const fn quantile_gauge(
+    name: &'static str,
+    q: Quantile,
+    token: bool,
+    description: &'static str,
+) -> MetricDef {
+    MetricDef {
+        name,
+        measure: if token {
+            Measure::TokenValidationQuantile(q)
+        } else {
+            Measure::ResponseTimeQuantile(q)
+        },
+        kind: InstrumentKind::Gauge,
+        unit: "",
+        description,
+        attributes: if token { &[] } else { OP_ATTRS },
+    }
+}
+
+const OTHERS: [MetricDef; 14] = [
+    MetricDef {
+        name: "auth.rate.limit.exceeded.count",
+        measure: Measure::RateLimited,
+        kind: InstrumentKind::Counter,
+        unit: "{request}",
+        description: "Auth requests refused by a rate limit (429, gRPC RESOURCE_EXHAUSTED).",
+        attributes: REQUEST_ATTRS,
+    },
+    MetricDef {
+        name: "auth.invalid.token.attempts.count",
+        measure: Measure::InvalidToken,
+        kind: InstrumentKind::Counter,
+        unit: "{request}",
+        description: "Requests that presented an invalid or expired token.",
+        attributes: REQUEST_ATTRS,
+    },
+    MetricDef {
+        name: "auth.request.cancelled.count",
+        measure: Measure::Cancelled,
+        kind: InstrumentKind::Counter,
+        unit: "{request}",
+        description: "Auth requests whose caller went away before the response ended.",
+        attributes: REQUEST_ATTRS,
+    },
+    MetricDef {
+        name: "auth.response.time.ms",
+        measure: Measure::ResponseTime,
+        kind: InstrumentKind::Histogram,
+        unit: "",
+        description: "Response time of the auth routes in milliseconds, to the end of the body.",
+        attributes: TIMING_ATTRS,
+    },
+    MetricDef {
+        name: "auth.token.validation.time.ms",
+        measure: Measure::TokenValidationTime,
+        kind: InstrumentKind::Histogram,
+        unit: "",
+        description: "Token validation time in milliseconds (validation routes and token guards).",
+        attributes: TIMING_ATTRS,
+    },
+    quantile_gauge(
+        "auth.response.time.p50.ms",
+        Quantile::P50,
+        false,
+        "Median response time in milliseconds over the sliding window, per operation.",
+    ),
+    quantile_gauge(
+        "auth.response.time.p95.ms",
+        Quantile::P95,
+        false,
+        "95th percentile response time in milliseconds over the sliding window, per operation.",
+    ),
+    quantile_gauge(
+        "auth.response.time.p99.ms",
+        Quantile::P99,
+        false,
+        "99th percentile response time in milliseconds over the sliding window, per operation.",
+    ),
+    quantile_gauge(
+        "auth.token.validation.time.p50.ms",
+        Quantile::P50,
+        true,
+        "Median token validation time in milliseconds over the sliding window.",
+    ),
+    quantile_gauge(
+        "auth.token.validation.time.p95.ms",
+        Quantile::P95,
+        true,
+        "95th percentile token validation time in milliseconds over the sliding window.",
+    ),
+    quantile_gauge(
+        "auth.token.validation.time.p99.ms",
+        Quantile::P99,
+        true,
+        "99th percentile token validation time in milliseconds over the sliding window.",
+    ),
+    MetricDef {
+        name: "auth.health.status",
+        measure: Measure::HealthStatus,
+        kind: InstrumentKind::Gauge,
+        unit: "",
+        description: "Health check status: 1 healthy, 0 unhealthy (auth.health.check=overall for the whole service).",
+        attributes: CHECK_ATTRS,
+    },
+    MetricDef {
+        name: "auth.health.check.time.ms",
+        measure: Measure::HealthCheckTime,
+        kind: InstrumentKind::Gauge,
+        unit: "",
+        description: "Duration of the last run of each health check in milliseconds.",
+        attributes: CHECK_ATTRS,
+    },
+    MetricDef {
+        name: "auth.uptime.seconds",
+        measure: Measure::Uptime,
+        kind: InstrumentKind::Gauge,
+        unit: "",
+        description: "Seconds since the monitor started.",
+        attributes: &[],
+    },
+];
+
+/// Every instrument authwatch exports.
+pub static CATALOG: [MetricDef; 26] = {
+    let mut all = [OTHERS[0]; 26];
+    let mut i = 0;
+    while i < OP_COUNTERS.len() {
+        all[i] = OP_COUNTERS[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < OTHERS.len() {
+        all[i + j] = OTHERS[j];
+        j += 1;
+    }
+    all
+};
+
+/// The catalog entry for a measure.
+///
+/// # Panics
+///
+/// Never for the measures authwatch defines: each has exactly one entry (a unit test checks).
+#[must_use]
+pub fn def(measure: Measure) -> &'static MetricDef {
+    CATALOG
+        .iter()
+        .find(|d| d.measure == measure)
+        .expect("every measure has a catalog entry")
+}
+
+/// The Markdown table of the catalog, as the README shows it.
+#[must_use]
+pub fn markdown_table() -> String {
+    let mut s = String::from(
+        "| OpenTelemetry instrument | kind | Prometheus name | attributes | description |\n\
+         |---|---|---|---|---|\n",
+    );
+    for d in &CATALOG {
+        let prom = match d.kind {
+            InstrumentKind::Histogram => {
+                let p = d.prometheus_name();
+                format!("`{p}_bucket`, `{p}_sum`, `{p}_count`")
+            }
+            _ => format!("`{}`", d.prometheus_name()),
+        };
+        let attrs = if d.attributes.is_empty() {
+            "—".to_owned()
+        } else {
+            d.attributes
+                .iter()
+                .map(|a| format!("`{a}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        s += &format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            d.name,
+            d.kind.prometheus_type(),
+            prom,
+            attrs,
+            d.description
+        );
+    }
+    s
+}

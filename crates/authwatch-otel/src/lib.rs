@@ -1,0 +1,79 @@
+//! The OpenTelemetry side of authwatch: the metric catalog, [`OtelSink`], the OTLP pipeline and
+//! the Prometheus text exposition.
+//!
+//! Most users get all of this through the `authwatch` facade. Used directly:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use authwatch_layer::{AuthEvent, AuthOp, EventSink, Outcome};
+//! use authwatch_otel::{OtelSink, Pipeline};
+//!
+//! // No OTLP variable set, so only the Prometheus exposition is on.
+//! let pipeline = Pipeline::builder().service_name("accounts").build()?;
+//! let sink = OtelSink::new(pipeline.meters());
+//!
+//! let event = AuthEvent::new(
+//!     AuthOp::Login,
+//!     Outcome::Success,
+//!     std::time::Duration::from_millis(12),
+//!     authwatch_layer::now(),
+//! )
+//! .with_route("/login");
+//! sink.record(&event);
+//!
+//! let text = pipeline.render_prometheus().unwrap();
+//! assert!(text.contains("auth_login_success_count_total{"));
+//! assert!(text.contains("auth_response_time_ms_bucket{"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Names
+//!
+//! Instrument names are exactly the spec's (`auth.login.success.count`,
+//! `auth.response.time.ms`, …); see [`CATALOG`]. The timing instruments carry no OpenTelemetry
+//! unit because their names already end in `.ms`: with the unit `ms`, both this crate's
+//! Prometheus exposition and a collector's OTLP→Prometheus translation would name the histogram
+//! `auth_response_time_ms_milliseconds`. Without it, every path gives
+//! [`MetricDef::prometheus_name`]: dots to underscores, `_total` on counters.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod catalog;
+mod pipeline;
+mod sink;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Instant;
+
+pub use catalog::{
+    attr, def, markdown_table, InstrumentKind, Measure, MetricDef, Quantile, CATALOG,
+};
+pub use pipeline::{
+    HistogramAggregation, OtlpOptions, Pipeline, PipelineBuilder, PipelineError, Protocol, SCOPE,
+};
+pub use sink::{
+    duration_ms, register_quantile_gauges, OtelSink, WindowQuantiles, LATENCY_BUCKETS_MS,
+};
+
+/// The OpenTelemetry crates authwatch is built on, so your code uses the same versions.
+pub mod reexports {
+    pub use opentelemetry;
+    pub use opentelemetry_appender_tracing;
+    pub use opentelemetry_otlp;
+    pub use opentelemetry_prometheus;
+    pub use opentelemetry_sdk;
+    pub use prometheus;
+}
+
+/// Registers `auth.uptime.seconds` on `meter`, counting from `started`.
+pub fn register_uptime_gauge(meter: &opentelemetry::metrics::Meter, started: Instant) {
+    let d = def(Measure::Uptime);
+    meter
+        .f64_observable_gauge(d.name)
+        .with_description(d.description)
+        .with_unit(d.unit)
+        .with_callback(move |obs| obs.observe(started.elapsed().as_secs_f64(), &[]))
+        .build();
+}

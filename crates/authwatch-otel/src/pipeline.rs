@@ -1,0 +1,544 @@
+//! The export pipeline: OTLP metrics and logs to a collector, Prometheus text for `/metrics`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use opentelemetry::metrics::{Meter, MeterProvider as _};
+use opentelemetry::InstrumentationScope;
+use opentelemetry_sdk::logs::{SdkLogger, SdkLoggerProvider};
+use opentelemetry_sdk::metrics::{
+    Aggregation, Instrument, InstrumentKind, PeriodicReader, SdkMeterProvider, Stream, Temporality,
+};
+use opentelemetry_sdk::Resource;
+
+/// The instrumentation scope name of authwatch's instruments (`otel_scope_name` in Prometheus).
+pub const SCOPE: &str = "authwatch";
+
+/// The OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// gRPC (tonic), usually port 4317. Needs the `grpc` feature and a Tokio runtime with at
+    /// least one worker free while exporting (build the pipeline inside the runtime).
+    Grpc,
+    /// HTTP with protobuf bodies, usually port 4318. Needs the `http` feature.
+    HttpProtobuf,
+}
+
+impl Protocol {
+    /// Reads an `OTEL_EXPORTER_OTLP_PROTOCOL` value (`grpc`, `http/protobuf`).
+    ///
+    /// # Errors
+    ///
+    /// Any other value, `http/json` included (not built in).
+    pub fn parse(s: &str) -> Result<Self, PipelineError> {
+        match s.trim() {
+            "grpc" => Ok(Self::Grpc),
+            "http/protobuf" => Ok(Self::HttpProtobuf),
+            other => Err(PipelineError::Config(format!(
+                "OTLP protocol {other:?}: expected \"grpc\" or \"http/protobuf\""
+            ))),
+        }
+    }
+}
+
+/// How the OTLP pipeline aggregates the latency histograms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum HistogramAggregation {
+    /// Explicit buckets tuned for auth latencies, [`LATENCY_BUCKETS_MS`](crate::LATENCY_BUCKETS_MS).
+    #[default]
+    Explicit,
+    /// Base-2 exponential buckets (160 buckets, scale up to 20): mergeable across instances,
+    /// what Datadog and Prometheus native histograms want. Only on the OTLP path; `/metrics`
+    /// always shows explicit buckets (the text format has no exponential histograms).
+    Exponential,
+}
+
+/// What went wrong building the pipeline.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// A setting (from the builder or an `OTEL_*` variable) is invalid.
+    #[error("OpenTelemetry configuration: {0}")]
+    Config(String),
+    /// The OTLP exporter could not be built (bad endpoint, missing TLS support, …).
+    #[error("OTLP exporter: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    /// The Prometheus exporter could not be built.
+    #[error("Prometheus exporter: {0}")]
+    Prometheus(String),
+}
+
+/// Settings of the OTLP export, from the builder; anything unset falls back to the standard
+/// `OTEL_*` variables, then to the OpenTelemetry defaults.
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct OtlpOptions {
+    /// `Some(false)` turns OTLP off whatever the environment says; `Some(true)` turns it on with
+    /// the default endpoint.
+    pub enabled: Option<bool>,
+    /// The collector's base URL (`http://collector:4318`, `https://collector:4317`); for HTTP,
+    /// `/v1/metrics` and `/v1/logs` are appended.
+    pub endpoint: Option<String>,
+    /// The transport.
+    pub protocol: Option<Protocol>,
+    /// Extra headers (HTTP) or metadata (gRPC), such as an API key.
+    pub headers: Vec<(String, String)>,
+    /// Timeout of one export.
+    pub timeout: Option<Duration>,
+    /// How often metrics are exported.
+    pub interval: Option<Duration>,
+    /// Cumulative (the default), delta or low-memory temporality.
+    pub temporality: Option<Temporality>,
+    /// Explicit or exponential latency histograms.
+    pub histogram: HistogramAggregation,
+    /// Export logs (the tracing bridge) too; default true when OTLP is on.
+    pub logs: Option<bool>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl OtlpOptions {
+    /// Whether OTLP export is on: the builder's word, else on when an OTLP endpoint variable is
+    /// set and `OTEL_SDK_DISABLED` is not `true`.
+    #[must_use]
+    pub fn is_enabled(&self) -> bool {
+        if let Some(e) = self.enabled {
+            return e;
+        }
+        if self.endpoint.is_some() {
+            return true;
+        }
+        if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return false;
+        }
+        env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+            || env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").is_some()
+    }
+
+    fn protocol(&self, signal_var: &str) -> Result<Protocol, PipelineError> {
+        if let Some(p) = self.protocol {
+            return Ok(p);
+        }
+        match env(signal_var).or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL")) {
+            Some(v) => Protocol::parse(&v),
+            // The OpenTelemetry default, when built in.
+            None if cfg!(feature = "http") => Ok(Protocol::HttpProtobuf),
+            None => Ok(Protocol::Grpc),
+        }
+    }
+
+    fn signal_endpoint(&self, protocol: Protocol, path: &str) -> Option<String> {
+        let base = self.endpoint.as_deref()?.trim_end_matches('/');
+        Some(match protocol {
+            Protocol::Grpc => base.to_owned(),
+            Protocol::HttpProtobuf => format!("{base}{path}"),
+        })
+    }
+}
+
+/// The built pipeline: the meter providers authwatch records into and the logger provider.
+///
+/// Export runs on the SDK's own threads, never on a request: a slow or dead collector costs the
+/// service nothing but the exporter's memory, bounded by the number of series.
+pub struct Pipeline {
+    otlp: Option<SdkMeterProvider>,
+    logs: Option<SdkLoggerProvider>,
+    prometheus: Option<(SdkMeterProvider, prometheus::Registry)>,
+    meters: Vec<Meter>,
+    protocol: Option<Protocol>,
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("otlp", &self.protocol)
+            .field("logs", &self.logs.is_some())
+            .field("prometheus", &self.prometheus.is_some())
+            .field("meters", &self.meters.len())
+            .finish()
+    }
+}
+
+/// Builds a [`Pipeline`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct PipelineBuilder {
+    service_name: Option<String>,
+    otlp: OtlpOptions,
+    prometheus: bool,
+    meter: Option<Meter>,
+}
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope::builder(SCOPE)
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
+}
+
+impl Pipeline {
+    /// A builder: Prometheus exposition on, OTLP as the environment says.
+    pub fn builder() -> PipelineBuilder {
+        PipelineBuilder {
+            prometheus: true,
+            ..PipelineBuilder::default()
+        }
+    }
+
+    /// The meters to record into: the OTLP one (or yours), and the `/metrics` one.
+    #[must_use]
+    pub fn meters(&self) -> &[Meter] {
+        &self.meters
+    }
+
+    /// The OTLP transport in use, `None` when OTLP export is off.
+    #[must_use]
+    pub fn otlp_protocol(&self) -> Option<Protocol> {
+        self.protocol
+    }
+
+    /// The OTLP logger provider, when OTLP log export is on; attach
+    /// [`tracing_bridge`](Self::tracing_bridge) to your subscriber to send `tracing` events.
+    #[must_use]
+    pub fn logger_provider(&self) -> Option<&SdkLoggerProvider> {
+        self.logs.as_ref()
+    }
+
+    /// A `tracing` layer that sends events to the OTLP logger provider. Filter out the
+    /// exporters' own crates (`opentelemetry`, `tonic`, `h2`, `hyper`, `reqwest`) in front of
+    /// it, or export failures would be logged into the exporter that failed.
+    #[must_use]
+    pub fn tracing_bridge(
+        &self,
+    ) -> Option<
+        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge<
+            SdkLoggerProvider,
+            SdkLogger,
+        >,
+    > {
+        self.logs
+            .as_ref()
+            .map(opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new)
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of every instrument, for `/metrics`.
+    /// Observable gauges are read now, on the calling thread.
+    #[must_use]
+    pub fn render_prometheus(&self) -> Option<String> {
+        use prometheus::Encoder as _;
+        let (_, registry) = self.prometheus.as_ref()?;
+        let mut buf = Vec::new();
+        // Encoding into a Vec fails only for a metric family the registry itself rejected.
+        if let Err(e) = prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "authwatch: could not encode /metrics");
+        }
+        Some(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// Exports what is pending now. Blocks the calling thread (call it from
+    /// `spawn_blocking` in async code).
+    ///
+    /// # Errors
+    ///
+    /// The first provider's error (the collector unreachable, …); the others are still flushed.
+    pub fn force_flush(&self) -> Result<(), String> {
+        let mut first = None;
+        if let Some(p) = &self.otlp {
+            if let Err(e) = p.force_flush() {
+                first.get_or_insert(format!("metrics: {e}"));
+            }
+        }
+        if let Some(p) = &self.logs {
+            if let Err(e) = p.force_flush() {
+                first.get_or_insert(format!("logs: {e}"));
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Flushes and stops every exporter. Blocks the calling thread. Later calls do nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`force_flush`](Self::force_flush).
+    pub fn shutdown(&self) -> Result<(), String> {
+        let mut first = None;
+        if let Some(p) = &self.otlp {
+            if let Err(e) = p.shutdown() {
+                first.get_or_insert(format!("metrics: {e}"));
+            }
+        }
+        if let Some(p) = &self.logs {
+            if let Err(e) = p.shutdown() {
+                first.get_or_insert(format!("logs: {e}"));
+            }
+        }
+        if let Some((p, _)) = &self.prometheus {
+            let _ = p.shutdown();
+        }
+        match first {
+            // A second shutdown is not an error worth reporting.
+            Some(e) if e.contains("already") => Ok(()),
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl PipelineBuilder {
+    /// The `service.name` resource attribute (other resource attributes come from
+    /// `OTEL_RESOURCE_ATTRIBUTES`).
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service_name = Some(name.into());
+        self
+    }
+
+    /// The OTLP settings.
+    pub fn otlp(mut self, options: OtlpOptions) -> Self {
+        self.otlp = options;
+        self
+    }
+
+    /// Serve the Prometheus text exposition (default on).
+    pub fn prometheus(mut self, on: bool) -> Self {
+        self.prometheus = on;
+        self
+    }
+
+    /// Record into a meter provider of yours instead of building an OTLP one; you export and
+    /// shut it down. The `/metrics` exposition stays authwatch's own.
+    pub fn meter_provider<P: opentelemetry::metrics::MeterProvider>(
+        mut self,
+        provider: &P,
+    ) -> Self {
+        self.meter = Some(provider.meter_with_scope(scope()));
+        self
+    }
+
+    /// Builds the providers.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError`] for invalid settings or an exporter that cannot be built (for gRPC:
+    /// called outside a Tokio runtime).
+    pub fn build(self) -> Result<Pipeline, PipelineError> {
+        let mut resource = Resource::builder();
+        if let Some(name) = &self.service_name {
+            resource = resource.with_service_name(name.clone());
+        }
+        let resource = resource.build();
+        let mut meters = Vec::new();
+        let (mut otlp, mut logs, mut protocol) = (None, None, None);
+        if let Some(m) = self.meter {
+            meters.push(m);
+        } else if self.otlp.is_enabled() {
+            let o = &self.otlp;
+            let p = o.protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")?;
+            let exporter = metric_exporter(o, p)?;
+            let mut reader = PeriodicReader::builder(exporter);
+            if let Some(i) = o.interval {
+                reader = reader.with_interval(i);
+            }
+            let mut provider = SdkMeterProvider::builder()
+                .with_resource(resource.clone())
+                .with_reader(reader.build());
+            if o.histogram == HistogramAggregation::Exponential {
+                provider = provider.with_view(exponential_view);
+            }
+            let provider = provider.build();
+            meters.push(provider.meter_with_scope(scope()));
+            otlp = Some(provider);
+            protocol = Some(p);
+            if o.logs.unwrap_or(true) {
+                let lp = o.protocol("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL")?;
+                logs = Some(
+                    SdkLoggerProvider::builder()
+                        .with_resource(resource.clone())
+                        .with_batch_exporter(log_exporter(o, lp)?)
+                        .build(),
+                );
+            }
+        }
+        let prometheus = if self.prometheus {
+            let registry = prometheus::Registry::new();
+            let exporter = opentelemetry_prometheus::exporter()
+                .with_registry(registry.clone())
+                .build()
+                .map_err(|e| PipelineError::Prometheus(e.to_string()))?;
+            let provider = SdkMeterProvider::builder()
+                .with_resource(resource)
+                .with_reader(exporter)
+                .build();
+            meters.push(provider.meter_with_scope(scope()));
+            Some((provider, registry))
+        } else {
+            None
+        };
+        Ok(Pipeline {
+            otlp,
+            logs,
+            prometheus,
+            meters,
+            protocol,
+        })
+    }
+}
+
+fn exponential_view(i: &Instrument) -> Option<Stream> {
+    (i.kind() == InstrumentKind::Histogram && i.scope().name() == SCOPE)
+        .then(|| {
+            Stream::builder()
+                .with_aggregation(Aggregation::Base2ExponentialHistogram {
+                    max_size: 160,
+                    max_scale: 20,
+                    record_min_max: true,
+                })
+                .build()
+                .ok()
+        })
+        .flatten()
+}
+
+fn require_runtime(p: Protocol) -> Result<(), PipelineError> {
+    if p == Protocol::Grpc && tokio::runtime::Handle::try_current().is_err() {
+        return Err(PipelineError::Config(
+            "OTLP over gRPC needs a Tokio runtime: build inside one, or use http/protobuf".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[allow(unused_variables)]
+fn metric_exporter(
+    o: &OtlpOptions,
+    p: Protocol,
+) -> Result<opentelemetry_otlp::MetricExporter, PipelineError> {
+    use opentelemetry_otlp::{MetricExporter, WithExportConfig as _};
+    require_runtime(p)?;
+    let temporality = o.temporality;
+    match p {
+        #[cfg(feature = "grpc")]
+        Protocol::Grpc => {
+            let mut b = MetricExporter::builder().with_tonic();
+            if let Some(t) = temporality {
+                b = b.with_temporality(t);
+            }
+            if let Some(e) = o.signal_endpoint(p, "") {
+                b = b.with_endpoint(e);
+            }
+            if let Some(t) = o.timeout {
+                b = b.with_timeout(t);
+            }
+            Ok(grpc_config(b, o)?.build()?)
+        }
+        #[cfg(feature = "http")]
+        Protocol::HttpProtobuf => {
+            use opentelemetry_otlp::WithHttpConfig as _;
+            let mut b = MetricExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+            if let Some(t) = temporality {
+                b = b.with_temporality(t);
+            }
+            if let Some(e) = o.signal_endpoint(p, "/v1/metrics") {
+                b = b.with_endpoint(e);
+            }
+            if let Some(t) = o.timeout {
+                b = b.with_timeout(t);
+            }
+            if !o.headers.is_empty() {
+                b = b.with_headers(o.headers.iter().cloned().collect::<HashMap<_, _>>());
+            }
+            Ok(b.build()?)
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(PipelineError::Config(format!(
+            "OTLP protocol {other:?} is not built in (enable the authwatch-otel feature)"
+        ))),
+    }
+}
+
+#[allow(unused_variables)]
+fn log_exporter(
+    o: &OtlpOptions,
+    p: Protocol,
+) -> Result<opentelemetry_otlp::LogExporter, PipelineError> {
+    use opentelemetry_otlp::{LogExporter, WithExportConfig as _};
+    require_runtime(p)?;
+    match p {
+        #[cfg(feature = "grpc")]
+        Protocol::Grpc => {
+            let mut b = LogExporter::builder().with_tonic();
+            if let Some(e) = o.signal_endpoint(p, "") {
+                b = b.with_endpoint(e);
+            }
+            if let Some(t) = o.timeout {
+                b = b.with_timeout(t);
+            }
+            Ok(grpc_config(b, o)?.build()?)
+        }
+        #[cfg(feature = "http")]
+        Protocol::HttpProtobuf => {
+            use opentelemetry_otlp::WithHttpConfig as _;
+            let mut b = LogExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+            if let Some(e) = o.signal_endpoint(p, "/v1/logs") {
+                b = b.with_endpoint(e);
+            }
+            if let Some(t) = o.timeout {
+                b = b.with_timeout(t);
+            }
+            if !o.headers.is_empty() {
+                b = b.with_headers(o.headers.iter().cloned().collect::<HashMap<_, _>>());
+            }
+            Ok(b.build()?)
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(PipelineError::Config(format!(
+            "OTLP protocol {other:?} is not built in (enable the authwatch-otel feature)"
+        ))),
+    }
+}
+
+/// Headers as gRPC metadata, and TLS with the webpki roots (plus `OTEL_EXPORTER_OTLP_CERTIFICATE`
+/// when set) for `https://` endpoints.
+#[cfg(feature = "grpc")]
+fn grpc_config<B: opentelemetry_otlp::WithTonicConfig>(
+    mut b: B,
+    o: &OtlpOptions,
+) -> Result<B, PipelineError> {
+    use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
+    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
+    if !o.headers.is_empty() {
+        let mut headers = http::HeaderMap::new();
+        for (k, v) in &o.headers {
+            let name = http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| PipelineError::Config(format!("OTLP header name {k:?}")))?;
+            let value = http::HeaderValue::from_str(v)
+                .map_err(|_| PipelineError::Config(format!("OTLP header {k:?} has a bad value")))?;
+            headers.append(name, value);
+        }
+        b = b.with_metadata(MetadataMap::from_headers(headers));
+    }
+    let endpoint = o
+        .endpoint
+        .clone()
+        .or_else(|| env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+        .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    if endpoint.is_some_and(|e| e.starts_with("https://")) {
+        let mut tls = ClientTlsConfig::new().with_webpki_roots();
+        if let Some(path) = env("OTEL_EXPORTER_OTLP_CERTIFICATE") {
+            let pem = std::fs::read(&path).map_err(|e| {
+                PipelineError::Config(format!("OTEL_EXPORTER_OTLP_CERTIFICATE {path}: {e}"))
+            })?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        b = b.with_tls_config(tls);
+    }
+    Ok(b)
+}

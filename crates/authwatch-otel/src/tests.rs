@@ -1,0 +1,254 @@
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use authwatch_layer::{AuthEvent, AuthOp, EventSink, EventSource, FailureReason, Outcome};
+
+use crate::*;
+
+#[test]
+fn every_measure_has_one_entry_and_names_are_unique() {
+    let mut names = HashSet::new();
+    let mut measures = HashSet::new();
+    for d in &CATALOG {
+        assert!(names.insert(d.name), "duplicate name {}", d.name);
+        assert!(
+            measures.insert(d.measure),
+            "duplicate measure {:?}",
+            d.measure
+        );
+        assert!(d.name.starts_with("auth."), "{}", d.name);
+        match d.kind {
+            InstrumentKind::Counter => assert!(d.name.ends_with(".count"), "{}", d.name),
+            InstrumentKind::Histogram => assert!(d.name.ends_with(".ms"), "{}", d.name),
+            InstrumentKind::Gauge => {}
+        }
+        // No unit word would be appended by a Prometheus translation.
+        assert!(d.unit.is_empty() || d.unit.starts_with('{'), "{}", d.name);
+    }
+    for op in AuthOp::ALL {
+        assert_eq!(def(Measure::Success(op)).measure, Measure::Success(op));
+        assert_eq!(def(Measure::Failure(op)).measure, Measure::Failure(op));
+    }
+    // The spec's names, exactly.
+    for n in [
+        "auth.login.success.count",
+        "auth.login.failure.count",
+        "auth.registration.success.count",
+        "auth.registration.failure.count",
+        "auth.token.validation.success.count",
+        "auth.token.validation.failure.count",
+        "auth.rate.limit.exceeded.count",
+        "auth.invalid.token.attempts.count",
+        "auth.response.time.ms",
+        "auth.token.validation.time.ms",
+        "auth.response.time.p95.ms",
+        "auth.token.validation.time.p95.ms",
+    ] {
+        assert!(names.contains(n), "{n} missing");
+    }
+}
+
+fn event(op: AuthOp, outcome: Outcome, route: &str) -> AuthEvent<'_> {
+    AuthEvent::new(
+        op,
+        outcome,
+        Duration::from_millis(3),
+        authwatch_layer::now(),
+    )
+    .with_route(route)
+    .with_client_ip(Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 77))))
+}
+
+fn pipeline() -> Pipeline {
+    Pipeline::builder()
+        .otlp(OtlpOptions {
+            enabled: Some(false),
+            ..OtlpOptions::default()
+        })
+        .build()
+        .unwrap()
+}
+
+/// Every catalog instrument the sink and the gauges register shows up under the documented
+/// Prometheus name, in the real opentelemetry-prometheus exposition.
+#[test]
+fn prometheus_names_match_the_catalog() {
+    let p = pipeline();
+    let sink = OtelSink::new(p.meters());
+    for m in p.meters() {
+        register_quantile_gauges(
+            m,
+            Arc::new(|| {
+                let mut w = WindowQuantiles::empty();
+                w.ops[AuthOp::Login.index()] = [Some(Duration::from_millis(2)); 3];
+                w.token_validation = [Some(Duration::from_millis(1)); 3];
+                w
+            }),
+        );
+        register_uptime_gauge(m, std::time::Instant::now());
+    }
+    for op in AuthOp::ALL {
+        sink.record(&event(op, Outcome::Success, "/x"));
+        sink.record(&event(
+            op,
+            Outcome::Failure(FailureReason::InvalidCredentials),
+            "/x",
+        ));
+    }
+    sink.record(&event(AuthOp::Login, Outcome::RateLimited, "/login"));
+    sink.record(&event(AuthOp::Login, Outcome::Cancelled, "/login"));
+    sink.record(
+        &event(
+            AuthOp::TokenValidation,
+            Outcome::Failure(FailureReason::InvalidToken),
+            "/api/me",
+        )
+        .with_source(EventSource::TokenGuard),
+    );
+    let text = p.render_prometheus().unwrap();
+    for d in CATALOG
+        .iter()
+        .filter(|d| !matches!(d.measure, Measure::HealthStatus | Measure::HealthCheckTime))
+    {
+        let name = d.prometheus_name();
+        let want = format!("# TYPE {name} {}", d.kind.prometheus_type());
+        assert!(text.contains(&want), "{want} missing from\n{text}");
+        assert!(text.contains(&format!("# HELP {name} ")), "{name} help");
+    }
+    assert!(text.contains("auth_response_time_ms_bucket{auth_operation=\"login\""));
+    assert!(text.contains("le=\"0.25\""));
+    assert!(text.contains("le=\"10000\""));
+    assert!(!text.contains("203.0.113.77"), "client address leaked");
+    assert!(
+        !text.contains("_milliseconds"),
+        "unit suffix appended:\n{text}"
+    );
+}
+
+#[test]
+fn counts_are_exact_and_carry_only_bounded_attributes() {
+    let p = pipeline();
+    let sink = OtelSink::new(p.meters());
+    let mut table = authwatch_layer::Routes::empty()
+        .route("/login", AuthOp::Login)
+        .build()
+        .unwrap();
+    let id = table.routes()[0].id;
+    let _ = &mut table;
+    for i in 0..1000u32 {
+        let mut e = event(
+            AuthOp::Login,
+            if i % 4 == 0 {
+                Outcome::Failure(FailureReason::InvalidCredentials)
+            } else {
+                Outcome::Success
+            },
+            "/login",
+        );
+        e.route_id = Some(id);
+        e.method = "POST";
+        sink.record(&e);
+    }
+    let text = p.render_prometheus().unwrap();
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} missing:\n{text}"))
+            .to_owned()
+    };
+    let ok = line("auth_login_success_count_total{");
+    assert!(ok.ends_with(" 750"), "{ok}");
+    let ko = line("auth_login_failure_count_total{");
+    assert!(ko.ends_with(" 250"), "{ko}");
+    assert!(
+        ko.contains("auth_failure_reason=\"invalid_credentials\""),
+        "{ko}"
+    );
+    assert!(ko.contains("http_route=\"/login\""), "{ko}");
+    assert!(ko.contains("http_request_method=\"POST\""), "{ko}");
+    let count = line("auth_response_time_ms_count{");
+    assert!(
+        count.ends_with(" 750") || count.ends_with(" 250"),
+        "{count}"
+    );
+    // Only catalog attribute keys (plus the scope labels the exposition adds).
+    let allowed: HashSet<String> = [
+        attr::OPERATION,
+        attr::OUTCOME,
+        attr::FAILURE_REASON,
+        attr::HTTP_ROUTE,
+        attr::HTTP_METHOD,
+        attr::RPC_METHOD,
+    ]
+    .iter()
+    .map(|k| k.replace('.', "_"))
+    .chain(["otel_scope_name", "otel_scope_version", "le"].map(String::from))
+    .collect();
+    for l in text.lines().filter(|l| l.starts_with("auth_")) {
+        let labels = &l[l.find('{').unwrap() + 1..l.rfind('}').unwrap()];
+        for kv in labels.split("\",") {
+            let k = kv.split('=').next().unwrap().trim_start_matches(',');
+            assert!(allowed.contains(k), "label {k} in {l}");
+        }
+    }
+}
+
+#[test]
+fn token_guard_labels_are_capped() {
+    let p = pipeline();
+    let sink = OtelSink::new(p.meters());
+    let routes: Vec<String> = (0..600).map(|i| format!("/api/r{i}")).collect();
+    for r in &routes {
+        sink.record(
+            &event(AuthOp::TokenValidation, Outcome::Success, r)
+                .with_source(EventSource::TokenGuard),
+        );
+    }
+    let text = p.render_prometheus().unwrap();
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("auth_token_validation_success_count_total{"))
+        .count();
+    assert_eq!(series, 513, "512 labels plus _OTHER");
+    let other = text
+        .lines()
+        .find(|l| {
+            l.starts_with("auth_token_validation_success_count_total{")
+                && l.contains("http_route=\"_OTHER\"")
+        })
+        .unwrap();
+    assert!(other.ends_with(" 88"), "{other}");
+}
+
+#[test]
+fn options_parse_protocols() {
+    assert_eq!(Protocol::parse("grpc").unwrap(), Protocol::Grpc);
+    assert_eq!(
+        Protocol::parse("http/protobuf").unwrap(),
+        Protocol::HttpProtobuf
+    );
+    assert!(Protocol::parse("http/json").is_err());
+}
+
+#[test]
+fn grpc_needs_a_runtime() {
+    let e = Pipeline::builder()
+        .otlp(OtlpOptions {
+            endpoint: Some("http://127.0.0.1:1".into()),
+            protocol: Some(Protocol::Grpc),
+            ..OtlpOptions::default()
+        })
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("Tokio runtime"), "{e}");
+}
+
+#[test]
+fn readme_table_lists_every_instrument() {
+    let t = markdown_table();
+    for d in &CATALOG {
+        assert!(t.contains(&format!("`{}`", d.name)), "{}", d.name);
+    }
+}
