@@ -77,6 +77,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), warn(clippy::print_stdout))]
 
+mod endpoints;
+pub mod health;
 mod stats;
 
 use std::fmt;
@@ -90,8 +92,18 @@ pub use authwatch_layer::{
     AuthEvent, AuthLayer, AuthOp, ClientIp, EventSink, EventSource, FailureReason, Methods,
     Outcome, RouteError, Routes, Sinks, TokenGuardLayer,
 };
+pub use authwatch_otel;
+pub use authwatch_otel::reexports::{
+    opentelemetry, opentelemetry_otlp, opentelemetry_prometheus, opentelemetry_sdk,
+};
+pub use authwatch_otel::{HistogramAggregation, OtlpOptions, Protocol, CATALOG};
+pub use endpoints::{EndpointBody, HealthService, MetricsService, PROMETHEUS_CONTENT_TYPE};
+pub use health::{HealthCheck, HealthReport};
+pub use opentelemetry_sdk::metrics::Temporality;
 pub use stats::{Latency, OpStats, Snapshot};
 
+use authwatch_otel::{OtelSink, Pipeline, PipelineBuilder};
+use health::Health;
 use stats::Stats;
 
 /// Why [`AuthWatchBuilder::build`] failed.
@@ -101,7 +113,16 @@ pub enum BuildError {
     /// A route template is invalid or two conflict; the message names the route.
     #[error(transparent)]
     Routes(#[from] RouteError),
+    /// The OpenTelemetry pipeline could not be built (an invalid `OTEL_*` variable, an
+    /// endpoint the exporter rejects, gRPC outside a Tokio runtime).
+    #[error(transparent)]
+    Telemetry(#[from] authwatch_otel::PipelineError),
 }
+
+/// Why [`AuthWatch::shutdown`] reported a problem. The exporters are stopped either way.
+#[derive(Debug, thiserror::Error)]
+#[error("authwatch shutdown: {0}")]
+pub struct ShutdownError(String);
 
 /// Monitoring for one service's auth routes. Cheap to clone; every clone is the same monitor.
 ///
@@ -118,6 +139,9 @@ struct Inner {
     sinks: Sinks,
     stats: Arc<Stats>,
     client_ip: ClientIp,
+    pipeline: Pipeline,
+    health: Arc<Health>,
+    metrics_token: Option<String>,
 }
 
 impl fmt::Debug for AuthWatch {
@@ -139,6 +163,11 @@ impl AuthWatch {
             client_ip: ClientIp::default(),
             window: WindowConfig::default(),
             sinks: Vec::new(),
+            otlp: OtlpOptions::default(),
+            pipeline: Pipeline::builder(),
+            checks: Vec::new(),
+            health_cache: Duration::from_secs(2),
+            metrics_token: None,
         }
     }
 
@@ -188,6 +217,65 @@ impl AuthWatch {
     pub fn window(&self) -> Duration {
         self.inner.stats.window()
     }
+
+    /// `/metrics` and `/auth/health` as an axum `Router`, to
+    /// [`merge`](axum::Router::merge) into your app.
+    #[cfg(feature = "axum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+    pub fn endpoints(&self) -> axum::Router {
+        endpoints::router(self)
+    }
+
+    /// The Prometheus exposition as a tower service (for hyper and tonic servers).
+    #[must_use]
+    pub fn metrics_service(&self) -> MetricsService {
+        MetricsService {
+            watch: self.clone(),
+        }
+    }
+
+    /// The health report as a tower service (for hyper and tonic servers).
+    #[must_use]
+    pub fn health_service(&self) -> HealthService {
+        HealthService {
+            watch: self.clone(),
+        }
+    }
+
+    /// The Prometheus text exposition of every instrument, as `/metrics` serves it; `None` when
+    /// the exposition is off.
+    #[must_use]
+    pub fn metrics_text(&self) -> Option<String> {
+        self.inner.pipeline.render_prometheus()
+    }
+
+    /// Runs the health checks (or returns the report cached within the last
+    /// [`health_cache`](AuthWatchBuilder::health_cache) interval).
+    pub async fn health(&self) -> HealthReport {
+        self.inner.health.report().await
+    }
+
+    /// The OpenTelemetry pipeline: the OTLP logger provider and its `tracing` bridge live here.
+    #[must_use]
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.inner.pipeline
+    }
+
+    /// Flushes every exporter and stops them. Call it once, before the process exits; recording
+    /// afterwards is harmless but exports nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`ShutdownError`] when the last export failed (the collector unreachable).
+    pub async fn shutdown(&self) -> Result<(), ShutdownError> {
+        let watch = self.clone();
+        // The SDK's flush blocks its caller; on a current-thread runtime, inline, it would
+        // wait for a task that can never run.
+        tokio::task::spawn_blocking(move || watch.inner.pipeline.shutdown())
+            .await
+            .map_err(|e| ShutdownError(e.to_string()))?
+            .map_err(ShutdownError)
+    }
 }
 
 /// Builds an [`AuthWatch`].
@@ -198,6 +286,11 @@ pub struct AuthWatchBuilder {
     client_ip: ClientIp,
     window: WindowConfig,
     sinks: Vec<Arc<dyn EventSink>>,
+    otlp: OtlpOptions,
+    pipeline: PipelineBuilder,
+    checks: Vec<HealthCheck>,
+    health_cache: Duration,
+    metrics_token: Option<String>,
 }
 
 impl fmt::Debug for AuthWatchBuilder {
@@ -208,7 +301,9 @@ impl fmt::Debug for AuthWatchBuilder {
             .field("client_ip", &self.client_ip)
             .field("window", &self.window)
             .field("sinks", &self.sinks.len())
-            .finish()
+            .field("otlp", &self.otlp)
+            .field("checks", &self.checks)
+            .finish_non_exhaustive()
     }
 }
 
@@ -249,22 +344,109 @@ impl AuthWatchBuilder {
         self
     }
 
+    /// The OTLP collector's base URL (`http://collector:4318`, `https://collector:4317`);
+    /// turns OTLP export on. Without it, export is on when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+    /// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`) is set. For HTTP, `/v1/metrics` and `/v1/logs`
+    /// are appended.
+    pub fn otlp_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.otlp.endpoint = Some(url.into());
+        self
+    }
+
+    /// Turns OTLP export off (`false`) whatever the environment says, or on (`true`) with the
+    /// default endpoint.
+    pub fn otlp(mut self, on: bool) -> Self {
+        self.otlp.enabled = Some(on);
+        self
+    }
+
+    /// The OTLP transport; default `OTEL_EXPORTER_OTLP_PROTOCOL`, else HTTP/protobuf.
+    pub fn otlp_protocol(mut self, protocol: Protocol) -> Self {
+        self.otlp.protocol = Some(protocol);
+        self
+    }
+
+    /// A header (HTTP) or metadata entry (gRPC) sent with every export, such as an API key; in
+    /// addition to `OTEL_EXPORTER_OTLP_HEADERS`.
+    pub fn otlp_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.otlp.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The timeout of one export; default `OTEL_EXPORTER_OTLP_TIMEOUT`, else 10 s.
+    pub fn otlp_timeout(mut self, timeout: Duration) -> Self {
+        self.otlp.timeout = Some(timeout);
+        self
+    }
+
+    /// How often metrics are exported; default `OTEL_METRIC_EXPORT_INTERVAL`, else 60 s.
+    pub fn export_interval(mut self, interval: Duration) -> Self {
+        self.otlp.interval = Some(interval);
+        self
+    }
+
+    /// Cumulative, delta (Datadog) or low-memory temporality; default
+    /// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`, else cumulative.
+    pub fn temporality(mut self, temporality: Temporality) -> Self {
+        self.otlp.temporality = Some(temporality);
+        self
+    }
+
+    /// Explicit buckets (default) or base-2 exponential histograms on the OTLP path.
+    pub fn histogram_aggregation(mut self, aggregation: HistogramAggregation) -> Self {
+        self.otlp.histogram = aggregation;
+        self
+    }
+
+    /// All OTLP settings at once (replaces those set before).
+    pub fn otlp_options(mut self, options: OtlpOptions) -> Self {
+        self.otlp = options;
+        self
+    }
+
+    /// Records into your meter provider instead of building an OTLP one (you export and shut
+    /// it down); `/metrics` stays authwatch's own.
+    pub fn meter_provider<P: opentelemetry::metrics::MeterProvider>(
+        mut self,
+        provider: &P,
+    ) -> Self {
+        self.pipeline = self.pipeline.meter_provider(provider);
+        self
+    }
+
+    /// Serve the Prometheus exposition on `/metrics` (default on).
+    pub fn prometheus(mut self, on: bool) -> Self {
+        self.pipeline = self.pipeline.prometheus(on);
+        self
+    }
+
+    /// Require `Authorization: Bearer <token>` on `/metrics` (the spec: limit access to
+    /// metrics). Configure Prometheus with `authorization: {credentials: <token>}`.
+    pub fn metrics_bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.metrics_token = Some(token.into());
+        self
+    }
+
+    /// Registers a health check for `/auth/health`.
+    pub fn health_check(mut self, check: HealthCheck) -> Self {
+        self.checks.push(check);
+        self
+    }
+
+    /// How long a health report is reused, so a flood of probes runs the checks once per
+    /// interval (default 2 s; zero runs them on every probe).
+    pub fn health_cache(mut self, interval: Duration) -> Self {
+        self.health_cache = interval;
+        self
+    }
+
     /// Builds the monitor.
     ///
     /// # Errors
     ///
-    /// [`BuildError::Routes`] when a route template is invalid or conflicts with another.
+    /// [`BuildError::Routes`] when a route template is invalid or conflicts with another;
+    /// [`BuildError::Telemetry`] when the OpenTelemetry settings are invalid.
     pub fn build(self) -> Result<AuthWatch, BuildError> {
-        let stats = Arc::new(Stats::new(self.window));
-        let mut sinks = Sinks::new().with(stats.clone());
-        for s in self.sinks {
-            sinks = sinks.with(s);
-        }
-        let layer = AuthLayer::builder()
-            .routes(self.routes)
-            .client_ip(self.client_ip)
-            .sinks(sinks.clone())
-            .build()?;
         let service_name = self
             .service_name
             .or_else(|| {
@@ -273,6 +455,38 @@ impl AuthWatchBuilder {
                     .filter(|s| !s.is_empty())
             })
             .unwrap_or_else(|| "unknown_service".to_owned());
+        let started = Instant::now();
+        let stats = Arc::new(Stats::new(self.window));
+        let pipeline = self
+            .pipeline
+            .service_name(service_name.clone())
+            .otlp(self.otlp)
+            .build()?;
+        let health = Arc::new(Health::new(
+            service_name.clone(),
+            started,
+            self.checks,
+            self.health_cache,
+        ));
+        for meter in pipeline.meters() {
+            let s = stats.clone();
+            authwatch_otel::register_quantile_gauges(
+                meter,
+                Arc::new(move || s.quantiles(authwatch_layer::now())),
+            );
+            authwatch_otel::register_uptime_gauge(meter, started);
+            health::register_gauges(meter, &health);
+        }
+        let otel: Arc<dyn EventSink> = Arc::new(OtelSink::new(pipeline.meters()));
+        let mut sinks = Sinks::new().with(stats.clone()).with(otel);
+        for s in self.sinks {
+            sinks = sinks.with(s);
+        }
+        let layer = AuthLayer::builder()
+            .routes(self.routes)
+            .client_ip(self.client_ip)
+            .sinks(sinks.clone())
+            .build()?;
         Ok(AuthWatch {
             inner: Arc::new(Inner {
                 service_name,
@@ -280,6 +494,9 @@ impl AuthWatchBuilder {
                 sinks,
                 stats,
                 client_ip: self.client_ip,
+                pipeline,
+                health,
+                metrics_token: self.metrics_token,
             }),
         })
     }

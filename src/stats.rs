@@ -75,6 +75,18 @@ impl Stats {
             .sum()
     }
 
+    /// p50/p95/p99 per operation and of token validation, for the quantile gauges.
+    pub(crate) fn quantiles(&self, now: Instant) -> authwatch_otel::WindowQuantiles {
+        let s = self.snapshot(now);
+        let mut q = authwatch_otel::WindowQuantiles::empty();
+        for (i, op) in s.ops.iter().enumerate() {
+            q.ops[i] = [op.p50, op.p95, op.p99];
+        }
+        let t = s.token_validation_time;
+        q.token_validation = [t.p50, t.p95, t.p99];
+        q
+    }
+
     pub(crate) fn snapshot(&self, now: Instant) -> Snapshot {
         let guard = self.guard.snapshot_at(now);
         let mut response_time = Window::empty();

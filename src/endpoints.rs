@@ -1,0 +1,168 @@
+//! `/metrics` and `/auth/health` as plain tower services (and an axum `Router` of both).
+
+use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::AuthWatch;
+
+/// The response body of the endpoints.
+pub type EndpointBody = Full<Bytes>;
+
+/// The content type of the Prometheus text exposition.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+fn plain(status: StatusCode, text: &'static str) -> Response<EndpointBody> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn method_allowed(m: &Method) -> bool {
+    *m == Method::GET || *m == Method::HEAD
+}
+
+fn not_allowed() -> Response<EndpointBody> {
+    let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    r
+}
+
+/// Compares without an early exit, so the time taken says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Serves the Prometheus text exposition of every authwatch instrument, whatever the path.
+/// Answers `GET` and `HEAD`; `401` without the bearer token when one is configured
+/// ([`AuthWatchBuilder::metrics_bearer_token`](crate::AuthWatchBuilder::metrics_bearer_token));
+/// `404` when the exposition is off.
+#[derive(Clone, Debug)]
+pub struct MetricsService {
+    pub(crate) watch: AuthWatch,
+}
+
+impl MetricsService {
+    fn respond<B>(&self, req: &Request<B>) -> Response<EndpointBody> {
+        if !method_allowed(req.method()) {
+            return not_allowed();
+        }
+        if let Some(token) = self.watch.inner.metrics_token.as_deref() {
+            let ok = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+                .is_some_and(|t| constant_time_eq(t, token.as_bytes()));
+            if !ok {
+                let mut r = plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"metrics\""),
+                );
+                return r;
+            }
+        }
+        let Some(text) = self.watch.metrics_text() else {
+            return plain(StatusCode::NOT_FOUND, "metrics exposition is off\n");
+        };
+        let mut r = Response::new(if req.method() == Method::HEAD {
+            Full::default()
+        } else {
+            Full::new(Bytes::from(text))
+        });
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROMETHEUS_CONTENT_TYPE),
+        );
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    }
+}
+
+impl<B> tower_service::Service<Request<B>> for MetricsService {
+    type Response = Response<EndpointBody>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        ready(Ok(self.respond(&req)))
+    }
+}
+
+/// Serves the health report as JSON, whatever the path: 200 when healthy or degraded, 503 when
+/// a critical check fails. See [`AuthWatch::health`].
+#[derive(Clone, Debug)]
+pub struct HealthService {
+    pub(crate) watch: AuthWatch,
+}
+
+impl<B> tower_service::Service<Request<B>> for HealthService {
+    type Response = Response<EndpointBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let watch = self.watch.clone();
+        let method = req.method().clone();
+        Box::pin(async move {
+            if !method_allowed(&method) {
+                return Ok(not_allowed());
+            }
+            let report = watch.health().await;
+            let mut r = Response::new(if method == Method::HEAD {
+                Full::default()
+            } else {
+                Full::new(Bytes::from(report.to_json()))
+            });
+            *r.status_mut() = report.status.http_status();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(r)
+        })
+    }
+}
+
+#[cfg(feature = "axum")]
+pub(crate) fn router(watch: &AuthWatch) -> axum::Router {
+    axum::Router::new()
+        .route_service("/metrics", watch.metrics_service())
+        .route_service("/auth/health", watch.health_service())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,260 @@
+//! `/metrics` and `/auth/health` over real sockets.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use authwatch::health::{Details, HealthCheck};
+use authwatch::AuthWatch;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use common::*;
+
+fn metric<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.starts_with(prefix)).collect()
+}
+
+#[tokio::test]
+async fn metrics_page_counts_what_the_layer_saw() {
+    let watch = AuthWatch::builder()
+        .service_name("accounts")
+        .otlp(false)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/login", post(|| async { StatusCode::UNAUTHORIZED }))
+        .route("/register", post(|| async { StatusCode::CREATED }))
+        .layer(watch.layer())
+        .merge(watch.endpoints());
+    let addr = serve(app).await;
+    let c = http1();
+    for _ in 0..7 {
+        send(
+            &c,
+            request("POST", addr, "/login").header("x-forwarded-for", "198.51.100.9"),
+        )
+        .await;
+    }
+    for _ in 0..3 {
+        send(&c, request("POST", addr, "/register")).await;
+    }
+    let (status, body) = send(&c, request("GET", addr, "/metrics")).await;
+    assert_eq!(status, 200);
+    let text = std::str::from_utf8(&body).unwrap();
+    let ko = metric(text, "auth_login_failure_count_total{");
+    assert_eq!(ko.len(), 1, "{text}");
+    assert!(ko[0].ends_with(" 7"), "{}", ko[0]);
+    assert!(ko[0].contains("auth_failure_reason=\"invalid_credentials\""));
+    assert!(ko[0].contains("http_route=\"/login\""));
+    let ok = metric(text, "auth_registration_success_count_total{");
+    assert!(ok[0].ends_with(" 3"), "{}", ok[0]);
+    // The quantile gauges, from the HDR windows.
+    let p95 = metric(text, "auth_response_time_p95_ms{");
+    assert_eq!(p95.len(), 2, "{text}");
+    assert!(text.contains("target_info{"), "resource attributes");
+    assert!(text.contains("service_name=\"accounts\""));
+    assert!(
+        !text.contains("198.51.100.9") && !text.contains("127.0.0.1"),
+        "address leaked"
+    );
+    // /metrics itself is not an auth route.
+    assert_eq!(metric(text, "auth_response_time_ms_count{").len(), 2);
+
+    // HEAD: headers only; POST: refused.
+    let (status, body) = send(&c, request("HEAD", addr, "/metrics")).await;
+    assert_eq!((status, body.len()), (200, 0));
+    let (status, _) = send(&c, request("POST", addr, "/metrics")).await;
+    assert_eq!(status, 405);
+}
+
+#[tokio::test]
+async fn metrics_page_can_require_a_bearer_token() {
+    let watch = AuthWatch::builder()
+        .otlp(false)
+        .metrics_bearer_token("s3cret")
+        .build()
+        .unwrap();
+    let addr = serve(watch.endpoints()).await;
+    let c = http1();
+    assert_eq!(send(&c, request("GET", addr, "/metrics")).await.0, 401);
+    let wrong = request("GET", addr, "/metrics").header("authorization", "Bearer s3creT");
+    assert_eq!(send(&c, wrong).await.0, 401);
+    let right = request("GET", addr, "/metrics").header("authorization", "Bearer s3cret");
+    let (status, body) = send(&c, right).await;
+    assert_eq!(status, 200);
+    assert!(std::str::from_utf8(&body)
+        .unwrap()
+        .contains("auth_uptime_seconds"));
+    // The health endpoint stays open for probes.
+    assert_eq!(send(&c, request("GET", addr, "/auth/health")).await.0, 200);
+}
+
+#[tokio::test]
+async fn health_without_checks_is_healthy() {
+    let watch = AuthWatch::builder()
+        .service_name("accounts")
+        .otlp(false)
+        .build()
+        .unwrap();
+    let addr = serve(watch.endpoints()).await;
+    let (status, body) = send(&http1(), request("GET", addr, "/auth/health")).await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["status"], "healthy");
+    assert_eq!(v["service"], "accounts");
+    assert!(v["uptime_seconds"].as_f64().unwrap() >= 0.0);
+    assert_eq!(v["checks"].as_array().unwrap().len(), 0);
+}
+
+fn counting(
+    name: &'static str,
+    runs: Arc<AtomicUsize>,
+    fail: bool,
+    delay: Duration,
+) -> HealthCheck {
+    HealthCheck::new(name, move || {
+        let runs = runs.clone();
+        async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(delay).await;
+            if fail {
+                Err("connection refused".to_owned())
+            } else {
+                let mut d = Details::new();
+                d.insert("ok".into(), true.into());
+                Ok(d)
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_runs_checks_concurrently_with_timeouts_and_caches_them() {
+    let (a, b, c) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let watch = AuthWatch::builder()
+        .otlp(false)
+        .health_check(counting("db", a.clone(), false, Duration::from_millis(300)))
+        .health_check(counting("cache", b.clone(), true, Duration::ZERO).critical(false))
+        .health_check(
+            counting("jwks", c.clone(), false, Duration::from_secs(30))
+                .critical(false)
+                .timeout(Duration::from_millis(300)),
+        )
+        .health_cache(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let addr = serve(watch.endpoints()).await;
+    let client = http1();
+    let start = std::time::Instant::now();
+    // A flood of probes: one run of the checks.
+    let probes = (0..20).map(|_| send(&client, request("GET", addr, "/auth/health")));
+    let results = futures_util::future::join_all(probes).await;
+    let took = start.elapsed();
+    assert_eq!((a.load(Ordering::SeqCst), b.load(Ordering::SeqCst)), (1, 1));
+    // Concurrent: two 300 ms checks take about 300 ms, not 600.
+    assert!(took < Duration::from_millis(590), "{took:?}");
+    for (status, body) in &results {
+        assert_eq!(*status, 200, "degraded is still 200");
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(v["status"], "degraded");
+        let checks = v["checks"].as_array().unwrap();
+        assert_eq!(checks[0]["name"], "db");
+        assert_eq!(checks[0]["status"], "healthy");
+        assert_eq!(checks[0]["details"]["ok"], true);
+        assert!(checks[0]["latency_ms"].as_f64().unwrap() >= 290.0);
+        assert_eq!(checks[1]["status"], "unhealthy");
+        assert_eq!(checks[1]["message"], "connection refused");
+        assert_eq!(checks[2]["message"], "timed out after 300 ms");
+    }
+    // The results are metrics too.
+    let text = watch.metrics_text().unwrap();
+    let status = metric(&text, "auth_health_status{");
+    assert!(status
+        .iter()
+        .any(|l| l.contains("auth_health_check=\"db\"") && l.ends_with(" 1")));
+    assert!(status
+        .iter()
+        .any(|l| l.contains("auth_health_check=\"cache\"") && l.ends_with(" 0")));
+    assert!(status
+        .iter()
+        .any(|l| l.contains("auth_health_check=\"overall\"") && l.ends_with(" 1")));
+    assert_eq!(
+        metric(&text, "auth_health_check_time_ms{").len(),
+        3,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_critical_check_is_503() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let watch = AuthWatch::builder()
+        .otlp(false)
+        .health_check(counting("db", runs.clone(), true, Duration::ZERO))
+        .health_cache(Duration::ZERO)
+        .build()
+        .unwrap();
+    let addr = serve(watch.endpoints()).await;
+    for i in 1..=3 {
+        let (status, body) = send(&http1(), request("GET", addr, "/auth/health")).await;
+        assert_eq!(status, 503);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["status"], "unhealthy");
+        // No cache: every probe runs the check.
+        assert_eq!(runs.load(Ordering::SeqCst), i);
+    }
+}
+
+#[tokio::test]
+async fn sqlx_pool_check_reports_query_time_and_pool_status() {
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let watch = AuthWatch::builder()
+        .otlp(false)
+        .health_check(authwatch::health::sqlx_pool("database", pool.clone()))
+        .health_cache(Duration::ZERO)
+        .build()
+        .unwrap();
+    let r = watch.health().await;
+    let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(v["status"], "healthy", "{v}");
+    let d = &v["checks"][0]["details"];
+    assert!(d["query_ms"].as_f64().unwrap() >= 0.0, "{v}");
+    assert_eq!(d["pool_max"], 4);
+    assert!(d["pool_size"].as_u64().unwrap() >= 1);
+    assert!(d["pool_idle"].as_u64().is_some());
+    // A closed pool fails the check, and the service is unhealthy.
+    pool.close().await;
+    let r = watch.health().await;
+    let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(v["status"], "unhealthy", "{v}");
+    assert!(
+        v["checks"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("closed"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_without_a_collector_is_quick_and_clean() {
+    let watch = AuthWatch::builder().otlp(false).build().unwrap();
+    watch.shutdown().await.unwrap();
+    // Recording after shutdown is harmless.
+    let app = Router::new()
+        .route("/login", post(|| async { StatusCode::OK }))
+        .layer(watch.layer());
+    let addr = serve(app).await;
+    assert_eq!(send(&http1(), request("POST", addr, "/login")).await.0, 200);
+}
