@@ -394,7 +394,7 @@ impl AuthWatchBuilder {
 
     /// Explicit buckets (default) or base-2 exponential histograms on the OTLP path.
     pub fn histogram_aggregation(mut self, aggregation: HistogramAggregation) -> Self {
-        self.otlp.histogram = aggregation;
+        self.otlp.histogram = Some(aggregation);
         self
     }
 

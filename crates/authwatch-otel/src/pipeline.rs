@@ -92,8 +92,10 @@ pub struct OtlpOptions {
     pub interval: Option<Duration>,
     /// Cumulative (the default), delta or low-memory temporality.
     pub temporality: Option<Temporality>,
-    /// Explicit or exponential latency histograms.
-    pub histogram: HistogramAggregation,
+    /// Explicit or exponential latency histograms; default
+    /// `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION` (`explicit_bucket_histogram`
+    /// or `base2_exponential_bucket_histogram`), else explicit.
+    pub histogram: Option<HistogramAggregation>,
     /// Export logs (the tracing bridge) too; default true when OTLP is on.
     pub logs: Option<bool>,
 }
@@ -129,6 +131,21 @@ impl OtlpOptions {
             // The OpenTelemetry default, when built in.
             None if cfg!(feature = "http") => Ok(Protocol::HttpProtobuf),
             None => Ok(Protocol::Grpc),
+        }
+    }
+
+    fn histogram(&self) -> Result<HistogramAggregation, PipelineError> {
+        if let Some(h) = self.histogram {
+            return Ok(h);
+        }
+        const VAR: &str = "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION";
+        match env(VAR).as_deref().map(str::trim) {
+            None | Some("explicit_bucket_histogram") => Ok(HistogramAggregation::Explicit),
+            Some("base2_exponential_bucket_histogram") => Ok(HistogramAggregation::Exponential),
+            Some(other) => Err(PipelineError::Config(format!(
+                "{VAR}={other:?}: expected explicit_bucket_histogram or \
+                 base2_exponential_bucket_histogram"
+            ))),
         }
     }
 
@@ -346,7 +363,7 @@ impl PipelineBuilder {
             let mut provider = SdkMeterProvider::builder()
                 .with_resource(resource.clone())
                 .with_reader(reader.build());
-            if o.histogram == HistogramAggregation::Exponential {
+            if o.histogram()? == HistogramAggregation::Exponential {
                 provider = provider.with_view(exponential_view);
             }
             let provider = provider.build();

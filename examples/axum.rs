@@ -1,0 +1,254 @@
+//! A Better Auth-shaped axum service with authwatch: one `.layer()`, one `.merge()`.
+//!
+//! ```sh
+//! cargo run --example axum                       # http://127.0.0.1:3000, /metrics, /auth/health
+//! cargo run --example axum -- --port 0           # an ephemeral port (printed)
+//! OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 cargo run --example axum   # + OTLP export
+//! ```
+//!
+//! Routes: `POST /api/auth/sign-in/email` and `POST /api/auth/sign-up/email` (JSON
+//! `{"email", "password"}`), `GET /api/auth/get-session`, `POST /api/auth/sign-out`,
+//! `POST /api/auth/get-access-token` and `GET /api/me` (bearer token; `/api/me` sits behind a
+//! `TokenGuard`), `POST /api/auth/request-password-reset` (JSON `{"email"}`, slow: it "sends an
+//! e-mail"). Users: `ada@example.com` / `correct horse`. Ctrl-C (or SIGTERM)
+//! flushes the exporters and exits.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use authwatch::health::{Details, HealthCheck};
+use authwatch::AuthWatch;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+#[derive(Clone, Default)]
+struct Db {
+    users: Arc<Mutex<HashMap<String, String>>>,
+    sessions: Arc<Mutex<HashMap<String, String>>>,
+    failures: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    email: String,
+    password: String,
+}
+
+async fn sign_in(State(db): State<Db>, Json(c): Json<Credentials>) -> Response {
+    // Password hashing takes time.
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    let mut failures = db.failures.lock().unwrap();
+    let n = failures.entry(c.email.clone()).or_default();
+    if *n >= 5 {
+        return StatusCode::TOO_MANY_REQUESTS.into_response();
+    }
+    let ok = db.users.lock().unwrap().get(&c.email) == Some(&c.password);
+    if !ok {
+        *n += 1;
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    *n = 0;
+    let token = format!("tok-{:016x}", rand_u64());
+    db.sessions
+        .lock()
+        .unwrap()
+        .insert(token.clone(), c.email.clone());
+    Json(serde_json::json!({ "token": token })).into_response()
+}
+
+async fn sign_up(State(db): State<Db>, Json(c): Json<Credentials>) -> StatusCode {
+    if c.password.len() < 8 || !c.email.contains('@') {
+        return StatusCode::BAD_REQUEST;
+    }
+    let mut users = db.users.lock().unwrap();
+    if users.contains_key(&c.email) {
+        return StatusCode::CONFLICT;
+    }
+    users.insert(c.email, c.password);
+    StatusCode::OK
+}
+
+fn session(db: &Db, headers: &HeaderMap) -> Option<String> {
+    let token = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?;
+    db.sessions.lock().unwrap().get(token).cloned()
+}
+
+async fn get_session(State(db): State<Db>, headers: HeaderMap) -> Response {
+    match session(&db, &headers) {
+        Some(email) => Json(serde_json::json!({ "user": { "email": email } })).into_response(),
+        None => StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
+async fn sign_out(State(db): State<Db>, headers: HeaderMap) -> StatusCode {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token.and_then(|t| db.sessions.lock().unwrap().remove(t)) {
+        Some(_) => StatusCode::OK,
+        None => StatusCode::UNAUTHORIZED,
+    }
+}
+
+async fn get_access_token(State(db): State<Db>, headers: HeaderMap) -> Response {
+    match session(&db, &headers) {
+        Some(_) => Json(serde_json::json!({ "accessToken": "short-lived" })).into_response(),
+        None => StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
+async fn request_password_reset(Json(body): Json<serde_json::Value>) -> StatusCode {
+    // Sending the e-mail is slow.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if body.get("email").and_then(|e| e.as_str()).is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    }
+}
+
+/// The service's own token check, unchanged; authwatch's `TokenGuard` wraps it.
+async fn require_session(State(db): State<Db>, req: Request, next: Next) -> Response {
+    if session(&db, req.headers()).is_none() {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    next.run(req).await
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+/// The app, with authwatch on it.
+fn app(watch: &AuthWatch, db: Db) -> Router {
+    let protected = Router::new()
+        .route("/api/me", get(|| async { "you" }))
+        .layer(watch.token_guard(middleware::from_fn_with_state(db.clone(), require_session)));
+    Router::new()
+        .route("/api/auth/sign-in/email", post(sign_in))
+        .route("/api/auth/sign-up/email", post(sign_up))
+        .route("/api/auth/get-session", get(get_session))
+        .route("/api/auth/sign-out", post(sign_out))
+        .route("/api/auth/get-access-token", post(get_access_token))
+        .route(
+            "/api/auth/request-password-reset",
+            post(request_password_reset),
+        )
+        .merge(protected)
+        .with_state(db)
+        .layer(watch.layer())
+        .merge(watch.endpoints())
+}
+
+fn port() -> u16 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--port")
+        .and_then(|i| args.get(i + 1))
+        .map_or(3000, |p| p.parse().expect("--port takes a number"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // OTLP on when OTEL_EXPORTER_OTLP_ENDPOINT is set; /metrics and /auth/health always.
+    let db = Db::default();
+    db.users
+        .lock()
+        .unwrap()
+        .insert("ada@example.com".into(), "correct horse".into());
+    let store = db.clone();
+    let watch = AuthWatch::builder()
+        .service_name("accounts")
+        // The user store answers (here: its lock is usable); a real service would ping its
+        // database (see `authwatch::health::sqlx_pool`).
+        .health_check(HealthCheck::new("user-store", move || {
+            let users = store
+                .users
+                .lock()
+                .map(|u| u.len())
+                .map_err(|_| "user store lock poisoned");
+            async move {
+                let n = users?;
+                let mut d = Details::new();
+                d.insert("users".into(), n.into());
+                Ok::<_, &str>(d)
+            }
+        }))
+        .build()?;
+
+    // Logs: to stderr, and over OTLP when it is on (without the exporters' own crates, which
+    // would otherwise log their export failures into themselves).
+    let quiet = || {
+        EnvFilter::new("info")
+            .add_directive("hyper=off".parse().unwrap())
+            .add_directive("h2=off".parse().unwrap())
+            .add_directive("tonic=off".parse().unwrap())
+            .add_directive("reqwest=off".parse().unwrap())
+            .add_directive("opentelemetry=off".parse().unwrap())
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(
+                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+                ),
+        )
+        .with(
+            watch
+                .pipeline()
+                .tracing_bridge()
+                .map(|b| b.with_filter(quiet())),
+        )
+        .init();
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port())).await?;
+    let addr = listener.local_addr()?;
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, otlp = ?watch.pipeline().otlp_protocol(), "authwatch axum example started");
+    axum::serve(
+        listener,
+        app(&watch, db).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    println!("{}", watch.snapshot());
+    // Flush the last export; a collector that is gone by now costs a warning, not the exit code.
+    if let Err(e) = watch.shutdown().await {
+        eprintln!("warning: {e}");
+    }
+    Ok(())
+}

@@ -1,0 +1,833 @@
+//! Real components for the end-to-end tests: the rotel OTLP collector, Prometheus, and the
+//! example binaries, each started as its own process on loopback ports and stopped on drop.
+//!
+//! The components are installed by `scripts/test-deps.sh` into `.test-deps/bin`; a missing one
+//! fails the test with a message naming the script (never a silent skip).
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A component installed by `scripts/test-deps.sh`.
+pub fn dep(name: &str) -> PathBuf {
+    let p = repo().join(".test-deps/bin").join(name);
+    assert!(
+        p.exists(),
+        "{name} is not installed: run scripts/test-deps.sh (it installs rotel and Prometheus \
+         into .test-deps/bin)"
+    );
+    p
+}
+
+/// An example binary, built by `cargo test` next to the test binaries.
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/<test> -> target/debug/examples/<name>
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} not built (cargo test builds the examples)",
+        p.display()
+    );
+    p
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_listening(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "{what} never listened on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` and the last state after `secs`.
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// A child process killed (SIGTERM, then SIGKILL) on drop.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    /// SIGTERM and wait (up to 10 s) for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.success();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The rotel collector with its debug log of metrics and logs going to a file.
+pub struct Rotel {
+    pub proc: Proc,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub log: PathBuf,
+    _dir: tempdir::Dir,
+}
+
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+    /// A temporary directory removed on drop.
+    pub struct Dir(PathBuf);
+    impl Dir {
+        pub fn new(tag: &str) -> Self {
+            let p = std::env::temp_dir().join(format!(
+                "authwatch-{tag}-{}-{:x}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Rotel {
+    pub fn start() -> Self {
+        let dir = tempdir::Dir::new("rotel");
+        let log = dir.path().join("rotel.log");
+        let (grpc, http) = (
+            SocketAddr::from(([127, 0, 0, 1], free_port())),
+            SocketAddr::from(([127, 0, 0, 1], free_port())),
+        );
+        let proc = Self::spawn(grpc, http, &log);
+        Self {
+            proc,
+            grpc,
+            http,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn spawn(grpc: SocketAddr, http: SocketAddr, log: &Path) -> Proc {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(dep("rotel-agent"))
+            .args(["start", "--otlp-grpc-endpoint", &grpc.to_string()])
+            .args(["--otlp-http-endpoint", &http.to_string()])
+            .args([
+                "--exporter",
+                "blackhole",
+                "--debug-log",
+                "metrics",
+                "--debug-log",
+                "logs",
+            ])
+            .args(["--debug-log-verbosity", "detailed", "--log-format", "json"])
+            .args(["--batch-timeout", "50ms"])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start rotel-agent");
+        let p = Proc {
+            child,
+            name: "rotel".into(),
+        };
+        wait_listening(grpc, "rotel (gRPC)");
+        wait_listening(http, "rotel (HTTP)");
+        p
+    }
+
+    /// Stops the collector (the outage).
+    pub fn stop(&mut self) {
+        self.proc.terminate();
+    }
+
+    /// Starts it again on the same ports, appending to the same log.
+    pub fn restart(&mut self) {
+        self.proc = Self::spawn(self.grpc, self.http, &self.log);
+    }
+
+    pub fn text(&self) -> String {
+        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
+        strip_ansi(&raw)
+    }
+
+    pub fn parse(&self) -> Dump {
+        Dump::parse(&self.text())
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One data point of rotel's debug dump.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Point {
+    pub service: String,
+    pub metric: String,
+    pub data_type: String,
+    pub temporality: String,
+    pub unit: String,
+    pub attrs: BTreeMap<String, String>,
+    pub value: Option<f64>,
+    pub count: Option<u64>,
+    pub sum: Option<f64>,
+}
+
+/// One log record of rotel's debug dump.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogRecord {
+    pub service: String,
+    pub severity: String,
+    pub body: String,
+    pub attrs: BTreeMap<String, String>,
+}
+
+/// Everything rotel printed, in order.
+#[derive(Debug, Default)]
+pub struct Dump {
+    pub points: Vec<Point>,
+    pub logs: Vec<LogRecord>,
+}
+
+fn kv(line: &str) -> Option<(String, String)> {
+    let rest = line.trim_start().strip_prefix("-> ")?;
+    let (k, v) = rest.split_once(": ")?;
+    // Str(x), Int(3), Double(1.5), Bool(true)
+    let v = v
+        .split_once('(')
+        .and_then(|(_, x)| x.strip_suffix(')'))
+        .unwrap_or(v);
+    Some((k.to_owned(), v.to_owned()))
+}
+
+impl Dump {
+    pub fn parse(text: &str) -> Self {
+        #[derive(PartialEq)]
+        enum Mode {
+            None,
+            Resource,
+            Descriptor,
+            PointAttrs,
+            LogAttrs,
+        }
+        let mut d = Dump::default();
+        let (mut service, mut metric, mut dtype, mut temp, mut unit) = (
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        );
+        let mut mode = Mode::None;
+        let mut in_log = false;
+        for line in text.lines() {
+            let t = line.trim_end();
+            if t.starts_with("ResourceMetrics #") || t.starts_with("ResourceLog #") {
+                service.clear();
+                in_log = false;
+                mode = Mode::None;
+                continue;
+            }
+            if t.starts_with("Resource attributes:") {
+                mode = Mode::Resource;
+                continue;
+            }
+            if t.starts_with("Descriptor:") {
+                mode = Mode::Descriptor;
+                continue;
+            }
+            if t.starts_with("Metric #") {
+                metric.clear();
+                in_log = false;
+                continue;
+            }
+            if t.contains("DataPoints #") {
+                d.points.push(Point {
+                    service: service.clone(),
+                    metric: metric.clone(),
+                    data_type: dtype.clone(),
+                    temporality: temp.clone(),
+                    unit: unit.clone(),
+                    ..Point::default()
+                });
+                mode = Mode::None;
+                continue;
+            }
+            if t.starts_with("Data point attributes:") {
+                mode = Mode::PointAttrs;
+                continue;
+            }
+            if t.starts_with("LogRecord #") {
+                d.logs.push(LogRecord {
+                    service: service.clone(),
+                    ..LogRecord::default()
+                });
+                in_log = true;
+                mode = Mode::None;
+                continue;
+            }
+            if t.starts_with("Attributes:") && in_log {
+                mode = Mode::LogAttrs;
+                continue;
+            }
+            if let Some((k, v)) = kv(t) {
+                match mode {
+                    Mode::Resource if k == "service.name" => service = v,
+                    Mode::Descriptor => match k.as_str() {
+                        "Name" => metric = v,
+                        "DataType" => dtype = v,
+                        "AggregationTemporality" => temp = v,
+                        "Unit" => unit = v,
+                        _ => {}
+                    },
+                    Mode::PointAttrs => {
+                        if let Some(p) = d.points.last_mut() {
+                            p.attrs.insert(k, v);
+                        }
+                    }
+                    Mode::LogAttrs => {
+                        if let Some(l) = d.logs.last_mut() {
+                            l.attrs.insert(k, v);
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            if t.trim_start().starts_with("-> Unit:") && mode == Mode::Descriptor {
+                unit.clear();
+                continue;
+            }
+            mode = match mode {
+                Mode::Resource | Mode::Descriptor => Mode::None,
+                m => {
+                    if !t.starts_with("     ->") {
+                        Mode::None
+                    } else {
+                        m
+                    }
+                }
+            };
+            if in_log {
+                if let Some(l) = d.logs.last_mut() {
+                    if let Some(v) = t.strip_prefix("SeverityText: ") {
+                        l.severity = v.to_owned();
+                    } else if let Some(v) = t.strip_prefix("Body: ") {
+                        l.body = v
+                            .strip_prefix("Str(")
+                            .and_then(|x| x.strip_suffix(')'))
+                            .unwrap_or(v)
+                            .to_owned();
+                    }
+                }
+                continue;
+            }
+            if let Some(p) = d.points.last_mut() {
+                if let Some(v) = t.strip_prefix("Value: ") {
+                    p.value = v.trim().parse().ok();
+                } else if let Some(v) = t.strip_prefix("Count: ") {
+                    p.count = v.trim().parse().ok();
+                } else if let Some(v) = t.strip_prefix("Sum: ") {
+                    p.sum = v.trim().parse().ok();
+                }
+            }
+        }
+        d
+    }
+
+    /// The last point (cumulative metrics repeat on every export) of `metric` whose attributes
+    /// include all of `attrs`, per distinct attribute set; summed over those sets.
+    pub fn last_total(&self, metric: &str, attrs: &[(&str, &str)]) -> f64 {
+        let mut last: BTreeMap<BTreeMap<String, String>, f64> = BTreeMap::new();
+        for p in self.points.iter().filter(|p| {
+            p.metric == metric
+                && attrs
+                    .iter()
+                    .all(|(k, v)| p.attrs.get(*k).map(String::as_str) == Some(*v))
+        }) {
+            let v = p.value.or(p.count.map(|c| c as f64)).unwrap_or(0.0);
+            last.insert(p.attrs.clone(), v);
+        }
+        last.values().sum()
+    }
+
+    pub fn metric_names(&self) -> std::collections::BTreeSet<String> {
+        self.points.iter().map(|p| p.metric.clone()).collect()
+    }
+}
+
+/// An example binary running with `--port 0`; `addr` is what it printed.
+pub struct Example {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub lines: mpsc::Receiver<String>,
+    pub stderr: PathBuf,
+    _dir: tempdir::Dir,
+}
+
+impl Example {
+    pub fn start(name: &str, args: &[&str], env: &[(&str, String)]) -> Self {
+        let dir = tempdir::Dir::new("example");
+        let stderr = dir.path().join("stderr.log");
+        let mut cmd = Command::new(example(name));
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start example");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let proc = Proc {
+            child,
+            name: name.into(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("example {name} never printed its address"));
+            if let Some(a) = line.strip_prefix("listening on http://") {
+                break a.parse().unwrap();
+            }
+        };
+        Self {
+            proc,
+            addr,
+            lines: rx,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    /// What it logged so far (ANSI colours removed).
+    pub fn stderr_text(&self) -> String {
+        strip_ansi(&std::fs::read_to_string(&self.stderr).unwrap_or_default())
+    }
+
+    /// Stops it with SIGTERM (it flushes its exporters) and returns what it printed after.
+    pub fn stop(mut self) -> String {
+        assert!(
+            self.proc.terminate(),
+            "example did not exit cleanly:\n{}",
+            self.stderr_text()
+        );
+        self.lines.try_iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// A real Prometheus scraping `targets` every second.
+pub struct Prometheus {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    _dir: tempdir::Dir,
+}
+
+impl Prometheus {
+    pub fn start(job: &str, targets: &[SocketAddr], extra_scrape: &str) -> Self {
+        let dir = tempdir::Dir::new("prometheus");
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: {job}\n{extra_scrape}    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        let cfg = dir.path().join("prometheus.yml");
+        std::fs::write(&cfg, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new(dep("prometheus"))
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        let proc = Proc {
+            child,
+            name: "prometheus".into(),
+        };
+        wait_listening(addr, "prometheus");
+        Self {
+            proc,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+/// A blocking HTTP client (a Tokio runtime and hyper-util's client inside).
+pub struct Http {
+    pub rt: tokio::runtime::Runtime,
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Http {
+    pub fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = {
+            let _g = rt.enter();
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http()
+        };
+        Self { rt, client }
+    }
+
+    pub fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String) {
+        use http_body_util::BodyExt;
+        let mut req = http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_owned(),
+            )))
+            .unwrap();
+        self.rt.block_on(async {
+            let res = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
+                .await
+                .unwrap_or_else(|_| panic!("{method} {url} timed out"))
+                .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+            let status = res.status().as_u16();
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        })
+    }
+
+    pub fn get(&self, url: &str) -> (u16, String) {
+        self.send("GET", url, &[], "")
+    }
+
+    pub fn post_json(&self, url: &str, json: &str, headers: &[(&str, &str)]) -> u16 {
+        let mut h = vec![("content-type", "application/json")];
+        h.extend_from_slice(headers);
+        self.send("POST", url, &h, json).0
+    }
+
+    /// Sends a request and gives up after `after`: the server sees the connection close while
+    /// the handler runs (a cancelled request).
+    pub fn give_up(&self, addr: SocketAddr, raw_request: &str, after: Duration) {
+        use std::io::Write;
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(raw_request.as_bytes()).unwrap();
+        std::thread::sleep(after);
+        drop(s);
+    }
+
+    /// A Prometheus instant query; the `data.result` array.
+    pub fn prom_query(&self, prom: SocketAddr, q: &str) -> serde_json::Value {
+        let url = format!(
+            "http://{prom}/api/v1/query?query={}",
+            q.bytes()
+                .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                })
+                .collect::<String>()
+        );
+        let (status, body) = self.get(&url);
+        assert_eq!(status, 200, "{q}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"]["result"].clone()
+    }
+}
+
+/// What `drive_axum` sent, as the metric values it must produce: (instrument, attributes that
+/// pick the series) → total.
+pub type Expected = Vec<(&'static str, Vec<(&'static str, &'static str)>, f64)>;
+
+/// Sends the axum example a fixed mix that touches every counter and histogram of the catalog,
+/// and returns the values each must reach.
+pub fn drive_axum(http: &Http, addr: SocketAddr) -> Expected {
+    let u = |p: &str| format!("http://{addr}{p}");
+    let sign_in = |email: &str, pw: &str| {
+        http.post_json(
+            &u("/api/auth/sign-in/email"),
+            &format!(r#"{{"email":"{email}","password":"{pw}"}}"#),
+            &[("x-forwarded-for", "203.0.113.50")],
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(sign_in("ada@example.com", "wrong"), 401);
+    }
+    let token = |http: &Http| {
+        let (s, b) = http.send(
+            "POST",
+            &u("/api/auth/sign-in/email"),
+            &[("content-type", "application/json")],
+            r#"{"email":"ada@example.com","password":"correct horse"}"#,
+        );
+        assert_eq!(s, 200, "{b}");
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        v["token"].as_str().unwrap().to_owned()
+    };
+    let t1 = token(http);
+    let t2 = token(http);
+    for i in 0..6 {
+        let want = if i < 5 { 401 } else { 429 };
+        assert_eq!(sign_in("eve@example.com", "guess"), want);
+    }
+    let reg = |body: &str| http.post_json(&u("/api/auth/sign-up/email"), body, &[]);
+    assert_eq!(
+        reg(r#"{"email":"bob@example.com","password":"long enough"}"#),
+        200
+    );
+    assert_eq!(
+        reg(r#"{"email":"bob@example.com","password":"long enough"}"#),
+        409
+    );
+    assert_eq!(
+        reg(r#"{"email":"carl@example.com","password":"short"}"#),
+        400
+    );
+    let bearer1 = format!("Bearer {t1}");
+    let bearer2 = format!("Bearer {t2}");
+    for _ in 0..2 {
+        let (s, _) = http.send(
+            "GET",
+            &u("/api/auth/get-session"),
+            &[("authorization", &bearer1)],
+            "",
+        );
+        assert_eq!(s, 200);
+        let (s, _) = http.send("GET", &u("/api/me"), &[("authorization", &bearer1)], "");
+        assert_eq!(s, 200);
+    }
+    let (s, _) = http.send(
+        "GET",
+        &u("/api/auth/get-session"),
+        &[("authorization", "Bearer tok-bogus")],
+        "",
+    );
+    assert_eq!(s, 401);
+    let (s, _) = http.send("GET", &u("/api/me"), &[], "");
+    assert_eq!(s, 401);
+    let (s, _) = http.send(
+        "POST",
+        &u("/api/auth/get-access-token"),
+        &[("authorization", &bearer1)],
+        "",
+    );
+    assert_eq!(s, 200);
+    let (s, _) = http.send(
+        "POST",
+        &u("/api/auth/get-access-token"),
+        &[("authorization", "Bearer tok-bogus")],
+        "",
+    );
+    assert_eq!(s, 401);
+    let (s, _) = http.send(
+        "POST",
+        &u("/api/auth/sign-out"),
+        &[("authorization", &bearer2)],
+        "",
+    );
+    assert_eq!(s, 200);
+    let (s, _) = http.send(
+        "POST",
+        &u("/api/auth/sign-out"),
+        &[("authorization", &bearer2)],
+        "",
+    );
+    assert_eq!(s, 401);
+    assert_eq!(
+        http.post_json(
+            &u("/api/auth/request-password-reset"),
+            r#"{"email":"ada@example.com"}"#,
+            &[]
+        ),
+        200
+    );
+    assert_eq!(
+        http.post_json(&u("/api/auth/request-password-reset"), "{}", &[]),
+        400
+    );
+    // A client that gives up while the reset e-mail is being "sent".
+    let body = r#"{"email":"ada@example.com"}"#;
+    http.give_up(
+        addr,
+        &format!(
+            "POST /api/auth/request-password-reset HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        Duration::from_millis(50),
+    );
+    let login = ("auth.operation", "login");
+    vec![
+        ("auth.login.success.count", vec![login], 2.0),
+        (
+            "auth.login.failure.count",
+            vec![login, ("auth.failure.reason", "invalid_credentials")],
+            8.0,
+        ),
+        ("auth.rate.limit.exceeded.count", vec![login], 1.0),
+        ("auth.registration.success.count", vec![], 1.0),
+        (
+            "auth.registration.failure.count",
+            vec![("auth.failure.reason", "conflict")],
+            1.0,
+        ),
+        (
+            "auth.registration.failure.count",
+            vec![("auth.failure.reason", "bad_request")],
+            1.0,
+        ),
+        (
+            "auth.token.validation.success.count",
+            vec![("http.route", "/api/auth/get-session")],
+            2.0,
+        ),
+        (
+            "auth.token.validation.success.count",
+            vec![("http.route", "/api/me")],
+            2.0,
+        ),
+        (
+            "auth.token.validation.failure.count",
+            vec![("auth.failure.reason", "invalid_token")],
+            2.0,
+        ),
+        ("auth.invalid.token.attempts.count", vec![], 2.0),
+        ("auth.token.refresh.success.count", vec![], 1.0),
+        ("auth.token.refresh.failure.count", vec![], 1.0),
+        ("auth.logout.success.count", vec![], 1.0),
+        ("auth.logout.failure.count", vec![], 1.0),
+        ("auth.password.reset.success.count", vec![], 1.0),
+        (
+            "auth.password.reset.failure.count",
+            vec![("auth.failure.reason", "bad_request")],
+            1.0,
+        ),
+        (
+            "auth.request.cancelled.count",
+            vec![("auth.operation", "password_reset")],
+            1.0,
+        ),
+        // Histograms: the count of requests.
+        ("auth.response.time.ms", vec![], 24.0),
+        ("auth.response.time.ms", vec![login], 11.0),
+        ("auth.token.validation.time.ms", vec![], 6.0),
+    ]
+}
+
+/// Things that must never appear in any exported attribute.
+pub const SECRETS: &[&str] = &[
+    "203.0.113.50",
+    "127.0.0.1",
+    "ada@example.com",
+    "eve@example.com",
+    "tok-",
+    "correct horse",
+];
