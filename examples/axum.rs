@@ -190,8 +190,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap()
         .insert("ada@example.com".into(), "correct horse".into());
     let store = db.clone();
-    let watch = AuthWatch::builder()
-        .service_name("accounts")
+    let mut builder = AuthWatch::builder().service_name("accounts");
+    // The spec: limit access to metrics. Prometheus sends it with `authorization: {credentials: …}`.
+    if let Ok(token) = std::env::var("METRICS_TOKEN") {
+        builder = builder.metrics_bearer_token(token);
+    }
+    let watch = builder
         // The user store answers (here: its lock is usable); a real service would ping its
         // database (see `authwatch::health::sqlx_pool`).
         .health_check(HealthCheck::new("user-store", move || {

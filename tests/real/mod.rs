@@ -286,7 +286,7 @@ impl Dump {
             PointAttrs,
             LogAttrs,
         }
-        let mut d = Dump::default();
+        let mut d = Self::default();
         let (mut service, mut metric, mut dtype, mut temp, mut unit) = (
             String::new(),
             String::new(),
@@ -436,6 +436,8 @@ impl Dump {
 pub struct Example {
     pub proc: Proc,
     pub addr: SocketAddr,
+    /// The lines it printed before its address.
+    pub seen: Vec<String>,
     pub lines: mpsc::Receiver<String>,
     pub stderr: PathBuf,
     _dir: tempdir::Dir,
@@ -469,6 +471,7 @@ impl Example {
             name: name.into(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
         let addr = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx
@@ -477,10 +480,12 @@ impl Example {
             if let Some(a) = line.strip_prefix("listening on http://") {
                 break a.parse().unwrap();
             }
+            seen.push(line);
         };
         Self {
             proc,
             addr,
+            seen,
             lines: rx,
             stderr,
             _dir: dir,

@@ -96,7 +96,8 @@ pub struct OtlpOptions {
     /// `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION` (`explicit_bucket_histogram`
     /// or `base2_exponential_bucket_histogram`), else explicit.
     pub histogram: Option<HistogramAggregation>,
-    /// Export logs (the tracing bridge) too; default true when OTLP is on.
+    /// Export logs (the tracing bridge) too; default on with OTLP unless `OTEL_LOGS_EXPORTER`
+    /// is `none`.
     pub logs: Option<bool>,
 }
 
@@ -106,7 +107,7 @@ fn env(name: &str) -> Option<String> {
 
 impl OtlpOptions {
     /// Whether OTLP export is on: the builder's word, else on when an OTLP endpoint variable is
-    /// set and `OTEL_SDK_DISABLED` is not `true`.
+    /// set, `OTEL_SDK_DISABLED` is not `true` and `OTEL_METRICS_EXPORTER` is not `none`.
     #[must_use]
     pub fn is_enabled(&self) -> bool {
         if let Some(e) = self.enabled {
@@ -115,7 +116,9 @@ impl OtlpOptions {
         if self.endpoint.is_some() {
             return true;
         }
-        if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            || env("OTEL_METRICS_EXPORTER").is_some_and(|v| v.trim() == "none")
+        {
             return false;
         }
         env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
@@ -370,7 +373,10 @@ impl PipelineBuilder {
             meters.push(provider.meter_with_scope(scope()));
             otlp = Some(provider);
             protocol = Some(p);
-            if o.logs.unwrap_or(true) {
+            let logs_on = o
+                .logs
+                .unwrap_or_else(|| env("OTEL_LOGS_EXPORTER").is_none_or(|v| v.trim() != "none"));
+            if logs_on {
                 let lp = o.protocol("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL")?;
                 logs = Some(
                     SdkLoggerProvider::builder()
