@@ -19,8 +19,20 @@
 //! - `added/{non_auth,auth}/outer_authwatch_minus_bare`: the same comparison as a paired
 //!   difference (alternating blocks of the two services within each sample), so the machine's
 //!   drift cancels: the figure to quote for "what authwatch adds".
-//! - `auth_2_threads/{bare,outer/authwatch}`: the auth request, per thread, with two threads
-//!   calling clones of one service at once (contention on shared state shows here).
+//! - `peers/auth/*_minus_bare`: the paired difference for the auth request of each setup a user
+//!   would pick, every one added with `Router::layer` to the same router, every OpenTelemetry
+//!   one with its own SDK provider on a `ManualReader` that is never collected:
+//!   `authwatch` (stats + OpenTelemetry instruments behind `/metrics`), `authwatch_otlp` (the
+//!   same plus a second provider standing for an OTLP pipeline: every instrument recorded
+//!   twice, as in production), `authwatch_stats_only` (no OpenTelemetry), tower-http's
+//!   `TraceLayer` (no subscriber), `axum-otel-metrics` 0.14 (OTel 0.32),
+//!   `opentelemetry-instrumentation-tower` 0.19 (OTel 0.33, via the global provider),
+//!   `axum-prometheus` 0.10 (metrics-rs; its histograms bucket at render time, not per request);
+//!   and `outer_authwatch_otlp` (the layer around the router, no re-boxing) and
+//!   `router_pass_through` (a layer that only wraps the body: axum's re-boxing alone).
+//! - `auth_2_threads/{bare,outer/authwatch,outer/authwatch_otlp}`: the auth request, per thread,
+//!   with two threads calling clones of one service at once (contention on shared state shows
+//!   here).
 //! - `hdr/record/{1_thread,2_threads}`: one `WindowedHistogram::record`, per thread, with one
 //!   thread or two recording at once; `hdr/mutex_shared/2_threads` is the design we avoid (one
 //!   `Mutex<Histogram>` shared by both threads), for reference.
@@ -48,6 +60,26 @@ use http::Request;
 use http_body::Body as _;
 use tower::Layer;
 use tower::Service;
+
+/// A meter provider whose reader is never collected: recording costs what it costs in
+/// production, exporting never runs during a measurement.
+fn uncollected_provider() -> opentelemetry_sdk::metrics::SdkMeterProvider {
+    opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_reader(opentelemetry_sdk::metrics::ManualReader::builder().build())
+        .build()
+}
+
+/// authwatch as deployed with a collector: stats, the `/metrics` provider, and an OTLP-like
+/// second provider (the instruments are recorded into both).
+fn watch_otlp() -> (AuthWatch, opentelemetry_sdk::metrics::SdkMeterProvider) {
+    let p = uncollected_provider();
+    let w = AuthWatch::builder()
+        .otlp(false)
+        .meter_provider(&p)
+        .build()
+        .unwrap();
+    (w, p)
+}
 
 fn app() -> Router {
     Router::new()
@@ -139,7 +171,7 @@ impl<B: http_body::Body + Unpin> http_body::Body for Wrapped<B> {
 }
 
 fn routers(c: &mut Criterion) {
-    let watch = AuthWatch::builder().build().unwrap();
+    let watch = AuthWatch::builder().otlp(false).build().unwrap();
     let no_sink = AuthLayer::builder().build().unwrap();
     let bare = app();
 
@@ -186,47 +218,168 @@ fn routers(c: &mut Criterion) {
 /// other core's load) hit both sides alike and cancel, which the separate rows above cannot do.
 /// A sample where the bare side happened to be slower counts as zero added time.
 fn added(c: &mut Criterion) {
-    const BLOCK: u64 = 256;
-    let watch = AuthWatch::builder().build().unwrap();
+    let watch = AuthWatch::builder().otlp(false).build().unwrap();
     let mut g = c.benchmark_group("added");
     for (name, method, path) in [
         ("non_auth", "GET", "/api/users/42"),
         ("auth", "POST", "/api/auth/sign-in/email"),
     ] {
-        let mut bare = app();
-        let mut watched = watch.layer().layer(app());
-        g.bench_function(format!("{name}/outer_authwatch_minus_bare"), |b| {
-            b.iter_custom(|iters| {
-                let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
-                let mut done = 0;
-                while done < iters {
-                    let n = BLOCK.min(iters - done);
-                    let t = Instant::now();
-                    for _ in 0..n {
-                        run(&mut watched, method, path);
-                    }
-                    with += t.elapsed();
-                    let t = Instant::now();
-                    for _ in 0..n {
-                        run(&mut bare, method, path);
-                    }
-                    without += t.elapsed();
-                    done += n;
-                }
-                with.saturating_sub(without)
-            })
-        });
+        paired(
+            &mut g,
+            &format!("{name}/outer_authwatch_minus_bare"),
+            watch.layer().layer(app()),
+            method,
+            path,
+        );
     }
     g.finish();
+}
+
+/// One paired-difference row: `svc` minus the bare router, alternating blocks of 256 requests.
+fn paired<S, B>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    mut svc: S,
+    method: &'static str,
+    path: &'static str,
+) where
+    S: Service<Request<Body>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    const BLOCK: u64 = 256;
+    let mut bare = app();
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
+            let mut done = 0;
+            while done < iters {
+                let n = BLOCK.min(iters - done);
+                let t = Instant::now();
+                for _ in 0..n {
+                    run(&mut svc, method, path);
+                }
+                with += t.elapsed();
+                let t = Instant::now();
+                for _ in 0..n {
+                    run(&mut bare, method, path);
+                }
+                without += t.elapsed();
+                done += n;
+            }
+            with.saturating_sub(without)
+        })
+    });
+}
+
+/// The global `metrics` recorder axum-prometheus records into, installed once; its upkeep
+/// (which buckets the samples) never runs during a measurement.
+fn prometheus_handle() -> &'static axum_prometheus::metrics_exporter_prometheus::PrometheusHandle {
+    use axum_prometheus::metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    static HANDLE: std::sync::OnceLock<
+        axum_prometheus::metrics_exporter_prometheus::PrometheusHandle,
+    > = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(axum_prometheus::AXUM_HTTP_REQUESTS_DURATION_SECONDS.to_string()),
+                axum_prometheus::utils::SECONDS_DURATION_BUCKETS,
+            )
+            .expect("buckets")
+            .install_recorder()
+            .expect("the only global metrics recorder")
+    })
+}
+
+/// Our full cost next to the peers', each as a paired difference against the bare router.
+fn peers(c: &mut Criterion) {
+    let (method, path) = ("POST", "/api/auth/sign-in/email");
+    let mut g = c.benchmark_group("peers/auth");
+
+    let watch = AuthWatch::builder().otlp(false).build().unwrap();
+    paired(&mut g, "authwatch_minus_bare", app().layer(watch.layer()), method, path);
+    let (watch2, _p) = watch_otlp();
+    paired(&mut g, "authwatch_otlp_minus_bare", app().layer(watch2.layer()), method, path);
+    // The same, around the whole router (ServiceBuilder, hyper, tonic): no axum re-boxing.
+    paired(
+        &mut g,
+        "outer_authwatch_otlp_minus_bare",
+        watch2.layer().layer(app()),
+        method,
+        path,
+    );
+    // What axum's `Router::layer` costs any layer that wraps the response body, alone.
+    paired(&mut g, "router_pass_through_minus_bare", app().layer(PassThrough), method, path);
+    let stats_only = AuthWatch::builder()
+        .otlp(false)
+        .prometheus(false)
+        .build()
+        .unwrap();
+    paired(
+        &mut g,
+        "authwatch_stats_only_minus_bare",
+        app().layer(stats_only.layer()),
+        method,
+        path,
+    );
+    paired(
+        &mut g,
+        "trace_layer_minus_bare",
+        app().layer(tower_http::trace::TraceLayer::new_for_http()),
+        method,
+        path,
+    );
+
+    let p032 = otel_sdk_032::metrics::SdkMeterProvider::builder()
+        .with_reader(otel_sdk_032::metrics::ManualReader::builder().build())
+        .build();
+    let otel_metrics = axum_otel_metrics::HttpMetricsLayerBuilder::new()
+        .with_provider(p032.clone())
+        .build();
+    paired(&mut g, "axum_otel_metrics_minus_bare", app().layer(otel_metrics), method, path);
+
+    let p033 = uncollected_provider();
+    opentelemetry::global::set_meter_provider(p033.clone());
+    let tower_layer = opentelemetry_instrumentation_tower::http::server::LayerBuilder::builder()
+        .with_tracing(false)
+        .with_route_extractor_fn(|r: &Request<Body>| {
+            r.extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map(|p| p.as_str().to_owned())
+        })
+        .build()
+        .expect("instrumentation-tower layer");
+    paired(
+        &mut g,
+        "otel_instrumentation_tower_minus_bare",
+        app().layer(tower_layer),
+        method,
+        path,
+    );
+
+    let _ = prometheus_handle();
+    paired(
+        &mut g,
+        "axum_prometheus_minus_bare",
+        app().layer(axum_prometheus::PrometheusMetricLayer::new()),
+        method,
+        path,
+    );
+    g.finish();
+    prometheus_handle().run_upkeep();
+    drop((p032, p033));
 }
 
 /// Per-thread time of one auth request with two threads calling their own clones of the same
 /// service at once: shows contention on anything the clones share (the layer's state, the
 /// stats), which a one-thread run cannot.
 fn routers_two_threads(c: &mut Criterion) {
-    let watch = AuthWatch::builder().build().unwrap();
+    let watch = AuthWatch::builder().otlp(false).build().unwrap();
     let bare = app();
     let outer_watch = watch.layer().layer(app());
+    let (watch2, _p) = watch_otlp();
+    let outer_watch_otlp = watch2.layer().layer(app());
     let mut g = c.benchmark_group("auth_2_threads");
     fn two<S, B>(svc: &S, iters: u64) -> Duration
     where
@@ -259,6 +412,9 @@ fn routers_two_threads(c: &mut Criterion) {
     g.bench_function("bare", |b| b.iter_custom(|iters| two(&bare, iters)));
     g.bench_function("outer/authwatch", |b| {
         b.iter_custom(|iters| two(&outer_watch, iters))
+    });
+    g.bench_function("outer/authwatch_otlp", |b| {
+        b.iter_custom(|iters| two(&outer_watch_otlp, iters))
     });
     g.finish();
 }
@@ -349,6 +505,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = routers, added, routers_two_threads, hdr, pieces
+    targets = routers, added, peers, routers_two_threads, hdr, pieces
 }
 criterion_main!(benches);
