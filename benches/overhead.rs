@@ -32,7 +32,8 @@
 //!   `router_pass_through` (a layer that only wraps the body: axum's re-boxing alone).
 //! - `auth_2_threads/{bare,outer/authwatch,outer/authwatch_otlp}`: the auth request, per thread,
 //!   with two threads calling clones of one service at once (contention on shared state shows
-//!   here).
+//!   here); `added_2_threads/auth/*_minus_bare`: the paired difference with both threads
+//!   running the same block at once, to compare with the one-thread `added` and `peers` rows.
 //! - `hdr/record/{1_thread,2_threads}`: one `WindowedHistogram::record`, per thread, with one
 //!   thread or two recording at once; `hdr/mutex_shared/2_threads` is the design we avoid (one
 //!   `Mutex<Histogram>` shared by both threads), for reference.
@@ -298,9 +299,21 @@ fn peers(c: &mut Criterion) {
     let mut g = c.benchmark_group("peers/auth");
 
     let watch = AuthWatch::builder().otlp(false).build().unwrap();
-    paired(&mut g, "authwatch_minus_bare", app().layer(watch.layer()), method, path);
+    paired(
+        &mut g,
+        "authwatch_minus_bare",
+        app().layer(watch.layer()),
+        method,
+        path,
+    );
     let (watch2, _p) = watch_otlp();
-    paired(&mut g, "authwatch_otlp_minus_bare", app().layer(watch2.layer()), method, path);
+    paired(
+        &mut g,
+        "authwatch_otlp_minus_bare",
+        app().layer(watch2.layer()),
+        method,
+        path,
+    );
     // The same, around the whole router (ServiceBuilder, hyper, tonic): no axum re-boxing.
     paired(
         &mut g,
@@ -310,7 +323,13 @@ fn peers(c: &mut Criterion) {
         path,
     );
     // What axum's `Router::layer` costs any layer that wraps the response body, alone.
-    paired(&mut g, "router_pass_through_minus_bare", app().layer(PassThrough), method, path);
+    paired(
+        &mut g,
+        "router_pass_through_minus_bare",
+        app().layer(PassThrough),
+        method,
+        path,
+    );
     let stats_only = AuthWatch::builder()
         .otlp(false)
         .prometheus(false)
@@ -337,7 +356,13 @@ fn peers(c: &mut Criterion) {
     let otel_metrics = axum_otel_metrics::HttpMetricsLayerBuilder::new()
         .with_provider(p032.clone())
         .build();
-    paired(&mut g, "axum_otel_metrics_minus_bare", app().layer(otel_metrics), method, path);
+    paired(
+        &mut g,
+        "axum_otel_metrics_minus_bare",
+        app().layer(otel_metrics),
+        method,
+        path,
+    );
 
     let p033 = uncollected_provider();
     opentelemetry::global::set_meter_provider(p033.clone());
@@ -415,6 +440,59 @@ fn routers_two_threads(c: &mut Criterion) {
     });
     g.bench_function("outer/authwatch_otlp", |b| {
         b.iter_custom(|iters| two(&outer_watch_otlp, iters))
+    });
+    g.finish();
+
+    // The paired difference with two threads: both threads run the same block (watched, then
+    // bare) at the same time, a barrier between blocks; per-thread watched minus bare.
+    fn two_paired<S, B>(watched: &S, iters: u64) -> Duration
+    where
+        S: Service<Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
+        S::Error: std::fmt::Debug,
+        B: http_body::Body,
+        B::Error: std::fmt::Debug,
+    {
+        const BLOCK: u64 = 256;
+        let barrier = Arc::new(Barrier::new(2));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (mut svc, mut bare) = (watched.clone(), app());
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
+                    let mut done = 0;
+                    while done < iters {
+                        let n = BLOCK.min(iters - done);
+                        barrier.wait();
+                        let t = Instant::now();
+                        for _ in 0..n {
+                            run(&mut svc, "POST", "/api/auth/sign-in/email");
+                        }
+                        with += t.elapsed();
+                        barrier.wait();
+                        let t = Instant::now();
+                        for _ in 0..n {
+                            run(&mut bare, "POST", "/api/auth/sign-in/email");
+                        }
+                        without += t.elapsed();
+                        done += n;
+                    }
+                    with.saturating_sub(without)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum::<Duration>()
+            / 2
+    }
+    let mut g = c.benchmark_group("added_2_threads");
+    g.bench_function("auth/outer_authwatch_minus_bare", |b| {
+        b.iter_custom(|iters| two_paired(&outer_watch, iters))
+    });
+    g.bench_function("auth/outer_authwatch_otlp_minus_bare", |b| {
+        b.iter_custom(|iters| two_paired(&outer_watch_otlp, iters))
     });
     g.finish();
 }

@@ -2,11 +2,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use authwatch_hdr::thread_shard;
 use authwatch_layer::{AuthEvent, AuthOp, EventSink, EventSource, FailureReason, Outcome};
-use opentelemetry::metrics::{BoundCounter, BoundHistogram, Counter, Histogram, Meter};
+use opentelemetry::metrics::{BoundHistogram, Histogram, Meter};
 use opentelemetry::KeyValue;
 
 use crate::catalog::{attr, def, Measure, Quantile};
@@ -68,24 +70,13 @@ fn outcome_index(o: Outcome) -> usize {
     }
 }
 
-/// The instruments of one meter.
-struct Instruments {
-    success: [Counter<u64>; OPS],
-    failure: [Counter<u64>; OPS],
-    rate_limited: Counter<u64>,
-    invalid_token: Counter<u64>,
-    cancelled: Counter<u64>,
+/// Values a shard holds before it records them into the histograms.
+const BATCH: usize = 64;
+
+/// The histograms of one meter. Counters are observable instruments reading the cells.
+struct Histograms {
     response_time: Histogram<f64>,
     validation_time: Histogram<f64>,
-}
-
-fn counter(meter: &Meter, m: Measure) -> Counter<u64> {
-    let d = def(m);
-    meter
-        .u64_counter(d.name)
-        .with_description(d.description)
-        .with_unit(d.unit)
-        .build()
 }
 
 fn histogram(meter: &Meter, m: Measure) -> Histogram<f64> {
@@ -98,21 +89,60 @@ fn histogram(meter: &Meter, m: Measure) -> Histogram<f64> {
         .build()
 }
 
-impl Instruments {
-    fn new(meter: &Meter) -> Self {
-        Self {
-            success: AuthOp::ALL.map(|op| counter(meter, Measure::Success(op))),
-            failure: AuthOp::ALL.map(|op| counter(meter, Measure::Failure(op))),
-            rate_limited: counter(meter, Measure::RateLimited),
-            invalid_token: counter(meter, Measure::InvalidToken),
-            cancelled: counter(meter, Measure::Cancelled),
-            response_time: histogram(meter, Measure::ResponseTime),
-            validation_time: histogram(meter, Measure::TokenValidationTime),
-        }
-    }
+/// The counter measures, each an observable counter over the cells.
+fn counter_measures() -> impl Iterator<Item = Measure> {
+    AuthOp::ALL
+        .into_iter()
+        .flat_map(|op| [Measure::Success(op), Measure::Failure(op)])
+        .chain([
+            Measure::RateLimited,
+            Measure::InvalidToken,
+            Measure::Cancelled,
+        ])
+}
 
-    /// The instruments one kind of event touches, bound to its attributes.
-    fn bind(&self, key: &Key<'_>) -> Bound {
+/// The attribute set of one kind of event.
+#[derive(Clone, Copy)]
+struct Key<'a> {
+    op: AuthOp,
+    outcome: Outcome,
+    route: &'a str,
+    method: &'static str,
+    rpc_method: Option<&'a str>,
+    source: EventSource,
+}
+
+/// One thread's part of a cell, alone on its cache lines.
+#[repr(align(128))]
+struct Shard {
+    count: AtomicU64,
+    pending: Mutex<Pending>,
+}
+
+struct Pending {
+    len: usize,
+    values: [f64; BATCH],
+}
+
+/// The histograms one kind of event goes to, bound once, on one meter.
+struct BoundTimings {
+    response_time: Option<BoundHistogram<f64>>,
+    validation_time: Option<BoundHistogram<f64>>,
+}
+
+/// One kind of event (operation, outcome, route, method): its count per thread, its pending
+/// latencies per thread, its attributes, and its histograms bound on every meter.
+struct Cell {
+    /// The counter it counts toward.
+    counter: Measure,
+    invalid_token: bool,
+    attrs: Box<[KeyValue]>,
+    shards: Box<[OnceLock<Box<Shard>>]>,
+    timings: Box<[BoundTimings]>,
+}
+
+impl Cell {
+    fn new(key: &Key<'_>, histograms: &[Histograms], shards: usize) -> Self {
         let op = key.op;
         let mut attrs = vec![
             KeyValue::new(attr::OPERATION, op.as_str()),
@@ -128,73 +158,87 @@ impl Instruments {
         if let Some(r) = key.outcome.reason() {
             attrs.push(KeyValue::new(attr::FAILURE_REASON, r.as_str()));
         }
-        let count = match key.outcome {
-            Outcome::Success => &self.success[op.index()],
-            Outcome::Failure(_) | Outcome::Error => &self.failure[op.index()],
-            Outcome::RateLimited => &self.rate_limited,
-            _ => &self.cancelled,
+        let counter = match key.outcome {
+            Outcome::Success => Measure::Success(op),
+            Outcome::Failure(_) | Outcome::Error => Measure::Failure(op),
+            Outcome::RateLimited => Measure::RateLimited,
+            _ => Measure::Cancelled,
         };
         let guard = key.source == EventSource::TokenGuard;
-        Bound {
-            count: count.bind(&attrs),
-            invalid_token: key
-                .outcome
-                .is_invalid_token()
-                .then(|| self.invalid_token.bind(&attrs)),
-            response_time: (!guard).then(|| self.response_time.bind(&timing)),
-            validation_time: (guard || op == AuthOp::TokenValidation)
-                .then(|| self.validation_time.bind(&timing)),
+        Self {
+            counter,
+            invalid_token: key.outcome.is_invalid_token(),
+            attrs: attrs.into(),
+            shards: (0..shards).map(|_| OnceLock::new()).collect(),
+            timings: histograms
+                .iter()
+                .map(|h| BoundTimings {
+                    response_time: (!guard).then(|| h.response_time.bind(&timing)),
+                    validation_time: (guard || op == AuthOp::TokenValidation)
+                        .then(|| h.validation_time.bind(&timing)),
+                })
+                .collect(),
         }
     }
-}
 
-/// The instruments of one kind of event, bound once to its attribute set.
-struct Bound {
-    count: BoundCounter<u64>,
-    invalid_token: Option<BoundCounter<u64>>,
-    response_time: Option<BoundHistogram<f64>>,
-    validation_time: Option<BoundHistogram<f64>>,
-}
-
-impl Bound {
     #[inline]
     fn record(&self, ms: f64) {
-        self.count.add(1);
-        if let Some(c) = &self.invalid_token {
-            c.add(1);
+        let shard = self.shards[thread_shard(self.shards.len())].get_or_init(|| {
+            Box::new(Shard {
+                count: AtomicU64::new(0),
+                pending: Mutex::new(Pending {
+                    len: 0,
+                    values: [0.0; BATCH],
+                }),
+            })
+        });
+        shard.count.fetch_add(1, Ordering::Relaxed);
+        let mut p = shard.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let len = p.len;
+        p.values[len] = ms;
+        p.len = len + 1;
+        if p.len == BATCH {
+            self.record_pending(&mut p);
         }
-        if let Some(h) = &self.response_time {
-            h.record(ms);
+    }
+
+    /// Records the pending latencies into every meter's histograms.
+    fn record_pending(&self, p: &mut Pending) {
+        let values = &p.values[..p.len];
+        for t in &*self.timings {
+            if let Some(h) = &t.response_time {
+                values.iter().for_each(|v| h.record(*v));
+            }
+            if let Some(h) = &t.validation_time {
+                values.iter().for_each(|v| h.record(*v));
+            }
         }
-        if let Some(h) = &self.validation_time {
-            h.record(ms);
+        p.len = 0;
+    }
+
+    fn flush(&self) {
+        for shard in self.shards.iter().filter_map(OnceLock::get) {
+            let mut p = shard.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if p.len > 0 {
+                self.record_pending(&mut p);
+            }
         }
+    }
+
+    fn total(&self) -> u64 {
+        self.shards
+            .iter()
+            .filter_map(OnceLock::get)
+            .map(|s| s.count.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn counts_toward(&self, m: Measure) -> bool {
+        self.counter == m || (m == Measure::InvalidToken && self.invalid_token)
     }
 }
 
-/// One kind of event, bound on every meter.
-struct Cell(Box<[Bound]>);
-
-impl Cell {
-    #[inline]
-    fn record(&self, ms: f64) {
-        for b in &*self.0 {
-            b.record(ms);
-        }
-    }
-}
-
-/// The attribute set of one kind of event.
-struct Key<'a> {
-    op: AuthOp,
-    outcome: Outcome,
-    route: &'a str,
-    method: &'static str,
-    rpc_method: Option<&'a str>,
-    source: EventSource,
-}
-
-type RouteCells = [OnceLock<Cell>; METHODS * OUTCOMES];
+type RouteCells = [OnceLock<Arc<Cell>>; METHODS * OUTCOMES];
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct OwnedKey {
@@ -206,49 +250,30 @@ struct OwnedKey {
     source: EventSource,
 }
 
-/// An [`EventSink`] that records every auth event into OpenTelemetry instruments: the success
-/// and failure counter of its operation, the rate-limit, invalid-token and cancelled counters,
-/// and the `auth.response.time.ms` / `auth.token.validation.time.ms` histograms (in
-/// milliseconds, with [`LATENCY_BUCKETS_MS`] unless a view says otherwise).
-///
-/// Attributes come only from the bounded set in [`attr`](crate::attr). Each distinct attribute
-/// set is bound once, the first time it is seen (bound instruments skip the SDK's per-call
-/// attribute lookup); after that, recording an event allocates nothing and takes no lock for
-/// the routes of the layer's table. Events with no route id (token guards, events you
-/// [`record`](EventSink::record) yourself) go through a shared map capped at 512 labels; beyond
-/// that their route label is `_OTHER`.
-///
-/// One sink can record into several meters (for example one exported over OTLP and one behind
-/// `/metrics`); each event is recorded into each.
-pub struct OtelSink {
-    meters: Box<[Instruments]>,
+struct Inner {
+    histograms: Box<[Histograms]>,
     routes: Box<[OnceLock<Box<RouteCells>>]>,
     labels: RwLock<HashMap<OwnedKey, Arc<Cell>>>,
-    bind_lock: Mutex<()>,
+    /// Every cell, for the collection-time callbacks.
+    cells: RwLock<Vec<Arc<Cell>>>,
+    shards: usize,
 }
 
-impl fmt::Debug for OtelSink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OtelSink")
-            .field("meters", &self.meters.len())
-            .finish_non_exhaustive()
+impl Inner {
+    fn new_cell(&self, key: &Key<'_>) -> Arc<Cell> {
+        let cell = Arc::new(Cell::new(key, &self.histograms, self.shards));
+        self.cells
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(cell.clone());
+        cell
     }
-}
 
-impl OtelSink {
-    /// A sink recording into each of `meters`. The instruments are created here, once.
-    #[must_use]
-    pub fn new<'a>(meters: impl IntoIterator<Item = &'a Meter>) -> Self {
-        Self {
-            meters: meters.into_iter().map(Instruments::new).collect(),
-            routes: (0..ROUTE_SLOTS).map(|_| OnceLock::new()).collect(),
-            labels: RwLock::new(HashMap::new()),
-            bind_lock: Mutex::new(()),
+    /// Records every pending latency, so a collection sees all of them.
+    fn flush(&self) {
+        for c in self.cells.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            c.flush();
         }
-    }
-
-    fn bind(&self, key: &Key<'_>) -> Cell {
-        Cell(self.meters.iter().map(|m| m.bind(key)).collect())
     }
 
     fn shared_cell(&self, key: Key<'_>) -> Arc<Cell> {
@@ -273,13 +298,92 @@ impl OtelSink {
         if let Some(c) = labels.get(&owned) {
             return c.clone();
         }
-        let cell = Arc::new(self.bind(&Key {
+        let cell = self.new_cell(&Key {
             route: &owned.route,
             rpc_method: owned.rpc_method.as_deref(),
             ..key
-        }));
+        });
         labels.insert(owned, cell.clone());
         cell
+    }
+}
+
+/// An [`EventSink`] that turns every auth event into OpenTelemetry metrics: the success and
+/// failure counter of its operation, the rate-limit, invalid-token and cancelled counters, and
+/// the `auth.response.time.ms` / `auth.token.validation.time.ms` histograms (in milliseconds,
+/// with [`LATENCY_BUCKETS_MS`] unless a view says otherwise).
+///
+/// Attributes come only from the bounded set in [`attr`](crate::attr). Recording touches only
+/// the calling thread's cache lines: each kind of event (operation, outcome, route, method) has
+/// a cell with one counter and a small batch of latencies per thread. The counters are
+/// observable instruments that read the cells at collection time; the latencies go into
+/// histograms bound once to the cell's attributes, 64 at a time, and whatever is pending at a
+/// collection is recorded before it is read, so nothing is lost or late. After the first event
+/// of a kind, recording allocates nothing and takes no shared lock for the routes of the
+/// layer's table. Events with no route id (token guards, events you
+/// [`record`](EventSink::record) yourself) go through a shared map capped at 512 labels; beyond
+/// that their route label is `_OTHER`.
+///
+/// One sink can feed several meters (for example one exported over OTLP and one behind
+/// `/metrics`); each sees every event.
+pub struct OtelSink {
+    inner: Arc<Inner>,
+    bind_lock: Mutex<()>,
+}
+
+impl fmt::Debug for OtelSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtelSink")
+            .field("meters", &self.inner.histograms.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OtelSink {
+    /// A sink feeding each of `meters`. The instruments are created here, once.
+    #[must_use]
+    pub fn new<'a>(meters: impl IntoIterator<Item = &'a Meter>) -> Self {
+        let meters: Vec<&Meter> = meters.into_iter().collect();
+        let inner = Arc::new(Inner {
+            histograms: meters
+                .iter()
+                .map(|m| Histograms {
+                    response_time: histogram(m, Measure::ResponseTime),
+                    validation_time: histogram(m, Measure::TokenValidationTime),
+                })
+                .collect(),
+            routes: (0..ROUTE_SLOTS).map(|_| OnceLock::new()).collect(),
+            labels: RwLock::new(HashMap::new()),
+            cells: RwLock::new(Vec::new()),
+            shards: authwatch_hdr::default_shards(),
+        });
+        for meter in meters {
+            for m in counter_measures() {
+                let d = def(m);
+                // A weak reference: the callbacks live as long as the provider, the cells
+                // only as long as the sink.
+                let weak = Arc::downgrade(&inner);
+                meter
+                    .u64_observable_counter(d.name)
+                    .with_description(d.description)
+                    .with_unit(d.unit)
+                    .with_callback(move |obs| {
+                        let Some(inner) = weak.upgrade() else { return };
+                        // Every callback runs before the collection reads the histograms.
+                        inner.flush();
+                        for c in inner.cells.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                            if c.counts_toward(m) {
+                                obs.observe(c.total(), &c.attrs);
+                            }
+                        }
+                    })
+                    .build();
+            }
+        }
+        Self {
+            inner,
+            bind_lock: Mutex::new(()),
+        }
     }
 }
 
@@ -297,9 +401,9 @@ impl EventSink for OtelSink {
         let slot = e
             .route_id
             .filter(|_| e.source == EventSource::Route)
-            .and_then(|id| self.routes.get(usize::from(id.0)));
+            .and_then(|id| self.inner.routes.get(usize::from(id.0)));
         let Some(slot) = slot else {
-            self.shared_cell(key).record(ms);
+            self.inner.shared_cell(key).record(ms);
             return;
         };
         let cells = slot.get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
@@ -308,9 +412,9 @@ impl EventSink for OtelSink {
             Some(c) => c,
             None => {
                 // One binder at a time, so two threads seeing a new kind of event at once do not
-                // both bind it (the SDK would count the loser's handle against its limit).
+                // both bind it.
                 let _g = self.bind_lock.lock().unwrap_or_else(|e| e.into_inner());
-                cell.get_or_init(|| self.bind(&key))
+                cell.get_or_init(|| self.inner.new_cell(&key))
             }
         };
         cell.record(ms);

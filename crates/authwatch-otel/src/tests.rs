@@ -252,3 +252,48 @@ fn readme_table_lists_every_instrument() {
         assert!(t.contains(&format!("`{}`", d.name)), "{}", d.name);
     }
 }
+
+/// Four threads recording at once: every count and every latency lands exactly once, whatever
+/// was still pending in a thread's batch when the collection came.
+#[test]
+fn concurrent_recording_is_exact() {
+    let p = pipeline();
+    let sink = Arc::new(OtelSink::new(p.meters()));
+    let table = authwatch_layer::Routes::empty()
+        .route("/login", AuthOp::Login)
+        .build()
+        .unwrap();
+    let id = table.routes()[0].id;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                for i in 0..10_001u32 {
+                    let mut e = event(AuthOp::Login, Outcome::Success, "/login");
+                    e.route_id = Some(id);
+                    e.method = "POST";
+                    e.latency = Duration::from_micros(u64::from(t * 10 + i % 7));
+                    sink.record(&e);
+                }
+            })
+        })
+        .collect();
+    // Collections while the threads record.
+    for _ in 0..20 {
+        let _ = p.render_prometheus();
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let text = p.render_prometheus().unwrap();
+    let ok = text
+        .lines()
+        .find(|l| l.starts_with("auth_login_success_count_total{"))
+        .unwrap();
+    assert!(ok.ends_with(" 40004"), "{ok}");
+    let count = text
+        .lines()
+        .find(|l| l.starts_with("auth_response_time_ms_count{"))
+        .unwrap();
+    assert!(count.ends_with(" 40004"), "{count}");
+}
