@@ -7,6 +7,12 @@
 //! p99 over a sliding window) per operation. No handler changes: it recognises the usual auth
 //! paths (Better Auth, OAuth2/OIDC, generic `/login`, gRPC `*/Login`, …) by itself.
 //!
+//! Everything is exported as OpenTelemetry metrics: over OTLP to any collector when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (or the builder says so), and as Prometheus text on
+//! `/metrics` ([`AuthWatch::endpoints`], [`AuthWatch::metrics_service`]) without one, next to
+//! `/auth/health` ([`AuthWatch::health_service`], [`health`]). The instruments are listed in
+//! [`CATALOG`].
+//!
 //! # Example
 //!
 //! ```
@@ -36,6 +42,11 @@
 //! assert_eq!((login.success, login.failure), (0, 1));
 //! assert!(login.p95.is_some());
 //! println!("{s}");
+//!
+//! // The same, as Prometheus sees it on /metrics (`app.merge(watch.endpoints())`).
+//! let text = watch.metrics_text().unwrap();
+//! assert!(text.contains("auth_login_failure_count_total{"));
+//! watch.shutdown().await?; // flushes the OTLP exporters, if any
 //! # Ok(())
 //! # }
 //! ```
@@ -64,15 +75,18 @@
 //!
 //! | crate | what it is |
 //! |---|---|
-//! | `authwatch` (this one) | the facade: [`AuthWatch`] wires the layer to its sinks |
+//! | `authwatch` (this one) | the facade: [`AuthWatch`] wires the layer to its sinks; `/metrics`, `/auth/health` |
 //! | [`authwatch_layer`] | the Tower layer, routes, outcome rules, client IP, [`EventSink`] |
 //! | [`authwatch_hdr`] | sliding-window HDR histograms with sharded recording |
+//! | [`authwatch_otel`] | the metric catalog, the OpenTelemetry sink, OTLP and Prometheus export |
 //!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `axum` | yes | client address from axum's `ConnectInfo`, guarded routes labelled by `MatchedPath` |
+//! | `axum` | yes | client address from axum's `ConnectInfo`, guarded routes labelled by `MatchedPath`, [`AuthWatch::endpoints`] |
+//! | `sqlx` | no | [`health::sqlx_pool`], a health check of a sqlx pool |
+//! | `otlp-http-tls` | no | `https://` OTLP endpoints over HTTP/protobuf (gRPC has TLS without it) |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), warn(clippy::print_stdout))]
@@ -528,6 +542,24 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(w.service_name(), "accounts");
+    }
+
+    /// README's metric table is the catalog's, word for word (regenerate with
+    /// `cargo test -p authwatch print_metric_table -- --ignored --nocapture`).
+    #[test]
+    fn readme_metric_table_is_the_catalog() {
+        let readme = include_str!("../README.md");
+        assert!(
+            readme.contains(&authwatch_otel::markdown_table()),
+            "README's metric table differs from the catalog; paste the output of \
+             print_metric_table"
+        );
+    }
+
+    #[test]
+    #[ignore = "prints the README table"]
+    fn print_metric_table() {
+        print!("{}", authwatch_otel::markdown_table());
     }
 
     #[test]
