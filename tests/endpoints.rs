@@ -258,3 +258,41 @@ async fn shutdown_without_a_collector_is_quick_and_clean() {
     let addr = serve(app).await;
     assert_eq!(send(&http1(), request("POST", addr, "/login")).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_into_a_meter_provider_of_yours() {
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let watch = AuthWatch::builder()
+        .otlp(false)
+        .meter_provider(&provider)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/login", post(|| async { StatusCode::OK }))
+        .layer(watch.layer());
+    let addr = serve(app).await;
+    for _ in 0..3 {
+        send(&http1(), request("POST", addr, "/login")).await;
+    }
+    let p = provider.clone();
+    tokio::task::spawn_blocking(move || p.force_flush()).await.unwrap().unwrap();
+    let mut seen = None;
+    for rm in exporter.get_finished_metrics().unwrap() {
+        for m in rm.scope_metrics().flat_map(|s| s.metrics()) {
+            if m.name() == "auth.login.success.count" {
+                if let AggregatedMetrics::U64(MetricData::Sum(s)) = m.data() {
+                    seen = s.data_points().map(|p| p.value()).last();
+                }
+            }
+        }
+    }
+    assert_eq!(seen, Some(3));
+    // /metrics is still authwatch's own.
+    let text = watch.metrics_text().unwrap();
+    assert!(metric(&text, "auth_login_success_count_total{")[0].ends_with(" 3"));
+}

@@ -836,3 +836,50 @@ pub const SECRETS: &[&str] = &[
     "tok-",
     "correct horse",
 ];
+
+/// A minimal OTLP/gRPC metrics receiver on the official `opentelemetry-proto` types: it keeps
+/// every export request.
+#[derive(Clone, Default)]
+pub struct Receiver(
+    pub  std::sync::Arc<
+        std::sync::Mutex<
+            Vec<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest>,
+        >,
+    >,
+);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsService
+    for Receiver
+{
+    async fn export(
+        &self,
+        req: tonic::Request<
+            opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        self.0.lock().unwrap().push(req.into_inner());
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+pub type Attrs = BTreeMap<String, String>;
+
+/// OTLP attributes as strings.
+pub fn attrs(kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> Attrs {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    kvs.iter()
+        .map(|kv| {
+            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(s)) => s.clone(),
+                other => format!("{other:?}"),
+            };
+            (kv.key.clone(), v)
+        })
+        .collect()
+}
