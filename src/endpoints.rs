@@ -1,7 +1,7 @@
 //! `/metrics` and `/auth/health` as plain tower services (and an axum `Router` of both).
 
 use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
+use std::future::{ready, Future};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -56,9 +56,10 @@ pub struct MetricsService {
 }
 
 impl MetricsService {
-    fn respond<B>(&self, req: &Request<B>) -> Response<EndpointBody> {
+    /// The response, or `None` when the exposition must be rendered (off the async threads).
+    fn check<B>(&self, req: &Request<B>) -> Option<Response<EndpointBody>> {
         if !method_allowed(req.method()) {
-            return not_allowed();
+            return Some(not_allowed());
         }
         if let Some(token) = self.watch.inner.metrics_token.as_deref() {
             let ok = req
@@ -72,13 +73,17 @@ impl MetricsService {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"metrics\""),
                 );
-                return r;
+                return Some(r);
             }
         }
-        let Some(text) = self.watch.metrics_text() else {
+        None
+    }
+
+    fn render(watch: &AuthWatch, head: bool) -> Response<EndpointBody> {
+        let Some(text) = watch.metrics_text() else {
             return plain(StatusCode::NOT_FOUND, "metrics exposition is off\n");
         };
-        let mut r = Response::new(if req.method() == Method::HEAD {
+        let mut r = Response::new(if head {
             Full::default()
         } else {
             Full::new(Bytes::from(text))
@@ -96,14 +101,30 @@ impl MetricsService {
 impl<B> tower_service::Service<Request<B>> for MetricsService {
     type Response = Response<EndpointBody>;
     type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        ready(Ok(self.respond(&req)))
+        if let Some(r) = self.check(&req) {
+            return Box::pin(ready(Ok(r)));
+        }
+        let (watch, head) = (self.watch.clone(), req.method() == Method::HEAD);
+        Box::pin(async move {
+            // Rendering runs every collection callback (the HDR merges, the pending latencies)
+            // under the SDK's lock: not on an async worker.
+            let r = tokio::task::spawn_blocking(move || Self::render(&watch, head))
+                .await
+                .unwrap_or_else(|_| {
+                    plain(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "metrics rendering failed\n",
+                    )
+                });
+            Ok(r)
+        })
     }
 }
 
@@ -130,7 +151,10 @@ impl<B> tower_service::Service<Request<B>> for HealthService {
             if !method_allowed(&method) {
                 return Ok(not_allowed());
             }
-            let report = watch.health().await;
+            let mut report = watch.health().await;
+            if !watch.inner.health.public_details {
+                report = report.without_details();
+            }
             let mut r = Response::new(if method == Method::HEAD {
                 Full::default()
             } else {

@@ -89,8 +89,17 @@ impl HealthCheck {
     }
 
     async fn run(&self) -> CheckReport {
+        use futures_util::FutureExt as _;
+        use std::panic::AssertUnwindSafe;
         let start = Instant::now();
-        let res = tokio::time::timeout(self.timeout, (self.check)()).await;
+        // A check that panics (building its future or running it) is a failed check, not a
+        // broken endpoint.
+        let res = match std::panic::catch_unwind(AssertUnwindSafe(|| (self.check)())) {
+            Ok(fut) => tokio::time::timeout(self.timeout, AssertUnwindSafe(fut).catch_unwind())
+                .await
+                .map(|r| r.unwrap_or_else(|_| Err("the check panicked".to_owned()))),
+            Err(_) => Ok(Err("the check panicked".to_owned())),
+        };
         let latency = start.elapsed();
         let (status, message, details) = match res {
             Ok(Ok(d)) => (Status::Healthy, None, d),
@@ -178,6 +187,16 @@ impl HealthReport {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".to_owned())
     }
+
+    /// The report without the checks' messages and details (for a public endpoint).
+    #[must_use]
+    pub fn without_details(mut self) -> Self {
+        for c in &mut self.checks {
+            c.message = None;
+            c.details = Details::new();
+        }
+        self
+    }
 }
 
 /// The registered checks and the cache in front of them.
@@ -186,6 +205,8 @@ pub(crate) struct Health {
     started: Instant,
     checks: Vec<HealthCheck>,
     cache_for: Duration,
+    /// Whether the HTTP endpoint shows messages and details.
+    pub(crate) public_details: bool,
     /// Held while the checks run, so a flood of probes waits for one run.
     run: tokio::sync::Mutex<Option<(Instant, HealthReport)>>,
     /// The last report, for the gauges (read without waiting).
@@ -245,12 +266,14 @@ impl Health {
         started: Instant,
         checks: Vec<HealthCheck>,
         cache_for: Duration,
+        public_details: bool,
     ) -> Self {
         Self {
             service,
             started,
             checks,
             cache_for,
+            public_details,
             run: tokio::sync::Mutex::new(None),
             last: Mutex::new(None),
             runtime: tokio::runtime::Handle::try_current().ok(),

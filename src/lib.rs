@@ -147,13 +147,15 @@ pub struct AuthWatch {
     inner: Arc<Inner>,
 }
 
+// Dropped in this order: the pipeline first, while the sinks its last collection reads are
+// still alive.
 struct Inner {
+    pipeline: Pipeline,
     service_name: String,
     layer: AuthLayer,
     sinks: Sinks,
     stats: Arc<Stats>,
     client_ip: ClientIp,
-    pipeline: Pipeline,
     health: Arc<Health>,
     metrics_token: Option<String>,
 }
@@ -181,6 +183,7 @@ impl AuthWatch {
             pipeline: Pipeline::builder(),
             checks: Vec::new(),
             health_cache: Duration::from_secs(2),
+            health_details: true,
             metrics_token: None,
         }
     }
@@ -304,6 +307,7 @@ pub struct AuthWatchBuilder {
     pipeline: PipelineBuilder,
     checks: Vec<HealthCheck>,
     health_cache: Duration,
+    health_details: bool,
     metrics_token: Option<String>,
 }
 
@@ -322,7 +326,8 @@ impl fmt::Debug for AuthWatchBuilder {
 }
 
 impl AuthWatchBuilder {
-    /// The service name; default `OTEL_SERVICE_NAME`, else `unknown_service`.
+    /// The service name (`service.name`); default `OTEL_SERVICE_NAME`, else `service.name` in
+    /// `OTEL_RESOURCE_ATTRIBUTES`, else `unknown_service:<executable>`.
     pub fn service_name(mut self, name: impl Into<String>) -> Self {
         self.service_name = Some(name.into());
         self
@@ -374,14 +379,18 @@ impl AuthWatchBuilder {
         self
     }
 
-    /// The OTLP transport; default `OTEL_EXPORTER_OTLP_PROTOCOL`, else HTTP/protobuf.
+    /// The OTLP transport; default `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL` (and `…_LOGS_…` for
+    /// logs), else `OTEL_EXPORTER_OTLP_PROTOCOL`, else HTTP/protobuf (gRPC when authwatch-otel
+    /// is built without its `http` feature). An invalid value in the environment is logged and
+    /// ignored.
     pub fn otlp_protocol(mut self, protocol: Protocol) -> Self {
         self.otlp.protocol = Some(protocol);
         self
     }
 
-    /// A header (HTTP) or metadata entry (gRPC) sent with every export, such as an API key; in
-    /// addition to `OTEL_EXPORTER_OTLP_HEADERS`.
+    /// A header (HTTP) or metadata entry (gRPC) sent with every export, such as an API key.
+    /// Headers from `OTEL_EXPORTER_OTLP_HEADERS` are sent too; one with the same name replaces
+    /// this one (the exporter's precedence).
     pub fn otlp_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.otlp.headers.push((name.into(), value.into()));
         self
@@ -447,6 +456,15 @@ impl AuthWatchBuilder {
         self
     }
 
+    /// Whether `/auth/health` shows each check's failure message and details (default true).
+    /// Turn it off when the endpoint is public and messages could name hosts or users: the
+    /// response then has each check's name, status and latency only; the messages still go to
+    /// the log and to [`AuthWatch::health`].
+    pub fn health_details(mut self, show: bool) -> Self {
+        self.health_details = show;
+        self
+    }
+
     /// How long a health report is reused, so a flood of probes runs the checks once per
     /// interval (default 2 s; zero runs them on every probe).
     pub fn health_cache(mut self, interval: Duration) -> Self {
@@ -461,26 +479,22 @@ impl AuthWatchBuilder {
     /// [`BuildError::Routes`] when a route template is invalid or conflicts with another;
     /// [`BuildError::Telemetry`] when the OpenTelemetry settings are invalid.
     pub fn build(self) -> Result<AuthWatch, BuildError> {
-        let service_name = self
-            .service_name
-            .or_else(|| {
-                std::env::var("OTEL_SERVICE_NAME")
-                    .ok()
-                    .filter(|s| !s.is_empty())
-            })
-            .unwrap_or_else(|| "unknown_service".to_owned());
+        // Routes first: a bad table must not start (and then stop) exporters.
+        self.routes.build()?;
         let started = Instant::now();
         let stats = Arc::new(Stats::new(self.window));
-        let pipeline = self
-            .pipeline
-            .service_name(service_name.clone())
-            .otlp(self.otlp)
-            .build()?;
+        let mut pipeline = self.pipeline.otlp(self.otlp);
+        if let Some(name) = self.service_name {
+            pipeline = pipeline.service_name(name);
+        }
+        let pipeline = pipeline.build()?;
+        let service_name = pipeline.service_name();
         let health = Arc::new(Health::new(
             service_name.clone(),
             started,
             self.checks,
             self.health_cache,
+            self.health_details,
         ));
         for meter in pipeline.meters() {
             let s = stats.clone();

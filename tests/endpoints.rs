@@ -280,7 +280,10 @@ async fn records_into_a_meter_provider_of_yours() {
         send(&http1(), request("POST", addr, "/login")).await;
     }
     let p = provider.clone();
-    tokio::task::spawn_blocking(move || p.force_flush()).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || p.force_flush())
+        .await
+        .unwrap()
+        .unwrap();
     let mut seen = None;
     for rm in exporter.get_finished_metrics().unwrap() {
         for m in rm.scope_metrics().flat_map(|s| s.metrics()) {
@@ -295,4 +298,46 @@ async fn records_into_a_meter_provider_of_yours() {
     // /metrics is still authwatch's own.
     let text = watch.metrics_text().unwrap();
     assert!(metric(&text, "auth_login_success_count_total{")[0].ends_with(" 3"));
+}
+
+#[tokio::test]
+async fn a_panicking_check_is_a_failed_check_and_details_can_be_hidden() {
+    let watch = AuthWatch::builder()
+        .otlp(false)
+        .health_check(HealthCheck::new("boom", || async {
+            if true {
+                panic!("the check's own bug");
+            }
+            Ok::<_, String>(Details::new())
+        }))
+        .health_check(
+            HealthCheck::new("db", || async {
+                Err::<Details, _>("db.internal:5432 refused user app")
+            })
+            .critical(false),
+        )
+        .health_details(false)
+        .build()
+        .unwrap();
+    let addr = serve(watch.endpoints()).await;
+    let (status, body) = send(&http1(), request("GET", addr, "/auth/health")).await;
+    assert_eq!(status, 503);
+    let text = std::str::from_utf8(&body).unwrap();
+    assert!(!text.contains("db.internal"), "{text}");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["checks"][0]["status"], "unhealthy");
+    assert_eq!(v["checks"][1]["status"], "unhealthy");
+    // In-process, the messages are there.
+    let r = watch.health().await;
+    assert_eq!(r.checks[0].message.as_deref(), Some("the check panicked"));
+    assert!(r.checks[1]
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("db.internal"));
+    // The service behind keeps serving.
+    assert_eq!(
+        send(&http1(), request("GET", addr, "/metrics")).await.0,
+        200
+    );
 }

@@ -16,7 +16,12 @@ fn logins(rx: &Receiver) -> i64 {
     let reqs = rx.0.lock().unwrap();
     let mut last = 0;
     for r in reqs.iter() {
-        for m in r.resource_metrics.iter().flat_map(|rm| &rm.scope_metrics).flat_map(|s| &s.metrics) {
+        for m in r
+            .resource_metrics
+            .iter()
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|s| &s.metrics)
+        {
             if m.name == "auth.login.success.count" {
                 if let Some(Data::Sum(s)) = &m.data {
                     for p in &s.data_points {
@@ -42,8 +47,13 @@ async fn export_to(endpoint: &str, n: u32) -> AuthWatch {
         .unwrap();
     for _ in 0..n {
         watch.record(
-            &AuthEvent::new(AuthOp::Login, Outcome::Success, Duration::from_millis(4), authwatch::authwatch_layer::now())
-                .with_route("/login"),
+            &AuthEvent::new(
+                AuthOp::Login,
+                Outcome::Success,
+                Duration::from_millis(4),
+                authwatch::authwatch_layer::now(),
+            )
+            .with_route("/login"),
         );
     }
     watch
@@ -55,10 +65,12 @@ async fn grpc_tls_to_a_collector_with_a_private_ca() {
     // in (the exporter's client side picks ring itself).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempdir::Dir::new("tls");
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, cert.cert.pem()).unwrap();
-    let identity = tonic::transport::Identity::from_pem(cert.cert.pem(), cert.signing_key.serialize_pem());
+    let identity =
+        tonic::transport::Identity::from_pem(cert.cert.pem(), cert.signing_key.serialize_pem());
 
     let rx = Receiver::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -96,8 +96,7 @@ pub struct OtlpOptions {
     /// `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION` (`explicit_bucket_histogram`
     /// or `base2_exponential_bucket_histogram`), else explicit.
     pub histogram: Option<HistogramAggregation>,
-    /// Export logs (the tracing bridge) too; default on with OTLP unless `OTEL_LOGS_EXPORTER`
-    /// is `none`.
+    /// Export logs (the tracing bridge) over OTLP; see [`logs_enabled`](Self::logs_enabled).
     pub logs: Option<bool>,
 }
 
@@ -125,31 +124,68 @@ impl OtlpOptions {
             || env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").is_some()
     }
 
-    fn protocol(&self, signal_var: &str) -> Result<Protocol, PipelineError> {
+    fn protocol(&self, signal_var: &str) -> Protocol {
         if let Some(p) = self.protocol {
-            return Ok(p);
+            return p;
         }
-        match env(signal_var).or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL")) {
-            Some(v) => Protocol::parse(&v),
-            // The OpenTelemetry default, when built in.
-            None if cfg!(feature = "http") => Ok(Protocol::HttpProtobuf),
-            None => Ok(Protocol::Grpc),
-        }
+        let default = if cfg!(feature = "http") {
+            Protocol::HttpProtobuf
+        } else {
+            Protocol::Grpc
+        };
+        let (var, value) = match env(signal_var) {
+            Some(v) => (signal_var, v),
+            None => match env("OTEL_EXPORTER_OTLP_PROTOCOL") {
+                Some(v) => ("OTEL_EXPORTER_OTLP_PROTOCOL", v),
+                // The OpenTelemetry default, when built in.
+                None => return default,
+            },
+        };
+        // A value from the environment never stops the service: warn and use the default, as
+        // the OpenTelemetry SDKs do.
+        Protocol::parse(&value).unwrap_or_else(|e| {
+            tracing::warn!(%e, "authwatch: ignoring {var}, using {default:?}");
+            default
+        })
     }
 
-    fn histogram(&self) -> Result<HistogramAggregation, PipelineError> {
+    fn histogram(&self) -> HistogramAggregation {
         if let Some(h) = self.histogram {
-            return Ok(h);
+            return h;
         }
         const VAR: &str = "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION";
         match env(VAR).as_deref().map(str::trim) {
-            None | Some("explicit_bucket_histogram") => Ok(HistogramAggregation::Explicit),
-            Some("base2_exponential_bucket_histogram") => Ok(HistogramAggregation::Exponential),
-            Some(other) => Err(PipelineError::Config(format!(
-                "{VAR}={other:?}: expected explicit_bucket_histogram or \
-                 base2_exponential_bucket_histogram"
-            ))),
+            None | Some("explicit_bucket_histogram") => HistogramAggregation::Explicit,
+            Some("base2_exponential_bucket_histogram") => HistogramAggregation::Exponential,
+            Some(other) => {
+                tracing::warn!(
+                    "authwatch: ignoring {VAR}={other:?} (expected explicit_bucket_histogram or \
+                     base2_exponential_bucket_histogram), using explicit buckets"
+                );
+                HistogramAggregation::Explicit
+            }
         }
+    }
+
+    /// Whether OTLP log export is on: the builder's word, else on when a logs or generic
+    /// endpoint is known (the builder's, `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`), `OTEL_SDK_DISABLED` is not `true` and
+    /// `OTEL_LOGS_EXPORTER` is not `none`.
+    #[must_use]
+    pub fn logs_enabled(&self) -> bool {
+        if let Some(l) = self.logs {
+            return l;
+        }
+        if self.enabled == Some(false)
+            || env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            || env("OTEL_LOGS_EXPORTER").is_some_and(|v| v.trim() == "none")
+        {
+            return false;
+        }
+        self.endpoint.is_some()
+            || self.enabled == Some(true)
+            || env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT").is_some()
+            || env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
     }
 
     fn signal_endpoint(&self, protocol: Protocol, path: &str) -> Option<String> {
@@ -166,6 +202,7 @@ impl OtlpOptions {
 /// Export runs on the SDK's own threads, never on a request: a slow or dead collector costs the
 /// service nothing but the exporter's memory, bounded by the number of series.
 pub struct Pipeline {
+    resource: Resource,
     otlp: Option<SdkMeterProvider>,
     logs: Option<SdkLoggerProvider>,
     prometheus: Option<(SdkMeterProvider, prometheus::Registry)>,
@@ -286,26 +323,34 @@ impl Pipeline {
     ///
     /// As [`force_flush`](Self::force_flush).
     pub fn shutdown(&self) -> Result<(), String> {
+        use opentelemetry_sdk::error::OTelSdkError;
         let mut first = None;
-        if let Some(p) = &self.otlp {
-            if let Err(e) = p.shutdown() {
-                first.get_or_insert(format!("metrics: {e}"));
+        // A second shutdown is not an error worth reporting.
+        let mut note = |what: &str, r: Result<(), OTelSdkError>| match r {
+            Ok(()) | Err(OTelSdkError::AlreadyShutdown) => {}
+            Err(e) => {
+                first.get_or_insert(format!("{what}: {e}"));
             }
+        };
+        if let Some(p) = &self.otlp {
+            note("metrics", p.shutdown());
         }
         if let Some(p) = &self.logs {
-            if let Err(e) = p.shutdown() {
-                first.get_or_insert(format!("logs: {e}"));
-            }
+            note("logs", p.shutdown());
         }
         if let Some((p, _)) = &self.prometheus {
             let _ = p.shutdown();
         }
-        match first {
-            // A second shutdown is not an error worth reporting.
-            Some(e) if e.contains("already") => Ok(()),
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// The `service.name` of the resource: the builder's, else `OTEL_SERVICE_NAME`, else
+    /// `service.name` in `OTEL_RESOURCE_ATTRIBUTES`, else `unknown_service:<executable>`.
+    #[must_use]
+    pub fn service_name(&self) -> String {
+        self.resource
+            .get(&opentelemetry::Key::from_static_str("service.name"))
+            .map_or_else(|| "unknown_service".to_owned(), |v| v.to_string())
     }
 }
 
@@ -346,18 +391,20 @@ impl PipelineBuilder {
     /// [`PipelineError`] for invalid settings or an exporter that cannot be built (for gRPC:
     /// called outside a Tokio runtime).
     pub fn build(self) -> Result<Pipeline, PipelineError> {
+        // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES come in through the default detectors;
+        // the builder's name wins over both.
         let mut resource = Resource::builder();
         if let Some(name) = &self.service_name {
             resource = resource.with_service_name(name.clone());
         }
         let resource = resource.build();
+        let o = &self.otlp;
         let mut meters = Vec::new();
-        let (mut otlp, mut logs, mut protocol) = (None, None, None);
+        let (mut otlp, mut protocol) = (None, None);
         if let Some(m) = self.meter {
             meters.push(m);
-        } else if self.otlp.is_enabled() {
-            let o = &self.otlp;
-            let p = o.protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")?;
+        } else if o.is_enabled() {
+            let p = o.protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL");
             let exporter = metric_exporter(o, p)?;
             let mut reader = PeriodicReader::builder(exporter);
             if let Some(i) = o.interval {
@@ -366,26 +413,25 @@ impl PipelineBuilder {
             let mut provider = SdkMeterProvider::builder()
                 .with_resource(resource.clone())
                 .with_reader(reader.build());
-            if o.histogram()? == HistogramAggregation::Exponential {
+            if o.histogram() == HistogramAggregation::Exponential {
                 provider = provider.with_view(exponential_view);
             }
             let provider = provider.build();
             meters.push(provider.meter_with_scope(scope()));
             otlp = Some(provider);
             protocol = Some(p);
-            let logs_on = o
-                .logs
-                .unwrap_or_else(|| env("OTEL_LOGS_EXPORTER").is_none_or(|v| v.trim() != "none"));
-            if logs_on {
-                let lp = o.protocol("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL")?;
-                logs = Some(
-                    SdkLoggerProvider::builder()
-                        .with_resource(resource.clone())
-                        .with_batch_exporter(log_exporter(o, lp)?)
-                        .build(),
-                );
-            }
         }
+        let logs = if o.logs_enabled() {
+            let lp = o.protocol("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL");
+            Some(
+                SdkLoggerProvider::builder()
+                    .with_resource(resource.clone())
+                    .with_batch_exporter(log_exporter(o, lp)?)
+                    .build(),
+            )
+        } else {
+            None
+        };
         let prometheus = if self.prometheus {
             let registry = prometheus::Registry::new();
             let exporter = opentelemetry_prometheus::exporter()
@@ -393,7 +439,7 @@ impl PipelineBuilder {
                 .build()
                 .map_err(|e| PipelineError::Prometheus(e.to_string()))?;
             let provider = SdkMeterProvider::builder()
-                .with_resource(resource)
+                .with_resource(resource.clone())
                 .with_reader(exporter)
                 .build();
             meters.push(provider.meter_with_scope(scope()));
@@ -402,6 +448,7 @@ impl PipelineBuilder {
             None
         };
         Ok(Pipeline {
+            resource,
             otlp,
             logs,
             prometheus,
@@ -456,7 +503,7 @@ fn metric_exporter(
             if let Some(t) = o.timeout {
                 b = b.with_timeout(t);
             }
-            Ok(grpc_config(b, o)?.build()?)
+            Ok(grpc_config(b, o, "METRICS")?.build()?)
         }
         #[cfg(feature = "http")]
         Protocol::HttpProtobuf => {
@@ -502,7 +549,7 @@ fn log_exporter(
             if let Some(t) = o.timeout {
                 b = b.with_timeout(t);
             }
-            Ok(grpc_config(b, o)?.build()?)
+            Ok(grpc_config(b, o, "LOGS")?.build()?)
         }
         #[cfg(feature = "http")]
         Protocol::HttpProtobuf => {
@@ -528,12 +575,14 @@ fn log_exporter(
     }
 }
 
-/// Headers as gRPC metadata, and TLS with the webpki roots (plus `OTEL_EXPORTER_OTLP_CERTIFICATE`
-/// when set) for `https://` endpoints.
+/// Headers as gRPC metadata, and TLS with the webpki roots (plus the signal's or the generic
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` when set) unless the signal's endpoint is `http://`
+/// (schemeless endpoints are `https://` to the exporter).
 #[cfg(feature = "grpc")]
 fn grpc_config<B: opentelemetry_otlp::WithTonicConfig>(
     mut b: B,
     o: &OtlpOptions,
+    signal: &str,
 ) -> Result<B, PipelineError> {
     use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
     use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
@@ -551,14 +600,18 @@ fn grpc_config<B: opentelemetry_otlp::WithTonicConfig>(
     let endpoint = o
         .endpoint
         .clone()
-        .or_else(|| env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+        .or_else(|| env(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")))
         .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
-    if endpoint.is_some_and(|e| e.starts_with("https://")) {
+    let tls_wanted = endpoint.is_some_and(|e| !e.trim().starts_with("http://"));
+    if tls_wanted {
         let mut tls = ClientTlsConfig::new().with_webpki_roots();
-        if let Some(path) = env("OTEL_EXPORTER_OTLP_CERTIFICATE") {
-            let pem = std::fs::read(&path).map_err(|e| {
-                PipelineError::Config(format!("OTEL_EXPORTER_OTLP_CERTIFICATE {path}: {e}"))
-            })?;
+        let var = format!("OTEL_EXPORTER_OTLP_{signal}_CERTIFICATE");
+        let ca = env(&var).map(|p| (var.as_str(), p)).or_else(|| {
+            env("OTEL_EXPORTER_OTLP_CERTIFICATE").map(|p| ("OTEL_EXPORTER_OTLP_CERTIFICATE", p))
+        });
+        if let Some((var, path)) = ca {
+            let pem = std::fs::read(&path)
+                .map_err(|e| PipelineError::Config(format!("{var} {path}: {e}")))?;
             tls = tls.ca_certificate(Certificate::from_pem(pem));
         }
         b = b.with_tls_config(tls);

@@ -135,6 +135,10 @@ struct BoundTimings {
 struct Cell {
     /// The counter it counts toward.
     counter: Measure,
+    /// Cells with the same counter and attributes (a route event and one you recorded
+    /// yourself with the same template) share a group, and are observed as one sum: an
+    /// observable instrument keeps only the last value observed for an attribute set.
+    group: OnceLock<usize>,
     invalid_token: bool,
     attrs: Box<[KeyValue]>,
     shards: Box<[OnceLock<Box<Shard>>]>,
@@ -167,6 +171,7 @@ impl Cell {
         let guard = key.source == EventSource::TokenGuard;
         Self {
             counter,
+            group: OnceLock::new(),
             invalid_token: key.outcome.is_invalid_token(),
             attrs: attrs.into(),
             shards: (0..shards).map(|_| OnceLock::new()).collect(),
@@ -262,16 +267,25 @@ struct Inner {
 impl Inner {
     fn new_cell(&self, key: &Key<'_>) -> Arc<Cell> {
         let cell = Arc::new(Cell::new(key, &self.histograms, self.shards));
-        self.cells
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(cell.clone());
+        let mut cells = self.cells.write().unwrap_or_else(|e| e.into_inner());
+        let group = cells
+            .iter()
+            .find(|c| c.counter == cell.counter && c.attrs == cell.attrs)
+            .and_then(|c| c.group.get().copied())
+            .unwrap_or(cells.len());
+        let _ = cell.group.set(group);
+        cells.push(cell.clone());
         cell
     }
 
+    /// The cells now (a copy, so no lock is held while they are read).
+    fn cells(&self) -> Vec<Arc<Cell>> {
+        self.cells.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Records every pending latency, so a collection sees all of them.
-    fn flush(&self) {
-        for c in self.cells.read().unwrap_or_else(|e| e.into_inner()).iter() {
+    fn flush(&self, cells: &[Arc<Cell>]) {
+        for c in cells {
             c.flush();
         }
     }
@@ -313,19 +327,22 @@ impl Inner {
 /// the `auth.response.time.ms` / `auth.token.validation.time.ms` histograms (in milliseconds,
 /// with [`LATENCY_BUCKETS_MS`] unless a view says otherwise).
 ///
-/// Attributes come only from the bounded set in [`attr`](crate::attr). Recording touches only
-/// the calling thread's cache lines: each kind of event (operation, outcome, route, method) has
-/// a cell with one counter and a small batch of latencies per thread. The counters are
+/// Attributes come only from the bounded set in [`attr`](crate::attr). Each kind of event
+/// (operation, outcome, route, method) has a cell with one counter and a small batch of
+/// latencies per thread shard (threads share a shard only when there are more threads than
+/// shards), so threads recording at once do not bounce cache lines. The counters are
 /// observable instruments that read the cells at collection time; the latencies go into
-/// histograms bound once to the cell's attributes, 64 at a time, and whatever is pending at a
-/// collection is recorded before it is read, so nothing is lost or late. After the first event
-/// of a kind, recording allocates nothing and takes no shared lock for the routes of the
-/// layer's table. Events with no route id (token guards, events you
+/// histograms bound once to the cell's attributes, 64 at a time, and whatever is pending when a
+/// collection starts is recorded before the histograms are read, so nothing is lost. (An event
+/// counted while a collection runs may have its latency in the next collection's histogram.)
+/// After the first event of a kind, recording allocates nothing and takes no shared lock for
+/// the routes of the layer's table. Events with no route id (token guards, events you
 /// [`record`](EventSink::record) yourself) go through a shared map capped at 512 labels; beyond
 /// that their route label is `_OTHER`.
 ///
 /// One sink can feed several meters (for example one exported over OTLP and one behind
-/// `/metrics`); each sees every event.
+/// `/metrics`); each sees every event. Use one sink per meter provider: two would register the
+/// same observable counters twice, and a collection keeps only one of their values.
 pub struct OtelSink {
     inner: Arc<Inner>,
     bind_lock: Mutex<()>,
@@ -358,7 +375,7 @@ impl OtelSink {
             shards: authwatch_hdr::default_shards(),
         });
         for meter in meters {
-            for m in counter_measures() {
+            for (i, m) in counter_measures().enumerate() {
                 let d = def(m);
                 // A weak reference: the callbacks live as long as the provider, the cells
                 // only as long as the sink.
@@ -369,12 +386,22 @@ impl OtelSink {
                     .with_unit(d.unit)
                     .with_callback(move |obs| {
                         let Some(inner) = weak.upgrade() else { return };
-                        // Every callback runs before the collection reads the histograms.
-                        inner.flush();
-                        for c in inner.cells.read().unwrap_or_else(|e| e.into_inner()).iter() {
-                            if c.counts_toward(m) {
-                                obs.observe(c.total(), &c.attrs);
+                        let cells = inner.cells();
+                        // The collection runs every callback before it reads the histograms;
+                        // the first one records the pending latencies.
+                        if i == 0 {
+                            inner.flush(&cells);
+                        }
+                        let mut sums: Vec<(usize, u64, &[KeyValue])> = Vec::new();
+                        for c in cells.iter().filter(|c| c.counts_toward(m)) {
+                            let g = c.group.get().copied().unwrap_or(usize::MAX);
+                            match sums.iter_mut().find(|(k, _, _)| *k == g) {
+                                Some((_, n, _)) => *n += c.total(),
+                                None => sums.push((g, c.total(), &c.attrs)),
                             }
+                        }
+                        for (_, n, attrs) in sums {
+                            obs.observe(n, attrs);
                         }
                     })
                     .build();

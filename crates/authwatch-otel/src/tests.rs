@@ -297,3 +297,52 @@ fn concurrent_recording_is_exact() {
         .unwrap();
     assert!(count.ends_with(" 40004"), "{count}");
 }
+
+/// An event of a table route and one recorded by hand with the same labels are two cells with
+/// one attribute set: the counter is their sum, not the last one observed.
+#[test]
+fn cells_with_the_same_labels_add_up() {
+    let p = pipeline();
+    let sink = OtelSink::new(p.meters());
+    let table = authwatch_layer::Routes::empty()
+        .route("/login", AuthOp::Login)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let mut e = event(AuthOp::Login, Outcome::Success, "/login");
+        e.route_id = Some(table.routes()[0].id);
+        e.method = "POST";
+        sink.record(&e);
+    }
+    for _ in 0..2 {
+        let mut e = event(AuthOp::Login, Outcome::Success, "/login");
+        e.method = "POST";
+        sink.record(&e);
+    }
+    let text = p.render_prometheus().unwrap();
+    let ok: Vec<_> = text
+        .lines()
+        .filter(|l| l.starts_with("auth_login_success_count_total{"))
+        .collect();
+    assert_eq!(ok.len(), 1, "{ok:?}");
+    assert!(ok[0].ends_with(" 5"), "{}", ok[0]);
+}
+
+#[test]
+fn logs_follow_the_builder_and_an_endpoint() {
+    let on = OtlpOptions {
+        endpoint: Some("http://collector:4318".into()),
+        ..OtlpOptions::default()
+    };
+    assert!(on.logs_enabled());
+    let off = OtlpOptions {
+        logs: Some(false),
+        ..on.clone()
+    };
+    assert!(!off.logs_enabled());
+    let disabled = OtlpOptions {
+        enabled: Some(false),
+        ..OtlpOptions::default()
+    };
+    assert!(!disabled.logs_enabled());
+}
