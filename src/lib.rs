@@ -85,6 +85,8 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `axum` | yes | client address from axum's `ConnectInfo`, guarded routes labelled by `MatchedPath`, [`AuthWatch::endpoints`] |
+//! | `otlp-grpc` | yes | OTLP export over gRPC (tonic; TLS with rustls and ring) |
+//! | `otlp-http` | yes | OTLP export over HTTP/protobuf |
 //! | `sqlx` | no | [`health::sqlx_pool`], a health check of a sqlx pool |
 //! | `otlp-http-tls` | no | `https://` OTLP endpoints over HTTP/protobuf (gRPC has TLS without it) |
 

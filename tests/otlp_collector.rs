@@ -10,16 +10,7 @@ use authwatch::{authwatch_otel::attr, CATALOG};
 use real::*;
 
 fn allowed_keys() -> BTreeSet<&'static str> {
-    [
-        attr::OPERATION,
-        attr::OUTCOME,
-        attr::FAILURE_REASON,
-        attr::HTTP_ROUTE,
-        attr::HTTP_METHOD,
-        attr::RPC_METHOD,
-        attr::HEALTH_CHECK,
-    ]
-    .into()
+    attr::ALL.into()
 }
 
 fn mismatches(dump: &Dump, want: &Expected) -> Vec<String> {

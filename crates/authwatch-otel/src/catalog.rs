@@ -50,6 +50,17 @@ pub mod attr {
     pub const RPC_METHOD: &str = "rpc.method";
     /// `auth.health.check`: the name of a health check registered in the builder.
     pub const HEALTH_CHECK: &str = "auth.health.check";
+
+    /// Every attribute key any instrument may carry.
+    pub const ALL: [&str; 7] = [
+        OPERATION,
+        OUTCOME,
+        FAILURE_REASON,
+        HTTP_ROUTE,
+        HTTP_METHOD,
+        RPC_METHOD,
+        HEALTH_CHECK,
+    ];
 }
 
 const REQUEST_ATTRS: &[&str] = &[

@@ -1,6 +1,11 @@
 //! The export pipeline: OTLP metrics and logs to a collector, Prometheus text for `/metrics`.
 
-use std::collections::HashMap;
+// Without a transport, only the Prometheus exposition is built; the OTLP helpers sit unused.
+#![cfg_attr(
+    not(any(feature = "grpc", feature = "http")),
+    allow(dead_code, unused_imports)
+)]
+
 use std::fmt;
 use std::time::Duration;
 
@@ -405,30 +410,14 @@ impl PipelineBuilder {
             meters.push(m);
         } else if o.is_enabled() {
             let p = o.protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL");
-            let exporter = metric_exporter(o, p)?;
-            let mut reader = PeriodicReader::builder(exporter);
-            if let Some(i) = o.interval {
-                reader = reader.with_interval(i);
-            }
-            let mut provider = SdkMeterProvider::builder()
-                .with_resource(resource.clone())
-                .with_reader(reader.build());
-            if o.histogram() == HistogramAggregation::Exponential {
-                provider = provider.with_view(exponential_view);
-            }
-            let provider = provider.build();
+            let provider = otlp_meter_provider(o, p, &resource)?;
             meters.push(provider.meter_with_scope(scope()));
             otlp = Some(provider);
             protocol = Some(p);
         }
         let logs = if o.logs_enabled() {
             let lp = o.protocol("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL");
-            Some(
-                SdkLoggerProvider::builder()
-                    .with_resource(resource.clone())
-                    .with_batch_exporter(log_exporter(o, lp)?)
-                    .build(),
-            )
+            Some(otlp_logger_provider(o, lp, &resource)?)
         } else {
             None
         };
@@ -458,6 +447,55 @@ impl PipelineBuilder {
     }
 }
 
+#[cfg(any(feature = "grpc", feature = "http"))]
+fn otlp_meter_provider(
+    o: &OtlpOptions,
+    p: Protocol,
+    resource: &Resource,
+) -> Result<SdkMeterProvider, PipelineError> {
+    let mut reader = PeriodicReader::builder(metric_exporter(o, p)?);
+    if let Some(i) = o.interval {
+        reader = reader.with_interval(i);
+    }
+    let mut provider = SdkMeterProvider::builder()
+        .with_resource(resource.clone())
+        .with_reader(reader.build());
+    if o.histogram() == HistogramAggregation::Exponential {
+        provider = provider.with_view(exponential_view);
+    }
+    Ok(provider.build())
+}
+
+#[cfg(any(feature = "grpc", feature = "http"))]
+fn otlp_logger_provider(
+    o: &OtlpOptions,
+    p: Protocol,
+    resource: &Resource,
+) -> Result<SdkLoggerProvider, PipelineError> {
+    Ok(SdkLoggerProvider::builder()
+        .with_resource(resource.clone())
+        .with_batch_exporter(log_exporter(o, p)?)
+        .build())
+}
+
+#[cfg(not(any(feature = "grpc", feature = "http")))]
+fn otlp_meter_provider(
+    _: &OtlpOptions,
+    p: Protocol,
+    _: &Resource,
+) -> Result<SdkMeterProvider, PipelineError> {
+    Err(not_built_in(p))
+}
+
+#[cfg(not(any(feature = "grpc", feature = "http")))]
+fn otlp_logger_provider(
+    _: &OtlpOptions,
+    p: Protocol,
+    _: &Resource,
+) -> Result<SdkLoggerProvider, PipelineError> {
+    Err(not_built_in(p))
+}
+
 fn exponential_view(i: &Instrument) -> Option<Stream> {
     (i.kind() == InstrumentKind::Histogram && i.scope().name() == SCOPE)
         .then(|| {
@@ -482,96 +520,96 @@ fn require_runtime(p: Protocol) -> Result<(), PipelineError> {
     Ok(())
 }
 
-#[allow(unused_variables)]
+#[cfg(any(feature = "grpc", feature = "http"))]
+/// The endpoint and timeout of one signal's exporter, when the builder set them (otherwise
+/// the exporter reads its `OTEL_*` variables itself).
+fn export_config<B: opentelemetry_otlp::WithExportConfig>(
+    mut b: B,
+    o: &OtlpOptions,
+    p: Protocol,
+    http_path: &str,
+) -> B {
+    if let Some(e) = o.signal_endpoint(p, http_path) {
+        b = b.with_endpoint(e);
+    }
+    if let Some(t) = o.timeout {
+        b = b.with_timeout(t);
+    }
+    b
+}
+
+/// HTTP/protobuf with the builder's headers.
+#[cfg(feature = "http")]
+fn http_config<B: opentelemetry_otlp::WithExportConfig + opentelemetry_otlp::WithHttpConfig>(
+    b: B,
+    o: &OtlpOptions,
+    path: &str,
+) -> B {
+    let mut b = export_config(b, o, Protocol::HttpProtobuf, path)
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+    if !o.headers.is_empty() {
+        b = b.with_headers(
+            o.headers
+                .iter()
+                .cloned()
+                .collect::<std::collections::HashMap<_, _>>(),
+        );
+    }
+    b
+}
+
+fn not_built_in(p: Protocol) -> PipelineError {
+    PipelineError::Config(format!(
+        "OTLP protocol {p:?} is not built in (enable the authwatch-otel feature)"
+    ))
+}
+
+#[cfg(any(feature = "grpc", feature = "http"))]
+#[allow(unused_variables, unreachable_code)]
 fn metric_exporter(
     o: &OtlpOptions,
     p: Protocol,
 ) -> Result<opentelemetry_otlp::MetricExporter, PipelineError> {
-    use opentelemetry_otlp::{MetricExporter, WithExportConfig as _};
+    use opentelemetry_otlp::MetricExporter;
     require_runtime(p)?;
-    let temporality = o.temporality;
+    let b = MetricExporter::builder();
+    let b = match o.temporality {
+        Some(t) => b.with_temporality(t),
+        None => b,
+    };
     match p {
         #[cfg(feature = "grpc")]
         Protocol::Grpc => {
-            let mut b = MetricExporter::builder().with_tonic();
-            if let Some(t) = temporality {
-                b = b.with_temporality(t);
-            }
-            if let Some(e) = o.signal_endpoint(p, "") {
-                b = b.with_endpoint(e);
-            }
-            if let Some(t) = o.timeout {
-                b = b.with_timeout(t);
-            }
+            let b = export_config(b.with_tonic(), o, p, "");
             Ok(grpc_config(b, o, "METRICS")?.build()?)
         }
         #[cfg(feature = "http")]
-        Protocol::HttpProtobuf => {
-            use opentelemetry_otlp::WithHttpConfig as _;
-            let mut b = MetricExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
-            if let Some(t) = temporality {
-                b = b.with_temporality(t);
-            }
-            if let Some(e) = o.signal_endpoint(p, "/v1/metrics") {
-                b = b.with_endpoint(e);
-            }
-            if let Some(t) = o.timeout {
-                b = b.with_timeout(t);
-            }
-            if !o.headers.is_empty() {
-                b = b.with_headers(o.headers.iter().cloned().collect::<HashMap<_, _>>());
-            }
-            Ok(b.build()?)
-        }
+        Protocol::HttpProtobuf => Ok(http_config(b.with_http(), o, "/v1/metrics").build()?),
         #[allow(unreachable_patterns)]
-        other => Err(PipelineError::Config(format!(
-            "OTLP protocol {other:?} is not built in (enable the authwatch-otel feature)"
-        ))),
+        other => Err(not_built_in(other)),
     }
 }
 
-#[allow(unused_variables)]
+#[cfg(any(feature = "grpc", feature = "http"))]
+#[allow(unused_variables, unreachable_code)]
 fn log_exporter(
     o: &OtlpOptions,
     p: Protocol,
 ) -> Result<opentelemetry_otlp::LogExporter, PipelineError> {
-    use opentelemetry_otlp::{LogExporter, WithExportConfig as _};
+    use opentelemetry_otlp::LogExporter;
     require_runtime(p)?;
     match p {
         #[cfg(feature = "grpc")]
         Protocol::Grpc => {
-            let mut b = LogExporter::builder().with_tonic();
-            if let Some(e) = o.signal_endpoint(p, "") {
-                b = b.with_endpoint(e);
-            }
-            if let Some(t) = o.timeout {
-                b = b.with_timeout(t);
-            }
+            let b = export_config(LogExporter::builder().with_tonic(), o, p, "");
             Ok(grpc_config(b, o, "LOGS")?.build()?)
         }
         #[cfg(feature = "http")]
         Protocol::HttpProtobuf => {
-            use opentelemetry_otlp::WithHttpConfig as _;
-            let mut b = LogExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
-            if let Some(e) = o.signal_endpoint(p, "/v1/logs") {
-                b = b.with_endpoint(e);
-            }
-            if let Some(t) = o.timeout {
-                b = b.with_timeout(t);
-            }
-            if !o.headers.is_empty() {
-                b = b.with_headers(o.headers.iter().cloned().collect::<HashMap<_, _>>());
-            }
-            Ok(b.build()?)
+            Ok(http_config(LogExporter::builder().with_http(), o, "/v1/logs").build()?)
         }
         #[allow(unreachable_patterns)]
-        other => Err(PipelineError::Config(format!(
-            "OTLP protocol {other:?} is not built in (enable the authwatch-otel feature)"
-        ))),
+        other => Err(not_built_in(other)),
     }
 }
 

@@ -174,18 +174,11 @@ fn counts_are_exact_and_carry_only_bounded_attributes() {
         "{count}"
     );
     // Only catalog attribute keys (plus the scope labels the exposition adds).
-    let allowed: HashSet<String> = [
-        attr::OPERATION,
-        attr::OUTCOME,
-        attr::FAILURE_REASON,
-        attr::HTTP_ROUTE,
-        attr::HTTP_METHOD,
-        attr::RPC_METHOD,
-    ]
-    .iter()
-    .map(|k| k.replace('.', "_"))
-    .chain(["otel_scope_name", "otel_scope_version", "le"].map(String::from))
-    .collect();
+    let allowed: HashSet<String> = attr::ALL
+        .iter()
+        .map(|k| k.replace('.', "_"))
+        .chain(["otel_scope_name", "otel_scope_version", "le"].map(String::from))
+        .collect();
     for l in text.lines().filter(|l| l.starts_with("auth_")) {
         let labels = &l[l.find('{').unwrap() + 1..l.rfind('}').unwrap()];
         for kv in labels.split("\",") {
