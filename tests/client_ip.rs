@@ -103,3 +103,30 @@ async fn hostile_forwarding_headers_are_harmless() {
         ip("fe80::1")
     );
 }
+
+/// The user agent reaches the sinks (for audit trails), as sent; a non-ASCII one is left out
+/// rather than mangled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_agent_reaches_the_sinks() {
+    let rec = Recorder::default();
+    let watch = AuthWatch::builder().sink(rec.sink()).build().unwrap();
+    let app = Router::new()
+        .route("/login", post(|| async { "ok" }))
+        .layer(watch.layer());
+    let addr = serve(app).await;
+    send(
+        &http1(),
+        request("POST", addr, "/login").header("user-agent", "curl/8.5.0"),
+    )
+    .await;
+    send(
+        &http1(),
+        request("POST", addr, "/login").header("user-agent", &b"caf\xc3\xa9"[..]),
+    )
+    .await;
+    send(&http1(), request("POST", addr, "/login")).await;
+    let seen = rec.wait_for(3).await;
+    let mut uas: Vec<_> = seen.iter().map(|s| s.user_agent.clone()).collect();
+    uas.sort();
+    assert_eq!(uas, vec![None, None, Some("curl/8.5.0".to_owned())]);
+}

@@ -76,6 +76,7 @@ pub struct Seen {
     pub grpc_status: Option<u16>,
     pub latency: Duration,
     pub client_ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
     pub source: EventSource,
 }
 
@@ -96,6 +97,7 @@ impl Recorder {
                 grpc_status: e.grpc_status,
                 latency: e.latency,
                 client_ip: e.client_ip,
+                user_agent: e.user_agent.map(str::to_owned),
                 source: e.source,
             })
         })

@@ -54,6 +54,9 @@ pub struct AuthEvent<'a> {
     /// The client address under the configured [`ClientIp`](crate::ClientIp) rules. Never a
     /// metric attribute.
     pub client_ip: Option<IpAddr>,
+    /// The request's `User-Agent`, when it is visible ASCII; unbounded and client-controlled, so
+    /// a sink that keeps it truncates and escapes it. Never a metric attribute.
+    pub user_agent: Option<&'a str>,
     /// Where it was measured.
     pub source: EventSource,
 }
@@ -75,6 +78,7 @@ impl<'a> AuthEvent<'a> {
             latency,
             finished_at,
             client_ip: None,
+            user_agent: None,
             source: EventSource::Route,
         }
     }
@@ -90,6 +94,13 @@ impl<'a> AuthEvent<'a> {
     #[must_use]
     pub fn with_client_ip(mut self, ip: Option<IpAddr>) -> Self {
         self.client_ip = ip;
+        self
+    }
+
+    /// Sets the user agent.
+    #[must_use]
+    pub fn with_user_agent(mut self, user_agent: Option<&'a str>) -> Self {
+        self.user_agent = user_agent;
         self
     }
 

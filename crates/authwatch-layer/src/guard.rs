@@ -162,6 +162,7 @@ struct TicketState {
     start: Tick,
     method: &'static str,
     client_ip: Option<IpAddr>,
+    user_agent: Option<http::HeaderValue>,
     route: Option<Box<str>>,
     done: AtomicBool,
 }
@@ -185,6 +186,7 @@ impl TicketState {
             latency: end.since(self.start),
             finished_at: end.instant(),
             client_ip: self.client_ip,
+            user_agent: self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
             source: EventSource::TokenGuard,
         };
         self.shared.sinks.record(&event);
@@ -230,6 +232,7 @@ where
             start: Tick::now(),
             method: method_label(req.method()),
             client_ip: self.shared.client_ip.resolve(&req),
+            user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
             route: matched_route(&req),
             done: AtomicBool::new(false),
         });

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -237,6 +237,7 @@ where
             route.id.0,
             req.method(),
             handle.shared.client_ip.resolve(&req),
+            req.headers().get(http::header::USER_AGENT).cloned(),
         );
         ResponseFuture {
             inner: self.inner.call(req),
@@ -258,6 +259,9 @@ struct TrackerState {
     method: &'static str,
     head_only: bool,
     client_ip: Option<IpAddr>,
+    /// The request's `User-Agent` (a reference-counted handle on the request's bytes), for
+    /// sinks that keep an audit trail. Never a metric attribute.
+    user_agent: Option<HeaderValue>,
     status: Option<u16>,
     classified: Classified,
     /// Body bytes still to come, when the response declared its length.
@@ -270,7 +274,13 @@ impl Tracker {
         Self { inner: None }
     }
 
-    fn start(shared: Arc<Stripe>, route: u16, method: &Method, client_ip: Option<IpAddr>) -> Self {
+    fn start(
+        shared: Arc<Stripe>,
+        route: u16,
+        method: &Method,
+        client_ip: Option<IpAddr>,
+        user_agent: Option<HeaderValue>,
+    ) -> Self {
         Self {
             inner: Some(TrackerState {
                 shared,
@@ -279,6 +289,7 @@ impl Tracker {
                 method: method_label(method),
                 head_only: *method == Method::HEAD,
                 client_ip,
+                user_agent,
                 status: None,
                 classified: Classified::RequiresTrailers,
                 remaining: None,
@@ -408,6 +419,7 @@ impl TrackerState {
             latency: end.since(self.start),
             finished_at: end.instant(),
             client_ip: self.client_ip,
+            user_agent: self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
             source: EventSource::Route,
         };
         shared.sinks.record(&event);
