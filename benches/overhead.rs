@@ -495,6 +495,10 @@ fn routers_two_threads(c: &mut Criterion) {
     g.bench_function("auth/outer_authwatch_otlp_minus_bare", |b| {
         b.iter_custom(|iters| two_paired(&outer_watch_otlp, iters))
     });
+    let routed_watch_otlp = app().layer(watch2.layer());
+    g.bench_function("auth/router_layer_authwatch_otlp_minus_bare", |b| {
+        b.iter_custom(|iters| two_paired(&routed_watch_otlp, iters))
+    });
     g.finish();
 }
 
