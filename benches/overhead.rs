@@ -323,6 +323,18 @@ fn peers(c: &mut Criterion) {
         method,
         path,
     );
+    // Around the router with the body boxed into axum's `Body` once, as `axum::serve` needs.
+    let wrapped = tower::ServiceExt::<Request<Body>>::map_response(
+        watch2.layer().layer(app()),
+        axum::response::IntoResponse::into_response,
+    );
+    paired(
+        &mut g,
+        "wrapped_authwatch_otlp_minus_bare",
+        wrapped.clone(),
+        method,
+        path,
+    );
     // What axum's `Router::layer` costs any layer that wraps the response body, alone.
     paired(
         &mut g,
@@ -496,6 +508,13 @@ fn routers_two_threads(c: &mut Criterion) {
         b.iter_custom(|iters| two_paired(&outer_watch_otlp, iters))
     });
     let routed_watch_otlp = app().layer(watch2.layer());
+    let wrapped_watch_otlp = tower::ServiceExt::<Request<Body>>::map_response(
+        watch2.layer().layer(app()),
+        axum::response::IntoResponse::into_response,
+    );
+    g.bench_function("auth/wrapped_authwatch_otlp_minus_bare", |b| {
+        b.iter_custom(|iters| two_paired(&wrapped_watch_otlp, iters))
+    });
     g.bench_function("auth/router_layer_authwatch_otlp_minus_bare", |b| {
         b.iter_custom(|iters| two_paired(&routed_watch_otlp, iters))
     });

@@ -341,3 +341,52 @@ async fn a_panicking_check_is_a_failed_check_and_details_can_be_hidden() {
         200
     );
 }
+
+/// `watch.wrap(app)` under `axum::serve`: the layer sees every request before routing (so a
+/// nested router's full paths), the peer address from `ConnectInfo`, and the endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrapped_app_under_axum_serve() {
+    let rec = Recorder::default();
+    let watch = AuthWatch::builder()
+        .otlp(false)
+        .sink(rec.sink())
+        .build()
+        .unwrap();
+    let auth = Router::new().route(
+        "/sign-in/email",
+        post(|| async { StatusCode::UNAUTHORIZED }),
+    );
+    let app = Router::new()
+        .nest("/api/auth", auth)
+        .route("/api/users/{id}", axum::routing::get(|| async { "a user" }))
+        .merge(watch.endpoints());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = watch.wrap(app);
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                std::net::SocketAddr,
+            >(service),
+        )
+        .await
+        .unwrap();
+    });
+    let c = http1();
+    assert_eq!(
+        send(&c, request("POST", addr, "/api/auth/sign-in/email"))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(send(&c, request("GET", addr, "/api/users/7")).await.0, 200);
+    let ev = rec.wait_for(1).await;
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0].route, "/api/auth/sign-in/email");
+    assert_eq!(ev[0].client_ip, Some("127.0.0.1".parse().unwrap()));
+    let (status, body) = send(&c, request("GET", addr, "/metrics")).await;
+    assert_eq!(status, 200);
+    let text = std::str::from_utf8(&body).unwrap();
+    assert!(metric(text, "auth_login_failure_count_total{")[0].ends_with(" 1"));
+}
