@@ -93,6 +93,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), warn(clippy::print_stdout))]
 
+pub mod audit;
 mod endpoints;
 pub mod health;
 mod stats;
@@ -114,6 +115,7 @@ pub use authwatch_otel::reexports::{
 };
 pub use authwatch_otel::{HistogramAggregation, OtlpOptions, Protocol, CATALOG};
 pub use endpoints::{EndpointBody, HealthService, MetricsService, PROMETHEUS_CONTENT_TYPE};
+pub use audit::{get_login_audit_logger, AuditClass, AuditFlush, LoginAuditLogger};
 pub use health::{HealthCheck, HealthReport};
 pub use opentelemetry_sdk::metrics::Temporality;
 pub use stats::{Latency, OpStats, Snapshot};
@@ -133,6 +135,9 @@ pub enum BuildError {
     /// endpoint the exporter rejects, gRPC outside a Tokio runtime).
     #[error(transparent)]
     Telemetry(#[from] authwatch_otel::PipelineError),
+    /// The audit log could not be started (its folder cannot be created or opened).
+    #[error("audit log: {0}")]
+    Audit(#[from] std::io::Error),
 }
 
 /// An axum app with authwatch around it: what [`AuthWatch::wrap`] returns.
@@ -168,6 +173,7 @@ struct Inner {
     client_ip: ClientIp,
     health: Arc<Health>,
     metrics_token: Option<String>,
+    audit: LoginAuditLogger,
 }
 
 impl fmt::Debug for AuthWatch {
@@ -195,6 +201,10 @@ impl AuthWatch {
             health_cache: Duration::from_secs(2),
             health_details: true,
             metrics_token: None,
+            audit_file: None,
+            audit_key: None,
+            audit_requests: true,
+            audit_queue: audit::DEFAULT_QUEUE,
         }
     }
 
@@ -289,6 +299,12 @@ impl AuthWatch {
         )
     }
 
+    /// The audit logger of this monitor (the spec's `LoginAuditLogger`).
+    #[must_use]
+    pub fn audit_logger(&self) -> LoginAuditLogger {
+        self.inner.audit.clone()
+    }
+
     /// The Prometheus exposition as a tower service (for hyper and tonic servers).
     #[must_use]
     pub fn metrics_service(&self) -> MetricsService {
@@ -332,6 +348,11 @@ impl AuthWatch {
     /// [`ShutdownError`] when the last export failed (the collector unreachable).
     pub async fn shutdown(&self) -> Result<(), ShutdownError> {
         let watch = self.clone();
+        let audit = self.inner.audit.clone();
+        // The audit records first (their OTLP log records then go out with the flush below).
+        tokio::task::spawn_blocking(move || audit.shutdown())
+            .await
+            .map_err(|e| ShutdownError(e.to_string()))?;
         // The SDK's flush blocks its caller; on a current-thread runtime, inline, it would
         // wait for a task that can never run.
         tokio::task::spawn_blocking(move || watch.inner.pipeline.shutdown())
@@ -355,6 +376,10 @@ pub struct AuthWatchBuilder {
     health_cache: Duration,
     health_details: bool,
     metrics_token: Option<String>,
+    audit_file: Option<audit::FileSettings>,
+    audit_key: Option<Vec<u8>>,
+    audit_requests: bool,
+    audit_queue: usize,
 }
 
 impl fmt::Debug for AuthWatchBuilder {
@@ -511,6 +536,41 @@ impl AuthWatchBuilder {
         self
     }
 
+    /// Also write the audit trail to a local tamper-evident log in `dir` (JSON lines, one file
+    /// per retention class per day, hash-chained, pruned after 90 days / 1 year, flushed in
+    /// small batches). Check it with `authwatch audit verify DIR`.
+    pub fn audit_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.audit_file = Some(audit::FileSettings::new(dir));
+        self
+    }
+
+    /// The local audit log with its settings (flush policy, clock).
+    pub fn audit_file(mut self, settings: audit::FileSettings) -> Self {
+        self.audit_file = Some(settings);
+        self
+    }
+
+    /// A secret for the audit trail: user ids become `hmac-sha256:<hex>` of it, and the local
+    /// log's chain is keyed with it (forging a record then needs the key).
+    pub fn audit_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.audit_key = Some(key.as_ref().to_vec());
+        self
+    }
+
+    /// Whether the layer writes an `auth.request` audit record for every auth request
+    /// (default true). The [`LoginAuditLogger`] works either way.
+    pub fn audit_requests(mut self, on: bool) -> Self {
+        self.audit_requests = on;
+        self
+    }
+
+    /// How many audit records may wait for the writer before new ones are dropped and
+    /// counted in `auth.audit.dropped.count` (default 8192).
+    pub fn audit_queue(mut self, records: usize) -> Self {
+        self.audit_queue = records;
+        self
+    }
+
     /// How long a health report is reused, so a flood of probes runs the checks once per
     /// interval (default 2 s; zero runs them on every probe).
     pub fn health_cache(mut self, interval: Duration) -> Self {
@@ -552,7 +612,38 @@ impl AuthWatchBuilder {
             health::register_gauges(meter, &health);
         }
         let otel: Arc<dyn EventSink> = Arc::new(OtelSink::new(pipeline.meters()));
+        let auditor = audit::Auditor::start(
+            audit::Outputs {
+                tracing: true,
+                otel: pipeline.logger_provider().map(|p| {
+                    use opentelemetry::logs::LoggerProvider as _;
+                    p.logger("authwatch")
+                }),
+                file: self.audit_file,
+            },
+            self.audit_queue,
+            self.audit_key,
+        )?;
+        for meter in pipeline.meters() {
+            let a = Arc::downgrade(&auditor);
+            let d = authwatch_otel::def(authwatch_otel::Measure::AuditDropped);
+            meter
+                .u64_observable_counter(d.name)
+                .with_description(d.description)
+                .with_unit(d.unit)
+                .with_callback(move |obs| {
+                    if let Some(a) = a.upgrade() {
+                        obs.observe(a.dropped(), &[]);
+                    }
+                })
+                .build();
+        }
+        let audit = LoginAuditLogger::new(auditor.clone());
+        audit::set_global(&audit);
         let mut sinks = Sinks::new().with(stats.clone()).with(otel);
+        if self.audit_requests {
+            sinks = sinks.with(Arc::new(audit::AuditSink(auditor)));
+        }
         for s in self.sinks {
             sinks = sinks.with(s);
         }
@@ -571,6 +662,7 @@ impl AuthWatchBuilder {
                 pipeline,
                 health,
                 metrics_token: self.metrics_token,
+                audit,
             }),
         })
     }

@@ -109,6 +109,8 @@ pub enum Measure {
     HealthCheckTime,
     /// Seconds since the monitor started.
     Uptime,
+    /// Audit records dropped because the writer's queue was full.
+    AuditDropped,
 }
 
 /// The window percentiles exported as gauges.
@@ -232,7 +234,7 @@ const fn quantile_gauge(
     }
 }
 
-const OTHERS: [MetricDef; 14] = [
+const OTHERS: [MetricDef; 15] = [
     MetricDef {
         name: "auth.rate.limit.exceeded.count",
         measure: Measure::RateLimited,
@@ -326,6 +328,14 @@ const OTHERS: [MetricDef; 14] = [
         attributes: CHECK_ATTRS,
     },
     MetricDef {
+        name: "auth.audit.dropped.count",
+        measure: Measure::AuditDropped,
+        kind: InstrumentKind::Counter,
+        unit: "{record}",
+        description: "Audit records dropped because the audit writer's queue was full.",
+        attributes: &[],
+    },
+    MetricDef {
         name: "auth.uptime.seconds",
         measure: Measure::Uptime,
         kind: InstrumentKind::Gauge,
@@ -336,8 +346,8 @@ const OTHERS: [MetricDef; 14] = [
 ];
 
 /// Every instrument authwatch exports.
-pub static CATALOG: [MetricDef; 26] = {
-    let mut all = [OTHERS[0]; 26];
+pub static CATALOG: [MetricDef; 27] = {
+    let mut all = [OTHERS[0]; 27];
     let mut i = 0;
     while i < OP_COUNTERS.len() {
         all[i] = OP_COUNTERS[i];

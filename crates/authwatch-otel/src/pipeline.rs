@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use opentelemetry::metrics::{Meter, MeterProvider as _};
 use opentelemetry::InstrumentationScope;
-use opentelemetry_sdk::logs::{SdkLogger, SdkLoggerProvider};
+use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{
     Aggregation, Instrument, InstrumentKind, PeriodicReader, SdkMeterProvider, Stream, Temporality,
 };
@@ -270,21 +270,22 @@ impl Pipeline {
         self.logs.as_ref()
     }
 
-    /// A `tracing` layer that sends events to the OTLP logger provider. Filter out the
-    /// exporters' own crates (`opentelemetry`, `tonic`, `h2`, `hyper`, `reqwest`) in front of
-    /// it, or export failures would be logged into the exporter that failed.
+    /// A `tracing` layer that sends events to the OTLP logger provider, for your own logs.
+    /// authwatch's audit records (target `authwatch::audit`) are left out: they go to the
+    /// provider directly, with their retention class, and would otherwise arrive twice. Filter
+    /// out the exporters' own crates (`opentelemetry`, `tonic`, `h2`, `hyper`, `reqwest`) in
+    /// front of it, or export failures would be logged into the exporter that failed.
     #[must_use]
-    pub fn tracing_bridge(
-        &self,
-    ) -> Option<
-        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge<
-            SdkLoggerProvider,
-            SdkLogger,
-        >,
-    > {
-        self.logs
-            .as_ref()
-            .map(opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new)
+    pub fn tracing_bridge<S>(&self) -> Option<impl tracing_subscriber::Layer<S> + Send + Sync + 'static>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        use tracing_subscriber::Layer as _;
+        self.logs.as_ref().map(|p| {
+            opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(p).with_filter(
+                tracing_subscriber::filter::filter_fn(|m| m.target() != "authwatch::audit"),
+            )
+        })
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every instrument, for `/metrics`.

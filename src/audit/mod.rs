@@ -1,0 +1,716 @@
+//! The audit trail: one structured record per auth event, as `tracing` events, OpenTelemetry
+//! log records and (with [`AuthWatchBuilder::audit_dir`](crate::AuthWatchBuilder::audit_dir))
+//! a local tamper-evident log.
+//!
+//! Records come from two places: the layer, for every auth request (no user id: it reads no
+//! bodies), and the [`LoginAuditLogger`] your handlers call when they know who it was. Either
+//! way the request path only queues the record: a worker thread formats and writes it, and a
+//! full queue drops the record and counts it (`auth.audit.dropped.count`) rather than wait.
+//!
+//! # Fields
+//!
+//! | field | what |
+//! |---|---|
+//! | `event.name` | `auth.login.success`, `auth.login.failure`, `auth.token.issued`, `auth.logout`, `auth.registration`, `auth.lockout`, `auth.rate_limited`, `auth.password_reset`, `auth.request` (the layer's) |
+//! | `audit.class` | `authentication` (kept 90 days) or `security` (1 year: failures, lockouts, rate limiting, invalid tokens) |
+//! | `audit.retention_days` | 90 or 365 |
+//! | `audit.source` | `layer` or `application` |
+//! | `user.id` | as given, or `hmac-sha256:<hex>` with [`AuthWatchBuilder::audit_key`](crate::AuthWatchBuilder::audit_key) |
+//! | `client.address` | the client address under the `ClientIp` rules |
+//! | `user_agent.original` | at most 256 bytes, control characters escaped |
+//! | `error.type` | the failure reason (`invalid_credentials`, … or the application's words) |
+//! | `auth.operation`, `auth.outcome`, `http.route`, `http.request.method`, `auth.duration_ms` | the layer's records |
+//! | `auth.token.type` | `log_token_issued` |
+//!
+//! Never a password, token, cookie or `Authorization` header: the layer reads none of them, and
+//! the logger's calls take none.
+
+mod file;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use authwatch_layer::{AuthEvent, AuthOp, EventSink, EventSource, FailureReason, Outcome};
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Serialize;
+use sha2::Sha256;
+
+pub use file::{verify, AuditFlush, FileSettings, Tamper, VerifyError, VerifyReport};
+
+/// Longest user agent kept, in bytes; longer ones are cut (at a character boundary) and end
+/// in `…`.
+pub const MAX_USER_AGENT: usize = 256;
+/// Longest free-form text (a reason, a token type, a user id) kept, in bytes.
+pub const MAX_TEXT: usize = 128;
+/// Records the queue holds before new ones are dropped (and counted).
+pub const DEFAULT_QUEUE: usize = 8192;
+
+/// How long a record is kept: the spec's two retention classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum AuditClass {
+    /// Authentication events: 90 days.
+    Authentication,
+    /// Security events (failures, lockouts, rate limiting, invalid tokens, brute force): 1 year.
+    Security,
+}
+
+impl AuditClass {
+    /// Both classes.
+    pub const ALL: [Self; 2] = [Self::Authentication, Self::Security];
+
+    /// `authentication` or `security`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Authentication => "authentication",
+            Self::Security => "security",
+        }
+    }
+
+    /// The spec's retention: 90 days or 1 year.
+    #[must_use]
+    pub const fn retention_days(self) -> u32 {
+        match self {
+            Self::Authentication => 90,
+            Self::Security => 365,
+        }
+    }
+}
+
+impl fmt::Display for AuditClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One audit record, as written (field names in [the module docs](self)).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct AuditRecord {
+    /// `event.name`.
+    #[serde(rename = "event.name")]
+    pub name: &'static str,
+    /// When it happened (RFC 3339 in the JSON).
+    #[serde(rename = "time", serialize_with = "rfc3339")]
+    pub time: SystemTime,
+    /// `audit.class`.
+    #[serde(rename = "audit.class")]
+    pub class: AuditClass,
+    /// `audit.source`: `layer` or `application`.
+    #[serde(rename = "audit.source")]
+    pub source: &'static str,
+    /// `user.id`, keyed when a key is set.
+    #[serde(rename = "user.id", skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// `client.address`.
+    #[serde(rename = "client.address", skip_serializing_if = "Option::is_none")]
+    pub client_address: Option<IpAddr>,
+    /// `user_agent.original`, bounded and escaped.
+    #[serde(rename = "user_agent.original", skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// `error.type`.
+    #[serde(rename = "error.type", skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    /// `auth.operation`.
+    #[serde(rename = "auth.operation", skip_serializing_if = "Option::is_none")]
+    pub operation: Option<&'static str>,
+    /// `auth.outcome`.
+    #[serde(rename = "auth.outcome", skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
+    /// `http.route` (a template).
+    #[serde(rename = "http.route", skip_serializing_if = "Option::is_none")]
+    pub route: Option<Box<str>>,
+    /// `http.request.method`.
+    #[serde(rename = "http.request.method", skip_serializing_if = "Option::is_none")]
+    pub method: Option<&'static str>,
+    /// `auth.duration_ms`.
+    #[serde(rename = "auth.duration_ms", skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    /// `auth.token.type`.
+    #[serde(rename = "auth.token.type", skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_micros(*t))
+}
+
+impl AuditRecord {
+    fn new(name: &'static str, class: AuditClass, source: &'static str) -> Self {
+        Self {
+            name,
+            time: SystemTime::now(),
+            class,
+            source,
+            user_id: None,
+            client_address: None,
+            user_agent: None,
+            error_type: None,
+            operation: None,
+            outcome: None,
+            route: None,
+            method: None,
+            duration_ms: None,
+            token_type: None,
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes at a character boundary (with `…` when cut), with control
+/// characters, backslashes and quotes escaped (`\n`, `\u{1b}`, …), so a hostile value cannot
+/// forge a log line or a field in any output.
+#[must_use]
+pub fn sanitize(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max) + 4);
+    for c in s.chars() {
+        let before = out.len();
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}') => {
+                out.push_str(&c.escape_unicode().to_string());
+            }
+            c => out.push(c),
+        }
+        if out.len() > max {
+            out.truncate(before);
+            out.push('…');
+            break;
+        }
+    }
+    out
+}
+
+/// Turns user ids into keyed hashes when a key is set.
+#[derive(Clone)]
+struct UserIdKey(Option<Arc<[u8]>>);
+
+impl UserIdKey {
+    fn apply(&self, user_id: &str) -> String {
+        match &self.0 {
+            None => sanitize(user_id, MAX_TEXT),
+            Some(key) => {
+                let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+                    .expect("HMAC takes keys of any length");
+                mac.update(user_id.as_bytes());
+                format!("hmac-sha256:{}", hex(&mac.finalize().into_bytes()))
+            }
+        }
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Where records go. Built by `AuthWatch`; shared by its sink and its logger.
+/// What the worker takes: a record, or a request to answer once everything before it is
+/// written.
+enum Msg {
+    Record(Box<AuditRecord>),
+    Sync(SyncSender<()>),
+}
+
+pub(crate) struct Auditor {
+    tx: SyncSender<Msg>,
+    dropped: AtomicU64,
+    key: UserIdKey,
+    /// The worker, joined at shutdown.
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auditor")
+            .field("dropped", &self.dropped.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outputs of the worker.
+pub(crate) struct Outputs {
+    pub(crate) tracing: bool,
+    pub(crate) otel: Option<opentelemetry_sdk::logs::SdkLogger>,
+    pub(crate) file: Option<FileSettings>,
+}
+
+impl Auditor {
+    pub(crate) fn start(outputs: Outputs, queue: usize, key: Option<Vec<u8>>) -> std::io::Result<Arc<Self>> {
+        let (tx, rx) = sync_channel(queue.max(1));
+        let mut writer = match &outputs.file {
+            Some(f) => Some(file::Writer::open(f.clone(), key.clone())?),
+            None => None,
+        };
+        let worker = std::thread::Builder::new()
+            .name("authwatch-audit".into())
+            .spawn(move || run(rx, outputs, writer.as_mut()))?;
+        Ok(Arc::new(Self {
+            tx,
+            dropped: AtomicU64::new(0),
+            key: UserIdKey(key.map(Into::into)),
+            worker: Mutex::new(Some(worker)),
+        }))
+    }
+
+    fn send(&self, r: AuditRecord) {
+        match self.tx.try_send(Msg::Record(Box::new(r))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Records dropped because the queue was full (or the worker gone).
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every record queued so far is written (and the file flushed).
+    pub(crate) fn sync(&self) {
+        let (tx, rx) = sync_channel(1);
+        if self.tx.send(Msg::Sync(tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
+    /// Writes what is queued, flushes, and stops the worker. Later records are dropped.
+    pub(crate) fn shutdown(&self) {
+        self.sync();
+        // The worker ends when every sender is gone; ours stays with the auditor, so only
+        // wait for what was queued (above) and leave the thread to end with the process.
+        let _ = self.worker.lock().map(|mut w| w.take());
+    }
+}
+
+fn run(rx: Receiver<Msg>, out: Outputs, mut file: Option<&mut file::Writer>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        // A batched flush policy bounds how long a record may wait in the buffer.
+        let deadline = file.as_deref().and_then(file::Writer::flush_due_in);
+        let msg = match deadline {
+            Some(d) => match rx.recv_timeout(d) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Some(w) = file.as_deref_mut() {
+                        w.flush();
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => break,
+            },
+        };
+        match msg {
+            Msg::Sync(done) => {
+                if let Some(w) = file.as_deref_mut() {
+                    w.flush();
+                }
+                let _ = done.try_send(());
+            }
+            Msg::Record(r) => {
+                if out.tracing {
+                    emit_tracing(&r);
+                }
+                if let Some(logger) = &out.otel {
+                    emit_otel(logger, &r);
+                }
+                if let Some(w) = file.as_deref_mut() {
+                    w.write(&r);
+                }
+            }
+        }
+    }
+    if let Some(w) = file {
+        w.flush();
+    }
+}
+
+macro_rules! audit_event {
+    ($lvl:expr, $r:expr) => {
+        tracing::event!(
+            target: "authwatch::audit",
+            $lvl,
+            event.name = $r.name,
+            audit.class = $r.class.as_str(),
+            audit.retention_days = $r.class.retention_days(),
+            audit.source = $r.source,
+            user.id = $r.user_id.as_deref(),
+            client.address = $r.client_address.map(tracing::field::display),
+            user_agent.original = $r.user_agent.as_deref(),
+            error.type = $r.error_type.as_deref(),
+            auth.operation = $r.operation,
+            auth.outcome = $r.outcome,
+            http.route = $r.route.as_deref(),
+            http.request.method = $r.method,
+            auth.duration_ms = $r.duration_ms,
+            auth.token.type = $r.token_type.as_deref(),
+            "{}",
+            $r.name
+        )
+    };
+}
+
+fn emit_tracing(r: &AuditRecord) {
+    match r.class {
+        AuditClass::Security => audit_event!(tracing::Level::WARN, r),
+        _ => audit_event!(tracing::Level::INFO, r),
+    }
+}
+
+fn emit_otel(logger: &opentelemetry_sdk::logs::SdkLogger, r: &AuditRecord) {
+    use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
+    let mut rec = logger.create_log_record();
+    rec.set_timestamp(r.time);
+    rec.set_event_name(r.name);
+    rec.set_target("authwatch::audit");
+    let (sev, text) = match r.class {
+        AuditClass::Security => (Severity::Warn, "WARN"),
+        _ => (Severity::Info, "INFO"),
+    };
+    rec.set_severity_number(sev);
+    rec.set_severity_text(text);
+    rec.set_body(AnyValue::from(r.name));
+    rec.add_attribute("event.name", r.name);
+    rec.add_attribute("audit.class", r.class.as_str());
+    rec.add_attribute("audit.retention_days", i64::from(r.class.retention_days()));
+    rec.add_attribute("audit.source", r.source);
+    let mut s = |k: &'static str, v: Option<String>| {
+        if let Some(v) = v {
+            rec.add_attribute(k, v);
+        }
+    };
+    s("user.id", r.user_id.clone());
+    s("client.address", r.client_address.map(|a| a.to_string()));
+    s("user_agent.original", r.user_agent.clone());
+    s("error.type", r.error_type.clone());
+    s("auth.operation", r.operation.map(str::to_owned));
+    s("auth.outcome", r.outcome.map(str::to_owned));
+    s("http.route", r.route.as_deref().map(str::to_owned));
+    s("http.request.method", r.method.map(str::to_owned));
+    s("auth.token.type", r.token_type.clone());
+    if let Some(ms) = r.duration_ms {
+        rec.add_attribute("auth.duration_ms", ms);
+    }
+    logger.emit(rec);
+}
+
+/// The class of a layer event: failures, rate limiting and invalid tokens are security events.
+fn class_of(o: Outcome) -> AuditClass {
+    match o {
+        Outcome::Success | Outcome::Cancelled => AuditClass::Authentication,
+        _ => AuditClass::Security,
+    }
+}
+
+/// The [`EventSink`] that turns every auth request the layer sees into an `auth.request`
+/// record.
+pub(crate) struct AuditSink(pub(crate) Arc<Auditor>);
+
+impl EventSink for AuditSink {
+    fn record(&self, e: &AuthEvent<'_>) {
+        let mut r = AuditRecord::new("auth.request", class_of(e.outcome), "layer");
+        r.client_address = e.client_ip;
+        r.user_agent = e.user_agent.map(|ua| sanitize(ua, MAX_USER_AGENT));
+        r.error_type = e.outcome.reason().map(|x| x.as_str().to_owned());
+        r.operation = Some(e.op.as_str());
+        r.outcome = Some(e.outcome.as_str());
+        r.route = Some(e.route.into());
+        r.method = Some(e.method);
+        r.duration_ms = Some(e.latency.as_secs_f64() * 1000.0);
+        if e.source == EventSource::TokenGuard {
+            r.source = "token_guard";
+        }
+        self.0.send(r);
+    }
+}
+
+/// The spec's `LoginAuditLogger`: what your handlers call when they know who signed in.
+///
+/// Cheap to clone and to call (the record is queued; a worker writes it), never blocks, never
+/// panics. Get it from [`AuthWatch::audit_logger`](crate::AuthWatch::audit_logger) or
+/// [`get_login_audit_logger`].
+///
+/// ```
+/// # let watch = authwatch::AuthWatch::builder().otlp(false).build().unwrap();
+/// let audit = watch.audit_logger();
+/// let ip = "203.0.113.7".parse().ok();
+/// audit.log_login_success("user-42", ip, Some("Mozilla/5.0"));
+/// audit.log_login_failure("user-42", ip, Some("Mozilla/5.0"), "Invalid credentials");
+/// audit.log_token_issued("user-42", "access", ip, Some("Mozilla/5.0"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct LoginAuditLogger {
+    auditor: Arc<Auditor>,
+}
+
+impl LoginAuditLogger {
+    pub(crate) fn new(auditor: Arc<Auditor>) -> Self {
+        Self { auditor }
+    }
+
+    fn record(
+        &self,
+        name: &'static str,
+        class: AuditClass,
+        op: AuthOp,
+        outcome: Outcome,
+        user_id: Option<&str>,
+        ip: Option<IpAddr>,
+        user_agent: Option<&str>,
+    ) -> AuditRecord {
+        let mut r = AuditRecord::new(name, class, "application");
+        r.user_id = user_id.map(|u| self.auditor.key.apply(u));
+        r.client_address = ip;
+        r.user_agent = user_agent.map(|ua| sanitize(ua, MAX_USER_AGENT));
+        r.operation = Some(op.as_str());
+        r.outcome = Some(outcome.as_str());
+        r
+    }
+
+    /// A successful login.
+    pub fn log_login_success(&self, user_id: &str, ip: Option<IpAddr>, user_agent: Option<&str>) {
+        let r = self.record(
+            "auth.login.success",
+            AuditClass::Authentication,
+            AuthOp::Login,
+            Outcome::Success,
+            Some(user_id),
+            ip,
+            user_agent,
+        );
+        self.auditor.send(r);
+    }
+
+    /// A failed login and why (`"Invalid credentials"`, …).
+    pub fn log_login_failure(
+        &self,
+        user_id: &str,
+        ip: Option<IpAddr>,
+        user_agent: Option<&str>,
+        reason: &str,
+    ) {
+        let mut r = self.record(
+            "auth.login.failure",
+            AuditClass::Security,
+            AuthOp::Login,
+            Outcome::Failure(FailureReason::InvalidCredentials),
+            Some(user_id),
+            ip,
+            user_agent,
+        );
+        r.error_type = Some(sanitize(reason, MAX_TEXT));
+        self.auditor.send(r);
+    }
+
+    /// A token issued (`token_type`: `"access"`, `"refresh"`, …). The token itself is never
+    /// taken.
+    pub fn log_token_issued(
+        &self,
+        user_id: &str,
+        token_type: &str,
+        ip: Option<IpAddr>,
+        user_agent: Option<&str>,
+    ) {
+        let mut r = self.record(
+            "auth.token.issued",
+            AuditClass::Authentication,
+            AuthOp::TokenRefresh,
+            Outcome::Success,
+            Some(user_id),
+            ip,
+            user_agent,
+        );
+        r.token_type = Some(sanitize(token_type, MAX_TEXT));
+        self.auditor.send(r);
+    }
+
+    /// A logout.
+    pub fn log_logout(&self, user_id: &str, ip: Option<IpAddr>, user_agent: Option<&str>) {
+        let r = self.record(
+            "auth.logout",
+            AuditClass::Authentication,
+            AuthOp::Logout,
+            Outcome::Success,
+            Some(user_id),
+            ip,
+            user_agent,
+        );
+        self.auditor.send(r);
+    }
+
+    /// A new account.
+    pub fn log_registration(&self, user_id: &str, ip: Option<IpAddr>, user_agent: Option<&str>) {
+        let r = self.record(
+            "auth.registration",
+            AuditClass::Authentication,
+            AuthOp::Registration,
+            Outcome::Success,
+            Some(user_id),
+            ip,
+            user_agent,
+        );
+        self.auditor.send(r);
+    }
+
+    /// An account locked, and why.
+    pub fn log_lockout(
+        &self,
+        user_id: &str,
+        ip: Option<IpAddr>,
+        user_agent: Option<&str>,
+        reason: &str,
+    ) {
+        let mut r = self.record(
+            "auth.lockout",
+            AuditClass::Security,
+            AuthOp::Login,
+            Outcome::Failure(FailureReason::LockedOut),
+            Some(user_id),
+            ip,
+            user_agent,
+        );
+        r.error_type = Some(sanitize(reason, MAX_TEXT));
+        self.auditor.send(r);
+    }
+
+    /// A request refused by a rate limit (the user, when known).
+    pub fn log_rate_limited(
+        &self,
+        user_id: Option<&str>,
+        ip: Option<IpAddr>,
+        user_agent: Option<&str>,
+    ) {
+        let r = self.record(
+            "auth.rate_limited",
+            AuditClass::Security,
+            AuthOp::Login,
+            Outcome::RateLimited,
+            user_id,
+            ip,
+            user_agent,
+        );
+        self.auditor.send(r);
+    }
+
+    /// A password reset (requested or completed).
+    pub fn log_password_reset(&self, user_id: &str, ip: Option<IpAddr>, user_agent: Option<&str>) {
+        let r = self.record(
+            "auth.password_reset",
+            AuditClass::Authentication,
+            AuthOp::PasswordReset,
+            Outcome::Success,
+            Some(user_id),
+            ip,
+            user_agent,
+        );
+        self.auditor.send(r);
+    }
+
+    /// Waits until every record logged so far is written (and, with a local log, flushed).
+    /// For tests and shutdown; the calls above never wait.
+    pub fn sync(&self) {
+        self.auditor.sync();
+    }
+
+    /// Records dropped because the queue was full.
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.auditor.dropped()
+    }
+
+    pub(crate) fn shutdown(&self) {
+        self.auditor.shutdown();
+    }
+}
+
+static GLOBAL: OnceLock<LoginAuditLogger> = OnceLock::new();
+
+pub(crate) fn set_global(l: &LoginAuditLogger) {
+    let _ = GLOBAL.set(l.clone());
+}
+
+/// The process's audit logger, as the spec calls it: the one of the first [`AuthWatch`]
+/// built, or, before any, one that writes `tracing` events only.
+///
+/// [`AuthWatch`]: crate::AuthWatch
+#[must_use]
+pub fn get_login_audit_logger() -> LoginAuditLogger {
+    GLOBAL
+        .get_or_init(|| {
+            let a = Auditor::start(
+                Outputs {
+                    tracing: true,
+                    otel: None,
+                    file: None,
+                },
+                DEFAULT_QUEUE,
+                None,
+            )
+            .expect("spawn the audit thread");
+            LoginAuditLogger::new(a)
+        })
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_escapes_and_bounds() {
+        assert_eq!(sanitize("curl/8", 256), "curl/8");
+        assert_eq!(
+            sanitize("evil\nINFO forged line\r\t\u{1b}[31m\"x\"\\", 256),
+            "evil\\nINFO forged line\\r\\t\\u{1b}[31m\\\"x\\\"\\\\"
+        );
+        let long = "é".repeat(300);
+        let s = sanitize(&long, 256);
+        assert!(s.len() <= 256 + '…'.len_utf8(), "{}", s.len());
+        assert!(s.ends_with('…'));
+        assert!(s.is_char_boundary(s.len()));
+        assert_eq!(sanitize("a\u{2028}b", 64), "a\\u{2028}b");
+    }
+
+    #[test]
+    fn keyed_user_ids() {
+        let k = UserIdKey(Some(Arc::from(&b"secret"[..])));
+        let a = k.apply("user-42");
+        assert!(a.starts_with("hmac-sha256:"), "{a}");
+        assert_eq!(a.len(), "hmac-sha256:".len() + 64);
+        assert_eq!(a, k.apply("user-42"), "stable");
+        assert_ne!(a, k.apply("user-43"));
+        let other = UserIdKey(Some(Arc::from(&b"other"[..])));
+        assert_ne!(a, other.apply("user-42"), "depends on the key");
+        assert_eq!(UserIdKey(None).apply("user-42"), "user-42");
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(AuditClass::Authentication.retention_days(), 90);
+        assert_eq!(AuditClass::Security.retention_days(), 365);
+        assert_eq!(class_of(Outcome::RateLimited), AuditClass::Security);
+        assert_eq!(
+            class_of(Outcome::Failure(FailureReason::InvalidToken)),
+            AuditClass::Security
+        );
+        assert_eq!(class_of(Outcome::Success), AuditClass::Authentication);
+    }
+}
