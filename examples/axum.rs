@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use authwatch::health::{Details, HealthCheck};
 use authwatch::AuthWatch;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -44,17 +44,30 @@ struct Credentials {
     password: String,
 }
 
-async fn sign_in(State(db): State<Db>, Json(c): Json<Credentials>) -> Response {
+async fn sign_in(
+    State(db): State<Db>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(c): Json<Credentials>,
+) -> Response {
+    // authwatch records every request by itself; the handler adds who it was (the spec's
+    // LoginAuditLogger).
+    let audit = authwatch::get_login_audit_logger();
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
     // Password hashing takes time.
     tokio::time::sleep(Duration::from_millis(3)).await;
     let mut failures = db.failures.lock().unwrap();
     let n = failures.entry(c.email.clone()).or_default();
     if *n >= 5 {
+        audit.log_rate_limited(Some(&c.email), Some(peer.ip()), ua);
         return StatusCode::TOO_MANY_REQUESTS.into_response();
     }
     let ok = db.users.lock().unwrap().get(&c.email) == Some(&c.password);
     if !ok {
         *n += 1;
+        audit.log_login_failure(&c.email, Some(peer.ip()), ua, "Invalid credentials");
         return StatusCode::UNAUTHORIZED.into_response();
     }
     *n = 0;
@@ -63,6 +76,8 @@ async fn sign_in(State(db): State<Db>, Json(c): Json<Credentials>) -> Response {
         .lock()
         .unwrap()
         .insert(token.clone(), c.email.clone());
+    audit.log_login_success(&c.email, Some(peer.ip()), ua);
+    audit.log_token_issued(&c.email, "session", Some(peer.ip()), ua);
     Json(serde_json::json!({ "token": token })).into_response()
 }
 
@@ -191,6 +206,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .insert("ada@example.com".into(), "correct horse".into());
     let store = db.clone();
     let mut builder = AuthWatch::builder().service_name("accounts");
+    // User ids in the audit trail as keyed hashes, when a key is given.
+    if let Ok(key) = std::env::var("AUDIT_KEY") {
+        builder = builder.audit_key(key);
+    }
+    // A local tamper-evident audit log too (check it with `authwatch audit verify DIR`).
+    if let Ok(dir) = std::env::var("AUDIT_DIR") {
+        builder = builder.audit_dir(dir);
+    }
     // The spec: limit access to metrics. Prometheus sends it with `authorization: {credentials: …}`.
     if let Ok(token) = std::env::var("METRICS_TOKEN") {
         builder = builder.metrics_bearer_token(token);

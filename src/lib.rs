@@ -102,6 +102,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use audit::{get_login_audit_logger, AuditClass, AuditFlush, LoginAuditLogger};
 pub use authwatch_hdr;
 pub use authwatch_hdr::WindowConfig;
 pub use authwatch_layer;
@@ -115,7 +116,6 @@ pub use authwatch_otel::reexports::{
 };
 pub use authwatch_otel::{HistogramAggregation, OtlpOptions, Protocol, CATALOG};
 pub use endpoints::{EndpointBody, HealthService, MetricsService, PROMETHEUS_CONTENT_TYPE};
-pub use audit::{get_login_audit_logger, AuditClass, AuditFlush, LoginAuditLogger};
 pub use health::{HealthCheck, HealthReport};
 pub use opentelemetry_sdk::metrics::Temporality;
 pub use stats::{Latency, OpStats, Snapshot};

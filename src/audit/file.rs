@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -181,8 +181,12 @@ impl Writer {
             };
             if day < today - i64::from(class.retention_days()) {
                 match fs::remove_file(e.path()) {
-                    Ok(()) => tracing::info!(file = %e.path().display(), "authwatch: audit file past retention removed"),
-                    Err(err) => tracing::warn!(file = %e.path().display(), %err, "authwatch: could not remove an audit file past retention"),
+                    Ok(()) => {
+                        tracing::info!(file = %e.path().display(), "authwatch: audit file past retention removed")
+                    }
+                    Err(err) => {
+                        tracing::warn!(file = %e.path().display(), %err, "authwatch: could not remove an audit file past retention")
+                    }
                 }
             }
         }
@@ -194,7 +198,10 @@ impl Writer {
             if let Some(f) = slot.as_mut() {
                 f.w.flush()?;
             }
-            *slot = Some(open_for_append(&self.s.dir.join(file_name(class, day)), day)?);
+            *slot = Some(open_for_append(
+                &self.s.dir.join(file_name(class, day)),
+                day,
+            )?);
         }
         Ok(slot.as_mut().expect("just opened"))
     }
@@ -208,7 +215,11 @@ impl Writer {
 
     fn try_write(&mut self, r: &AuditRecord) -> std::io::Result<()> {
         let mut v = serde_json::to_value(r).map_err(std::io::Error::other)?;
-        let chain = if self.key.is_some() { "hmac-sha256" } else { "sha256" };
+        let chain = if self.key.is_some() {
+            "hmac-sha256"
+        } else {
+            "sha256"
+        };
         let key = self.key.clone();
         let f = self.file(r.class, day_of(r.time))?;
         if let Some(o) = v.as_object_mut() {
@@ -369,71 +380,108 @@ pub fn verify(path: &Path, key: Option<&[u8]>) -> Result<VerifyReport, VerifyErr
     Ok(report)
 }
 
-fn verify_file(path: &Path, key: Option<&[u8]>, report: &mut VerifyReport) -> Result<(), VerifyError> {
+fn verify_file(
+    path: &Path,
+    key: Option<&[u8]>,
+    report: &mut VerifyReport,
+) -> Result<(), VerifyError> {
     let bad = |line: usize, kind: Tamper, detail: String| VerifyError {
         file: path.to_owned(),
         line,
         kind,
         detail,
     };
-    let file = File::open(path).map_err(|e| bad(0, Tamper::Malformed, e.to_string()))?;
-    let mut reader = BufReader::new(file);
-    let (mut expected_seq, mut prev) = (0u64, ZERO.to_owned());
-    let mut buf = String::new();
-    let mut n = 0;
-    loop {
-        buf.clear();
-        let read = reader
-            .read_line(&mut buf)
-            .map_err(|e| bad(n + 1, Tamper::Malformed, e.to_string()))?;
-        if read == 0 {
-            break;
-        }
-        n += 1;
-        let Some(line) = buf.strip_suffix('\n') else {
-            // A crash mid-write: the records before it stand.
-            report.torn.push(path.to_owned());
-            break;
-        };
+    let text = fs::read(path).map_err(|e| bad(0, Tamper::Malformed, e.to_string()))?;
+    let text = String::from_utf8_lossy(&text);
+    let complete = text.rfind('\n').map_or(0, |i| i + 1);
+    if complete < text.len() {
+        // A crash mid-write: the records before it stand.
+        report.torn.push(path.to_owned());
+    }
+    // Parse every complete line first: telling a removal from a reordering needs the lines
+    // after the first break.
+    let mut recs = Vec::new();
+    for (i, line) in text[..complete].lines().enumerate() {
+        let n = i + 1;
         const TAIL: usize = ",\"hash\":\"\"}".len() + 64;
         let split = line.len().checked_sub(TAIL).filter(|i| {
-            line.is_char_boundary(*i) && line[*i..].starts_with(",\"hash\":\"") && line.ends_with("\"}")
+            line.is_char_boundary(*i)
+                && line[*i..].starts_with(",\"hash\":\"")
+                && line.ends_with("\"}")
         });
         let Some(i) = split else {
-            return Err(bad(n, Tamper::Malformed, "no hash at the end of the line".into()));
+            return Err(bad(
+                n,
+                Tamper::Malformed,
+                "no hash at the end of the line".into(),
+            ));
         };
         let body = format!("{}}}", &line[..i]);
-        let hash = &line[i + ",\"hash\":\"".len()..line.len() - 2];
+        let hash = line[i + ",\"hash\":\"".len()..line.len() - 2].to_owned();
         let v: serde_json::Value = serde_json::from_str(&body)
             .map_err(|e| bad(n, Tamper::Malformed, format!("not JSON: {e}")))?;
+        let seq = v["seq"]
+            .as_u64()
+            .ok_or_else(|| bad(n, Tamper::Malformed, "no seq".into()))?;
+        let prev = v["prev"].as_str().unwrap_or_default().to_owned();
         let keyed = v["chain"] == "hmac-sha256";
-        if keyed && key.is_none() {
-            return Err(bad(n, Tamper::WrongKey, "the chain is keyed: give the audit key".into()));
+        recs.push((n, body, hash, seq, prev, keyed));
+    }
+    let (mut expected, mut last) = (0u64, ZERO.to_owned());
+    for (idx, (n, body, hash, seq, prev, keyed)) in recs.iter().enumerate() {
+        let n = *n;
+        if *keyed && key.is_none() {
+            return Err(bad(
+                n,
+                Tamper::WrongKey,
+                "the chain is keyed: give the audit key".into(),
+            ));
         }
-        if chain_hash(if keyed { key } else { None }, body.as_bytes()) != hash {
-            let detail = if keyed {
+        if chain_hash(if *keyed { key } else { None }, body.as_bytes()) != *hash {
+            let detail = if *keyed {
                 "the record does not match its hash (edited, or not the key it was written with)"
             } else {
                 "the record does not match its hash"
             };
             return Err(bad(n, Tamper::Edited, detail.into()));
         }
-        let seq = v["seq"].as_u64().ok_or_else(|| bad(n, Tamper::Malformed, "no seq".into()))?;
-        let p = v["prev"].as_str().unwrap_or_default();
-        if seq > expected_seq {
-            return Err(bad(n, Tamper::Removed, format!("records {expected_seq}..{seq} are missing")));
+        if *seq > expected {
+            let later = recs[idx + 1..].iter().any(|r| r.3 == expected);
+            return Err(if later {
+                bad(
+                    n,
+                    Tamper::Reordered,
+                    format!("record {seq} before record {expected}"),
+                )
+            } else {
+                bad(
+                    n,
+                    Tamper::Removed,
+                    format!("records {expected}..{seq} are missing"),
+                )
+            });
         }
-        if seq + 1 == expected_seq && expected_seq > 0 {
-            return Err(bad(n, Tamper::Inserted, format!("a second record {seq}")));
+        if *seq < expected {
+            let seen_before = recs[..idx].iter().any(|r| r.3 == *seq);
+            return Err(if seen_before {
+                bad(n, Tamper::Inserted, format!("a second record {seq}"))
+            } else {
+                bad(
+                    n,
+                    Tamper::Reordered,
+                    format!("record {seq} after record {}", expected - 1),
+                )
+            });
         }
-        if seq < expected_seq {
-            return Err(bad(n, Tamper::Reordered, format!("record {seq} after record {}", expected_seq - 1)));
+        if *prev != last {
+            return Err(bad(
+                n,
+                Tamper::Inserted,
+                "prev is not the previous record's hash".into(),
+            ));
         }
-        if p != prev {
-            return Err(bad(n, Tamper::Inserted, "prev is not the previous record's hash".into()));
-        }
-        expected_seq = seq + 1;
-        prev = hash.to_owned();
+        expected = seq + 1;
+        last = hash.clone();
         report.records += 1;
     }
     Ok(())
@@ -447,9 +495,18 @@ mod tests {
     fn names_and_days() {
         let day = day_of(SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_868_815));
         assert_eq!(date_of_day(day), "2026-11-28");
-        assert_eq!(file_name(AuditClass::Security, day), "security-2026-11-28.jsonl");
-        assert_eq!(parse_name("security-2026-11-28.jsonl"), Some((AuditClass::Security, day)));
-        assert_eq!(parse_name("authentication-2026-11-28.jsonl"), Some((AuditClass::Authentication, day)));
+        assert_eq!(
+            file_name(AuditClass::Security, day),
+            "security-2026-11-28.jsonl"
+        );
+        assert_eq!(
+            parse_name("security-2026-11-28.jsonl"),
+            Some((AuditClass::Security, day))
+        );
+        assert_eq!(
+            parse_name("authentication-2026-11-28.jsonl"),
+            Some((AuditClass::Authentication, day))
+        );
         assert_eq!(parse_name("notes.txt"), None);
     }
 }

@@ -112,7 +112,10 @@ pub struct AuditRecord {
     #[serde(rename = "client.address", skip_serializing_if = "Option::is_none")]
     pub client_address: Option<IpAddr>,
     /// `user_agent.original`, bounded and escaped.
-    #[serde(rename = "user_agent.original", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "user_agent.original",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_agent: Option<String>,
     /// `error.type`.
     #[serde(rename = "error.type", skip_serializing_if = "Option::is_none")]
@@ -127,7 +130,10 @@ pub struct AuditRecord {
     #[serde(rename = "http.route", skip_serializing_if = "Option::is_none")]
     pub route: Option<Box<str>>,
     /// `http.request.method`.
-    #[serde(rename = "http.request.method", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "http.request.method",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub method: Option<&'static str>,
     /// `auth.duration_ms`.
     #[serde(rename = "auth.duration_ms", skip_serializing_if = "Option::is_none")]
@@ -176,7 +182,12 @@ pub fn sanitize(s: &str, max: usize) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}') => {
+            c if c.is_control()
+                || matches!(
+                    c,
+                    '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}'
+                ) =>
+            {
                 out.push_str(&c.escape_unicode().to_string());
             }
             c => out.push(c),
@@ -249,7 +260,11 @@ pub(crate) struct Outputs {
 }
 
 impl Auditor {
-    pub(crate) fn start(outputs: Outputs, queue: usize, key: Option<Vec<u8>>) -> std::io::Result<Arc<Self>> {
+    pub(crate) fn start(
+        outputs: Outputs,
+        queue: usize,
+        key: Option<Vec<u8>>,
+    ) -> std::io::Result<Arc<Self>> {
         let (tx, rx) = sync_channel(queue.max(1));
         let mut writer = match &outputs.file {
             Some(f) => Some(file::Writer::open(f.clone(), key.clone())?),
@@ -469,14 +484,13 @@ impl LoginAuditLogger {
     fn record(
         &self,
         name: &'static str,
-        class: AuditClass,
         op: AuthOp,
         outcome: Outcome,
         user_id: Option<&str>,
         ip: Option<IpAddr>,
         user_agent: Option<&str>,
     ) -> AuditRecord {
-        let mut r = AuditRecord::new(name, class, "application");
+        let mut r = AuditRecord::new(name, class_of(outcome), "application");
         r.user_id = user_id.map(|u| self.auditor.key.apply(u));
         r.client_address = ip;
         r.user_agent = user_agent.map(|ua| sanitize(ua, MAX_USER_AGENT));
@@ -489,7 +503,6 @@ impl LoginAuditLogger {
     pub fn log_login_success(&self, user_id: &str, ip: Option<IpAddr>, user_agent: Option<&str>) {
         let r = self.record(
             "auth.login.success",
-            AuditClass::Authentication,
             AuthOp::Login,
             Outcome::Success,
             Some(user_id),
@@ -509,7 +522,6 @@ impl LoginAuditLogger {
     ) {
         let mut r = self.record(
             "auth.login.failure",
-            AuditClass::Security,
             AuthOp::Login,
             Outcome::Failure(FailureReason::InvalidCredentials),
             Some(user_id),
@@ -531,7 +543,6 @@ impl LoginAuditLogger {
     ) {
         let mut r = self.record(
             "auth.token.issued",
-            AuditClass::Authentication,
             AuthOp::TokenRefresh,
             Outcome::Success,
             Some(user_id),
@@ -546,7 +557,6 @@ impl LoginAuditLogger {
     pub fn log_logout(&self, user_id: &str, ip: Option<IpAddr>, user_agent: Option<&str>) {
         let r = self.record(
             "auth.logout",
-            AuditClass::Authentication,
             AuthOp::Logout,
             Outcome::Success,
             Some(user_id),
@@ -560,7 +570,6 @@ impl LoginAuditLogger {
     pub fn log_registration(&self, user_id: &str, ip: Option<IpAddr>, user_agent: Option<&str>) {
         let r = self.record(
             "auth.registration",
-            AuditClass::Authentication,
             AuthOp::Registration,
             Outcome::Success,
             Some(user_id),
@@ -580,7 +589,6 @@ impl LoginAuditLogger {
     ) {
         let mut r = self.record(
             "auth.lockout",
-            AuditClass::Security,
             AuthOp::Login,
             Outcome::Failure(FailureReason::LockedOut),
             Some(user_id),
@@ -600,7 +608,6 @@ impl LoginAuditLogger {
     ) {
         let r = self.record(
             "auth.rate_limited",
-            AuditClass::Security,
             AuthOp::Login,
             Outcome::RateLimited,
             user_id,
@@ -614,7 +621,6 @@ impl LoginAuditLogger {
     pub fn log_password_reset(&self, user_id: &str, ip: Option<IpAddr>, user_agent: Option<&str>) {
         let r = self.record(
             "auth.password_reset",
-            AuditClass::Authentication,
             AuthOp::PasswordReset,
             Outcome::Success,
             Some(user_id),

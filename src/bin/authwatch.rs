@@ -18,7 +18,12 @@ const USAGE: &str = "usage: authwatch audit verify PATH [--key-file FILE]
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["audit", "verify", path, rest @ ..] => verify(PathBuf::from(path), rest),
         ["--help" | "-h" | "help"] => {
             println!("{USAGE}");
@@ -33,7 +38,9 @@ fn main() -> ExitCode {
 
 fn verify(path: PathBuf, rest: &[&str]) -> ExitCode {
     let key = match rest {
-        [] => std::env::var("AUTHWATCH_AUDIT_KEY").ok().map(String::into_bytes),
+        [] => std::env::var("AUTHWATCH_AUDIT_KEY")
+            .ok()
+            .map(String::into_bytes),
         ["--key-file", file] => match std::fs::read(file) {
             Ok(k) => Some(k),
             Err(e) => {
@@ -48,10 +55,7 @@ fn verify(path: PathBuf, rest: &[&str]) -> ExitCode {
     };
     match authwatch::audit::verify(&path, key.as_deref()) {
         Ok(r) => {
-            println!(
-                "ok: {} records in {} files verify",
-                r.records, r.files
-            );
+            println!("ok: {} records in {} files verify", r.records, r.files);
             for t in &r.torn {
                 println!(
                     "note: {} ends in a torn record (a crash mid-write); the records before it verify",

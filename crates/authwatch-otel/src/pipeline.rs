@@ -276,7 +276,9 @@ impl Pipeline {
     /// out the exporters' own crates (`opentelemetry`, `tonic`, `h2`, `hyper`, `reqwest`) in
     /// front of it, or export failures would be logged into the exporter that failed.
     #[must_use]
-    pub fn tracing_bridge<S>(&self) -> Option<impl tracing_subscriber::Layer<S> + Send + Sync + 'static>
+    pub fn tracing_bridge<S>(
+        &self,
+    ) -> Option<impl tracing_subscriber::Layer<S> + Send + Sync + 'static>
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {

@@ -108,16 +108,13 @@ fn prometheus_names_match_the_catalog() {
         .with_source(EventSource::TokenGuard),
     );
     let text = p.render_prometheus().unwrap();
-    for d in CATALOG
-        .iter()
-        .filter(|d| {
-            // Registered by the facade.
-            !matches!(
-                d.measure,
-                Measure::HealthStatus | Measure::HealthCheckTime | Measure::AuditDropped
-            )
-        })
-    {
+    for d in CATALOG.iter().filter(|d| {
+        // Registered by the facade.
+        !matches!(
+            d.measure,
+            Measure::HealthStatus | Measure::HealthCheckTime | Measure::AuditDropped
+        )
+    }) {
         let name = d.prometheus_name();
         let want = format!("# TYPE {name} {}", d.kind.prometheus_type());
         assert!(text.contains(&want), "{want} missing from\n{text}");
