@@ -346,8 +346,24 @@ fn peers(c: &mut Criterion) {
     let stats_only = AuthWatch::builder()
         .otlp(false)
         .prometheus(false)
+        .audit_requests(false)
         .build()
         .unwrap();
+    // Everything but the audit trail (the sinks of the OpenTelemetry issue), around the router.
+    let p_no_audit = uncollected_provider();
+    let no_audit = AuthWatch::builder()
+        .otlp(false)
+        .meter_provider(&p_no_audit)
+        .audit_requests(false)
+        .build()
+        .unwrap();
+    paired(
+        &mut g,
+        "outer_authwatch_otlp_no_audit_minus_bare",
+        no_audit.layer().layer(app()),
+        method,
+        path,
+    );
     paired(
         &mut g,
         "authwatch_stats_only_minus_bare",

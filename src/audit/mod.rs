@@ -238,6 +238,7 @@ enum Msg {
 
 pub(crate) struct Auditor {
     tx: SyncSender<Msg>,
+    layer: Arc<LayerRecords>,
     dropped: AtomicU64,
     key: UserIdKey,
     /// The worker, joined at shutdown.
@@ -270,11 +271,14 @@ impl Auditor {
             Some(f) => Some(file::Writer::open(f.clone(), key.clone())?),
             None => None,
         };
+        let layer = Arc::new(LayerRecords::new());
+        let drain = layer.clone();
         let worker = std::thread::Builder::new()
             .name("authwatch-audit".into())
-            .spawn(move || run(rx, outputs, writer.as_mut()))?;
+            .spawn(move || run(rx, &drain, outputs, writer.as_mut()))?;
         Ok(Arc::new(Self {
             tx,
+            layer,
             dropped: AtomicU64::new(0),
             key: UserIdKey(key.map(Into::into)),
             worker: Mutex::new(Some(worker)),
@@ -312,47 +316,57 @@ impl Auditor {
     }
 }
 
-fn run(rx: Receiver<Msg>, out: Outputs, mut file: Option<&mut file::Writer>) {
+fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, mut file: Option<&mut file::Writer>) {
     use std::sync::mpsc::RecvTimeoutError;
+    let mut spare = Vec::new();
+    let mut next_drain = std::time::Instant::now() + DRAIN_EVERY;
+    let write = |r: &AuditRecord, file: &mut Option<&mut file::Writer>| {
+        if out.tracing {
+            emit_tracing(r);
+        }
+        if let Some(logger) = &out.otel {
+            emit_otel(logger, r);
+        }
+        if let Some(w) = file.as_deref_mut() {
+            w.write(r);
+        }
+    };
     loop {
-        // A batched flush policy bounds how long a record may wait in the buffer.
-        let deadline = file.as_deref().and_then(file::Writer::flush_due_in);
-        let msg = match deadline {
-            Some(d) => match rx.recv_timeout(d) {
-                Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Some(w) = file.as_deref_mut() {
-                        w.flush();
-                    }
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-            None => match rx.recv() {
-                Ok(m) => m,
-                Err(_) => break,
-            },
+        // Wake for the next drain of the layer's records, or earlier when a batched flush
+        // policy wants its buffer out.
+        let now = std::time::Instant::now();
+        let mut wait = next_drain.saturating_duration_since(now);
+        if let Some(d) = file.as_deref().and_then(file::Writer::flush_due_in) {
+            wait = wait.min(d);
+        }
+        let msg = match rx.recv_timeout(wait) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
         };
+        let draining = std::time::Instant::now() >= next_drain || matches!(msg, Some(Msg::Sync(_)));
+        if draining {
+            layer.drain(&mut spare, &mut |r| write(&r, &mut file));
+            next_drain = std::time::Instant::now() + DRAIN_EVERY;
+        }
         match msg {
-            Msg::Sync(done) => {
+            Some(Msg::Sync(done)) => {
                 if let Some(w) = file.as_deref_mut() {
                     w.flush();
                 }
                 let _ = done.try_send(());
             }
-            Msg::Record(r) => {
-                if out.tracing {
-                    emit_tracing(&r);
-                }
-                if let Some(logger) = &out.otel {
-                    emit_otel(logger, &r);
-                }
+            Some(Msg::Record(r)) => write(&r, &mut file),
+            None => {
                 if let Some(w) = file.as_deref_mut() {
-                    w.write(&r);
+                    if w.flush_due_in() == Some(Duration::ZERO) {
+                        w.flush();
+                    }
                 }
             }
         }
     }
+    layer.drain(&mut spare, &mut |r| write(&r, &mut file));
     if let Some(w) = file {
         w.flush();
     }
@@ -435,25 +449,173 @@ fn class_of(o: Outcome) -> AuditClass {
     }
 }
 
+/// User-agent bytes a layer record holds inline (it is cut to [`MAX_USER_AGENT`] when written).
+const UA_INLINE: usize = 200;
+/// Route ids with a slot of their own (as in the metrics sink); others are interned labels.
+const ROUTE_SLOTS: usize = 1024;
+/// Most token-guard labels kept; beyond, the label is `_OTHER`.
+const MAX_LABELS: usize = 512;
+/// Layer records a thread shard holds between two drains before new ones are dropped.
+const SHARD_CAP: usize = 2048;
+/// How often the worker drains the layer's records.
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
+
+#[derive(Clone, Copy)]
+enum RouteKey {
+    Table(u16),
+    Label(u16),
+}
+
+/// What the layer's sink keeps of one event: no heap, so recording allocates nothing.
+#[derive(Clone, Copy)]
+struct LayerRecord {
+    time: SystemTime,
+    op: AuthOp,
+    outcome: Outcome,
+    route: RouteKey,
+    method: &'static str,
+    ip: Option<IpAddr>,
+    ms: f64,
+    guard: bool,
+    ua_len: u16,
+    ua: [u8; UA_INLINE],
+}
+
+/// One thread's records, alone on its cache lines.
+#[repr(align(128))]
+struct LayerShard(Mutex<Vec<LayerRecord>>);
+
+/// The layer's records waiting for the worker, per thread shard, and the route names they
+/// refer to.
+pub(crate) struct LayerRecords {
+    shards: Box<[LayerShard]>,
+    routes: Box<[OnceLock<Arc<str>>]>,
+    labels: Mutex<(std::collections::HashMap<Box<str>, u16>, Vec<Arc<str>>)>,
+}
+
+impl LayerRecords {
+    fn new() -> Self {
+        Self {
+            shards: (0..authwatch_hdr::default_shards())
+                .map(|_| LayerShard(Mutex::new(Vec::new())))
+                .collect(),
+            routes: (0..ROUTE_SLOTS).map(|_| OnceLock::new()).collect(),
+            labels: Mutex::new(Default::default()),
+        }
+    }
+
+    fn route_key(&self, e: &AuthEvent<'_>) -> RouteKey {
+        if let Some(id) = e.route_id.filter(|_| e.source == EventSource::Route) {
+            if let Some(slot) = self.routes.get(usize::from(id.0)) {
+                slot.get_or_init(|| e.route.into());
+                return RouteKey::Table(id.0);
+            }
+        }
+        let mut l = self.labels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = l.0.get(e.route) {
+            return RouteKey::Label(*i);
+        }
+        let label = if l.1.len() >= MAX_LABELS {
+            "_OTHER"
+        } else {
+            e.route
+        };
+        if let Some(i) = l.0.get(label) {
+            return RouteKey::Label(*i);
+        }
+        let i = l.1.len() as u16;
+        l.1.push(label.into());
+        l.0.insert(label.into(), i);
+        RouteKey::Label(i)
+    }
+
+    fn route_name(&self, k: RouteKey) -> Box<str> {
+        match k {
+            RouteKey::Table(id) => self.routes[usize::from(id)]
+                .get()
+                .map_or_else(|| "_OTHER".into(), |r| (**r).into()),
+            RouteKey::Label(i) => self
+                .labels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .1
+                .get(usize::from(i))
+                .map_or_else(|| "_OTHER".into(), |r| (**r).into()),
+        }
+    }
+
+    /// Takes every waiting record (the shard keeps `spare`'s capacity, so nothing is
+    /// reallocated in the steady state).
+    fn drain(&self, spare: &mut Vec<LayerRecord>, out: &mut dyn FnMut(AuditRecord)) {
+        for shard in self.shards.iter() {
+            spare.clear();
+            std::mem::swap(
+                &mut *shard.0.lock().unwrap_or_else(|e| e.into_inner()),
+                spare,
+            );
+            for r in spare.iter() {
+                out(self.to_record(r));
+            }
+        }
+    }
+
+    fn to_record(&self, l: &LayerRecord) -> AuditRecord {
+        let mut r = AuditRecord::new("auth.request", class_of(l.outcome), "layer");
+        r.time = l.time;
+        r.client_address = l.ip;
+        if l.ua_len > 0 {
+            let ua = String::from_utf8_lossy(&l.ua[..usize::from(l.ua_len)]);
+            r.user_agent = Some(sanitize(&ua, MAX_USER_AGENT));
+        }
+        r.error_type = l.outcome.reason().map(|x| x.as_str().to_owned());
+        r.operation = Some(l.op.as_str());
+        r.outcome = Some(l.outcome.as_str());
+        r.route = Some(self.route_name(l.route));
+        r.method = Some(l.method);
+        r.duration_ms = Some(l.ms);
+        if l.guard {
+            r.source = "token_guard";
+        }
+        r
+    }
+}
+
 /// The [`EventSink`] that turns every auth request the layer sees into an `auth.request`
-/// record.
+/// record. Recording copies the event into the calling thread's shard (no allocation, no
+/// shared cache line); the worker drains the shards every 50 ms.
 pub(crate) struct AuditSink(pub(crate) Arc<Auditor>);
 
 impl EventSink for AuditSink {
     fn record(&self, e: &AuthEvent<'_>) {
-        let mut r = AuditRecord::new("auth.request", class_of(e.outcome), "layer");
-        r.client_address = e.client_ip;
-        r.user_agent = e.user_agent.map(|ua| sanitize(ua, MAX_USER_AGENT));
-        r.error_type = e.outcome.reason().map(|x| x.as_str().to_owned());
-        r.operation = Some(e.op.as_str());
-        r.outcome = Some(e.outcome.as_str());
-        r.route = Some(e.route.into());
-        r.method = Some(e.method);
-        r.duration_ms = Some(e.latency.as_secs_f64() * 1000.0);
-        if e.source == EventSource::TokenGuard {
-            r.source = "token_guard";
+        let layer = &self.0.layer;
+        let mut ua = [0u8; UA_INLINE];
+        let mut ua_len = 0;
+        if let Some(s) = e.user_agent {
+            // Visible ASCII (the layer hands over only that), so any cut is a char boundary.
+            let n = s.len().min(UA_INLINE);
+            ua[..n].copy_from_slice(&s.as_bytes()[..n]);
+            ua_len = n as u16;
         }
-        self.0.send(r);
+        let rec = LayerRecord {
+            time: SystemTime::now(),
+            op: e.op,
+            outcome: e.outcome,
+            route: layer.route_key(e),
+            method: e.method,
+            ip: e.client_ip,
+            ms: e.latency.as_secs_f64() * 1000.0,
+            guard: e.source == EventSource::TokenGuard,
+            ua_len,
+            ua,
+        };
+        let shard = &layer.shards[authwatch_hdr::thread_shard(layer.shards.len())];
+        let mut v = shard.0.lock().unwrap_or_else(|e| e.into_inner());
+        if v.len() < SHARD_CAP {
+            v.push(rec);
+        } else {
+            drop(v);
+            self.0.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
