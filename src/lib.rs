@@ -350,9 +350,14 @@ impl AuthWatch {
         let watch = self.clone();
         let audit = self.inner.audit.clone();
         // The audit records first (their OTLP log records then go out with the flush below).
-        tokio::task::spawn_blocking(move || audit.shutdown())
+        let audit_done = tokio::task::spawn_blocking(move || audit.shutdown())
             .await
             .map_err(|e| ShutdownError(e.to_string()))?;
+        if !audit_done {
+            return Err(ShutdownError(
+                "the audit writer did not finish within 10 s".into(),
+            ));
+        }
         // The SDK's flush blocks its caller; on a current-thread runtime, inline, it would
         // wait for a task that can never run.
         tokio::task::spawn_blocking(move || watch.inner.pipeline.shutdown())
@@ -564,8 +569,9 @@ impl AuthWatchBuilder {
         self
     }
 
-    /// How many audit records may wait for the writer before new ones are dropped and
-    /// counted in `auth.audit.dropped.count` (default 8192).
+    /// How many of the logger's audit records may wait for the writer before new ones are
+    /// dropped and counted in `auth.audit.dropped.count` (default 8192). The layer's records
+    /// wait in per-thread buffers of 2048, drained every 50 ms, with the same accounting.
     pub fn audit_queue(mut self, records: usize) -> Self {
         self.audit_queue = records;
         self

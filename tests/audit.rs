@@ -301,24 +301,33 @@ fn verify_finds_every_kind_of_tampering() {
 fn a_keyed_chain_needs_its_key() {
     let dir = tempdir("keyed");
     let file = write_log(&dir, 3, Some("s3cret"));
-    let keyfile = dir.join("key");
-    std::fs::write(&keyfile, "s3cret").unwrap();
+    let keyfile = tempdir("keyfile").join("key");
+    // As `echo s3cret > key` writes it: the newline is not part of the key.
+    std::fs::write(&keyfile, "s3cret\n").unwrap();
+    let (f, k) = (file.to_str().unwrap(), keyfile.to_str().unwrap());
     assert_eq!(verify(&file, Some(b"s3cret")).unwrap().records, 3);
+    assert_eq!(cli(&["audit", "verify", f, "--key-file", k]).0, 0);
     assert_eq!(verify(&file, None).unwrap_err().kind, Tamper::WrongKey);
     assert_eq!(
         verify(&file, Some(b"guess")).unwrap_err().kind,
-        Tamper::Edited
+        Tamper::WrongKey
     );
-    let (code, _) = cli(&[
-        "audit",
-        "verify",
-        file.to_str().unwrap(),
-        "--key-file",
-        keyfile.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0);
-    // The user ids in it are keyed too.
+    // The user ids in it are keyed too, with a key of their own (never a chain hash).
     assert!(lines(&file)[0].contains("\"user.id\":\"hmac-sha256:"));
+    // A forger without the key rewrites the file as an unkeyed chain: refused when checked
+    // with the key.
+    let unkeyed = write_log(&tempdir("unkeyed"), 3, None);
+    std::fs::copy(&unkeyed, &file).unwrap();
+    let e = verify(&file, Some(b"s3cret")).unwrap_err();
+    assert_eq!((e.line, e.kind), (1, Tamper::WrongKey));
+    let (code, out) = cli(&["audit", "verify", f, "--key-file", k]);
+    assert_eq!(code, 1, "{out}");
+    // Unreadable paths and empty folders are usage errors, not tampering.
+    assert_eq!(cli(&["audit", "verify", "/nonexistent/audit"]).0, 2);
+    assert_eq!(
+        cli(&["audit", "verify", tempdir("empty").to_str().unwrap()]).0,
+        2
+    );
 }
 
 #[test]

@@ -2,12 +2,18 @@
 //! chained to the one before it.
 //!
 //! Each line is a JSON object with the record's fields plus `seq` (0, 1, 2, … within the file),
-//! `prev` (the previous line's `hash`, 64 zeros for the first) and `chain` (`sha256`, or
-//! `hmac-sha256` when an audit key is set), and ends with `"hash":"<hex>"}`: the SHA-256 (or
-//! HMAC-SHA256 under the key) of the line up to that field, closed with `}`. Editing, removing,
-//! inserting or reordering a record breaks a hash, a `seq` or a `prev`, and [`verify`] names
-//! the first record where it happened. Without a key, someone who can rewrite the whole file can
-//! recompute the chain; with one, they need the key.
+//! `prev` (the previous line's `hash`; for a file's first line, the last `hash` of the class's
+//! previous file, or 64 zeros), `chain` (`sha256`, or `hmac-sha256` when an audit key is set)
+//! and, when keyed, `key_id`; it ends with `"hash":"<hex>"}`: the SHA-256 (or HMAC-SHA256 under
+//! a key derived from the audit key) of the line up to that field, closed with `}`.
+//!
+//! Editing, removing, inserting or reordering a record, or removing a day's file between two
+//! others, breaks a hash, a `seq` or a `prev`, and [`verify`] names the first record where it
+//! happened. What the files alone cannot show: records cut off the end of the newest file (or
+//! that whole file), which looks like a crash before they were written, and the oldest file's
+//! removal, which looks like pruning. Without a key, someone who can rewrite whole files can
+//! recompute the chain; with one, they need the key, and [`verify`] given the key refuses
+//! unkeyed records. One writer per folder.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -89,6 +95,19 @@ impl FileSettings {
 
 const ZERO: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The key a purpose uses, derived from the audit key (so a user-id hash can never be a valid
+/// chain hash, and the other way round).
+pub(crate) fn derive(key: &[u8], purpose: &str) -> Vec<u8> {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(format!("authwatch/{purpose}/v1").as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn key_id(chain_key: &[u8]) -> String {
+    chain_hash(Some(chain_key), b"key-id")[..16].to_owned()
+}
+
 fn day_of(t: SystemTime) -> i64 {
     let secs = match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => d.as_secs() as i64,
@@ -98,7 +117,9 @@ fn day_of(t: SystemTime) -> i64 {
 }
 
 fn date_of_day(day: i64) -> String {
-    let t = SystemTime::UNIX_EPOCH + Duration::from_secs((day.max(0) as u64) * 86_400);
+    // Days outside 1970..=9999 (a broken clock) clamp rather than fail.
+    let day = day.clamp(0, 2_932_896);
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(day as u64 * 86_400);
     humantime::format_rfc3339_seconds(t).to_string()[..10].to_owned()
 }
 
@@ -132,7 +153,76 @@ fn chain_hash(key: Option<&[u8]>, data: &[u8]) -> String {
     }
 }
 
+/// A line split into what was hashed and its hash.
+fn split_line(line: &str) -> Option<(String, &str)> {
+    const TAIL: usize = ",\"hash\":\"\"}".len() + 64;
+    let i = line.len().checked_sub(TAIL)?;
+    if !(line.is_char_boundary(i) && line[i..].starts_with(",\"hash\":\"") && line.ends_with("\"}"))
+    {
+        return None;
+    }
+    let hash = &line[i + ",\"hash\":\"".len()..line.len() - 2];
+    hash.bytes()
+        .all(|b| b.is_ascii_hexdigit())
+        .then(|| (format!("{}}}", &line[..i]), hash))
+}
+
+fn files_of(dir: &Path) -> std::io::Result<Vec<(AuditClass, i64, PathBuf)>> {
+    let mut v: Vec<_> = fs::read_dir(dir)?
+        .flatten()
+        .filter_map(|e| {
+            let (c, d) = parse_name(e.file_name().to_str()?)?;
+            Some((c, d, e.path()))
+        })
+        .collect();
+    v.sort_by_key(|(c, d, _)| (c.as_str(), *d));
+    Ok(v)
+}
+
+/// The end of a file: its length up to the last newline, and the last complete line. Reads
+/// backwards in 64 KiB steps, so a large file costs one step.
+fn tail_of(file: &mut File) -> std::io::Result<(u64, Option<String>)> {
+    let len = file.seek(SeekFrom::End(0))?;
+    let mut end = len;
+    let mut complete = None;
+    let mut buf = Vec::new();
+    while end > 0 {
+        let start = end.saturating_sub(64 * 1024);
+        let mut chunk = vec![0; (end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&buf);
+        buf = chunk;
+        let nl: Vec<usize> = buf
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .map(|(i, _)| i)
+            .collect();
+        if complete.is_none() {
+            if let Some(&last) = nl.last() {
+                complete = Some(start + last as u64 + 1);
+            }
+        }
+        if let Some(&last) = nl.last() {
+            // The line before the last newline starts after the one before it (or at 0).
+            let before = nl.iter().rev().nth(1).map(|i| i + 1);
+            if before.is_some() || start == 0 {
+                let from = before.unwrap_or(0);
+                let line = String::from_utf8_lossy(&buf[from..last]).into_owned();
+                return Ok((complete.unwrap_or(0), Some(line)));
+            }
+        }
+        if len - start > 4 * 1024 * 1024 {
+            break; // no line is that long
+        }
+        end = start;
+    }
+    Ok((complete.unwrap_or(0), None))
+}
+
 struct OpenFile {
+    class: AuditClass,
     day: i64,
     w: BufWriter<File>,
     seq: u64,
@@ -142,20 +232,32 @@ struct OpenFile {
 /// Writes records to the day's file of their class. Used by the audit worker only.
 pub(crate) struct Writer {
     s: FileSettings,
-    key: Option<Vec<u8>>,
-    files: [Option<OpenFile>; 2],
+    chain_key: Option<Vec<u8>>,
+    key_id: Option<String>,
+    /// The file being written, one per class.
+    files: Vec<OpenFile>,
     pending: usize,
     first_pending: Option<Instant>,
     pruned_day: i64,
 }
 
+fn create_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+}
+
 impl Writer {
     pub(crate) fn open(s: FileSettings, key: Option<Vec<u8>>) -> std::io::Result<Self> {
-        fs::create_dir_all(&s.dir)?;
+        create_dir(&s.dir)?;
+        let chain_key = key.map(|k| derive(&k, "chain"));
         let mut w = Self {
+            key_id: chain_key.as_deref().map(key_id),
             s,
-            key,
-            files: [None, None],
+            chain_key,
+            files: Vec::new(),
             pending: 0,
             first_pending: None,
             pruned_day: i64::MIN,
@@ -171,39 +273,41 @@ impl Writer {
             return;
         }
         self.pruned_day = today;
-        let Ok(entries) = fs::read_dir(&self.s.dir) else {
+        let Ok(files) = files_of(&self.s.dir) else {
             return;
         };
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let Some((class, day)) = name.to_str().and_then(parse_name) else {
-                continue;
-            };
+        for (class, day, path) in files {
             if day < today - i64::from(class.retention_days()) {
-                match fs::remove_file(e.path()) {
+                match fs::remove_file(&path) {
                     Ok(()) => {
-                        tracing::info!(file = %e.path().display(), "authwatch: audit file past retention removed")
+                        tracing::info!(file = %path.display(), "authwatch: audit file past retention removed")
                     }
                     Err(err) => {
-                        tracing::warn!(file = %e.path().display(), %err, "authwatch: could not remove an audit file past retention")
+                        tracing::warn!(file = %path.display(), %err, "authwatch: could not remove an audit file past retention")
                     }
                 }
             }
         }
     }
 
-    fn file(&mut self, class: AuditClass, day: i64) -> std::io::Result<&mut OpenFile> {
-        let slot = &mut self.files[class as usize];
-        if slot.as_ref().is_none_or(|f| f.day != day) {
-            if let Some(f) = slot.as_mut() {
-                f.w.flush()?;
+    /// The file a record of `class` goes to now: today's (by the writer's clock), never an
+    /// earlier day's once a later one is open, so each file's chain continues the one before
+    /// and a record queued across midnight lands in the new day's file.
+    fn file(&mut self, class: AuditClass) -> std::io::Result<&mut OpenFile> {
+        let today = day_of((self.s.clock)());
+        let i = self.files.iter().position(|f| f.class == class);
+        let day = i.map_or(today, |i| today.max(self.files[i].day));
+        match i {
+            Some(i) if self.files[i].day == day => Ok(&mut self.files[i]),
+            _ => {
+                if let Some(i) = i {
+                    let mut old = self.files.swap_remove(i);
+                    old.w.flush()?;
+                }
+                self.files.push(open_for_append(&self.s.dir, class, day)?);
+                Ok(self.files.last_mut().expect("just pushed"))
             }
-            *slot = Some(open_for_append(
-                &self.s.dir.join(file_name(class, day)),
-                day,
-            )?);
         }
-        Ok(slot.as_mut().expect("just opened"))
     }
 
     pub(crate) fn write(&mut self, r: &AuditRecord) {
@@ -215,17 +319,20 @@ impl Writer {
 
     fn try_write(&mut self, r: &AuditRecord) -> std::io::Result<()> {
         let mut v = serde_json::to_value(r).map_err(std::io::Error::other)?;
-        let chain = if self.key.is_some() {
+        let chain = if self.chain_key.is_some() {
             "hmac-sha256"
         } else {
             "sha256"
         };
-        let key = self.key.clone();
-        let f = self.file(r.class, day_of(r.time))?;
+        let (key, kid) = (self.chain_key.clone(), self.key_id.clone());
+        let f = self.file(r.class)?;
         if let Some(o) = v.as_object_mut() {
             o.insert("seq".into(), f.seq.into());
             o.insert("prev".into(), f.last.clone().into());
             o.insert("chain".into(), chain.into());
+            if let Some(k) = kid {
+                o.insert("key_id".into(), k.into());
+            }
         }
         let body = serde_json::to_string(&v).map_err(std::io::Error::other)?;
         let hash = chain_hash(key.as_deref(), body.as_bytes());
@@ -255,7 +362,7 @@ impl Writer {
     }
 
     pub(crate) fn flush(&mut self) {
-        for f in self.files.iter_mut().flatten() {
+        for f in &mut self.files {
             if let Err(e) = f.w.flush() {
                 tracing::error!(error = %e, "authwatch: could not flush the audit log");
             }
@@ -265,30 +372,39 @@ impl Writer {
     }
 }
 
-/// Opens a day's file for appending, carrying on its chain. A torn last line (a crash in the
-/// middle of a write) is cut off first, so the chain stays verifiable.
-fn open_for_append(path: &Path, day: i64) -> std::io::Result<OpenFile> {
-    let mut file = OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .open(path)?;
-    let mut text = String::new();
-    file.read_to_string(&mut text)?;
-    let complete = text.rfind('\n').map_or(0, |i| i + 1);
-    if complete < text.len() {
-        tracing::warn!(file = %path.display(), bytes = text.len() - complete, "authwatch: cut a torn last audit record");
-        file.set_len(complete as u64)?;
-        file.seek(SeekFrom::End(0))?;
+/// Opens a day's file for appending, carrying on its chain (or, for a new file, the chain of
+/// the class's previous file). A torn last line (a crash in the middle of a write) is cut off
+/// first, so the chain stays verifiable. Reads only the end of the file.
+fn open_for_append(dir: &Path, class: AuditClass, day: i64) -> std::io::Result<OpenFile> {
+    let path = dir.join(file_name(class, day));
+    let mut o = OpenOptions::new();
+    o.create(true).read(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let mut file = o.open(&path)?;
+    let len = file.metadata()?.len();
+    let (complete, last_line) = tail_of(&mut file)?;
+    if complete < len {
+        tracing::warn!(file = %path.display(), bytes = len - complete, "authwatch: cut a torn last audit record");
+        file.set_len(complete)?;
     }
-    let (mut seq, mut last) = (0, ZERO.to_owned());
-    if let Some(line) = text[..complete].lines().last() {
-        if let Some((s, h)) = seq_and_hash(line) {
-            seq = s + 1;
-            last = h;
-        }
-    }
+    file.seek(SeekFrom::End(0))?;
+    let (seq, last) = match last_line {
+        Some(line) => match seq_and_hash(&line) {
+            Some((s, h)) => (s + 1, h),
+            None => {
+                tracing::error!(file = %path.display(), "authwatch: the last audit record is unreadable; the chain restarts (verify will show where)");
+                (0, ZERO.to_owned())
+            }
+        },
+        // A new file: chained to the last record of the class's previous file.
+        None => (
+            0,
+            previous_hash(dir, class, day).unwrap_or_else(|| ZERO.to_owned()),
+        ),
+    };
     Ok(OpenFile {
+        class,
         day,
         w: BufWriter::new(file),
         seq,
@@ -296,9 +412,22 @@ fn open_for_append(path: &Path, day: i64) -> std::io::Result<OpenFile> {
     })
 }
 
+/// The last hash of the latest file of `class` before `day`.
+fn previous_hash(dir: &Path, class: AuditClass, day: i64) -> Option<String> {
+    let (_, _, path) = files_of(dir)
+        .ok()?
+        .into_iter()
+        .filter(|(c, d, _)| *c == class && *d < day)
+        .max_by_key(|(_, d, _)| *d)?;
+    let mut f = File::open(path).ok()?;
+    let (_, line) = tail_of(&mut f).ok()?;
+    seq_and_hash(&line?).map(|(_, h)| h)
+}
+
 fn seq_and_hash(line: &str) -> Option<(u64, String)> {
-    let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    Some((v["seq"].as_u64()?, v["hash"].as_str()?.to_owned()))
+    let (body, hash) = split_line(line)?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    Some((v["seq"].as_u64()?, hash.to_owned()))
 }
 
 /// What was tampered with.
@@ -307,17 +436,22 @@ fn seq_and_hash(line: &str) -> Option<(u64, String)> {
 pub enum Tamper {
     /// The record's content does not match its hash.
     Edited,
-    /// Records before this one are missing (its `seq` jumps).
+    /// Records before this one are missing (its `seq` jumps), or a day's file between two
+    /// others is gone.
     Removed,
-    /// A record that does not belong to the chain (a repeated `seq`, or a `prev` that is not
-    /// the previous record's hash).
+    /// A record that does not belong to the chain (a repeated `seq`, a `prev` that is not the
+    /// previous record's hash, a record of another class or day).
     Inserted,
     /// Records are out of order.
     Reordered,
-    /// The line is not a record of this log.
+    /// The line is not a record of this log, or a torn record sits in a file that is not the
+    /// newest of its class.
     Malformed,
-    /// The chain is keyed and no key (or the wrong one) was given.
+    /// The chain is keyed and no key, or another key, was given; or a key was given and the
+    /// record is not keyed.
     WrongKey,
+    /// The file or folder cannot be read (not tampering).
+    Unreadable,
 }
 
 /// The first bad record [`verify`] found.
@@ -327,7 +461,7 @@ pub enum Tamper {
 pub struct VerifyError {
     /// The file.
     pub file: PathBuf,
-    /// The line (from 1).
+    /// The line (from 1; 0 for the file as a whole).
     pub line: usize,
     /// What happened.
     pub kind: Tamper,
@@ -343,46 +477,97 @@ pub struct VerifyReport {
     pub files: usize,
     /// Records whose chain holds.
     pub records: usize,
-    /// Files whose last line was cut by a crash mid-write (the records before it verify).
+    /// Files whose last line was cut by a crash mid-write (the records before it verify); only
+    /// ever the newest file of a class.
     pub torn: Vec<PathBuf>,
 }
 
-/// Checks a log file, or every log file in a folder: every record's hash, `seq` and `prev`.
-/// `key` is the audit key when the log was written with one.
+/// Checks a log file, or every log file in a folder (each class's files in date order, each
+/// chained to the one before): every record's hash, `seq`, `prev`, class and day. `key` is the
+/// audit key when the log was written with one.
 ///
 /// # Errors
 ///
-/// The first record that was edited, removed, inserted or reordered (or an I/O error, as
-/// [`Tamper::Malformed`]).
+/// The first record that was edited, removed, inserted or reordered; [`Tamper::Unreadable`]
+/// when the path cannot be read.
 pub fn verify(path: &Path, key: Option<&[u8]>) -> Result<VerifyReport, VerifyError> {
-    let io = |e: std::io::Error| VerifyError {
+    let unreadable = |e: std::io::Error| VerifyError {
         file: path.to_owned(),
         line: 0,
-        kind: Tamper::Malformed,
+        kind: Tamper::Unreadable,
         detail: e.to_string(),
     };
-    let mut files: Vec<PathBuf> = if path.is_dir() {
-        fs::read_dir(path)
-            .map_err(io)?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+    let chain_key = key.map(|k| derive(k, "chain"));
+    let files: Vec<(Option<(AuditClass, i64)>, PathBuf)> = if path.is_dir() {
+        files_of(path)
+            .map_err(unreadable)?
+            .into_iter()
+            .map(|(c, d, p)| (Some((c, d)), p))
             .collect()
     } else {
-        vec![path.to_owned()]
+        fs::metadata(path).map_err(unreadable)?;
+        let named = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(parse_name);
+        vec![(named, path.to_owned())]
     };
-    files.sort();
     let mut report = VerifyReport::default();
-    for f in files {
-        verify_file(&f, key, &mut report)?;
+    for (i, (named, file)) in files.iter().enumerate() {
+        let class = named.map(|(c, _)| c);
+        let newest = files[i + 1..]
+            .iter()
+            .all(|(n, _)| n.map(|(c, _)| c) != class);
+        // Chained to the previous file of the class, when the folder holds it.
+        let prev_file = (i > 0 && class.is_some() && files[i - 1].0.map(|(c, _)| c) == class)
+            .then(|| &files[i - 1].1);
+        let expect_prev = match prev_file {
+            Some(p) => {
+                let mut f = File::open(p).map_err(unreadable)?;
+                let (_, line) = tail_of(&mut f).map_err(unreadable)?;
+                line.as_deref().and_then(seq_and_hash).map(|(_, h)| h)
+            }
+            None => None,
+        };
+        verify_file(
+            file,
+            *named,
+            chain_key.as_deref(),
+            expect_prev,
+            newest,
+            &mut report,
+        )?;
         report.files += 1;
     }
     Ok(report)
 }
 
+fn read_lines(path: &Path) -> std::io::Result<(Vec<Vec<u8>>, bool)> {
+    use std::io::BufRead as _;
+    let mut r = std::io::BufReader::new(File::open(path)?);
+    let mut lines = Vec::new();
+    let mut torn = false;
+    loop {
+        let mut buf = Vec::new();
+        if r.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            lines.push(buf);
+        } else {
+            torn = true;
+        }
+    }
+    Ok((lines, torn))
+}
+
 fn verify_file(
     path: &Path,
-    key: Option<&[u8]>,
+    named: Option<(AuditClass, i64)>,
+    chain_key: Option<&[u8]>,
+    expect_first_prev: Option<String>,
+    newest: bool,
     report: &mut VerifyReport,
 ) -> Result<(), VerifyError> {
     let bad = |line: usize, kind: Tamper, detail: String| VerifyError {
@@ -391,62 +576,88 @@ fn verify_file(
         kind,
         detail,
     };
-    let text = fs::read(path).map_err(|e| bad(0, Tamper::Malformed, e.to_string()))?;
-    let text = String::from_utf8_lossy(&text);
-    let complete = text.rfind('\n').map_or(0, |i| i + 1);
-    if complete < text.len() {
-        // A crash mid-write: the records before it stand.
+    let (lines, torn) = read_lines(path).map_err(|e| bad(0, Tamper::Unreadable, e.to_string()))?;
+    if torn {
+        if !newest {
+            return Err(bad(
+                lines.len() + 1,
+                Tamper::Malformed,
+                "a torn record in a file that is not the newest of its class".into(),
+            ));
+        }
         report.torn.push(path.to_owned());
     }
-    // Parse every complete line first: telling a removal from a reordering needs the lines
-    // after the first break.
-    let mut recs = Vec::new();
-    for (i, line) in text[..complete].lines().enumerate() {
-        let n = i + 1;
-        const TAIL: usize = ",\"hash\":\"\"}".len() + 64;
-        let split = line.len().checked_sub(TAIL).filter(|i| {
-            line.is_char_boundary(*i)
-                && line[*i..].starts_with(",\"hash\":\"")
-                && line.ends_with("\"}")
-        });
-        let Some(i) = split else {
+    // The seq of every line first: telling a removal from a reordering needs the lines after
+    // the first break.
+    let seqs: Vec<Option<u64>> = lines
+        .iter()
+        .map(|l| {
+            let l = String::from_utf8_lossy(l);
+            let (body, _) = split_line(&l)?;
+            serde_json::from_str::<serde_json::Value>(&body).ok()?["seq"].as_u64()
+        })
+        .collect();
+    let kid = chain_key.map(key_id);
+    let (mut expected, mut last) = (0u64, None::<String>);
+    for (idx, raw) in lines.iter().enumerate() {
+        let n = idx + 1;
+        let line =
+            std::str::from_utf8(raw).map_err(|_| bad(n, Tamper::Malformed, "not UTF-8".into()))?;
+        let Some((body, hash)) = split_line(line) else {
             return Err(bad(
                 n,
                 Tamper::Malformed,
                 "no hash at the end of the line".into(),
             ));
         };
-        let body = format!("{}}}", &line[..i]);
-        let hash = line[i + ",\"hash\":\"".len()..line.len() - 2].to_owned();
         let v: serde_json::Value = serde_json::from_str(&body)
             .map_err(|e| bad(n, Tamper::Malformed, format!("not JSON: {e}")))?;
-        let seq = v["seq"]
-            .as_u64()
-            .ok_or_else(|| bad(n, Tamper::Malformed, "no seq".into()))?;
-        let prev = v["prev"].as_str().unwrap_or_default().to_owned();
         let keyed = v["chain"] == "hmac-sha256";
-        recs.push((n, body, hash, seq, prev, keyed));
-    }
-    let (mut expected, mut last) = (0u64, ZERO.to_owned());
-    for (idx, (n, body, hash, seq, prev, keyed)) in recs.iter().enumerate() {
-        let n = *n;
-        if *keyed && key.is_none() {
+        match (keyed, chain_key) {
+            (true, None) => {
+                return Err(bad(
+                    n,
+                    Tamper::WrongKey,
+                    "the chain is keyed: give the audit key".into(),
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(bad(
+                    n,
+                    Tamper::WrongKey,
+                    "a record without the key in a log checked with one".into(),
+                ))
+            }
+            (true, Some(_)) if v["key_id"].as_str() != kid.as_deref() => {
+                return Err(bad(n, Tamper::WrongKey, "written with another key".into()))
+            }
+            _ => {}
+        }
+        if chain_hash(chain_key.filter(|_| keyed), body.as_bytes()) != hash {
             return Err(bad(
                 n,
-                Tamper::WrongKey,
-                "the chain is keyed: give the audit key".into(),
+                Tamper::Edited,
+                "the record does not match its hash".into(),
             ));
         }
-        if chain_hash(if *keyed { key } else { None }, body.as_bytes()) != *hash {
-            let detail = if *keyed {
-                "the record does not match its hash (edited, or not the key it was written with)"
-            } else {
-                "the record does not match its hash"
-            };
-            return Err(bad(n, Tamper::Edited, detail.into()));
+        if let Some((class, day)) = named {
+            // A record is in its own day's file, or the next day's (queued across midnight).
+            let t = v["time"]
+                .as_str()
+                .and_then(|t| humantime::parse_rfc3339(t).ok());
+            let in_place = t.map(day_of).is_some_and(|d| d == day || d + 1 == day);
+            if v["audit.class"] != class.as_str() || !in_place {
+                return Err(bad(
+                    n,
+                    Tamper::Inserted,
+                    "a record of another class or day".into(),
+                ));
+            }
         }
-        if *seq > expected {
-            let later = recs[idx + 1..].iter().any(|r| r.3 == expected);
+        let seq = seqs[idx].ok_or_else(|| bad(n, Tamper::Malformed, "no seq".into()))?;
+        let prev = v["prev"].as_str().unwrap_or_default();
+        if seq > expected {
+            let later = seqs[idx + 1..].contains(&Some(expected));
             return Err(if later {
                 bad(
                     n,
@@ -461,8 +672,8 @@ fn verify_file(
                 )
             });
         }
-        if *seq < expected {
-            let seen_before = recs[..idx].iter().any(|r| r.3 == *seq);
+        if seq < expected {
+            let seen_before = seqs[..idx].contains(&Some(seq));
             return Err(if seen_before {
                 bad(n, Tamper::Inserted, format!("a second record {seq}"))
             } else {
@@ -473,15 +684,17 @@ fn verify_file(
                 )
             });
         }
-        if *prev != last {
-            return Err(bad(
-                n,
-                Tamper::Inserted,
-                "prev is not the previous record's hash".into(),
-            ));
+        match (&last, &expect_first_prev) {
+            (Some(l), _) if prev != l => {
+                return Err(bad(n, Tamper::Inserted, "prev is not the previous record's hash".into()))
+            }
+            (None, Some(p)) if prev != p => {
+                return Err(bad(n, Tamper::Removed, "the first record does not follow the previous file's last: records or a file between them are gone".into()))
+            }
+            _ => {}
         }
         expected = seq + 1;
-        last = hash.clone();
+        last = Some(hash.to_owned());
         report.records += 1;
     }
     Ok(())
@@ -490,6 +703,59 @@ fn verify_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record_on(day: i64, n: u64) -> AuditRecord {
+        let mut r = AuditRecord::new("auth.login.failure", AuditClass::Security, "application");
+        r.time = SystemTime::UNIX_EPOCH + Duration::from_secs(day as u64 * 86_400 + 3600 + n);
+        r.error_type = Some(format!("attempt {n}"));
+        r
+    }
+
+    /// Each day's file carries on the chain of the day before: a file removed from the
+    /// middle, or a torn record in an older file, is found.
+    #[test]
+    fn files_chain_across_days() {
+        let dir = std::env::temp_dir().join(format!("authwatch-days-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let day = 20_000;
+        let now = Arc::new(std::sync::atomic::AtomicI64::new(day));
+        let clock = now.clone();
+        let mut w = Writer::open(
+            FileSettings::new(&dir).clock(move || {
+                let d = clock.load(std::sync::atomic::Ordering::SeqCst);
+                SystemTime::UNIX_EPOCH + Duration::from_secs(d as u64 * 86_400 + 7200)
+            }),
+            None,
+        )
+        .unwrap();
+        for d in 0..3 {
+            now.store(day + d, std::sync::atomic::Ordering::SeqCst);
+            if d > 0 {
+                // A record of the day before, queued across midnight: it goes to the new file.
+                w.write(&record_on(day + d - 1, 9));
+            }
+            for n in 0..3 {
+                w.write(&record_on(day + d, n));
+            }
+        }
+        w.flush();
+        let r = verify(&dir, None).unwrap();
+        assert_eq!((r.files, r.records), (3, 11));
+        // The middle day gone.
+        let middle = dir.join(file_name(AuditClass::Security, day + 1));
+        let saved = fs::read(&middle).unwrap();
+        fs::remove_file(&middle).unwrap();
+        let e = verify(&dir, None).unwrap_err();
+        assert_eq!((e.line, &e.kind), (1, &Tamper::Removed), "{e}");
+        fs::write(&middle, &saved).unwrap();
+        // A torn record in a file that is not the newest: not a crash.
+        let first = dir.join(file_name(AuditClass::Security, day));
+        let mut f = OpenOptions::new().append(true).open(&first).unwrap();
+        f.write_all(b"{\"seq\":4,\"ha").unwrap();
+        let e = verify(&dir, None).unwrap_err();
+        assert_eq!(e.kind, Tamper::Malformed, "{e}");
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn names_and_days() {

@@ -14,8 +14,8 @@
 //! | `event.name` | `auth.login.success`, `auth.login.failure`, `auth.token.issued`, `auth.logout`, `auth.registration`, `auth.lockout`, `auth.rate_limited`, `auth.password_reset`, `auth.request` (the layer's) |
 //! | `audit.class` | `authentication` (kept 90 days) or `security` (1 year: failures, lockouts, rate limiting, invalid tokens) |
 //! | `audit.retention_days` | 90 or 365 |
-//! | `audit.source` | `layer` or `application` |
-//! | `user.id` | as given, or `hmac-sha256:<hex>` with [`AuthWatchBuilder::audit_key`](crate::AuthWatchBuilder::audit_key) |
+//! | `audit.source` | `layer`, `token_guard` or `application` |
+//! | `user.id` | as given, or `hmac-sha256:<hex>` with [`AuthWatchBuilder::audit_key`](crate::AuthWatchBuilder::audit_key) (recommended: the user field of a failed login sometimes holds a password typed in the wrong box) |
 //! | `client.address` | the client address under the `ClientIp` rules |
 //! | `user_agent.original` | at most 256 bytes, control characters escaped |
 //! | `error.type` | the failure reason (`invalid_credentials`, … or the application's words) |
@@ -144,7 +144,11 @@ pub struct AuditRecord {
 }
 
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_micros(*t))
+    // A clock outside 1970..=9999 clamps rather than fail the writer.
+    let max = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+    s.collect_str(&humantime::format_rfc3339_micros(
+        (*t).clamp(SystemTime::UNIX_EPOCH, max),
+    ))
 }
 
 impl AuditRecord {
@@ -168,9 +172,10 @@ impl AuditRecord {
     }
 }
 
-/// `s` cut to at most `max` bytes at a character boundary (with `…` when cut), with control
-/// characters, backslashes and quotes escaped (`\n`, `\u{1b}`, …), so a hostile value cannot
-/// forge a log line or a field in any output.
+/// `s` cut to at most `max` bytes at a character boundary (ending in `…` when cut), with
+/// control characters, invisible formatting characters (bidi controls, zero-width characters),
+/// backslashes and quotes escaped (`\n`, `\u{1b}`, …), so a hostile value cannot forge a log
+/// line or a field, or hide text, in any output.
 #[must_use]
 pub fn sanitize(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max) + 4);
@@ -185,7 +190,13 @@ pub fn sanitize(s: &str, max: usize) -> String {
             c if c.is_control()
                 || matches!(
                     c,
-                    '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}'
+                    '\u{2028}'
+                        | '\u{2029}'
+                        | '\u{200b}'..='\u{200f}'
+                        | '\u{202a}'..='\u{202e}'
+                        | '\u{2066}'..='\u{2069}'
+                        | '\u{061c}'
+                        | '\u{feff}'
                 ) =>
             {
                 out.push_str(&c.escape_unicode().to_string());
@@ -193,7 +204,11 @@ pub fn sanitize(s: &str, max: usize) -> String {
             c => out.push(c),
         }
         if out.len() > max {
+            // Cut to leave room for the ellipsis: the result never exceeds `max` bytes.
             out.truncate(before);
+            while out.len() + '…'.len_utf8() > max {
+                out.pop();
+            }
             out.push('…');
             break;
         }
@@ -234,11 +249,15 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 enum Msg {
     Record(Box<AuditRecord>),
     Sync(SyncSender<()>),
+    /// Drain, flush, answer, and end.
+    Stop(SyncSender<()>),
 }
 
 pub(crate) struct Auditor {
     tx: SyncSender<Msg>,
     layer: Arc<LayerRecords>,
+    /// After shutdown: records are dropped (and counted).
+    closed: std::sync::atomic::AtomicBool,
     dropped: AtomicU64,
     key: UserIdKey,
     /// The worker, joined at shutdown.
@@ -279,8 +298,10 @@ impl Auditor {
         Ok(Arc::new(Self {
             tx,
             layer,
+            closed: std::sync::atomic::AtomicBool::new(false),
             dropped: AtomicU64::new(0),
-            key: UserIdKey(key.map(Into::into)),
+            // Its own key, derived: a user-id hash is never a valid chain hash.
+            key: UserIdKey(key.map(|k| file::derive(&k, "user-id").into())),
             worker: Mutex::new(Some(worker)),
         }))
     }
@@ -291,6 +312,7 @@ impl Auditor {
         Arc::new(Self {
             tx,
             layer: Arc::new(LayerRecords::new()),
+            closed: std::sync::atomic::AtomicBool::new(true),
             dropped: AtomicU64::new(0),
             key: UserIdKey(None),
             worker: Mutex::new(None),
@@ -298,6 +320,10 @@ impl Auditor {
     }
 
     fn send(&self, r: AuditRecord) {
+        if self.closed.load(Ordering::Relaxed) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         match self.tx.try_send(Msg::Record(Box::new(r))) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -319,12 +345,23 @@ impl Auditor {
         }
     }
 
-    /// Writes what is queued, flushes, and stops the worker. Later records are dropped.
-    pub(crate) fn shutdown(&self) {
-        self.sync();
-        // The worker ends when every sender is gone; ours stays with the auditor, so only
-        // wait for what was queued (above) and leave the thread to end with the process.
-        let _ = self.worker.lock().map(|mut w| w.take());
+    /// Writes what is queued, flushes, and stops the worker (waiting up to 10 s). Later
+    /// records are dropped and counted. Returns false when the worker did not finish in time.
+    pub(crate) fn shutdown(&self) -> bool {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return true;
+        }
+        let (tx, rx) = sync_channel(1);
+        if self.tx.send(Msg::Stop(tx)).is_err() {
+            return true;
+        }
+        let done = rx.recv_timeout(Duration::from_secs(10)).is_ok();
+        if done {
+            if let Some(w) = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = w.join();
+            }
+        }
+        done
     }
 }
 
@@ -356,7 +393,8 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, mut file: Option<&
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        let draining = std::time::Instant::now() >= next_drain || matches!(msg, Some(Msg::Sync(_)));
+        let draining = std::time::Instant::now() >= next_drain
+            || matches!(msg, Some(Msg::Sync(_) | Msg::Stop(_)));
         if draining {
             layer.drain(&mut spare, &mut |r| write(&r, &mut file));
             next_drain = std::time::Instant::now() + DRAIN_EVERY;
@@ -367,6 +405,14 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, mut file: Option<&
                     w.flush();
                 }
                 let _ = done.try_send(());
+            }
+            Some(Msg::Stop(done)) => {
+                layer.drain(&mut spare, &mut |r| write(&r, &mut file));
+                if let Some(w) = file.as_deref_mut() {
+                    w.flush();
+                }
+                let _ = done.try_send(());
+                return;
             }
             Some(Msg::Record(r)) => write(&r, &mut file),
             None => {
@@ -462,7 +508,7 @@ fn class_of(o: Outcome) -> AuditClass {
 }
 
 /// User-agent bytes a layer record holds inline (it is cut to [`MAX_USER_AGENT`] when written).
-const UA_INLINE: usize = 200;
+const UA_INLINE: usize = MAX_USER_AGENT;
 /// Route ids with a slot of their own (as in the metrics sink); others are interned labels.
 const ROUTE_SLOTS: usize = 1024;
 /// Most token-guard labels kept; beyond, the label is `_OTHER`.
@@ -490,6 +536,8 @@ struct LayerRecord {
     ms: f64,
     guard: bool,
     ua_len: u16,
+    /// The user agent was longer than what is kept.
+    ua_cut: bool,
     ua: [u8; UA_INLINE],
 }
 
@@ -502,7 +550,7 @@ struct LayerShard(Mutex<Vec<LayerRecord>>);
 pub(crate) struct LayerRecords {
     shards: Box<[LayerShard]>,
     routes: Box<[OnceLock<Arc<str>>]>,
-    labels: Mutex<(std::collections::HashMap<Box<str>, u16>, Vec<Arc<str>>)>,
+    labels: std::sync::RwLock<(std::collections::HashMap<Box<str>, u16>, Vec<Arc<str>>)>,
 }
 
 impl LayerRecords {
@@ -512,7 +560,7 @@ impl LayerRecords {
                 .map(|_| LayerShard(Mutex::new(Vec::new())))
                 .collect(),
             routes: (0..ROUTE_SLOTS).map(|_| OnceLock::new()).collect(),
-            labels: Mutex::new(Default::default()),
+            labels: std::sync::RwLock::new(Default::default()),
         }
     }
 
@@ -523,7 +571,16 @@ impl LayerRecords {
                 return RouteKey::Table(id.0);
             }
         }
-        let mut l = self.labels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = self
+            .labels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .get(e.route)
+        {
+            return RouteKey::Label(*i);
+        }
+        let mut l = self.labels.write().unwrap_or_else(|e| e.into_inner());
         if let Some(i) = l.0.get(e.route) {
             return RouteKey::Label(*i);
         }
@@ -548,7 +605,7 @@ impl LayerRecords {
                 .map_or_else(|| "_OTHER".into(), |r| (**r).into()),
             RouteKey::Label(i) => self
                 .labels
-                .lock()
+                .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .1
                 .get(usize::from(i))
@@ -577,7 +634,14 @@ impl LayerRecords {
         r.client_address = l.ip;
         if l.ua_len > 0 {
             let ua = String::from_utf8_lossy(&l.ua[..usize::from(l.ua_len)]);
-            r.user_agent = Some(sanitize(&ua, MAX_USER_AGENT));
+            let mut ua = sanitize(&ua, MAX_USER_AGENT);
+            if l.ua_cut && !ua.ends_with('…') {
+                while ua.len() + '…'.len_utf8() > MAX_USER_AGENT {
+                    ua.pop();
+                }
+                ua.push('…');
+            }
+            r.user_agent = Some(ua);
         }
         r.error_type = l.outcome.reason().map(|x| x.as_str().to_owned());
         r.operation = Some(l.op.as_str());
@@ -599,14 +663,23 @@ pub(crate) struct AuditSink(pub(crate) Arc<Auditor>);
 
 impl EventSink for AuditSink {
     fn record(&self, e: &AuthEvent<'_>) {
+        if self.0.closed.load(Ordering::Relaxed) {
+            self.0.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let layer = &self.0.layer;
         let mut ua = [0u8; UA_INLINE];
-        let mut ua_len = 0;
+        let (mut ua_len, mut ua_cut) = (0, false);
         if let Some(s) = e.user_agent {
-            // Visible ASCII (the layer hands over only that), so any cut is a char boundary.
-            let n = s.len().min(UA_INLINE);
+            // Cut at a character boundary (the layer hands over visible ASCII; an event built
+            // by hand may hold anything).
+            let mut n = s.len().min(UA_INLINE);
+            while !s.is_char_boundary(n) {
+                n -= 1;
+            }
             ua[..n].copy_from_slice(&s.as_bytes()[..n]);
             ua_len = n as u16;
+            ua_cut = n < s.len();
         }
         let rec = LayerRecord {
             time: SystemTime::now(),
@@ -618,6 +691,7 @@ impl EventSink for AuditSink {
             ms: e.latency.as_secs_f64() * 1000.0,
             guard: e.source == EventSource::TokenGuard,
             ua_len,
+            ua_cut,
             ua,
         };
         let shard = &layer.shards[authwatch_hdr::thread_shard(layer.shards.len())];
@@ -816,40 +890,49 @@ impl LoginAuditLogger {
         self.auditor.dropped()
     }
 
-    pub(crate) fn shutdown(&self) {
-        self.auditor.shutdown();
+    pub(crate) fn shutdown(&self) -> bool {
+        self.auditor.shutdown()
     }
 }
 
-static GLOBAL: OnceLock<LoginAuditLogger> = OnceLock::new();
+/// The process's logger, and whether it is the stand-in used before any `AuthWatch` was built.
+static GLOBAL: Mutex<Option<(LoginAuditLogger, bool)>> = Mutex::new(None);
 
+/// The first `AuthWatch` built becomes the process's logger (replacing the stand-in that
+/// writes `tracing` events only, if someone asked before).
 pub(crate) fn set_global(l: &LoginAuditLogger) {
-    let _ = GLOBAL.set(l.clone());
+    let mut g = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
+    match &*g {
+        Some((_, false)) => {}
+        _ => *g = Some((l.clone(), false)),
+    }
 }
 
 /// The process's audit logger, as the spec calls it: the one of the first [`AuthWatch`]
-/// built, or, before any, one that writes `tracing` events only.
+/// built. Before any is built it is a stand-in that writes `tracing` events only; call it
+/// after building (a logger obtained earlier stays the stand-in).
 ///
 /// [`AuthWatch`]: crate::AuthWatch
 #[must_use]
 pub fn get_login_audit_logger() -> LoginAuditLogger {
-    GLOBAL
-        .get_or_init(|| {
-            let a = Auditor::start(
-                Outputs {
-                    tracing: true,
-                    otel: None,
-                    file: None,
-                },
-                DEFAULT_QUEUE,
-                None,
-            )
-            // No thread to be had: a logger whose records are counted as dropped, rather than
-            // a panic in a login handler.
-            .unwrap_or_else(|_| Auditor::disconnected());
-            LoginAuditLogger::new(a)
-        })
-        .clone()
+    let mut g = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
+    g.get_or_insert_with(|| {
+        let a = Auditor::start(
+            Outputs {
+                tracing: true,
+                otel: None,
+                file: None,
+            },
+            DEFAULT_QUEUE,
+            None,
+        )
+        // No thread to be had: a logger whose records are counted as dropped, rather than
+        // a panic in a login handler.
+        .unwrap_or_else(|_| Auditor::disconnected());
+        (LoginAuditLogger::new(a), true)
+    })
+    .0
+    .clone()
 }
 
 #[cfg(test)]
@@ -865,10 +948,11 @@ mod tests {
         );
         let long = "é".repeat(300);
         let s = sanitize(&long, 256);
-        assert!(s.len() <= 256 + '…'.len_utf8(), "{}", s.len());
+        assert!(s.len() <= 256, "{}", s.len());
         assert!(s.ends_with('…'));
         assert!(s.is_char_boundary(s.len()));
         assert_eq!(sanitize("a\u{2028}b", 64), "a\\u{2028}b");
+        assert_eq!(sanitize("x\u{2067}y\u{feff}", 64), "x\\u{2067}y\\u{feff}");
     }
 
     #[test]

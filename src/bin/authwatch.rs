@@ -4,9 +4,10 @@
 //! authwatch audit verify PATH [--key-file FILE]   check a local audit log (a file or a folder)
 //! ```
 //!
-//! The audit key can also come from `AUTHWATCH_AUDIT_KEY`. Exit codes: 0 the log verifies
-//! (a torn last line from a crash is reported, not an error), 1 a record was tampered with,
-//! 2 bad usage.
+//! The audit key can also come from `AUTHWATCH_AUDIT_KEY` (a trailing newline in the key
+//! file is ignored). Exit codes: 0 the log verifies (a torn last line from a crash is
+//! reported, not an error), 1 a record was tampered with, 2 bad usage, an unreadable path or
+//! no audit file in it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,7 +43,16 @@ fn verify(path: PathBuf, rest: &[&str]) -> ExitCode {
             .ok()
             .map(String::into_bytes),
         ["--key-file", file] => match std::fs::read(file) {
-            Ok(k) => Some(k),
+            // A key file written with `echo` ends in a newline that is not part of the key.
+            Ok(mut k) => {
+                if k.ends_with(b"\n") {
+                    k.pop();
+                    if k.ends_with(b"\r") {
+                        k.pop();
+                    }
+                }
+                Some(k)
+            }
             Err(e) => {
                 eprintln!("authwatch: {file}: {e}");
                 return ExitCode::from(2);
@@ -54,6 +64,10 @@ fn verify(path: PathBuf, rest: &[&str]) -> ExitCode {
         }
     };
     match authwatch::audit::verify(&path, key.as_deref()) {
+        Ok(r) if r.files == 0 => {
+            eprintln!("authwatch: no audit files in {}", path.display());
+            ExitCode::from(2)
+        }
         Ok(r) => {
             println!("ok: {} records in {} files verify", r.records, r.files);
             for t in &r.torn {
@@ -63,6 +77,10 @@ fn verify(path: PathBuf, rest: &[&str]) -> ExitCode {
                 );
             }
             ExitCode::SUCCESS
+        }
+        Err(e) if e.kind == authwatch::audit::Tamper::Unreadable => {
+            eprintln!("authwatch: {e}");
+            ExitCode::from(2)
         }
         Err(e) => {
             println!("TAMPERED: {e}");
