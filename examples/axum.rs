@@ -33,6 +33,8 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 #[derive(Clone, Default)]
 struct Db {
+    /// The monitor, for timing the user lookup (set once it is built).
+    watch: Arc<std::sync::OnceLock<AuthWatch>>,
     users: Arc<Mutex<HashMap<String, String>>>,
     sessions: Arc<Mutex<HashMap<String, String>>>,
     failures: Arc<Mutex<HashMap<String, u32>>>,
@@ -56,15 +58,22 @@ async fn sign_in(
     let ua = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
-    // Password hashing takes time.
-    tokio::time::sleep(Duration::from_millis(3)).await;
+    // The user lookup, timed as a database query (`auth.db.query.time.ms`, name `find_user`).
+    let lookup = async {
+        // Password hashing takes time.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        db.users.lock().unwrap().get(&c.email) == Some(&c.password)
+    };
+    let ok = match db.watch.get() {
+        Some(w) => w.time_query("find_user", lookup).await,
+        None => lookup.await,
+    };
     let mut failures = db.failures.lock().unwrap();
     let n = failures.entry(c.email.clone()).or_default();
     if *n >= 5 {
         audit.log_rate_limited(Some(&c.email), Some(peer.ip()), ua);
         return StatusCode::TOO_MANY_REQUESTS.into_response();
     }
-    let ok = db.users.lock().unwrap().get(&c.email) == Some(&c.password);
     if !ok {
         *n += 1;
         audit.log_login_failure(&c.email, Some(peer.ip()), ua, "Invalid credentials");
@@ -235,6 +244,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }))
         .build()?;
+    let _ = db.watch.set(watch.clone());
 
     // Logs: to stderr, and over OTLP when it is on (without the exporters' own crates, which
     // would otherwise log their export failures into themselves).

@@ -174,6 +174,8 @@ struct Inner {
     health: Arc<Health>,
     metrics_token: Option<String>,
     audit: LoginAuditLogger,
+    queries: authwatch_otel::QueryTimer,
+    slow_query: Duration,
 }
 
 impl fmt::Debug for AuthWatch {
@@ -205,6 +207,7 @@ impl AuthWatch {
             audit_key: None,
             audit_requests: true,
             audit_queue: audit::DEFAULT_QUEUE,
+            slow_query: Duration::from_millis(100),
         }
     }
 
@@ -299,6 +302,30 @@ impl AuthWatch {
         )
     }
 
+    /// Runs `query` (your auth database call: find the user, check the session) and records its
+    /// time in `auth.db.query.time.ms` under `name` (a short fixed name such as `find_user`; at
+    /// most 64 distinct names). A query slower than the
+    /// [threshold](AuthWatchBuilder::slow_query_threshold) also goes to the audit trail. A query
+    /// that is dropped before it finishes records nothing.
+    ///
+    /// ```
+    /// # async fn f(watch: authwatch::AuthWatch) {
+    /// let user = watch
+    ///     .time_query("find_user", async { Some("ada") /* sqlx::query(..).fetch_optional(&pool) */ })
+    ///     .await;
+    /// # }
+    /// ```
+    pub async fn time_query<F: std::future::Future>(&self, name: &str, query: F) -> F::Output {
+        let start = Instant::now();
+        let out = query.await;
+        let took = start.elapsed();
+        self.inner.queries.record(name, took);
+        if took > self.inner.slow_query {
+            self.inner.audit.log_slow_query(name, took);
+        }
+        out
+    }
+
     /// The audit logger of this monitor (the spec's `LoginAuditLogger`).
     #[must_use]
     pub fn audit_logger(&self) -> LoginAuditLogger {
@@ -385,6 +412,7 @@ pub struct AuthWatchBuilder {
     audit_key: Option<Vec<u8>>,
     audit_requests: bool,
     audit_queue: usize,
+    slow_query: Duration,
 }
 
 impl fmt::Debug for AuthWatchBuilder {
@@ -577,6 +605,13 @@ impl AuthWatchBuilder {
         self
     }
 
+    /// Queries timed with [`AuthWatch::time_query`] that take longer than this are written to
+    /// the audit trail as `auth.db.slow_query` (security class). Default 100 ms.
+    pub fn slow_query_threshold(mut self, threshold: Duration) -> Self {
+        self.slow_query = threshold;
+        self
+    }
+
     /// How long a health report is reused, so a flood of probes runs the checks once per
     /// interval (default 2 s; zero runs them on every probe).
     pub fn health_cache(mut self, interval: Duration) -> Self {
@@ -618,6 +653,7 @@ impl AuthWatchBuilder {
             health::register_gauges(meter, &health);
         }
         let otel: Arc<dyn EventSink> = Arc::new(OtelSink::new(pipeline.meters()));
+        let pipeline_meters: Vec<opentelemetry::metrics::Meter> = pipeline.meters().to_vec();
         let auditor = audit::Auditor::start(
             audit::Outputs {
                 tracing: true,
@@ -669,6 +705,8 @@ impl AuthWatchBuilder {
                 health,
                 metrics_token: self.metrics_token,
                 audit,
+                queries: authwatch_otel::QueryTimer::new(pipeline_meters.iter()),
+                slow_query: self.slow_query,
             }),
         })
     }

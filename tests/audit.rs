@@ -479,3 +479,49 @@ fn a_writer_killed_mid_write_leaves_a_verifiable_prefix() {
     assert!(after.torn.is_empty());
     assert_eq!(after.records, report.records + 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_queries_are_metrics_and_slow_ones_are_audited() {
+    let _ = events();
+    let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+    let watch = AuthWatch::builder()
+        .otlp(false)
+        .slow_query_threshold(Duration::from_millis(30))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let row: (i64,) = watch
+            .time_query("find_user", sqlx::query_as("SELECT 1").fetch_one(&pool))
+            .await
+            .unwrap();
+        assert_eq!(row.0, 1);
+    }
+    watch
+        .time_query(
+            "load_sessions_slowly",
+            tokio::time::sleep(Duration::from_millis(60)),
+        )
+        .await;
+    watch.audit_logger().sync();
+    let text = watch.metrics_text().unwrap();
+    let count = |name: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("auth_db_query_time_ms_count{")
+                    && l.contains(&format!("db_query_name=\"{name}\""))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+    };
+    assert_eq!(count("find_user").as_deref(), Some("3"), "{text}");
+    assert_eq!(count("load_sessions_slowly").as_deref(), Some("1"));
+    let slow = find(|f| {
+        f.get("event.name").map(String::as_str) == Some("auth.db.slow_query")
+            && f.get("db.query.name").map(String::as_str) == Some("load_sessions_slowly")
+    });
+    assert_eq!(slow.len(), 1, "{slow:?}");
+    let (level, f) = &slow[0];
+    assert_eq!(*level, tracing::Level::WARN);
+    assert_eq!(f["audit.class"], "security");
+    assert!(f["auth.duration_ms"].parse::<f64>().unwrap() >= 60.0);
+    assert!(find(|f| f.get("db.query.name").map(String::as_str) == Some("find_user")).is_empty());
+}

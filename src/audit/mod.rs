@@ -11,7 +11,7 @@
 //!
 //! | field | what |
 //! |---|---|
-//! | `event.name` | `auth.login.success`, `auth.login.failure`, `auth.token.issued`, `auth.logout`, `auth.registration`, `auth.lockout`, `auth.rate_limited`, `auth.password_reset`, `auth.request` (the layer's) |
+//! | `event.name` | `auth.login.success`, `auth.login.failure`, `auth.token.issued`, `auth.logout`, `auth.registration`, `auth.lockout`, `auth.rate_limited`, `auth.password_reset`, `auth.request` (the layer's), `auth.db.slow_query` |
 //! | `audit.class` | `authentication` (kept 90 days) or `security` (1 year: failures, lockouts, rate limiting, invalid tokens) |
 //! | `audit.retention_days` | 90 or 365 |
 //! | `audit.source` | `layer`, `token_guard` or `application` |
@@ -21,6 +21,7 @@
 //! | `error.type` | the failure reason (`invalid_credentials`, … or the application's words) |
 //! | `auth.operation`, `auth.outcome`, `http.route`, `http.request.method`, `auth.duration_ms` | the layer's records |
 //! | `auth.token.type` | `log_token_issued` |
+//! | `db.query.name` | `auth.db.slow_query` records from [`AuthWatch::time_query`](crate::AuthWatch::time_query) |
 //!
 //! Never a password, token, cookie or `Authorization` header: the layer reads none of them, and
 //! the logger's calls take none.
@@ -141,6 +142,9 @@ pub struct AuditRecord {
     /// `auth.token.type`.
     #[serde(rename = "auth.token.type", skip_serializing_if = "Option::is_none")]
     pub token_type: Option<String>,
+    /// `db.query.name`, for slow-query records.
+    #[serde(rename = "db.query.name", skip_serializing_if = "Option::is_none")]
+    pub db_query: Option<String>,
 }
 
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -168,6 +172,7 @@ impl AuditRecord {
             method: None,
             duration_ms: None,
             token_type: None,
+            db_query: None,
         }
     }
 }
@@ -449,6 +454,7 @@ macro_rules! audit_event {
             http.request.method = $r.method,
             auth.duration_ms = $r.duration_ms,
             auth.token.type = $r.token_type.as_deref(),
+            db.query.name = $r.db_query.as_deref(),
             "{}",
             $r.name
         )
@@ -493,6 +499,7 @@ fn emit_otel(logger: &opentelemetry_sdk::logs::SdkLogger, r: &AuditRecord) {
     s("http.route", r.route.as_deref().map(str::to_owned));
     s("http.request.method", r.method.map(str::to_owned));
     s("auth.token.type", r.token_type.clone());
+    s("db.query.name", r.db_query.clone());
     if let Some(ms) = r.duration_ms {
         rec.add_attribute("auth.duration_ms", ms);
     }
@@ -875,6 +882,15 @@ impl LoginAuditLogger {
             ip,
             user_agent,
         );
+        self.auditor.send(r);
+    }
+
+    /// A query that took longer than the slow-query threshold (a security-class record, so
+    /// it is kept for a year next to the failures it may explain).
+    pub(crate) fn log_slow_query(&self, name: &str, took: Duration) {
+        let mut r = AuditRecord::new("auth.db.slow_query", AuditClass::Security, "application");
+        r.db_query = Some(sanitize(name, MAX_TEXT));
+        r.duration_ms = Some(took.as_secs_f64() * 1000.0);
         self.auditor.send(r);
     }
 

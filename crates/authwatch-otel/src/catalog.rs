@@ -50,9 +50,12 @@ pub mod attr {
     pub const RPC_METHOD: &str = "rpc.method";
     /// `auth.health.check`: the name of a health check registered in the builder.
     pub const HEALTH_CHECK: &str = "auth.health.check";
+    /// `db.query.name`: the name the application gave a timed query (`find_user`), at most 64
+    /// distinct names (then `_OTHER`).
+    pub const DB_QUERY_NAME: &str = "db.query.name";
 
     /// Every attribute key any instrument may carry.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         OPERATION,
         OUTCOME,
         FAILURE_REASON,
@@ -60,6 +63,7 @@ pub mod attr {
         HTTP_METHOD,
         RPC_METHOD,
         HEALTH_CHECK,
+        DB_QUERY_NAME,
     ];
 }
 
@@ -111,6 +115,8 @@ pub enum Measure {
     Uptime,
     /// Audit records dropped because the writer's queue was full.
     AuditDropped,
+    /// Time of the application's own auth queries, timed with `AuthWatch::time_query`.
+    DbQueryTime,
 }
 
 /// The window percentiles exported as gauges.
@@ -234,7 +240,7 @@ const fn quantile_gauge(
     }
 }
 
-const OTHERS: [MetricDef; 15] = [
+const OTHERS: [MetricDef; 16] = [
     MetricDef {
         name: "auth.rate.limit.exceeded.count",
         measure: Measure::RateLimited,
@@ -328,6 +334,14 @@ const OTHERS: [MetricDef; 15] = [
         attributes: CHECK_ATTRS,
     },
     MetricDef {
+        name: "auth.db.query.time.ms",
+        measure: Measure::DbQueryTime,
+        kind: InstrumentKind::Histogram,
+        unit: "",
+        description: "Time of the application's auth database queries in milliseconds, by query name.",
+        attributes: &[attr::DB_QUERY_NAME],
+    },
+    MetricDef {
         name: "auth.audit.dropped.count",
         measure: Measure::AuditDropped,
         kind: InstrumentKind::Counter,
@@ -346,8 +360,8 @@ const OTHERS: [MetricDef; 15] = [
 ];
 
 /// Every instrument authwatch exports.
-pub static CATALOG: [MetricDef; 27] = {
-    let mut all = [OTHERS[0]; 27];
+pub static CATALOG: [MetricDef; 28] = {
+    let mut all = [OTHERS[0]; 28];
     let mut i = 0;
     while i < OP_COUNTERS.len() {
         all[i] = OP_COUNTERS[i];

@@ -54,7 +54,8 @@ pub use pipeline::{
     HistogramAggregation, OtlpOptions, Pipeline, PipelineBuilder, PipelineError, Protocol, SCOPE,
 };
 pub use sink::{
-    duration_ms, register_quantile_gauges, OtelSink, WindowQuantiles, LATENCY_BUCKETS_MS,
+    duration_ms, register_quantile_gauges, OtelSink, QueryTimer, WindowQuantiles,
+    LATENCY_BUCKETS_MS, MAX_QUERY_NAMES,
 };
 
 /// The OpenTelemetry crates authwatch is built on, so your code uses the same versions.

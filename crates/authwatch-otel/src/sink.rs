@@ -537,3 +537,67 @@ impl QuantileCache {
         }
     }
 }
+
+/// Most query names [`QueryTimer`] keeps apart; beyond, they are `_OTHER`.
+pub const MAX_QUERY_NAMES: usize = 64;
+
+/// Times the application's own auth queries into `auth.db.query.time.ms`, by query name.
+pub struct QueryTimer {
+    histograms: Box<[Histogram<f64>]>,
+    names: RwLock<HashMap<String, Arc<[BoundHistogram<f64>]>>>,
+}
+
+impl fmt::Debug for QueryTimer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueryTimer")
+            .field("meters", &self.histograms.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueryTimer {
+    /// A timer recording into each of `meters`.
+    #[must_use]
+    pub fn new<'a>(meters: impl IntoIterator<Item = &'a Meter>) -> Self {
+        Self {
+            histograms: meters
+                .into_iter()
+                .map(|m| histogram(m, Measure::DbQueryTime))
+                .collect(),
+            names: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Records one query of `name` that took `d`. The first [`MAX_QUERY_NAMES`] names are
+    /// their own series; later ones share `_OTHER`.
+    pub fn record(&self, name: &str, d: Duration) {
+        let ms = duration_ms(d);
+        let found = self
+            .names
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned();
+        let bound = match found {
+            Some(b) => b,
+            None => {
+                let mut names = self.names.write().unwrap_or_else(|e| e.into_inner());
+                let key = if names.len() >= MAX_QUERY_NAMES && !names.contains_key(name) {
+                    "_OTHER"
+                } else {
+                    name
+                };
+                names
+                    .entry(key.to_owned())
+                    .or_insert_with(|| {
+                        let attrs = [KeyValue::new(attr::DB_QUERY_NAME, key.to_owned())];
+                        self.histograms.iter().map(|h| h.bind(&attrs)).collect()
+                    })
+                    .clone()
+            }
+        };
+        for h in bound.iter() {
+            h.record(ms);
+        }
+    }
+}

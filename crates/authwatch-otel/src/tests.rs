@@ -112,7 +112,10 @@ fn prometheus_names_match_the_catalog() {
         // Registered by the facade.
         !matches!(
             d.measure,
-            Measure::HealthStatus | Measure::HealthCheckTime | Measure::AuditDropped
+            Measure::HealthStatus
+                | Measure::HealthCheckTime
+                | Measure::AuditDropped
+                | Measure::DbQueryTime
         )
     }) {
         let name = d.prometheus_name();
@@ -341,4 +344,29 @@ fn logs_follow_the_builder_and_an_endpoint() {
         ..OtlpOptions::default()
     };
     assert!(!disabled.logs_enabled());
+}
+
+#[test]
+fn query_names_are_series_up_to_the_cap() {
+    let p = pipeline();
+    let t = QueryTimer::new(p.meters());
+    t.record("find_user", Duration::from_millis(3));
+    t.record("find_user", Duration::from_millis(5));
+    for i in 0..MAX_QUERY_NAMES + 10 {
+        t.record(&format!("q{i}"), Duration::from_millis(1));
+    }
+    let text = p.render_prometheus().unwrap();
+    let count = |name: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("auth_db_query_time_ms_count{")
+                    && l.contains(&format!("db_query_name=\"{name}\""))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+    };
+    assert_eq!(count("find_user").as_deref(), Some("2"));
+    // 64 names: find_user and q0..q62; the rest share _OTHER.
+    assert_eq!(count("q62").as_deref(), Some("1"));
+    assert_eq!(count("q63"), None);
+    assert_eq!(count("_OTHER").as_deref(), Some("11"));
 }
