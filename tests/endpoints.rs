@@ -390,3 +390,58 @@ async fn wrapped_app_under_axum_serve() {
     let text = std::str::from_utf8(&body).unwrap();
     assert!(metric(text, "auth_login_failure_count_total{")[0].ends_with(" 1"));
 }
+
+/// Lockouts from a 423, from a handler's `Outcome` override, and from the audit logger all
+/// count: in `auth.lockout.count` and in the snapshot.
+#[tokio::test]
+async fn lockouts_count_from_every_source() {
+    use authwatch::{AuthOp, FailureReason, Outcome};
+    use axum::response::IntoResponse;
+    let watch = AuthWatch::builder().otlp(false).build().unwrap();
+    let app = Router::new()
+        .route("/login", post(|| async { StatusCode::LOCKED }))
+        .route(
+            "/signin",
+            post(|| async {
+                // A lockout middleware that answers 401 but knows better.
+                let mut r = StatusCode::UNAUTHORIZED.into_response();
+                r.extensions_mut()
+                    .insert(Outcome::Failure(FailureReason::LockedOut));
+                r
+            }),
+        )
+        .layer(watch.layer());
+    let addr = serve(app).await;
+    for _ in 0..2 {
+        assert_eq!(send(&http1(), request("POST", addr, "/login")).await.0, 423);
+    }
+    assert_eq!(
+        send(&http1(), request("POST", addr, "/signin")).await.0,
+        401
+    );
+    watch
+        .audit_logger()
+        .log_lockout("u-1", None, None, "5 failures in 10 min");
+    let s = watch.snapshot();
+    assert_eq!(s.op(AuthOp::Login).locked_out, 4);
+    let text = watch.metrics_text().unwrap();
+    let lines = metric(&text, "auth_lockout_count_total{");
+    let value = |pred: &dyn Fn(&str) -> bool| -> f64 {
+        lines
+            .iter()
+            .filter(|l| pred(l))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        value(&|l| l.contains("http_route=\"/login\"")),
+        2.0,
+        "{lines:?}"
+    );
+    assert_eq!(value(&|l| l.contains("http_route=\"/signin\"")), 1.0);
+    assert_eq!(
+        value(&|l| !l.contains("http_route")),
+        1.0,
+        "the application's"
+    );
+}

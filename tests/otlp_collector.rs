@@ -150,7 +150,7 @@ fn check_audit(logs: &[LogRecord]) {
     assert_eq!(attr(success, "user.id"), "ada@example.com");
     assert_eq!(attr(success, "client.address"), "127.0.0.1");
     assert_eq!(success.severity, "INFO");
-    // Each audit record once (never again through the tracing bridge): 24 route requests and
+    // Each audit record once (never again through the tracing bridge): 25 route requests and
     // 3 token-guard checks.
     let by_source = |s: &str| {
         audit
@@ -158,7 +158,12 @@ fn check_audit(logs: &[LogRecord]) {
             .filter(|l| l.body == "auth.request" && attr(l, "audit.source") == s)
             .count()
     };
-    assert_eq!((by_source("layer"), by_source("token_guard")), (24, 3));
+    assert_eq!((by_source("layer"), by_source("token_guard")), (25, 3));
+    let lockout = audit
+        .iter()
+        .find(|l| l.body == "auth.lockout")
+        .expect("the handler's lockout record");
+    assert_eq!(attr(lockout, "audit.class"), "security");
     for l in &audit {
         for v in l.attrs.values() {
             assert!(!v.contains("tok-") && !v.contains("correct horse"), "{l:?}");

@@ -726,14 +726,36 @@ impl EventSink for AuditSink {
 /// audit.log_login_failure("user-42", ip, Some("Mozilla/5.0"), "Invalid credentials");
 /// audit.log_token_issued("user-42", "access", ip, Some("Mozilla/5.0"));
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LoginAuditLogger {
     auditor: Arc<Auditor>,
+    /// Where `log_lockout` counts (the metric and the snapshot), when a monitor is behind it.
+    lockouts: Option<(Arc<AtomicU64>, Arc<crate::stats::Stats>)>,
+}
+
+impl fmt::Debug for LoginAuditLogger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginAuditLogger")
+            .field("auditor", &self.auditor)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LoginAuditLogger {
     pub(crate) fn new(auditor: Arc<Auditor>) -> Self {
-        Self { auditor }
+        Self {
+            auditor,
+            lockouts: None,
+        }
+    }
+
+    pub(crate) fn with_lockouts(
+        mut self,
+        metric: Arc<AtomicU64>,
+        stats: Arc<crate::stats::Stats>,
+    ) -> Self {
+        self.lockouts = Some((metric, stats));
+        self
     }
 
     fn record(
@@ -834,7 +856,8 @@ impl LoginAuditLogger {
         self.auditor.send(r);
     }
 
-    /// An account locked, and why.
+    /// An account locked, and why. Also counts in `auth.lockout.count` (without a route label)
+    /// and in the snapshot's `locked_out` for logins.
     pub fn log_lockout(
         &self,
         user_id: &str,
@@ -852,6 +875,10 @@ impl LoginAuditLogger {
         );
         r.error_type = Some(sanitize(reason, MAX_TEXT));
         self.auditor.send(r);
+        if let Some((metric, stats)) = &self.lockouts {
+            metric.fetch_add(1, Ordering::Relaxed);
+            stats.add_lockout(AuthOp::Login);
+        }
     }
 
     /// A request refused by a rate limit (the user, when known).

@@ -684,6 +684,7 @@ pub fn drive_axum(http: &Http, addr: SocketAddr) -> Expected {
         let want = if i < 5 { 401 } else { 429 };
         assert_eq!(sign_in("eve@example.com", "guess"), want);
     }
+    assert_eq!(sign_in("mallory@example.com", "anything"), 423);
     let reg = |body: &str| http.post_json(&u("/api/auth/sign-up/email"), body, &[]);
     assert_eq!(
         reg(r#"{"email":"bob@example.com","password":"long enough"}"#),
@@ -778,6 +779,18 @@ pub fn drive_axum(http: &Http, addr: SocketAddr) -> Expected {
             8.0,
         ),
         ("auth.rate.limit.exceeded.count", vec![login], 1.0),
+        (
+            "auth.login.failure.count",
+            vec![login, ("auth.failure.reason", "locked_out")],
+            1.0,
+        ),
+        // The 423 (layer) and the handler's log_lockout (no route).
+        ("auth.lockout.count", vec![login], 2.0),
+        (
+            "auth.lockout.count",
+            vec![("http.route", "/api/auth/sign-in/email")],
+            1.0,
+        ),
         ("auth.registration.success.count", vec![], 1.0),
         (
             "auth.registration.failure.count",
@@ -821,8 +834,8 @@ pub fn drive_axum(http: &Http, addr: SocketAddr) -> Expected {
             1.0,
         ),
         // Histograms: the count of requests.
-        ("auth.response.time.ms", vec![], 24.0),
-        ("auth.response.time.ms", vec![login], 11.0),
+        ("auth.response.time.ms", vec![], 25.0),
+        ("auth.response.time.ms", vec![login], 12.0),
         ("auth.token.validation.time.ms", vec![], 6.0),
     ]
 }

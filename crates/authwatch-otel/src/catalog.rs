@@ -117,6 +117,8 @@ pub enum Measure {
     AuditDropped,
     /// Time of the application's own auth queries, timed with `AuthWatch::time_query`.
     DbQueryTime,
+    /// Account lockouts.
+    Lockout,
 }
 
 /// The window percentiles exported as gauges.
@@ -240,7 +242,7 @@ const fn quantile_gauge(
     }
 }
 
-const OTHERS: [MetricDef; 16] = [
+const OTHERS: [MetricDef; 17] = [
     MetricDef {
         name: "auth.rate.limit.exceeded.count",
         measure: Measure::RateLimited,
@@ -255,6 +257,14 @@ const OTHERS: [MetricDef; 16] = [
         kind: InstrumentKind::Counter,
         unit: "{request}",
         description: "Requests that presented an invalid or expired token.",
+        attributes: REQUEST_ATTRS,
+    },
+    MetricDef {
+        name: "auth.lockout.count",
+        measure: Measure::Lockout,
+        kind: InstrumentKind::Counter,
+        unit: "{request}",
+        description: "Account lockouts: 423 responses, a handler's or middleware's Outcome::Failure(LockedOut), and LoginAuditLogger::log_lockout calls (those without route labels).",
         attributes: REQUEST_ATTRS,
     },
     MetricDef {
@@ -360,8 +370,8 @@ const OTHERS: [MetricDef; 16] = [
 ];
 
 /// Every instrument authwatch exports.
-pub static CATALOG: [MetricDef; 28] = {
-    let mut all = [OTHERS[0]; 28];
+pub static CATALOG: [MetricDef; 29] = {
+    let mut all = [OTHERS[0]; 29];
     let mut i = 0;
     while i < OP_COUNTERS.len() {
         all[i] = OP_COUNTERS[i];

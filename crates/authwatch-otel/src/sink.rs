@@ -97,6 +97,7 @@ fn counter_measures() -> impl Iterator<Item = Measure> {
         .chain([
             Measure::RateLimited,
             Measure::InvalidToken,
+            Measure::Lockout,
             Measure::Cancelled,
         ])
 }
@@ -140,6 +141,7 @@ struct Cell {
     /// observable instrument keeps only the last value observed for an attribute set.
     group: OnceLock<usize>,
     invalid_token: bool,
+    locked_out: bool,
     attrs: Box<[KeyValue]>,
     shards: Box<[OnceLock<Box<Shard>>]>,
     timings: Box<[BoundTimings]>,
@@ -173,6 +175,7 @@ impl Cell {
             counter,
             group: OnceLock::new(),
             invalid_token: key.outcome.is_invalid_token(),
+            locked_out: key.outcome == Outcome::Failure(FailureReason::LockedOut),
             attrs: attrs.into(),
             shards: (0..shards).map(|_| OnceLock::new()).collect(),
             timings: histograms
@@ -239,7 +242,9 @@ impl Cell {
     }
 
     fn counts_toward(&self, m: Measure) -> bool {
-        self.counter == m || (m == Measure::InvalidToken && self.invalid_token)
+        self.counter == m
+            || (m == Measure::InvalidToken && self.invalid_token)
+            || (m == Measure::Lockout && self.locked_out)
     }
 }
 
@@ -261,6 +266,8 @@ struct Inner {
     labels: RwLock<HashMap<OwnedKey, Arc<Cell>>>,
     /// Every cell, for the collection-time callbacks.
     cells: RwLock<Vec<Arc<Cell>>>,
+    /// Lockouts the application reported itself (no route).
+    app_lockouts: Arc<AtomicU64>,
     shards: usize,
 }
 
@@ -372,6 +379,7 @@ impl OtelSink {
             routes: (0..ROUTE_SLOTS).map(|_| OnceLock::new()).collect(),
             labels: RwLock::new(HashMap::new()),
             cells: RwLock::new(Vec::new()),
+            app_lockouts: Arc::new(AtomicU64::new(0)),
             shards: authwatch_hdr::default_shards(),
         });
         for meter in meters {
@@ -403,6 +411,12 @@ impl OtelSink {
                         for (_, n, attrs) in sums {
                             obs.observe(n, attrs);
                         }
+                        if m == Measure::Lockout {
+                            let n = inner.app_lockouts.load(Ordering::Relaxed);
+                            if n > 0 {
+                                obs.observe(n, &app_lockout_attrs());
+                            }
+                        }
                     })
                     .build();
             }
@@ -411,6 +425,26 @@ impl OtelSink {
             inner,
             bind_lock: Mutex::new(()),
         }
+    }
+}
+
+fn app_lockout_attrs() -> [KeyValue; 3] {
+    [
+        KeyValue::new(attr::OPERATION, AuthOp::Login.as_str()),
+        KeyValue::new(
+            attr::OUTCOME,
+            Outcome::Failure(FailureReason::LockedOut).as_str(),
+        ),
+        KeyValue::new(attr::FAILURE_REASON, FailureReason::LockedOut.as_str()),
+    ]
+}
+
+impl OtelSink {
+    /// The counter of lockouts the application reports itself (for example through an audit
+    /// logger): each `fetch_add(1)` is one more `auth.lockout.count` with no route label.
+    #[must_use]
+    pub fn application_lockouts(&self) -> Arc<AtomicU64> {
+        self.inner.app_lockouts.clone()
     }
 }
 

@@ -98,6 +98,11 @@ fn prometheus_names_match_the_catalog() {
         ));
     }
     sink.record(&event(AuthOp::Login, Outcome::RateLimited, "/login"));
+    sink.record(&event(
+        AuthOp::Login,
+        Outcome::Failure(FailureReason::LockedOut),
+        "/login",
+    ));
     sink.record(&event(AuthOp::Login, Outcome::Cancelled, "/login"));
     sink.record(
         &event(
