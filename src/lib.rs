@@ -650,6 +650,7 @@ impl AuthWatchBuilder {
                 Arc::new(move || s.quantiles(authwatch_layer::now())),
             );
             authwatch_otel::register_uptime_gauge(meter, started);
+            authwatch_otel::register_process_gauges(meter);
             health::register_gauges(meter, &health);
         }
         let otel_sink = Arc::new(OtelSink::new(pipeline.meters()));

@@ -54,8 +54,11 @@ pub mod attr {
     /// distinct names (then `_OTHER`).
     pub const DB_QUERY_NAME: &str = "db.query.name";
 
+    /// `cpu.mode`: `user` or `system`, on `process.cpu.time`.
+    pub const CPU_MODE: &str = "cpu.mode";
+
     /// Every attribute key any instrument may carry.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         OPERATION,
         OUTCOME,
         FAILURE_REASON,
@@ -64,6 +67,7 @@ pub mod attr {
         RPC_METHOD,
         HEALTH_CHECK,
         DB_QUERY_NAME,
+        CPU_MODE,
     ];
 }
 
@@ -119,6 +123,12 @@ pub enum Measure {
     DbQueryTime,
     /// Account lockouts.
     Lockout,
+    /// CPU time of the process (Linux).
+    ProcessCpuTime,
+    /// Resident memory of the process (Linux).
+    ProcessMemory,
+    /// Open file descriptors of the process (Linux).
+    ProcessOpenFiles,
 }
 
 /// The window percentiles exported as gauges.
@@ -169,11 +179,17 @@ pub struct MetricDef {
 
 impl MetricDef {
     /// The Prometheus metric name that both our `/metrics` page and a collector's OTLP→Prometheus
-    /// translation derive: dots become `_`, counters gain `_total`; no unit is appended (see
-    /// [`unit`](Self::unit)). Histograms add `_bucket`, `_sum`, `_count` to this base.
+    /// translation derive: dots become `_`, the unit's word follows for `s` (`_seconds`) and
+    /// `By` (`_bytes`) (the `auth.*` instruments carry none, see [`unit`](Self::unit)), and
+    /// counters gain `_total`. Histograms add `_bucket`, `_sum`, `_count` to this base.
     #[must_use]
     pub fn prometheus_name(&self) -> String {
-        let base = self.name.replace('.', "_");
+        let mut base = self.name.replace('.', "_");
+        match self.unit {
+            "s" => base += "_seconds",
+            "By" => base += "_bytes",
+            _ => {}
+        }
         match self.kind {
             InstrumentKind::Counter => base + "_total",
             _ => base,
@@ -242,7 +258,7 @@ const fn quantile_gauge(
     }
 }
 
-const OTHERS: [MetricDef; 17] = [
+const OTHERS: [MetricDef; 20] = [
     MetricDef {
         name: "auth.rate.limit.exceeded.count",
         measure: Measure::RateLimited,
@@ -360,6 +376,30 @@ const OTHERS: [MetricDef; 17] = [
         attributes: &[],
     },
     MetricDef {
+        name: "process.cpu.time",
+        measure: Measure::ProcessCpuTime,
+        kind: InstrumentKind::Counter,
+        unit: "s",
+        description: "CPU time the process used, by cpu.mode (user, system). Linux.",
+        attributes: &[attr::CPU_MODE],
+    },
+    MetricDef {
+        name: "process.memory.usage",
+        measure: Measure::ProcessMemory,
+        kind: InstrumentKind::Gauge,
+        unit: "By",
+        description: "Resident memory of the process in bytes. Linux.",
+        attributes: &[],
+    },
+    MetricDef {
+        name: "process.open_file_descriptor.count",
+        measure: Measure::ProcessOpenFiles,
+        kind: InstrumentKind::Gauge,
+        unit: "{file_descriptor}",
+        description: "Open file descriptors of the process (sockets included). Linux.",
+        attributes: &[],
+    },
+    MetricDef {
         name: "auth.uptime.seconds",
         measure: Measure::Uptime,
         kind: InstrumentKind::Gauge,
@@ -370,8 +410,8 @@ const OTHERS: [MetricDef; 17] = [
 ];
 
 /// Every instrument authwatch exports.
-pub static CATALOG: [MetricDef; 29] = {
-    let mut all = [OTHERS[0]; 29];
+pub static CATALOG: [MetricDef; 32] = {
+    let mut all = [OTHERS[0]; 32];
     let mut i = 0;
     while i < OP_COUNTERS.len() {
         all[i] = OP_COUNTERS[i];

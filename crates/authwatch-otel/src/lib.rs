@@ -40,6 +40,7 @@
 
 mod catalog;
 mod pipeline;
+mod resources;
 mod sink;
 
 #[cfg(test)]
@@ -53,6 +54,7 @@ pub use catalog::{
 pub use pipeline::{
     HistogramAggregation, OtlpOptions, Pipeline, PipelineBuilder, PipelineError, Protocol, SCOPE,
 };
+pub use resources::register_process_gauges;
 pub use sink::{
     duration_ms, register_quantile_gauges, OtelSink, QueryTimer, WindowQuantiles,
     LATENCY_BUCKETS_MS, MAX_QUERY_NAMES,
