@@ -219,7 +219,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap()
         .insert("ada@example.com".into(), "correct horse".into());
     let store = db.clone();
-    let mut builder = AuthWatch::builder().service_name("accounts");
+    let sessions = db.sessions.clone();
+    let mut builder = AuthWatch::builder()
+        .service_name("accounts")
+        // The exact count of active sessions, from the service's own store.
+        .active_sessions(move || sessions.lock().map_or(0, |s| s.len() as u64));
     // User ids in the audit trail as keyed hashes, when a key is given.
     if let Ok(key) = std::env::var("AUDIT_KEY") {
         builder = builder.audit_key(key);

@@ -445,3 +445,35 @@ async fn lockouts_count_from_every_source() {
         "the application's"
     );
 }
+
+#[tokio::test]
+async fn active_users_and_sessions() {
+    let watch = AuthWatch::builder()
+        .otlp(false)
+        .active_sessions(|| 42)
+        .build()
+        .unwrap();
+    let a = watch.audit_logger();
+    for round in 0..2 {
+        for u in 0..2_000 {
+            if round == 0 {
+                a.log_login_success(&format!("user-{u}"), None, None);
+            } else {
+                a.log_token_issued(&format!("user-{u}"), "refresh", None, None);
+            }
+        }
+    }
+    // A failure is not activity.
+    a.log_login_failure("someone-else", None, None, "Invalid credentials");
+    let e = watch.active_users();
+    assert!((e - 2_000.0).abs() / 2_000.0 < 0.05, "{e}");
+    let text = watch.metrics_text().unwrap();
+    let users: f64 = metric(&text, "auth_users_active{")[0]
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((users - 2_000.0).abs() / 2_000.0 < 0.05, "{users}");
+    assert!(metric(&text, "auth_sessions_active{")[0].ends_with(" 42"));
+}

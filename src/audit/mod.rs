@@ -731,6 +731,8 @@ pub struct LoginAuditLogger {
     auditor: Arc<Auditor>,
     /// Where `log_lockout` counts (the metric and the snapshot), when a monitor is behind it.
     lockouts: Option<(Arc<AtomicU64>, Arc<crate::stats::Stats>)>,
+    /// Where the users it sees are counted (`auth.users.active`).
+    active: Option<Arc<crate::active::ActiveUsers>>,
 }
 
 impl fmt::Debug for LoginAuditLogger {
@@ -746,6 +748,19 @@ impl LoginAuditLogger {
         Self {
             auditor,
             lockouts: None,
+            active: None,
+        }
+    }
+
+    pub(crate) fn with_active_users(mut self, a: Arc<crate::active::ActiveUsers>) -> Self {
+        self.active = Some(a);
+        self
+    }
+
+    /// Counts the user as active (as the trail writes the id: keyed when a key is set).
+    fn seen(&self, r: &AuditRecord) {
+        if let (Some(a), Some(u)) = (&self.active, &r.user_id) {
+            a.insert(u, authwatch_layer::now());
         }
     }
 
@@ -786,6 +801,7 @@ impl LoginAuditLogger {
             ip,
             user_agent,
         );
+        self.seen(&r);
         self.auditor.send(r);
     }
 
@@ -827,6 +843,7 @@ impl LoginAuditLogger {
             user_agent,
         );
         r.token_type = Some(sanitize(token_type, MAX_TEXT));
+        self.seen(&r);
         self.auditor.send(r);
     }
 
@@ -840,6 +857,7 @@ impl LoginAuditLogger {
             ip,
             user_agent,
         );
+        self.seen(&r);
         self.auditor.send(r);
     }
 
@@ -853,6 +871,7 @@ impl LoginAuditLogger {
             ip,
             user_agent,
         );
+        self.seen(&r);
         self.auditor.send(r);
     }
 

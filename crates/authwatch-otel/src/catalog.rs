@@ -129,6 +129,10 @@ pub enum Measure {
     ProcessMemory,
     /// Open file descriptors of the process (Linux).
     ProcessOpenFiles,
+    /// Estimated distinct active users over the window.
+    ActiveUsers,
+    /// Active sessions, as the application counts them.
+    ActiveSessions,
 }
 
 /// The window percentiles exported as gauges.
@@ -258,7 +262,7 @@ const fn quantile_gauge(
     }
 }
 
-const OTHERS: [MetricDef; 20] = [
+const OTHERS: [MetricDef; 22] = [
     MetricDef {
         name: "auth.rate.limit.exceeded.count",
         measure: Measure::RateLimited,
@@ -376,6 +380,22 @@ const OTHERS: [MetricDef; 20] = [
         attributes: &[],
     },
     MetricDef {
+        name: "auth.users.active",
+        measure: Measure::ActiveUsers,
+        kind: InstrumentKind::Gauge,
+        unit: "{user}",
+        description: "Distinct users seen by the audit logger (sign-ins, issued tokens, registrations, logouts) over the sliding window: a HyperLogLog estimate, relative standard error 1.6%.",
+        attributes: &[],
+    },
+    MetricDef {
+        name: "auth.sessions.active",
+        measure: Measure::ActiveSessions,
+        kind: InstrumentKind::Gauge,
+        unit: "{session}",
+        description: "Active sessions, as the application's session store counts them (AuthWatchBuilder::active_sessions).",
+        attributes: &[],
+    },
+    MetricDef {
         name: "process.cpu.time",
         measure: Measure::ProcessCpuTime,
         kind: InstrumentKind::Counter,
@@ -410,8 +430,8 @@ const OTHERS: [MetricDef; 20] = [
 ];
 
 /// Every instrument authwatch exports.
-pub static CATALOG: [MetricDef; 32] = {
-    let mut all = [OTHERS[0]; 32];
+pub static CATALOG: [MetricDef; 34] = {
+    let mut all = [OTHERS[0]; 34];
     let mut i = 0;
     while i < OP_COUNTERS.len() {
         all[i] = OP_COUNTERS[i];

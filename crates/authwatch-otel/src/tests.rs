@@ -126,6 +126,8 @@ fn prometheus_names_match_the_catalog() {
                 | Measure::HealthCheckTime
                 | Measure::AuditDropped
                 | Measure::DbQueryTime
+                | Measure::ActiveUsers
+                | Measure::ActiveSessions
         )
     }) {
         let name = d.prometheus_name();
