@@ -500,7 +500,7 @@ async fn timed_queries_are_metrics_and_slow_ones_are_audited() {
     watch
         .time_query(
             "load_sessions_slowly",
-            tokio::time::sleep(Duration::from_millis(60)),
+            tokio::time::sleep(Duration::from_millis(400)),
         )
         .await;
     watch.audit_logger().sync();
