@@ -27,6 +27,26 @@ fn plain(status: StatusCode, text: &'static str) -> Response<EndpointBody> {
     r
 }
 
+/// A response that is never cached; for `HEAD`, the headers without the body.
+fn uncached(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+    head: bool,
+) -> Response<EndpointBody> {
+    let mut r = Response::new(if head {
+        Full::default()
+    } else {
+        Full::new(Bytes::from(body))
+    });
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
 fn method_allowed(m: &Method) -> bool {
     *m == Method::GET || *m == Method::HEAD
 }
@@ -83,18 +103,7 @@ impl MetricsService {
         let Some(text) = watch.metrics_text() else {
             return plain(StatusCode::NOT_FOUND, "metrics exposition is off\n");
         };
-        let mut r = Response::new(if head {
-            Full::default()
-        } else {
-            Full::new(Bytes::from(text))
-        });
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(PROMETHEUS_CONTENT_TYPE),
-        );
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        r
+        uncached(StatusCode::OK, PROMETHEUS_CONTENT_TYPE, text, head)
     }
 }
 
@@ -155,19 +164,12 @@ impl<B> tower_service::Service<Request<B>> for HealthService {
             if !watch.inner.health.public_details {
                 report = report.without_details();
             }
-            let mut r = Response::new(if method == Method::HEAD {
-                Full::default()
-            } else {
-                Full::new(Bytes::from(report.to_json()))
-            });
-            *r.status_mut() = report.status.http_status();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            r.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            Ok(r)
+            Ok(uncached(
+                report.status.http_status(),
+                "application/json",
+                report.to_json(),
+                method == Method::HEAD,
+            ))
         })
     }
 }

@@ -679,7 +679,6 @@ impl AuthWatchBuilder {
         let pipeline_meters: Vec<opentelemetry::metrics::Meter> = pipeline.meters().to_vec();
         let auditor = audit::Auditor::start(
             audit::Outputs {
-                tracing: true,
                 otel: pipeline.logger_provider().map(|p| {
                     use opentelemetry::logs::LoggerProvider as _;
                     p.logger("authwatch")
@@ -732,7 +731,12 @@ impl AuthWatchBuilder {
             .with_lockouts(app_lockouts, stats.clone())
             .with_active_users(active_users.clone());
         audit::set_global(&audit);
-        let mut sinks = Sinks::new().with(stats.clone()).with(otel);
+        let mut sinks = Sinks::new().with(stats.clone());
+        // With no meter (no OTLP, no /metrics) the OpenTelemetry sink would count into cells
+        // nobody reads: leave it off the request path.
+        if !pipeline.meters().is_empty() {
+            sinks = sinks.with(otel);
+        }
         if self.audit_requests {
             sinks = sinks.with(Arc::new(audit::AuditSink(auditor)));
         }
@@ -791,22 +795,16 @@ mod tests {
         assert_eq!(w.service_name(), "accounts");
     }
 
-    /// README's metric table is the catalog's, word for word (regenerate with
-    /// `cargo test -p authwatch print_metric_table -- --ignored --nocapture`).
+    /// README's metric table is the catalog's, word for word; when it is not, the failure
+    /// prints the table to paste.
     #[test]
     fn readme_metric_table_is_the_catalog() {
         let readme = include_str!("../README.md");
+        let table = authwatch_otel::markdown_table();
         assert!(
-            readme.contains(&authwatch_otel::markdown_table()),
-            "README's metric table differs from the catalog; paste the output of \
-             print_metric_table"
+            readme.contains(&table),
+            "README's metric table differs from the catalog; replace it with:\n{table}"
         );
-    }
-
-    #[test]
-    #[ignore = "prints the README table"]
-    fn print_metric_table() {
-        print!("{}", authwatch_otel::markdown_table());
     }
 
     #[test]

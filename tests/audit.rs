@@ -395,17 +395,13 @@ fn a_full_queue_drops_and_counts_instead_of_waiting() {
 }
 
 /// The child side of the crash test: writes records until killed, printing how many it has
-/// synced (flushed to the file). Run by `a_writer_killed_mid_write_leaves_a_verifiable_prefix`.
-#[test]
-#[ignore = "the child process of a_writer_killed_mid_write_leaves_a_verifiable_prefix"]
-fn crash_child() {
-    let Ok(dir) = std::env::var("AUTHWATCH_CRASH_DIR") else {
-        return;
-    };
+/// synced (flushed to the file). The crash test runs its own test binary again, with
+/// `AUTHWATCH_CRASH_DIR` set, and this is what that run does.
+fn crash_child(dir: &str) -> ! {
     let watch = AuthWatch::builder()
         .otlp(false)
         .audit_requests(false)
-        .audit_file(FileSettings::new(&dir).flush(AuditFlush::Batched {
+        .audit_file(FileSettings::new(dir).flush(AuditFlush::Batched {
             max_records: 50,
             max_delay: Duration::from_millis(20),
         }))
@@ -424,17 +420,20 @@ fn crash_child() {
             println!("synced {}", i + 1);
         }
     }
+    unreachable!("the parent kills this process")
 }
 
 #[test]
 fn a_writer_killed_mid_write_leaves_a_verifiable_prefix() {
     use std::io::{BufRead, BufReader};
+    if let Ok(dir) = std::env::var("AUTHWATCH_CRASH_DIR") {
+        crash_child(&dir);
+    }
     let dir = tempdir("crash");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "crash_child",
-            "--ignored",
+            "a_writer_killed_mid_write_leaves_a_verifiable_prefix",
             "--nocapture",
             "--test-threads",
             "1",

@@ -279,7 +279,6 @@ impl fmt::Debug for Auditor {
 
 /// The outputs of the worker.
 pub(crate) struct Outputs {
-    pub(crate) tracing: bool,
     pub(crate) otel: Option<opentelemetry_sdk::logs::SdkLogger>,
     pub(crate) file: Option<FileSettings>,
 }
@@ -375,9 +374,7 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, mut file: Option<&
     let mut spare = Vec::new();
     let mut next_drain = std::time::Instant::now() + DRAIN_EVERY;
     let write = |r: &AuditRecord, file: &mut Option<&mut file::Writer>| {
-        if out.tracing {
-            emit_tracing(r);
-        }
+        emit_tracing(r);
         if let Some(logger) = &out.otel {
             emit_otel(logger, r);
         }
@@ -534,7 +531,9 @@ enum RouteKey {
 /// What the layer's sink keeps of one event: no heap, so recording allocates nothing.
 #[derive(Clone, Copy)]
 struct LayerRecord {
-    time: SystemTime,
+    /// When the request ended, as the layer measured it (authwatch's clock); the worker turns
+    /// it into wall-clock time, so the request path reads no second clock.
+    finished_at: std::time::Instant,
     op: AuthOp,
     outcome: Outcome,
     route: RouteKey,
@@ -623,6 +622,8 @@ impl LayerRecords {
     /// Takes every waiting record (the shard keeps `spare`'s capacity, so nothing is
     /// reallocated in the steady state).
     fn drain(&self, spare: &mut Vec<LayerRecord>, out: &mut dyn FnMut(AuditRecord)) {
+        // One reading of both clocks per drain: records are at most a drain interval old.
+        let anchor = (SystemTime::now(), authwatch_layer::now());
         for shard in self.shards.iter() {
             spare.clear();
             std::mem::swap(
@@ -630,14 +631,18 @@ impl LayerRecords {
                 spare,
             );
             for r in spare.iter() {
-                out(self.to_record(r));
+                out(self.to_record(r, anchor));
             }
         }
     }
 
-    fn to_record(&self, l: &LayerRecord) -> AuditRecord {
+    fn to_record(
+        &self,
+        l: &LayerRecord,
+        (wall, mono): (SystemTime, std::time::Instant),
+    ) -> AuditRecord {
         let mut r = AuditRecord::new("auth.request", class_of(l.outcome), "layer");
-        r.time = l.time;
+        r.time = wall - mono.saturating_duration_since(l.finished_at);
         r.client_address = l.ip;
         if l.ua_len > 0 {
             let ua = String::from_utf8_lossy(&l.ua[..usize::from(l.ua_len)]);
@@ -689,7 +694,7 @@ impl EventSink for AuditSink {
             ua_cut = n < s.len();
         }
         let rec = LayerRecord {
-            time: SystemTime::now(),
+            finished_at: e.finished_at,
             op: e.op,
             outcome: e.outcome,
             route: layer.route_key(e),
@@ -711,6 +716,64 @@ impl EventSink for AuditSink {
         }
     }
 }
+
+/// One kind of application record: its name, operation and outcome (which give its class),
+/// and whether it shows the user active (`auth.users.active`).
+struct AppEvent {
+    name: &'static str,
+    op: AuthOp,
+    outcome: Outcome,
+    active: bool,
+}
+
+const fn app_event(name: &'static str, op: AuthOp, outcome: Outcome, active: bool) -> AppEvent {
+    AppEvent {
+        name,
+        op,
+        outcome,
+        active,
+    }
+}
+
+const LOGIN_SUCCESS: AppEvent =
+    app_event("auth.login.success", AuthOp::Login, Outcome::Success, true);
+const LOGIN_FAILURE: AppEvent = app_event(
+    "auth.login.failure",
+    AuthOp::Login,
+    Outcome::Failure(FailureReason::InvalidCredentials),
+    false,
+);
+const TOKEN_ISSUED: AppEvent = app_event(
+    "auth.token.issued",
+    AuthOp::TokenRefresh,
+    Outcome::Success,
+    true,
+);
+const LOGOUT: AppEvent = app_event("auth.logout", AuthOp::Logout, Outcome::Success, true);
+const REGISTRATION: AppEvent = app_event(
+    "auth.registration",
+    AuthOp::Registration,
+    Outcome::Success,
+    true,
+);
+const LOCKOUT: AppEvent = app_event(
+    "auth.lockout",
+    AuthOp::Login,
+    Outcome::Failure(FailureReason::LockedOut),
+    false,
+);
+const RATE_LIMITED: AppEvent = app_event(
+    "auth.rate_limited",
+    AuthOp::Login,
+    Outcome::RateLimited,
+    false,
+);
+const PASSWORD_RESET: AppEvent = app_event(
+    "auth.password_reset",
+    AuthOp::PasswordReset,
+    Outcome::Success,
+    false,
+);
 
 /// The spec's `LoginAuditLogger`: what your handlers call when they know who signed in.
 ///
@@ -757,13 +820,6 @@ impl LoginAuditLogger {
         self
     }
 
-    /// Counts the user as active (as the trail writes the id: keyed when a key is set).
-    fn seen(&self, r: &AuditRecord) {
-        if let (Some(a), Some(u)) = (&self.active, &r.user_id) {
-            a.insert(u, authwatch_layer::now());
-        }
-    }
-
     pub(crate) fn with_lockouts(
         mut self,
         metric: Arc<AtomicU64>,
@@ -773,36 +829,39 @@ impl LoginAuditLogger {
         self
     }
 
-    fn record(
+    /// Builds, fills, counts and queues one record of the application.
+    fn log(
         &self,
-        name: &'static str,
-        op: AuthOp,
-        outcome: Outcome,
+        e: &AppEvent,
         user_id: Option<&str>,
         ip: Option<IpAddr>,
         user_agent: Option<&str>,
-    ) -> AuditRecord {
-        let mut r = AuditRecord::new(name, class_of(outcome), "application");
+        fill: impl FnOnce(&mut AuditRecord),
+    ) {
+        let mut r = AuditRecord::new(e.name, class_of(e.outcome), "application");
         r.user_id = user_id.map(|u| self.auditor.key.apply(u));
         r.client_address = ip;
         r.user_agent = user_agent.map(|ua| sanitize(ua, MAX_USER_AGENT));
-        r.operation = Some(op.as_str());
-        r.outcome = Some(outcome.as_str());
-        r
+        r.operation = Some(e.op.as_str());
+        r.outcome = Some(e.outcome.as_str());
+        fill(&mut r);
+        if e.active {
+            if let (Some(a), Some(u)) = (&self.active, &r.user_id) {
+                a.insert(u, authwatch_layer::now());
+            }
+        }
+        if e.outcome == Outcome::Failure(FailureReason::LockedOut) {
+            if let Some((metric, stats)) = &self.lockouts {
+                metric.fetch_add(1, Ordering::Relaxed);
+                stats.add_lockout(e.op);
+            }
+        }
+        self.auditor.send(r);
     }
 
     /// A successful login.
     pub fn log_login_success(&self, user_id: &str, ip: Option<IpAddr>, user_agent: Option<&str>) {
-        let r = self.record(
-            "auth.login.success",
-            AuthOp::Login,
-            Outcome::Success,
-            Some(user_id),
-            ip,
-            user_agent,
-        );
-        self.seen(&r);
-        self.auditor.send(r);
+        self.log(&LOGIN_SUCCESS, Some(user_id), ip, user_agent, |_| {});
     }
 
     /// A failed login and why (`"Invalid credentials"`, …).
@@ -813,16 +872,9 @@ impl LoginAuditLogger {
         user_agent: Option<&str>,
         reason: &str,
     ) {
-        let mut r = self.record(
-            "auth.login.failure",
-            AuthOp::Login,
-            Outcome::Failure(FailureReason::InvalidCredentials),
-            Some(user_id),
-            ip,
-            user_agent,
-        );
-        r.error_type = Some(sanitize(reason, MAX_TEXT));
-        self.auditor.send(r);
+        self.log(&LOGIN_FAILURE, Some(user_id), ip, user_agent, |r| {
+            r.error_type = Some(sanitize(reason, MAX_TEXT));
+        });
     }
 
     /// A token issued (`token_type`: `"access"`, `"refresh"`, …). The token itself is never
@@ -834,45 +886,19 @@ impl LoginAuditLogger {
         ip: Option<IpAddr>,
         user_agent: Option<&str>,
     ) {
-        let mut r = self.record(
-            "auth.token.issued",
-            AuthOp::TokenRefresh,
-            Outcome::Success,
-            Some(user_id),
-            ip,
-            user_agent,
-        );
-        r.token_type = Some(sanitize(token_type, MAX_TEXT));
-        self.seen(&r);
-        self.auditor.send(r);
+        self.log(&TOKEN_ISSUED, Some(user_id), ip, user_agent, |r| {
+            r.token_type = Some(sanitize(token_type, MAX_TEXT));
+        });
     }
 
     /// A logout.
     pub fn log_logout(&self, user_id: &str, ip: Option<IpAddr>, user_agent: Option<&str>) {
-        let r = self.record(
-            "auth.logout",
-            AuthOp::Logout,
-            Outcome::Success,
-            Some(user_id),
-            ip,
-            user_agent,
-        );
-        self.seen(&r);
-        self.auditor.send(r);
+        self.log(&LOGOUT, Some(user_id), ip, user_agent, |_| {});
     }
 
     /// A new account.
     pub fn log_registration(&self, user_id: &str, ip: Option<IpAddr>, user_agent: Option<&str>) {
-        let r = self.record(
-            "auth.registration",
-            AuthOp::Registration,
-            Outcome::Success,
-            Some(user_id),
-            ip,
-            user_agent,
-        );
-        self.seen(&r);
-        self.auditor.send(r);
+        self.log(&REGISTRATION, Some(user_id), ip, user_agent, |_| {});
     }
 
     /// An account locked, and why. Also counts in `auth.lockout.count` (without a route label)
@@ -884,20 +910,9 @@ impl LoginAuditLogger {
         user_agent: Option<&str>,
         reason: &str,
     ) {
-        let mut r = self.record(
-            "auth.lockout",
-            AuthOp::Login,
-            Outcome::Failure(FailureReason::LockedOut),
-            Some(user_id),
-            ip,
-            user_agent,
-        );
-        r.error_type = Some(sanitize(reason, MAX_TEXT));
-        self.auditor.send(r);
-        if let Some((metric, stats)) = &self.lockouts {
-            metric.fetch_add(1, Ordering::Relaxed);
-            stats.add_lockout(AuthOp::Login);
-        }
+        self.log(&LOCKOUT, Some(user_id), ip, user_agent, |r| {
+            r.error_type = Some(sanitize(reason, MAX_TEXT));
+        });
     }
 
     /// A request refused by a rate limit (the user, when known).
@@ -907,28 +922,12 @@ impl LoginAuditLogger {
         ip: Option<IpAddr>,
         user_agent: Option<&str>,
     ) {
-        let r = self.record(
-            "auth.rate_limited",
-            AuthOp::Login,
-            Outcome::RateLimited,
-            user_id,
-            ip,
-            user_agent,
-        );
-        self.auditor.send(r);
+        self.log(&RATE_LIMITED, user_id, ip, user_agent, |_| {});
     }
 
     /// A password reset (requested or completed).
     pub fn log_password_reset(&self, user_id: &str, ip: Option<IpAddr>, user_agent: Option<&str>) {
-        let r = self.record(
-            "auth.password_reset",
-            AuthOp::PasswordReset,
-            Outcome::Success,
-            Some(user_id),
-            ip,
-            user_agent,
-        );
-        self.auditor.send(r);
+        self.log(&PASSWORD_RESET, Some(user_id), ip, user_agent, |_| {});
     }
 
     /// A query that took longer than the slow-query threshold (a security-class record, so
@@ -981,7 +980,6 @@ pub fn get_login_audit_logger() -> LoginAuditLogger {
     g.get_or_insert_with(|| {
         let a = Auditor::start(
             Outputs {
-                tracing: true,
                 otel: None,
                 file: None,
             },

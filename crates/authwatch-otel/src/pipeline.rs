@@ -109,6 +109,12 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// `OTEL_SDK_DISABLED=true`, or `var` (`OTEL_METRICS_EXPORTER`, `OTEL_LOGS_EXPORTER`) is `none`.
+fn switched_off(var: &str) -> bool {
+    env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || env(var).is_some_and(|v| v.trim() == "none")
+}
+
 impl OtlpOptions {
     /// Whether OTLP export is on: the builder's word, else on when an OTLP endpoint variable is
     /// set, `OTEL_SDK_DISABLED` is not `true` and `OTEL_METRICS_EXPORTER` is not `none`.
@@ -120,9 +126,7 @@ impl OtlpOptions {
         if self.endpoint.is_some() {
             return true;
         }
-        if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
-            || env("OTEL_METRICS_EXPORTER").is_some_and(|v| v.trim() == "none")
-        {
+        if switched_off("OTEL_METRICS_EXPORTER") {
             return false;
         }
         env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
@@ -181,10 +185,7 @@ impl OtlpOptions {
         if let Some(l) = self.logs {
             return l;
         }
-        if self.enabled == Some(false)
-            || env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
-            || env("OTEL_LOGS_EXPORTER").is_some_and(|v| v.trim() == "none")
-        {
+        if self.enabled == Some(false) || switched_off("OTEL_LOGS_EXPORTER") {
             return false;
         }
         self.endpoint.is_some()
