@@ -3,6 +3,7 @@
 # .test-deps/bin where the tests look for them:
 #   rotel-agent  the OTLP collector from the PyPI package rotel (pinned), in a private venv
 #   prometheus   Debian's prometheus package (2.42), plus promtool
+#   alertmanager Debian's prometheus-alertmanager package (0.25), plus amtool
 # Idempotent: a second run only checks that the links still work (well under a second).
 # Nothing is started and no system service is enabled; each test starts its own instance on
 # loopback ports with its own config and data directory.
@@ -63,3 +64,12 @@ fi
 ln -sf "$(command -v prometheus)" "$BIN/prometheus"
 ln -sf "$(command -v promtool)" "$BIN/promtool"
 say "prometheus: $("$BIN/prometheus" --version 2>&1 | head -1)"
+
+# --- Alertmanager (Debian package; the packaged service is never started) ---
+if ! command -v prometheus-alertmanager >/dev/null || ! command -v amtool >/dev/null; then
+  say "installing prometheus-alertmanager"
+  apt_install prometheus-alertmanager
+fi
+ln -sf "$(command -v prometheus-alertmanager)" "$BIN/alertmanager"
+ln -sf "$(command -v amtool)" "$BIN/amtool"
+say "alertmanager: $("$BIN/alertmanager" --version 2>&1 | head -1)"

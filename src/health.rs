@@ -213,6 +213,9 @@ pub(crate) struct Health {
     last: Mutex<Option<HealthReport>>,
     /// Where the gauges start a refresh when the last report is stale.
     runtime: Option<tokio::runtime::Handle>,
+    /// Told the outcome of every run of the checks (the alert engine counts consecutive
+    /// failures).
+    pub(crate) on_run: std::sync::OnceLock<Arc<dyn Fn(bool) + Send + Sync>>,
 }
 
 /// Registers `auth.health.status` and `auth.health.check.time.ms` on `meter`. They show the
@@ -277,10 +280,17 @@ impl Health {
             run: tokio::sync::Mutex::new(None),
             last: Mutex::new(None),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            on_run: std::sync::OnceLock::new(),
         }
     }
 
-    fn last_or_refresh(self: &Arc<Self>) -> Option<HealthReport> {
+    /// Whether any check is registered.
+    pub(crate) fn has_checks(&self) -> bool {
+        !self.checks.is_empty()
+    }
+
+    /// The last report; starts a run in the background when it is stale.
+    pub(crate) fn last_or_refresh(self: &Arc<Self>) -> Option<HealthReport> {
         let last = self.last();
         let stale = match &last {
             Some(r) => {
@@ -344,6 +354,9 @@ impl Health {
                     "authwatch: health check failed"
                 );
             }
+        }
+        if let Some(f) = self.on_run.get() {
+            f(report.status != Status::Unhealthy);
         }
         *cached = Some((Instant::now(), report.clone()));
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(report.clone());

@@ -94,6 +94,7 @@
 #![cfg_attr(not(test), warn(clippy::print_stdout))]
 
 mod active;
+mod alert_gauges;
 pub mod audit;
 mod endpoints;
 pub mod health;
@@ -104,6 +105,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use audit::{get_login_audit_logger, AuditClass, AuditFlush, LoginAuditLogger};
+pub use authwatch_alerts;
+pub use authwatch_alerts::{Alert, AlertConfig, AlertEngine, AlertEvent, AlertState, Severity};
 pub use authwatch_hdr;
 pub use authwatch_hdr::WindowConfig;
 pub use authwatch_layer;
@@ -178,6 +181,7 @@ struct Inner {
     queries: authwatch_otel::QueryTimer,
     slow_query: Duration,
     active_users: Arc<active::ActiveUsers>,
+    alerts: Option<AlertEngine>,
 }
 
 impl fmt::Debug for AuthWatch {
@@ -211,6 +215,7 @@ impl AuthWatch {
             audit_queue: audit::DEFAULT_QUEUE,
             slow_query: Duration::from_millis(100),
             active_sessions: None,
+            alerts: Some(AlertConfig::new()),
         }
     }
 
@@ -240,7 +245,27 @@ impl AuthWatch {
     /// [`authwatch_layer::now`]).
     #[must_use]
     pub fn snapshot_at(&self, now: Instant) -> Snapshot {
-        self.inner.stats.snapshot(now)
+        let mut s = self.inner.stats.snapshot(now);
+        if let Some(e) = &self.inner.alerts {
+            s.alerts = e.firing();
+        }
+        s
+    }
+
+    /// The alert engine, unless alerting was turned off ([`AuthWatchBuilder::alerting`]).
+    #[must_use]
+    pub fn alert_engine(&self) -> Option<&AlertEngine> {
+        self.inner.alerts.as_ref()
+    }
+
+    /// Evaluates the alert rules now (the engine does it every tick by itself) and returns the
+    /// changes: alerts that fired and resolved.
+    pub fn evaluate_alerts(&self) -> Vec<AlertEvent> {
+        self.inner
+            .alerts
+            .as_ref()
+            .map(AlertEngine::evaluate)
+            .unwrap_or_default()
     }
 
     /// Feeds an event measured elsewhere (a queue consumer, a non-HTTP login path) to every
@@ -386,6 +411,12 @@ impl AuthWatch {
     /// [`ShutdownError`] when the last export failed (the collector unreachable).
     pub async fn shutdown(&self) -> Result<(), ShutdownError> {
         let watch = self.clone();
+        if let Some(e) = self.inner.alerts.clone() {
+            // Up to 2 s for queued notifications to reach Alertmanager and the webhook.
+            tokio::task::spawn_blocking(move || e.shutdown(Duration::from_secs(2)))
+                .await
+                .map_err(|e| ShutdownError(e.to_string()))?;
+        }
         let audit = self.inner.audit.clone();
         // The audit records first (their OTLP log records then go out with the flush below).
         let audit_done = tokio::task::spawn_blocking(move || audit.shutdown())
@@ -425,6 +456,7 @@ pub struct AuthWatchBuilder {
     audit_queue: usize,
     slow_query: Duration,
     active_sessions: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+    alerts: Option<AlertConfig>,
 }
 
 impl fmt::Debug for AuthWatchBuilder {
@@ -625,6 +657,50 @@ impl AuthWatchBuilder {
         self
     }
 
+    /// The alert rules, thresholds, notifiers and brute-force sizing (default:
+    /// [`AlertConfig::new`], the spec's alerts evaluated every 5 s, to the log). The service
+    /// name, the HDR percentiles and the health checks are wired in by [`build`](Self::build).
+    ///
+    /// ```
+    /// use authwatch::{AlertConfig, AuthWatch};
+    ///
+    /// let watch = AuthWatch::builder()
+    ///     .alerts(
+    ///         AlertConfig::new()
+    ///             .alertmanager("http://127.0.0.1:9093")
+    ///             .disable("AuthRegistrationSpike"),
+    ///     )
+    ///     .build()?;
+    /// # Ok::<(), authwatch::BuildError>(())
+    /// ```
+    pub fn alerts(mut self, config: AlertConfig) -> Self {
+        self.alerts = Some(config);
+        self
+    }
+
+    /// Turns the alert engine on (the default) or off.
+    pub fn alerting(mut self, on: bool) -> Self {
+        self.alerts = match (on, self.alerts.take()) {
+            (true, Some(c)) => Some(c),
+            (true, None) => Some(AlertConfig::new()),
+            (false, _) => None,
+        };
+        self
+    }
+
+    /// Sends alerts to an Alertmanager (its v2 API), so it does the paging, Slack and e-mail.
+    /// Shorthand for `alerts(AlertConfig::new().alertmanager(url))` on the current config.
+    pub fn alertmanager(mut self, url: impl Into<String>) -> Self {
+        self.alerts = Some(self.alerts.take().unwrap_or_default().alertmanager(url));
+        self
+    }
+
+    /// Posts alerts to a Slack-compatible webhook.
+    pub fn alert_webhook(mut self, url: impl Into<String>) -> Self {
+        self.alerts = Some(self.alerts.take().unwrap_or_default().webhook(url));
+        self
+    }
+
     /// Queries timed with [`AuthWatch::time_query`] that take longer than this are written to
     /// the audit trail as `auth.db.slow_query` (security class). Default 100 ms.
     pub fn slow_query_threshold(mut self, threshold: Duration) -> Self {
@@ -727,6 +803,31 @@ impl AuthWatchBuilder {
                     .build();
             }
         }
+        let alerts = self.alerts.map(|cfg| {
+            let mut cfg = cfg;
+            if cfg.service_name().is_none() {
+                cfg = cfg.service(service_name.clone());
+            }
+            let st = stats.clone();
+            cfg = cfg.quantiles(Arc::new(move |op, q| {
+                st.op_quantile(op, q, authwatch_layer::now())
+            }));
+            // Each tick runs the health checks (when stale), so that `AuthServiceDown` works
+            // without probes; a hook of the caller's own replaces this.
+            if health.has_checks() && !cfg.has_on_tick() {
+                let h = health.clone();
+                cfg = cfg.on_tick(Arc::new(move || {
+                    h.last_or_refresh();
+                }));
+            }
+            let engine = AlertEngine::new(cfg);
+            let e = engine.clone();
+            let _ = health.on_run.set(Arc::new(move |ok| e.observe_health(ok)));
+            for meter in pipeline.meters() {
+                alert_gauges::register(meter, &engine);
+            }
+            engine
+        });
         let audit = LoginAuditLogger::new(auditor.clone())
             .with_lockouts(app_lockouts, stats.clone())
             .with_active_users(active_users.clone());
@@ -739,6 +840,9 @@ impl AuthWatchBuilder {
         }
         if self.audit_requests {
             sinks = sinks.with(Arc::new(audit::AuditSink(auditor)));
+        }
+        if let Some(e) = &alerts {
+            sinks = sinks.with(Arc::new(e.clone()));
         }
         for s in self.sinks {
             sinks = sinks.with(s);
@@ -762,6 +866,7 @@ impl AuthWatchBuilder {
                 queries: authwatch_otel::QueryTimer::new(pipeline_meters.iter()),
                 slow_query: self.slow_query,
                 active_users,
+                alerts,
             }),
         })
     }

@@ -94,6 +94,16 @@ impl Stats {
         q
     }
 
+    /// The number of requests of `op` in the window and its `q` quantile (for token validation,
+    /// routes and guards together), for the alert engine's percentile rules.
+    pub(crate) fn op_quantile(&self, op: AuthOp, q: f64, now: Instant) -> (u64, Option<Duration>) {
+        let mut w = self.routes[op.index()].snapshot_at(now);
+        if op == AuthOp::TokenValidation {
+            w.merge(&self.guard.snapshot_at(now));
+        }
+        (w.count(), w.quantile(q))
+    }
+
     pub(crate) fn snapshot(&self, now: Instant) -> Snapshot {
         let guard = self.guard.snapshot_at(now);
         let mut response_time = Window::empty();
@@ -124,6 +134,7 @@ impl Stats {
             response_time: Latency::from(&response_time),
             token_validation_time: ops[AuthOp::TokenValidation.index()].latency,
             window: self.window.window(),
+            alerts: Vec::new(),
         }
     }
 }
@@ -255,6 +266,7 @@ pub struct Snapshot {
     response_time: Latency,
     token_validation_time: Latency,
     window: Duration,
+    pub(crate) alerts: Vec<authwatch_alerts::Alert>,
 }
 
 impl Snapshot {
@@ -290,6 +302,14 @@ impl Snapshot {
     #[must_use]
     pub fn window(&self) -> Duration {
         self.window
+    }
+
+    /// The firing alerts, as of the alert engine's last evaluation (every tick, 5 s by
+    /// default): each has a `name` (`alert.name == "AuthBruteForceSuspected"`) and `labels`
+    /// (`client_ip` for brute force, `auth_operation` for latency).
+    #[must_use]
+    pub fn alerts(&self) -> &[authwatch_alerts::Alert] {
+        &self.alerts
     }
 }
 
@@ -349,7 +369,11 @@ impl fmt::Display for Snapshot {
             ms(r.p50),
             ms(r.p95),
             ms(r.p99)
-        )
+        )?;
+        for a in &self.alerts {
+            write!(f, "\nALERT {a}")?;
+        }
+        Ok(())
     }
 }
 

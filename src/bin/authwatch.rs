@@ -1,8 +1,14 @@
 //! The `authwatch` command line.
 //!
 //! ```text
+//! authwatch rules [--runbook-base URL]            Prometheus alerting rules (YAML, stdout)
+//! authwatch alertmanager                          Alertmanager config (YAML, stdout)
+//! authwatch dashboards --out DIR                  Grafana dashboards (3 JSON files)
 //! authwatch audit verify PATH [--key-file FILE]   check a local audit log (a file or a folder)
 //! ```
+//!
+//! The rules, routes and dashboards are those of the default rule set
+//! ([`authwatch::authwatch_alerts::default_rules`]), over the metric catalog's Prometheus names.
 //!
 //! The audit key can also come from `AUTHWATCH_AUDIT_KEY` (a trailing newline in the key
 //! file is ignored). Exit codes: 0 the log verifies (a torn last line from a crash is
@@ -10,9 +16,15 @@
 //! no audit file in it.
 
 use std::path::PathBuf;
+
+use authwatch::authwatch_alerts::generate;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: authwatch audit verify PATH [--key-file FILE]
+const USAGE: &str = "usage:
+  authwatch rules [--runbook-base URL]   Prometheus alerting rules for the default alerts
+  authwatch alertmanager                 an Alertmanager config routing them (pager, Slack, e-mail)
+  authwatch dashboards --out DIR         the Authentication, Security and Performance dashboards
+  authwatch audit verify PATH [--key-file FILE]
   PATH       an audit log file or the folder given to AuthWatchBuilder::audit_dir
   --key-file a file holding the audit key, when the log was written with one
              (or set AUTHWATCH_AUDIT_KEY)";
@@ -26,6 +38,16 @@ fn main() -> ExitCode {
         .as_slice()
     {
         ["audit", "verify", path, rest @ ..] => verify(PathBuf::from(path), rest),
+        ["rules"] => rules(authwatch::authwatch_alerts::DEFAULT_RUNBOOKS),
+        ["rules", "--runbook-base", base] => rules(base),
+        ["alertmanager"] => {
+            print!(
+                "{}",
+                generate::alertmanager_yaml(&authwatch::authwatch_alerts::default_rules())
+            );
+            ExitCode::SUCCESS
+        }
+        ["dashboards", "--out", dir] => dashboards(&PathBuf::from(dir)),
         ["--help" | "-h" | "help"] => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -35,6 +57,34 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn rules(runbook_base: &str) -> ExitCode {
+    print!(
+        "{}",
+        generate::prometheus_rules_yaml(
+            &authwatch::authwatch_alerts::default_rules(),
+            runbook_base
+        )
+    );
+    ExitCode::SUCCESS
+}
+
+fn dashboards(dir: &std::path::Path) -> ExitCode {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("authwatch: {}: {e}", dir.display());
+        return ExitCode::from(2);
+    }
+    for (file, d) in generate::grafana_dashboards() {
+        let path = dir.join(&file);
+        let text = serde_json::to_string_pretty(&d).expect("a dashboard serialises");
+        if let Err(e) = std::fs::write(&path, text + "\n") {
+            eprintln!("authwatch: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+        println!("{}", path.display());
+    }
+    ExitCode::SUCCESS
 }
 
 fn verify(path: PathBuf, rest: &[&str]) -> ExitCode {

@@ -56,9 +56,13 @@ pub mod attr {
 
     /// `cpu.mode`: `user` or `system`, on `process.cpu.time`.
     pub const CPU_MODE: &str = "cpu.mode";
+    /// `alert.name`: the name of an alert rule (bounded by the rule set), on `auth.alerts.firing`.
+    pub const ALERT_NAME: &str = "alert.name";
+    /// `alert.severity`: `critical`, `warning` or `info`, on `auth.alerts.firing`.
+    pub const ALERT_SEVERITY: &str = "alert.severity";
 
     /// Every attribute key any instrument may carry.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 11] = [
         OPERATION,
         OUTCOME,
         FAILURE_REASON,
@@ -68,6 +72,8 @@ pub mod attr {
         HEALTH_CHECK,
         DB_QUERY_NAME,
         CPU_MODE,
+        ALERT_NAME,
+        ALERT_SEVERITY,
     ];
 }
 
@@ -133,6 +139,14 @@ pub enum Measure {
     ActiveUsers,
     /// Active sessions, as the application counts them.
     ActiveSessions,
+    /// The most failures from one client IP over the brute-force window.
+    AttackTopIpFailures,
+    /// Client IPs over the brute-force threshold.
+    AttackSuspectedIps,
+    /// Distinct client IPs failing on a route over the brute-force window.
+    AttackFailingIps,
+    /// Firing alerts of the in-process engine, per rule.
+    AlertsFiring,
 }
 
 /// The window percentiles exported as gauges.
@@ -262,7 +276,7 @@ const fn quantile_gauge(
     }
 }
 
-const OTHERS: [MetricDef; 22] = [
+const OTHERS: [MetricDef; 26] = [
     MetricDef {
         name: "auth.rate.limit.exceeded.count",
         measure: Measure::RateLimited,
@@ -420,6 +434,38 @@ const OTHERS: [MetricDef; 22] = [
         attributes: &[],
     },
     MetricDef {
+        name: "auth.attack.top_ip.failures",
+        measure: Measure::AttackTopIpFailures,
+        kind: InstrumentKind::Gauge,
+        unit: "",
+        description: "Failed auth attempts from the one client IP with the most, over the brute-force window (10 min): an estimate never below the truth. The address itself is only in alert labels and logs.",
+        attributes: &[],
+    },
+    MetricDef {
+        name: "auth.attack.suspected_ips",
+        measure: Measure::AttackSuspectedIps,
+        kind: InstrumentKind::Gauge,
+        unit: "",
+        description: "Client IPs over the brute-force threshold (50 failures in 10 min) now.",
+        attributes: &[],
+    },
+    MetricDef {
+        name: "auth.attack.failing_ips",
+        measure: Measure::AttackFailingIps,
+        kind: InstrumentKind::Gauge,
+        unit: "",
+        description: "Distinct client IPs whose first failure in the brute-force window was on the route (an estimate): many addresses against one route is a distributed attack.",
+        attributes: &[attr::HTTP_ROUTE],
+    },
+    MetricDef {
+        name: "auth.alerts.firing",
+        measure: Measure::AlertsFiring,
+        kind: InstrumentKind::Gauge,
+        unit: "",
+        description: "Alerts of the in-process engine firing now, per rule (0 or the number of label sets, e.g. attacking IPs).",
+        attributes: &[attr::ALERT_NAME, attr::ALERT_SEVERITY],
+    },
+    MetricDef {
         name: "auth.uptime.seconds",
         measure: Measure::Uptime,
         kind: InstrumentKind::Gauge,
@@ -430,8 +476,8 @@ const OTHERS: [MetricDef; 22] = [
 ];
 
 /// Every instrument authwatch exports.
-pub static CATALOG: [MetricDef; 34] = {
-    let mut all = [OTHERS[0]; 34];
+pub static CATALOG: [MetricDef; 38] = {
+    let mut all = [OTHERS[0]; 38];
     let mut i = 0;
     while i < OP_COUNTERS.len() {
         all[i] = OP_COUNTERS[i];

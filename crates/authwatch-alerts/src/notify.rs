@@ -1,0 +1,404 @@
+//! Notifiers: the log (always), Alertmanager's v2 API and a Slack-compatible webhook, each
+//! delivered from its own thread through a bounded queue, with retries and backoff. Nothing here
+//! ever runs on a request.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
+
+use crate::engine::{Alert, AlertConfig, AlertEvent, AlertState};
+use crate::rules::Severity;
+
+/// Deliveries of one notifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NotifierStats {
+    /// `alertmanager` or `webhook`.
+    pub name: &'static str,
+    /// Alerts delivered (Alertmanager) or messages delivered (webhook).
+    pub sent: u64,
+    /// Failed delivery attempts (each retried).
+    pub failed: u64,
+    /// Notifications dropped because the queue was full.
+    pub dropped: u64,
+    /// Waiting now.
+    pub queued: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// One JSON array of every queued alert per POST; a newer state of an alert replaces the
+    /// queued one.
+    Alertmanager,
+    /// One message per POST, in order.
+    Webhook,
+}
+
+struct Queue {
+    items: VecDeque<(String, Value)>,
+    stop: bool,
+    busy: bool,
+}
+
+struct Shared {
+    kind: Kind,
+    url: String,
+    cap: usize,
+    q: Mutex<Queue>,
+    cv: Condvar,
+    sent: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.q.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, key: String, v: Value) {
+        let mut q = self.lock();
+        if self.kind == Kind::Alertmanager {
+            if let Some(slot) = q.items.iter_mut().find(|(k, _)| *k == key) {
+                slot.1 = v;
+                drop(q);
+                self.cv.notify_all();
+                return;
+            }
+        }
+        if q.items.len() >= self.cap {
+            q.items.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        q.items.push_back((key, v));
+        drop(q);
+        self.cv.notify_all();
+    }
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.cv.notify_all();
+    }
+}
+
+fn run(shared: &Shared, timeout: Duration) {
+    let client = match reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, url = %shared.url, "authwatch: cannot build the HTTP client for alert notifications");
+            return;
+        }
+    };
+    let endpoint = match shared.kind {
+        Kind::Alertmanager => format!("{}/api/v2/alerts", shared.url.trim_end_matches('/')),
+        Kind::Webhook => shared.url.clone(),
+    };
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let batch: Vec<(String, Value)> = {
+            let mut q = shared.lock();
+            while q.items.is_empty() && !q.stop {
+                q = shared.cv.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+            if q.items.is_empty() {
+                return;
+            }
+            q.busy = true;
+            match shared.kind {
+                Kind::Alertmanager => q.items.drain(..).collect(),
+                Kind::Webhook => q.items.pop_front().into_iter().collect(),
+            }
+        };
+        let body = match shared.kind {
+            Kind::Alertmanager => Value::Array(batch.iter().map(|(_, v)| v.clone()).collect()),
+            Kind::Webhook => batch[0].1.clone(),
+        };
+        let result = client
+            .post(&endpoint)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .and_then(reqwest::blocking::Response::error_for_status);
+        let mut q = shared.lock();
+        q.busy = false;
+        match result {
+            Ok(_) => {
+                shared.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                backoff = Duration::from_millis(250);
+                drop(q);
+                shared.cv.notify_all();
+            }
+            Err(e) => {
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(url = %endpoint, error = %e, retry_in = ?backoff, "authwatch: alert delivery failed");
+                // Put back what no newer state replaced, oldest first, within the bound.
+                for (k, v) in batch.into_iter().rev() {
+                    if !q.items.iter().any(|(qk, _)| *qk == k) {
+                        if q.items.len() >= shared.cap {
+                            shared.dropped.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        q.items.push_front((k, v));
+                    }
+                }
+                if q.stop {
+                    return;
+                }
+                let (q, _) = shared
+                    .cv
+                    .wait_timeout(q, backoff)
+                    .unwrap_or_else(|e| e.into_inner());
+                if q.stop {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn start(kind: Kind, url: &str, cfg: &AlertConfig) -> Option<Worker> {
+    let shared = Arc::new(Shared {
+        kind,
+        url: url.to_owned(),
+        cap: cfg.queue,
+        q: Mutex::new(Queue {
+            items: VecDeque::new(),
+            stop: false,
+            busy: false,
+        }),
+        cv: Condvar::new(),
+        sent: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+    });
+    let s = shared.clone();
+    let timeout = cfg.http_timeout;
+    let name = match kind {
+        Kind::Alertmanager => "authwatch-alertmanager",
+        Kind::Webhook => "authwatch-webhook",
+    };
+    match std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || run(&s, timeout))
+    {
+        Ok(_) => Some(Worker { shared }),
+        Err(e) => {
+            tracing::error!(error = %e, "authwatch: could not start the {name} thread");
+            None
+        }
+    }
+}
+
+pub(crate) struct Notifiers {
+    alertmanager: Option<Worker>,
+    webhook: Option<Worker>,
+    resend: Duration,
+    last_sent: Mutex<Option<Duration>>,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn fingerprint(a: &Alert) -> String {
+    a.labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The body of one alert in Alertmanager's v2 API (`PostableAlert`).
+#[must_use]
+pub fn alertmanager_alert(a: &Alert, ends_at: SystemTime) -> Value {
+    json!({
+        "labels": a.labels,
+        "annotations": a.annotations,
+        "startsAt": rfc3339(a.starts_at),
+        "endsAt": rfc3339(ends_at),
+    })
+}
+
+/// A Slack-compatible message (`text` plus one attachment) for an alert's change of state.
+#[must_use]
+pub fn slack_message(a: &Alert) -> Value {
+    let (word, color) = match (a.state, a.severity) {
+        (AlertState::Resolved, _) => ("RESOLVED", "#2eb67d"),
+        (_, Severity::Critical) => ("FIRING", "#e01e5a"),
+        (_, _) => ("FIRING", "#ecb22e"),
+    };
+    let extra: Vec<String> = a
+        .labels
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "alertname" | "severity" | "notify" | "alertgroup"
+            )
+        })
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let description = a
+        .annotations
+        .get("description")
+        .cloned()
+        .unwrap_or_default();
+    let fields: Vec<Value> = a
+        .labels
+        .iter()
+        .filter(|(k, _)| k.as_str() != "alertname")
+        .map(|(k, v)| json!({"title": k, "value": v, "short": true}))
+        .collect();
+    json!({
+        "text": format!("[{word}] {} ({}) {} {description}", a.name, a.severity, extra.join(" ")),
+        "attachments": [{
+            "color": color,
+            "title": format!("[{word}] {}", a.name),
+            "title_link": a.annotations.get("runbook_url"),
+            "text": description,
+            "fields": fields,
+        }],
+    })
+}
+
+impl Notifiers {
+    pub(crate) fn start(cfg: &AlertConfig) -> Self {
+        Self {
+            alertmanager: cfg
+                .alertmanager
+                .as_deref()
+                .and_then(|u| start(Kind::Alertmanager, u, cfg)),
+            webhook: cfg
+                .webhook
+                .as_deref()
+                .and_then(|u| start(Kind::Webhook, u, cfg)),
+            resend: cfg.resend.max(cfg.tick),
+            last_sent: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn deliver(
+        &self,
+        events: &[AlertEvent],
+        firing: &[Alert],
+        now: Duration,
+        wall: SystemTime,
+    ) {
+        for e in events {
+            log(&e.alert);
+        }
+        if let Some(w) = &self.webhook {
+            for e in events {
+                w.shared.push(String::new(), slack_message(&e.alert));
+            }
+        }
+        if let Some(w) = &self.alertmanager {
+            let mut last = self.last_sent.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.is_none_or(|t| now.saturating_sub(t) >= self.resend);
+            if events.is_empty() && (!due || firing.is_empty()) {
+                return;
+            }
+            *last = Some(now);
+            let valid_until = wall + self.resend * 4;
+            for a in firing {
+                w.shared
+                    .push(fingerprint(a), alertmanager_alert(a, valid_until));
+            }
+            for e in events {
+                if e.alert.state == AlertState::Resolved {
+                    let ends = e.alert.ends_at.unwrap_or(wall);
+                    w.shared
+                        .push(fingerprint(&e.alert), alertmanager_alert(&e.alert, ends));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Vec<NotifierStats> {
+        [
+            ("alertmanager", &self.alertmanager),
+            ("webhook", &self.webhook),
+        ]
+        .into_iter()
+        .filter_map(|(name, w)| {
+            w.as_ref().map(|w| NotifierStats {
+                name,
+                sent: w.shared.sent.load(Ordering::Relaxed),
+                failed: w.shared.failed.load(Ordering::Relaxed),
+                dropped: w.shared.dropped.load(Ordering::Relaxed),
+                queued: w.shared.lock().items.len(),
+            })
+        })
+        .collect()
+    }
+
+    /// Waits up to `timeout` for the queues to empty, then stops the threads.
+    pub(crate) fn flush(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for w in [&self.alertmanager, &self.webhook].into_iter().flatten() {
+            let mut q = w.shared.lock();
+            while (!q.items.is_empty() || q.busy) && Instant::now() < deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                q = w
+                    .shared
+                    .cv
+                    .wait_timeout(q, left.min(Duration::from_millis(50)))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            q.stop = true;
+            drop(q);
+            w.shared.cv.notify_all();
+        }
+    }
+}
+
+fn log(a: &Alert) {
+    let labels: Vec<String> = a
+        .labels
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "alertname" | "severity" | "notify" | "alertgroup"
+            )
+        })
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let labels = labels.join(" ");
+    let description = a.annotations.get("description").map_or("", String::as_str);
+    let runbook = a.annotations.get("runbook_url").map_or("", String::as_str);
+    match (a.state, a.severity) {
+        (AlertState::Resolved, _) => tracing::info!(
+            target: "authwatch::alerts",
+            alertname = %a.name, severity = %a.severity, state = "resolved", labels = %labels,
+            description, runbook,
+            "authwatch alert resolved: {}", a.name
+        ),
+        (_, Severity::Critical) => tracing::error!(
+            target: "authwatch::alerts",
+            alertname = %a.name, severity = %a.severity, state = "firing", value = a.value,
+            labels = %labels, description, runbook,
+            "authwatch alert firing: {}", a.name
+        ),
+        _ => tracing::warn!(
+            target: "authwatch::alerts",
+            alertname = %a.name, severity = %a.severity, state = "firing", value = a.value,
+            labels = %labels, description, runbook,
+            "authwatch alert firing: {}", a.name
+        ),
+    }
+}
