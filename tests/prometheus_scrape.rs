@@ -93,5 +93,34 @@ fn prometheus_scrapes_the_documented_names() {
     for s in SECRETS.iter().filter(|s| **s != "127.0.0.1") {
         assert!(!all.contains(s), "{s} in {all}");
     }
+    // Every query of the generated Grafana dashboards parses and runs on this real Prometheus,
+    // over the example's data (Grafana's variables replaced as Grafana would), and the
+    // dashboards' core panels have data.
+    // rate() needs two samples in its range.
+    eventually(30, "three scrapes", || {
+        match query_value(
+            &http,
+            prom.addr,
+            "count_over_time(up{job=\"accounts\"}[5m])",
+        ) {
+            Ok(n) if n >= 3.0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let mut empty = Vec::new();
+    for (panel, q) in authwatch::authwatch_alerts::generate::dashboard_queries() {
+        let q = q.replace("$job", ".+").replace("$__rate_interval", "5m");
+        let r = http.prom_query(prom.addr, &q);
+        if r.as_array().is_none_or(Vec::is_empty) {
+            empty.push(panel);
+        }
+    }
+    // Only the alert tables may be empty: nothing fires on this quiet app.
+    assert!(
+        empty
+            .iter()
+            .all(|p| p.contains("alerts firing") || p.contains("Firing alerts")),
+        "panels without data: {empty:#?}"
+    );
     ex.stop();
 }

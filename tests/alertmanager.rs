@@ -1,0 +1,352 @@
+//! Alerts delivered for real: a real Alertmanager on loopback receives the in-process alert
+//! through its v2 API and shows it resolved; an Alertmanager that starts late still gets it
+//! (queued, retried); a Slack-compatible webhook gets one message per change; and the engine's
+//! own thread fires `AuthServiceDown` from the health checks it runs. Needs
+//! `scripts/test-deps.sh`.
+
+mod real;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use authwatch::authwatch_alerts::{AlertConfig, BruteForceConfig};
+use authwatch::health::HealthCheck;
+use authwatch::{AuthOp, AuthWatch, ClientIp};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use real::*;
+
+struct Alertmanager {
+    _proc: Proc,
+    url: String,
+    _dir: tempdir::Dir,
+}
+
+impl Alertmanager {
+    fn start(port: u16) -> Self {
+        let dir = tempdir::Dir::new("alertmanager");
+        let cfg = dir.path().join("am.yml");
+        std::fs::write(
+            &cfg,
+            "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n",
+        )
+        .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let log = std::fs::File::create(dir.path().join("am.log")).unwrap();
+        let child = Command::new(dep("alertmanager"))
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start alertmanager");
+        wait_listening(addr, "alertmanager");
+        Self {
+            _proc: Proc {
+                child,
+                name: "alertmanager".into(),
+            },
+            url: format!("http://{addr}"),
+            _dir: dir,
+        }
+    }
+
+    /// The alerts Alertmanager lists (active ones; resolved alerts drop out of the list).
+    fn alerts(&self, http: &Http) -> Vec<serde_json::Value> {
+        let (status, body) = http.get(&format!("{}/api/v2/alerts", self.url));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap()
+    }
+}
+
+/// An auth app on its own runtime, with the alerts configured by `alerts`.
+fn app(rt: &tokio::runtime::Runtime, alerts: AlertConfig) -> (AuthWatch, SocketAddr) {
+    let _g = rt.enter();
+    let watch = AuthWatch::builder()
+        .route("/login", AuthOp::Login)
+        .client_ip(ClientIp::x_forwarded_for(1))
+        .alerts(
+            alerts
+                .disable("AuthLoginFailureRateHigh")
+                .disable("AuthLoginFailureRateElevated"),
+        )
+        .build()
+        .unwrap();
+    let router = Router::new()
+        .route("/login", post(|| async { StatusCode::UNAUTHORIZED }))
+        .layer(watch.layer());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        let l = tokio::net::TcpListener::from_std(listener).unwrap();
+        axum::serve(l, router).await.unwrap();
+    });
+    (watch, addr)
+}
+
+fn attack(http: &Http, addr: SocketAddr, ip: &str, n: usize) {
+    for _ in 0..n {
+        let (s, _) = http.send(
+            "POST",
+            &format!("http://{addr}/login"),
+            &[("x-forwarded-for", ip)],
+            "",
+        );
+        assert_eq!(s, 401);
+    }
+}
+
+fn brute_force_alerts(watch: &AuthWatch) -> usize {
+    watch
+        .snapshot()
+        .alerts()
+        .iter()
+        .filter(|a| a.name == "AuthBruteForceSuspected")
+        .count()
+}
+
+#[test]
+fn alertmanager_receives_the_alert_and_its_resolution() {
+    let am = Alertmanager::start(free_port());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = Http::new();
+    // A 3-second brute-force window so that the resolution comes quickly (real clock).
+    let (watch, addr) = app(
+        &rt,
+        AlertConfig::new()
+            .tick(Duration::ZERO)
+            .alertmanager(&am.url)
+            .resend_interval(Duration::from_millis(200))
+            .service("accounts")
+            .brute_force(
+                BruteForceConfig::default()
+                    .window(Duration::from_secs(3))
+                    .slots(3),
+            ),
+    );
+    attack(&http, addr, "203.0.113.5", 51);
+    eventually(10, "counted", || {
+        watch.evaluate_alerts();
+        match brute_force_alerts(&watch) {
+            1 => Ok(()),
+            n => Err(format!("{n} alerts")),
+        }
+    });
+    let alert = eventually(20, "Alertmanager lists the alert", || {
+        am.alerts(&http)
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "AuthBruteForceSuspected")
+            .ok_or_else(|| "not yet".to_owned())
+    });
+    assert_eq!(alert["labels"]["client_ip"], "203.0.113.5");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(alert["labels"]["service"], "accounts");
+    assert_eq!(alert["status"]["state"], "active");
+    assert_eq!(
+        alert["annotations"]["runbook_url"],
+        "docs/runbooks.md#authbruteforcesuspected"
+    );
+    assert!(alert["annotations"]["description"]
+        .as_str()
+        .unwrap()
+        .starts_with("51 failed auth attempts from 203.0.113.5"));
+    // Once the window has passed, the engine resolves it and Alertmanager drops it.
+    eventually(20, "resolved in-process", || {
+        watch.evaluate_alerts();
+        match brute_force_alerts(&watch) {
+            0 => Ok(()),
+            n => Err(format!("{n} firing")),
+        }
+    });
+    eventually(20, "Alertmanager shows it resolved", || {
+        let left: Vec<_> = am
+            .alerts(&http)
+            .into_iter()
+            .filter(|a| a["labels"]["alertname"] == "AuthBruteForceSuspected")
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    });
+    let stats = watch.alert_engine().unwrap().notifier_stats();
+    assert_eq!(stats[0].name, "alertmanager");
+    assert!(stats[0].sent >= 2 && stats[0].dropped == 0, "{stats:?}");
+}
+
+#[test]
+fn an_alertmanager_that_starts_late_still_gets_the_alert() {
+    let port = free_port();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = Http::new();
+    let (watch, addr) = app(
+        &rt,
+        AlertConfig::new()
+            .tick(Duration::ZERO)
+            .alertmanager(format!("http://127.0.0.1:{port}"))
+            .http_timeout(Duration::from_millis(500)),
+    );
+    attack(&http, addr, "2001:db8::66", 51);
+    eventually(10, "firing", || {
+        watch.evaluate_alerts();
+        match brute_force_alerts(&watch) {
+            1 => Ok(()),
+            n => Err(format!("{n}")),
+        }
+    });
+    eventually(10, "a failed delivery", || {
+        let s = &watch.alert_engine().unwrap().notifier_stats()[0];
+        if s.failed >= 1 && s.queued == 1 {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    });
+    let am = Alertmanager::start(port);
+    let alert = eventually(30, "delivered after the retry", || {
+        am.alerts(&http)
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "AuthBruteForceSuspected")
+            .ok_or_else(|| "not yet".to_owned())
+    });
+    assert_eq!(alert["labels"]["client_ip"], "2001:db8::66");
+    let s = &watch.alert_engine().unwrap().notifier_stats()[0];
+    assert_eq!((s.queued, s.dropped), (0, 0), "{s:?}");
+}
+
+#[test]
+fn a_webhook_gets_one_slack_message_per_change() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let g = got.clone();
+    let hook = {
+        let _e = rt.enter();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let r = Router::new().route(
+            "/hook",
+            post(move |body: String| {
+                let g = g.clone();
+                async move {
+                    g.lock().unwrap().push(serde_json::from_str(&body).unwrap());
+                    "ok"
+                }
+            }),
+        );
+        rt.spawn(async move {
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(l, r).await.unwrap();
+        });
+        addr
+    };
+    let http = Http::new();
+    let (watch, addr) = app(
+        &rt,
+        AlertConfig::new()
+            .tick(Duration::ZERO)
+            .webhook(format!("http://{hook}/hook"))
+            .brute_force(
+                BruteForceConfig::default()
+                    .window(Duration::from_secs(2))
+                    .slots(2),
+            ),
+    );
+    attack(&http, addr, "198.51.100.77", 51);
+    eventually(10, "firing", || {
+        watch.evaluate_alerts();
+        match brute_force_alerts(&watch) {
+            1 => Ok(()),
+            n => Err(format!("{n}")),
+        }
+    });
+    // Evaluations without a change send nothing more.
+    watch.evaluate_alerts();
+    eventually(20, "resolved", || {
+        watch.evaluate_alerts();
+        match brute_force_alerts(&watch) {
+            0 => Ok(()),
+            n => Err(format!("{n}")),
+        }
+    });
+    let msgs = eventually(10, "two messages", || {
+        let m = got.lock().unwrap().clone();
+        if m.len() >= 2 {
+            Ok(m)
+        } else {
+            Err(format!("{m:?}"))
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(got.lock().unwrap().len(), 2);
+    let text = |i: usize| msgs[i]["text"].as_str().unwrap().to_owned();
+    assert!(
+        text(0).starts_with("[FIRING] AuthBruteForceSuspected (critical)"),
+        "{}",
+        text(0)
+    );
+    assert!(text(0).contains("client_ip=198.51.100.77"));
+    assert!(
+        text(1).starts_with("[RESOLVED] AuthBruteForceSuspected"),
+        "{}",
+        text(1)
+    );
+    assert_eq!(msgs[0]["attachments"][0]["color"], "#e01e5a");
+    assert_eq!(
+        msgs[0]["attachments"][0]["title_link"],
+        "docs/runbooks.md#authbruteforcesuspected"
+    );
+}
+
+#[test]
+fn the_engine_thread_fires_service_down_from_its_own_health_runs() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let healthy = Arc::new(AtomicBool::new(false));
+    let h = healthy.clone();
+    let watch = {
+        let _g = rt.enter();
+        AuthWatch::builder()
+            .health_check(HealthCheck::new("database", move || {
+                let ok = h.load(Ordering::SeqCst);
+                async move {
+                    if ok {
+                        Ok(Default::default())
+                    } else {
+                        Err("connection refused")
+                    }
+                }
+            }))
+            .health_cache(Duration::ZERO)
+            .alerts(AlertConfig::new().tick(Duration::from_millis(50)))
+            .build()
+            .unwrap()
+    };
+    // No probe at all: the engine runs the checks on its ticks.
+    eventually(20, "AuthServiceDown", || {
+        let s = watch.snapshot();
+        if s.alerts().iter().any(|a| a.name == "AuthServiceDown") {
+            Ok(())
+        } else {
+            Err(format!("{:?}", s.alerts()))
+        }
+    });
+    healthy.store(true, Ordering::SeqCst);
+    eventually(20, "resolved", || {
+        if watch.snapshot().alerts().is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{:?}", watch.snapshot().alerts()))
+        }
+    });
+}
