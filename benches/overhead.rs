@@ -323,6 +323,22 @@ fn peers(c: &mut Criterion) {
         method,
         path,
     );
+    // The same without the alert engine's sink (alerts are on by default): its cost is the
+    // difference between the two rows.
+    let p_no_alerts = uncollected_provider();
+    let no_alerts = AuthWatch::builder()
+        .otlp(false)
+        .meter_provider(&p_no_alerts)
+        .alerting(false)
+        .build()
+        .unwrap();
+    paired(
+        &mut g,
+        "outer_authwatch_otlp_no_alerts_minus_bare",
+        no_alerts.layer().layer(app()),
+        method,
+        path,
+    );
     // Around the router with the body boxed into axum's `Body` once, as `axum::serve` needs.
     let wrapped = tower::ServiceExt::<Request<Body>>::map_response(
         watch2.layer().layer(app()),
@@ -614,6 +630,34 @@ fn pieces(c: &mut Criterion) {
     });
     g.bench_function("instant_now_elapsed", |b| {
         b.iter(|| black_box(Instant::now()).elapsed())
+    });
+    // The alert engine's sink alone: a success (per-thread counters), and a failure with a
+    // client address (counters plus the brute-force sketch behind its mutex), the attack path.
+    let engine = authwatch::AlertEngine::new(authwatch::AlertConfig::new().tick(Duration::ZERO));
+    let at = Instant::now();
+    let ok = authwatch::AuthEvent::new(
+        authwatch::AuthOp::Login,
+        authwatch::Outcome::Success,
+        Duration::from_millis(3),
+        at,
+    );
+    g.bench_function("alerts/record_success", |b| {
+        b.iter(|| authwatch::EventSink::record(&engine, black_box(&ok)))
+    });
+    let mut n = 0u32;
+    g.bench_function("alerts/record_failure_new_ip", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            let e = authwatch::AuthEvent::new(
+                authwatch::AuthOp::Login,
+                authwatch::Outcome::Failure(authwatch::FailureReason::InvalidCredentials),
+                Duration::from_millis(3),
+                at,
+            )
+            .with_route("/api/auth/sign-in/email")
+            .with_client_ip(Some(std::net::IpAddr::V4(n.into())));
+            authwatch::EventSink::record(&engine, black_box(&e));
+        })
     });
     g.finish();
 }

@@ -13,6 +13,11 @@
 //! `/auth/health` ([`AuthWatch::health_service`], [`health`]). The instruments are listed in
 //! [`CATALOG`].
 //!
+//! The spec's alerts are evaluated in-process every 5 seconds ([`AlertConfig`]): firing alerts
+//! go to the log, to Alertmanager or a webhook when configured, and into
+//! [`Snapshot::alerts`]. The same rules for Prometheus, an Alertmanager config and Grafana
+//! dashboards come from the `authwatch` command (`authwatch rules | alertmanager | dashboards`).
+//!
 //! # Example
 //!
 //! ```
@@ -79,6 +84,7 @@
 //! | [`authwatch_layer`] | the Tower layer, routes, outcome rules, client IP, [`EventSink`] |
 //! | [`authwatch_hdr`] | sliding-window HDR histograms with sharded recording |
 //! | [`authwatch_otel`] | the metric catalog, the OpenTelemetry sink, OTLP and Prometheus export |
+//! | [`authwatch_alerts`] | the alert engine, brute-force detection, notifiers, generated Prometheus rules, Alertmanager config and Grafana dashboards |
 //!
 //! # Features
 //!
@@ -89,6 +95,7 @@
 //! | `otlp-http` | yes | OTLP export over HTTP/protobuf |
 //! | `sqlx` | no | [`health::sqlx_pool`], a health check of a sqlx pool |
 //! | `otlp-http-tls` | no | `https://` OTLP endpoints over HTTP/protobuf (gRPC has TLS without it) |
+//! | `alerts-https` | no | `https://` Alertmanager and webhook URLs |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), warn(clippy::print_stdout))]
