@@ -128,6 +128,10 @@ fn prometheus_names_match_the_catalog() {
                 | Measure::DbQueryTime
                 | Measure::ActiveUsers
                 | Measure::ActiveSessions
+                | Measure::AttackTopIpFailures
+                | Measure::AttackSuspectedIps
+                | Measure::AttackFailingIps
+                | Measure::AlertsFiring
         )
     }) {
         let name = d.prometheus_name();
