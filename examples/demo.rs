@@ -1,261 +1,932 @@
-//! The authwatch demo: an auth service with the layer, driven by its own mixed traffic.
+//! The authwatch demo: a Better Auth-shaped service with authwatch, attacked and degraded by its
+//! own traffic generator, with a live terminal view and a summary of which alert fired when.
 //!
-//! Run with `cargo run --example demo` (add `-- --port 3000` to pick the port; the default is
-//! an ephemeral one). It serves a small Better Auth-shaped service on 127.0.0.1, sends it a
-//! mix of sign-ins (right and wrong passwords), sign-ups (new and taken e-mails), session checks
-//! (valid and expired tokens), rate-limited bursts, protected calls behind a `TokenGuard`, a few
-//! server errors and a few clients that give up, then prints what authwatch saw.
+//! ```sh
+//! cargo run --release --example demo                  # the story in about 10 minutes, real windows
+//! cargo run --release --example demo -- --speed       # windows scaled 1/20: about a minute
+//! cargo run --release --example demo -- --no-traffic  # serve only (try the dashboard)
+//! ```
+//!
+//! Flags: `--port N` (default 3000, 0 for any), `--duration SECONDS` (the whole story),
+//! `--speed`, `--no-traffic`, `--alertmanager URL` (alerts also go there), `--plain` (one line
+//! per second instead of the live view; the default when stdout is not a terminal).
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` exports everything to a collector. While it runs, open
+//! `http://127.0.0.1:3000/auth/dashboard`; `/metrics`, `/auth/health` and `/auth/stats` are
+//! served too.
+//!
+//! The service: `POST /api/auth/sign-in/email`, `POST /api/auth/sign-up/email` (JSON `email`,
+//! `password`), `GET /api/auth/get-session`, `POST /api/auth/refresh-token` (rate limited per
+//! client), `POST /api/auth/sign-out`, and `GET /api/me`, `GET /api/orders` behind a
+//! `TokenGuard`. Users live in SQLite (in memory), checked by a health check. Clients are told
+//! apart by `X-Forwarded-For` (one trusted proxy), as behind a load balancer.
+//!
+//! The phases: normal traffic; a brute-force burst from one IP; a rate-limit storm; an
+//! invalid-token spike; a latency regression; a database outage; recovery. Normal traffic runs
+//! throughout.
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use authwatch::{AuthOp, AuthWatch};
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use authwatch::authwatch_alerts::SystemClock;
+use authwatch::health::HealthCheck;
+use authwatch::{AlertConfig, AlertState, AuthWatch, ClientIp, WindowConfig};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
+use tokio::sync::Semaphore;
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 
-#[derive(Clone, Default)]
-struct Db {
-    users: Arc<Mutex<HashSet<String>>>,
-    calls: Arc<AtomicU64>,
+// ---------------------------------------------------------------------------------------------
+// The service
+
+struct App {
+    pool: SqlitePool,
+    watch: AuthWatch,
+    db_down: AtomicBool,
+    extra_latency_ms: AtomicU64,
+    sessions: Mutex<HashMap<String, String>>,
+    /// Per client: (start of the current second, requests in it), for the refresh limit.
+    limiter: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    next_token: AtomicU64,
 }
 
+type Shared = Arc<App>;
+
+#[derive(Deserialize)]
 struct Credentials {
     email: String,
     password: String,
 }
 
-fn parse(body: &Bytes) -> Option<Credentials> {
-    // "email:password"
-    let s = std::str::from_utf8(body).ok()?;
-    let (email, password) = s.split_once(':')?;
-    Some(Credentials {
-        email: email.to_owned(),
-        password: password.to_owned(),
-    })
+/// A fast pseudo-random number (splitmix64 over a shared counter); the demo needs variety, not
+/// secrecy.
+fn rnd() -> u64 {
+    static STATE: AtomicU64 = AtomicU64::new(0x853c_49e6_748f_ea9b);
+    let mut z = STATE.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
-async fn sign_in(State(db): State<Db>, body: Bytes) -> StatusCode {
-    let n = db.calls.fetch_add(1, Ordering::Relaxed);
-    // Password hashing takes time.
-    tokio::time::sleep(Duration::from_millis(5 + n % 20)).await;
-    let Some(c) = parse(&body) else {
-        return StatusCode::BAD_REQUEST;
+fn client(headers: &HeaderMap) -> Option<IpAddr> {
+    headers
+        .get("x-forwarded-for")?
+        .to_str()
+        .ok()?
+        .rsplit(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn hash(password: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"authwatch-demo-salt:");
+    h.update(password.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl App {
+    async fn find_user(&self, email: &str) -> Result<Option<String>, StatusCode> {
+        if self.db_down.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(20)).await; // the connect timeout
+            return Err(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let q = sqlx::query_scalar::<_, String>("SELECT password_hash FROM users WHERE email = ?")
+            .bind(email)
+            .fetch_optional(&self.pool);
+        self.watch
+            .time_query("find_user", q)
+            .await
+            .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)
+    }
+
+    fn issue(&self, email: &str) -> String {
+        let t = format!(
+            "s-{:x}-{:x}",
+            self.next_token.fetch_add(1, Ordering::Relaxed),
+            rnd()
+        );
+        self.sessions
+            .lock()
+            .unwrap()
+            .insert(t.clone(), email.to_owned());
+        t
+    }
+
+    fn session(&self, headers: &HeaderMap) -> Option<String> {
+        let token = headers
+            .get(header::AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?;
+        self.sessions.lock().unwrap().get(token).cloned()
+    }
+}
+
+async fn sign_in(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let ip = client(&headers);
+    let audit = app.watch.audit_logger();
+    let Ok(c) = serde_json::from_slice::<Credentials>(&body) else {
+        return StatusCode::BAD_REQUEST.into_response();
     };
-    if n % 97 == 0 {
-        return StatusCode::SERVICE_UNAVAILABLE; // the user store hiccups
-    }
-    let known = db.users.lock().unwrap().contains(&c.email);
-    if known && c.password == "correct horse" {
-        StatusCode::OK
-    } else {
-        StatusCode::UNAUTHORIZED
-    }
-}
-
-async fn sign_up(State(db): State<Db>, body: Bytes) -> StatusCode {
-    tokio::time::sleep(Duration::from_millis(8)).await;
-    let Some(c) = parse(&body) else {
-        return StatusCode::UNPROCESSABLE_ENTITY;
+    // Password hashing takes a few milliseconds, and longer in the latency-regression phase.
+    let extra = app.extra_latency_ms.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(2 + rnd() % 5 + extra)).await;
+    let stored = match app.find_user(&c.email).await {
+        Ok(s) => s,
+        Err(code) => return code.into_response(),
     };
-    if db.users.lock().unwrap().insert(c.email) {
-        StatusCode::OK
-    } else {
-        StatusCode::CONFLICT
+    if stored.as_deref() != Some(hash(&c.password).as_str()) {
+        audit.log_login_failure(&c.email, ip, None, "Invalid credentials");
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let token = app.issue(&c.email);
+    audit.log_login_success(&c.email, ip, None);
+    audit.log_token_issued(&c.email, "session", ip, None);
+    Json(serde_json::json!({ "token": token })).into_response()
+}
+
+async fn sign_up(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(c) = serde_json::from_slice::<Credentials>(&body) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    if c.password.len() < 8 || !c.email.contains('@') {
+        return StatusCode::UNPROCESSABLE_ENTITY.into_response();
+    }
+    if app.db_down.load(Ordering::Relaxed) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    tokio::time::sleep(Duration::from_millis(4)).await;
+    let insert = sqlx::query("INSERT INTO users (email, password_hash) VALUES (?, ?)")
+        .bind(&c.email)
+        .bind(hash(&c.password))
+        .execute(&app.pool);
+    match app.watch.time_query("insert_user", insert).await {
+        Ok(_) => {
+            app.watch
+                .audit_logger()
+                .log_registration(&c.email, client(&headers), None);
+            let token = app.issue(&c.email);
+            Json(serde_json::json!({ "token": token })).into_response()
+        }
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            StatusCode::CONFLICT.into_response()
+        }
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }
 
-async fn get_session(headers: HeaderMap) -> Result<Json<&'static str>, StatusCode> {
-    tokio::time::sleep(Duration::from_millis(1)).await;
-    match headers.get("authorization").map(|v| v.as_bytes()) {
-        Some(b"Bearer session-ok") => Ok(Json("{\"user\":\"ada\"}")),
-        _ => Err(StatusCode::UNAUTHORIZED),
+async fn get_session(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    tokio::time::sleep(Duration::from_micros(300)).await;
+    match app.session(&headers) {
+        Some(email) => Json(serde_json::json!({ "user": { "email": email } })).into_response(),
+        None => StatusCode::UNAUTHORIZED.into_response(),
     }
 }
 
-async fn sign_out() -> StatusCode {
-    StatusCode::NO_CONTENT
-}
-
-async fn refresh(State(db): State<Db>) -> StatusCode {
-    // A limiter in front of refresh: every 4th call is over the limit.
-    if db.calls.fetch_add(1, Ordering::Relaxed) % 4 == 0 {
-        StatusCode::TOO_MANY_REQUESTS
-    } else {
-        StatusCode::OK
+async fn refresh_token(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    // At most 5 refreshes per second per client.
+    if let Some(ip) = client(&headers) {
+        let mut l = app.limiter.lock().unwrap();
+        let now = Instant::now();
+        let e = l.entry(ip).or_insert((now, 0));
+        if now.duration_since(e.0) >= Duration::from_secs(1) {
+            *e = (now, 0);
+        }
+        e.1 += 1;
+        if e.1 > 5 {
+            drop(l);
+            app.watch
+                .audit_logger()
+                .log_rate_limited(None, Some(ip), None);
+            return StatusCode::TOO_MANY_REQUESTS.into_response();
+        }
+    }
+    match app.session(&headers) {
+        Some(email) => Json(serde_json::json!({ "token": app.issue(&email) })).into_response(),
+        None => StatusCode::UNAUTHORIZED.into_response(),
     }
 }
 
-async fn slow_reset() -> StatusCode {
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    StatusCode::OK
+async fn sign_out(State(app): State<Shared>, headers: HeaderMap) -> StatusCode {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token.and_then(|t| app.sessions.lock().unwrap().remove(t)) {
+        Some(email) => {
+            app.watch
+                .audit_logger()
+                .log_logout(&email, client(&headers), None);
+            StatusCode::OK
+        }
+        None => StatusCode::UNAUTHORIZED,
+    }
 }
 
-fn port_flag() -> u16 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--port")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0)
-}
-
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let watch = AuthWatch::builder().service_name("demo-accounts").build()?;
-    let db = Db::default();
-
-    #[allow(deprecated)] // tower-http calls `bearer` "too basic"; it stands in for your JWT check.
-    let validator = ValidateRequestHeaderLayer::bearer("api-token");
+async fn build(
+    args: &Args,
+    scale: f64,
+) -> Result<(Shared, Router, AuthWatch), Box<dyn std::error::Error>> {
+    // One connection: an in-memory SQLite database lives as long as its connection.
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await?;
+    sqlx::query("CREATE TABLE users (email TEXT PRIMARY KEY, password_hash TEXT NOT NULL)")
+        .execute(&pool)
+        .await?;
+    for i in 0..USERS {
+        sqlx::query("INSERT INTO users VALUES (?, ?)")
+            .bind(user(i))
+            .bind(hash(PASSWORD))
+            .execute(&pool)
+            .await?;
+    }
+    let down = Arc::new(AtomicBool::new(false));
+    let (check_pool, check_down) = (pool.clone(), down.clone());
+    let mut alerts = AlertConfig::new()
+        .time_scale(scale)
+        .clock(Arc::new(SystemClock::new()));
+    if let Some(url) = &args.alertmanager {
+        alerts = alerts.alertmanager(url.clone());
+    }
+    let watch = AuthWatch::builder()
+        .service_name("authwatch-demo")
+        .client_ip(ClientIp::x_forwarded_for(1))
+        .window(WindowConfig::new(
+            Duration::from_secs(300).mul_f64(scale),
+            10,
+        )?)
+        .health_cache(Duration::from_secs(2).mul_f64(scale))
+        .health_check(
+            HealthCheck::new("database", move || {
+                let (pool, down) = (check_pool.clone(), check_down.clone());
+                async move {
+                    if down.load(Ordering::Relaxed) {
+                        return Err("database unreachable: connection refused".to_owned());
+                    }
+                    sqlx::query("SELECT 1")
+                        .execute(&pool)
+                        .await
+                        .map(|_| Default::default())
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .timeout(Duration::from_secs(1)),
+        )
+        .alerts(alerts)
+        .build()?;
+    let app = Arc::new(App {
+        pool,
+        watch: watch.clone(),
+        db_down: AtomicBool::new(false),
+        extra_latency_ms: AtomicU64::new(0),
+        sessions: Mutex::new(HashMap::new()),
+        limiter: Mutex::new(HashMap::new()),
+        next_token: AtomicU64::new(1),
+    });
+    // The health check reads the same switch as the handlers.
+    let (a, d) = (app.clone(), down);
+    tokio::spawn(async move {
+        loop {
+            d.store(a.db_down.load(Ordering::Relaxed), Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let guarded_app = app.clone();
+    let guard = watch.token_guard(ValidateRequestHeaderLayer::custom(
+        #[allow(clippy::result_large_err)] // the signature tower-http asks for
+        move |req: &mut Request| -> Result<(), Response> {
+            if guarded_app.session(req.headers()).is_some() {
+                Ok(())
+            } else {
+                Err(StatusCode::UNAUTHORIZED.into_response())
+            }
+        },
+    ));
     let protected = Router::new()
-        .route("/api/orders", get(|| async { "[]" }))
-        .layer(watch.token_guard(validator));
-
-    let app = Router::new()
+        .route(
+            "/api/me",
+            get(|| async { Json(serde_json::json!({ "user": "you" })) }),
+        )
+        .route("/api/orders", get(|| async { Json(serde_json::json!([])) }))
+        .layer(guard);
+    let router = Router::new()
         .route("/api/auth/sign-in/email", post(sign_in))
         .route("/api/auth/sign-up/email", post(sign_up))
         .route("/api/auth/get-session", get(get_session))
+        .route("/api/auth/refresh-token", post(refresh_token))
         .route("/api/auth/sign-out", post(sign_out))
-        .route("/api/auth/refresh-token", post(refresh))
-        .route("/api/auth/request-password-reset", post(slow_reset))
+        .with_state(app.clone())
         .merge(protected)
-        .with_state(db)
-        .layer(watch.layer());
-
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port_flag())).await?;
-    let addr = listener.local_addr()?;
-    println!("authwatch demo serving on http://{addr}");
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .expect("server failed");
-    });
-
-    drive(addr).await;
-    println!("\nWhat authwatch saw (window {:?}):\n", watch.window());
-    println!("{}", watch.snapshot());
-    let s = watch.snapshot();
-    let login = s.op(AuthOp::Login);
-    println!(
-        "\nlogin failure ratio {:.0}%, token validation p95 {:?}",
-        login.failure_ratio().unwrap_or(0.0) * 100.0,
-        s.token_validation_time().p95.unwrap_or_default()
-    );
-    Ok(())
+        .merge(watch.endpoints());
+    Ok((app, router, watch))
 }
 
-/// The traffic: a normal mix with failures, rate limits, expired tokens and impatient clients.
-async fn drive(addr: SocketAddr) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let send =
-        |method: &'static str, path: &'static str, auth: Option<&'static str>, body: String| {
-            let client = client.clone();
-            async move {
-                let mut req = http::Request::builder()
-                    .method(method)
-                    .uri(format!("http://{addr}{path}"));
-                if let Some(a) = auth {
-                    req = req.header("authorization", a);
-                }
-                let res = client
-                    .request(req.body(Full::new(Bytes::from(body))).unwrap())
-                    .await
-                    .expect("request");
-                let _ = res.into_body().collect().await;
-            }
+// ---------------------------------------------------------------------------------------------
+// The traffic
+
+const USERS: usize = 40;
+const PASSWORD: &str = "correct horse battery";
+
+fn user(i: usize) -> String {
+    format!("user{i}@example.com")
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+#[derive(Clone)]
+struct Traffic {
+    client: HttpClient,
+    base: String,
+    inflight: Arc<Semaphore>,
+    sent: Arc<AtomicU64>,
+    tokens: Arc<Mutex<Vec<String>>>,
+}
+
+impl Traffic {
+    /// Sends one request in the background (at most 256 at a time; when the service is slow,
+    /// the generator waits rather than piling up).
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        ip: String,
+        token: Option<String>,
+        body: Option<String>,
+    ) {
+        let Ok(permit) = self.inflight.clone().acquire_owned().await else {
+            return;
         };
-    for i in 0..40 {
-        send(
-            "POST",
-            "/api/auth/sign-up/email",
-            None,
-            format!("user{}@example.com:pw", i % 30),
-        )
-        .await;
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("x-forwarded-for", ip)
+            .header("user-agent", "authwatch-demo/1.0");
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .expect("a valid request");
+        let (client, sent, tokens) = (self.client.clone(), self.sent.clone(), self.tokens.clone());
+        tokio::spawn(async move {
+            if let Ok(res) = client.request(req).await {
+                let ok = res.status().is_success();
+                if let Ok(b) = res.into_body().collect().await {
+                    if ok {
+                        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b.to_bytes()) {
+                            if let Some(t) = v["token"].as_str() {
+                                let mut ts = tokens.lock().unwrap();
+                                if ts.len() < 200 {
+                                    ts.push(t.to_owned());
+                                } else {
+                                    let i = (rnd() as u32) as usize % ts.len();
+                                    ts[i] = t.to_owned();
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            sent.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+        });
     }
-    let mut tasks = Vec::new();
-    for i in 0..400u32 {
-        let pw = if i % 5 == 0 { "wrong" } else { "correct horse" };
-        let body = format!("user{}@example.com:{pw}", i % 30);
-        tasks.push(tokio::spawn(send(
+
+    fn token(&self) -> Option<String> {
+        let ts = self.tokens.lock().unwrap();
+        (!ts.is_empty()).then(|| ts[(rnd() as u32) as usize % ts.len()].clone())
+    }
+
+    /// A live token, forgotten by the client (it signs out with it).
+    fn take_token(&self) -> Option<String> {
+        let mut ts = self.tokens.lock().unwrap();
+        (!ts.is_empty()).then(|| {
+            let i = (rnd() as u32) as usize % ts.len();
+            ts.swap_remove(i)
+        })
+    }
+
+    fn sign_in_body(i: usize, right: bool) -> Option<String> {
+        let pw = if right { PASSWORD } else { "hunter2" };
+        Some(format!(
+            "{{\"email\":\"{}\",\"password\":\"{pw}\"}}",
+            user(i)
+        ))
+    }
+
+    /// One tick (20 per second) of the everyday mix, from 40 users on 10.0.x.x.
+    async fn normal(&self, tick: u64) {
+        let i = (rnd() as u32) as usize % USERS;
+        let ip = format!("10.0.{}.{}", i / 200, 10 + i % 200);
+        // Sign-ins: mostly right, 1 in 50 a typo.
+        let right = !(rnd() as u32).is_multiple_of(50);
+        self.send(
             "POST",
             "/api/auth/sign-in/email",
+            ip.clone(),
             None,
-            body,
-        )));
-        let tok = if i % 10 == 0 {
-            "Bearer expired"
-        } else {
-            "Bearer session-ok"
-        };
-        tasks.push(tokio::spawn(send(
-            "GET",
-            "/api/auth/get-session",
-            Some(tok),
-            String::new(),
-        )));
-        let api = if i % 8 == 0 {
-            "Bearer nope"
-        } else {
-            "Bearer api-token"
-        };
-        tasks.push(tokio::spawn(send(
-            "GET",
-            "/api/orders",
-            Some(api),
-            String::new(),
-        )));
-        if i % 3 == 0 {
-            tasks.push(tokio::spawn(send(
-                "POST",
-                "/api/auth/refresh-token",
-                None,
-                String::new(),
-            )));
-        }
-        if i % 20 == 0 {
-            tasks.push(tokio::spawn(send(
-                "POST",
-                "/api/auth/sign-out",
-                None,
-                String::new(),
-            )));
-            tasks.push(tokio::spawn(send(
-                "POST",
-                "/api/auth/request-password-reset",
-                None,
-                String::new(),
-            )));
-        }
-    }
-    // Some clients give up on the slow password reset after 50 ms.
-    for _ in 0..5 {
-        let _ = tokio::time::timeout(
-            Duration::from_millis(50),
-            send(
-                "POST",
-                "/api/auth/request-password-reset",
-                None,
-                String::new(),
-            ),
+            Self::sign_in_body(i, right),
         )
         .await;
+        // Session checks and protected calls with a live token (once someone has signed in);
+        // 1 in 100 with an expired one.
+        for _ in 0..2 {
+            let Some(live) = self.token() else { break };
+            let t = if (rnd() as u32).is_multiple_of(100) {
+                Some("s-expired".to_owned())
+            } else {
+                Some(live)
+            };
+            self.send("GET", "/api/auth/get-session", ip.clone(), t.clone(), None)
+                .await;
+            self.send("GET", "/api/me", ip.clone(), t, None).await;
+        }
+        if tick.is_multiple_of(4) {
+            if let Some(t) = self.token() {
+                self.send("POST", "/api/auth/refresh-token", ip.clone(), Some(t), None)
+                    .await;
+            }
+        }
+        if tick.is_multiple_of(5) {
+            // Sign-ups: new addresses, 1 in 20 already taken.
+            let email = if tick.is_multiple_of(100) {
+                user(0)
+            } else {
+                format!("new{}-{tick}@example.com", (rnd() as u32))
+            };
+            let body = format!("{{\"email\":\"{email}\",\"password\":\"a long passphrase\"}}");
+            self.send(
+                "POST",
+                "/api/auth/sign-up/email",
+                ip.clone(),
+                None,
+                Some(body),
+            )
+            .await;
+        }
+        if tick.is_multiple_of(10) {
+            if let Some(t) = self.take_token() {
+                self.send("POST", "/api/auth/sign-out", ip, Some(t), None)
+                    .await;
+            }
+        }
     }
-    for t in tasks {
-        let _ = t.await;
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Normal,
+    BruteForce,
+    RateLimitStorm,
+    InvalidTokens,
+    Latency,
+    DatabaseOutage,
+    Recovery,
+}
+
+struct Phase {
+    kind: Kind,
+    name: &'static str,
+    /// Share of the whole story.
+    share: f64,
+    /// The alert this phase must fire.
+    expect: Option<&'static str>,
+}
+
+const PHASES: [Phase; 7] = [
+    Phase {
+        kind: Kind::Normal,
+        name: "normal traffic",
+        share: 0.20,
+        expect: None,
+    },
+    Phase {
+        kind: Kind::BruteForce,
+        name: "brute force from one IP",
+        share: 0.13,
+        expect: Some("AuthBruteForceSuspected"),
+    },
+    Phase {
+        kind: Kind::RateLimitStorm,
+        name: "rate-limit storm",
+        share: 0.12,
+        expect: Some("AuthRateLimitUnderAttack"),
+    },
+    Phase {
+        kind: Kind::InvalidTokens,
+        name: "invalid-token spike",
+        share: 0.12,
+        expect: Some("AuthInvalidTokenSpike"),
+    },
+    Phase {
+        kind: Kind::Latency,
+        name: "latency regression",
+        share: 0.13,
+        expect: Some("AuthResponseTimeP95High"),
+    },
+    Phase {
+        kind: Kind::DatabaseOutage,
+        name: "database outage",
+        share: 0.12,
+        expect: Some("AuthServiceDown"),
+    },
+    Phase {
+        kind: Kind::Recovery,
+        name: "recovery",
+        share: 0.18,
+        expect: None,
+    },
+];
+
+const ATTACKER: &str = "203.0.113.66";
+const STORM: &str = "198.51.100.23";
+
+async fn attack(t: &Traffic, app: &App, kind: Kind, tick: u64) {
+    match kind {
+        Kind::BruteForce => {
+            // 3 wrong passwords per tick (60 a second) against random accounts.
+            for k in 0..3 {
+                let i = (tick as usize * 3 + k) % USERS;
+                t.send(
+                    "POST",
+                    "/api/auth/sign-in/email",
+                    ATTACKER.into(),
+                    None,
+                    Traffic::sign_in_body(i, false),
+                )
+                .await;
+            }
+        }
+        Kind::RateLimitStorm => {
+            // 10 refreshes per tick (200 a second) from one client: all but 5 a second refused.
+            for _ in 0..10 {
+                t.send(
+                    "POST",
+                    "/api/auth/refresh-token",
+                    STORM.into(),
+                    t.token(),
+                    None,
+                )
+                .await;
+            }
+        }
+        Kind::InvalidTokens => {
+            // Forged tokens from many addresses: 4 per tick.
+            for k in 0..4 {
+                let ip = format!("192.0.2.{}", (tick * 4 + k) % 250 + 1);
+                let forged = format!("s-forged-{:x}", (rnd() as u32));
+                t.send("GET", "/api/auth/get-session", ip, Some(forged), None)
+                    .await;
+            }
+        }
+        Kind::Latency => app.extra_latency_ms.store(700, Ordering::Relaxed),
+        Kind::DatabaseOutage => {
+            app.extra_latency_ms.store(0, Ordering::Relaxed);
+            app.db_down.store(true, Ordering::Relaxed);
+        }
+        Kind::Normal | Kind::Recovery => {
+            app.extra_latency_ms.store(0, Ordering::Relaxed);
+            app.db_down.store(false, Ordering::Relaxed);
+        }
     }
-    // Let the server notice the clients that left.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The terminal view
+
+fn bar(done: f64, width: usize) -> String {
+    let n = ((done.clamp(0.0, 1.0)) * width as f64).round() as usize;
+    format!("{}{}", "█".repeat(n), "░".repeat(width - n))
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or_else(|| "-".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e3))
+}
+
+fn view(
+    watch: &AuthWatch,
+    url: &str,
+    phase: usize,
+    in_phase: f64,
+    phase_len: f64,
+    elapsed: f64,
+) -> String {
+    let s = watch.snapshot();
+    let mut out = String::new();
+    out += &format!(
+        "authwatch demo  {url}  (dashboard {url}/auth/dashboard, /metrics, /auth/health)\n\n"
+    );
+    let p = &PHASES[phase];
+    out += &format!(
+        "phase {}/{} {:<26} [{}] {:>5.1}/{:.1} s   elapsed {:.0} s\n\n",
+        phase + 1,
+        PHASES.len(),
+        p.name,
+        bar(in_phase / phase_len, 30),
+        in_phase,
+        phase_len,
+        elapsed
+    );
+    out += &format!(
+        "{:<17} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}\n",
+        "operation", "requests", "failure%", "limited", "p50 ms", "p95 ms", "p99 ms"
+    );
+    for o in s.ops() {
+        if o.total() == 0 {
+            continue;
+        }
+        out += &format!(
+            "{:<17} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}\n",
+            o.op.as_str(),
+            o.total(),
+            o.failure_ratio()
+                .map_or("-".into(), |r| format!("{:.1}", r * 100.0)),
+            o.rate_limited,
+            ms(o.p50),
+            ms(o.p95),
+            ms(o.p99)
+        );
+    }
+    out += "\nfiring alerts:\n";
+    if s.alerts().is_empty() {
+        out += "  none\n";
+    }
+    for a in s.alerts() {
+        let desc = a.annotations.get("description").map_or("", String::as_str);
+        out += &format!(
+            "  {:<8} {:<34} {desc}\n",
+            a.severity.as_str().to_uppercase(),
+            a.name
+        );
+    }
+    if let Some(e) = watch.alert_engine() {
+        let top = e.suspects();
+        out += "\ntop offending IPs (failures in the brute-force window):\n";
+        if top.is_empty() {
+            out += "  none over the threshold\n";
+        }
+        for x in top.iter().take(5) {
+            out += &format!("  {:<18} {}\n", x.ip.to_string(), x.failures);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct Args {
+    port: u16,
+    duration: Option<f64>,
+    speed: bool,
+    no_traffic: bool,
+    plain: bool,
+    alertmanager: Option<String>,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        port: 3000,
+        duration: None,
+        speed: false,
+        no_traffic: false,
+        plain: !std::io::stdout().is_terminal(),
+        alertmanager: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--port" => a.port = it.next().and_then(|v| v.parse().ok()).ok_or("--port N")?,
+            "--duration" => {
+                a.duration = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|d: &f64| *d >= 5.0)
+                        .ok_or("--duration SECONDS (at least 5)")?,
+                );
+            }
+            "--speed" => a.speed = true,
+            "--no-traffic" => a.no_traffic = true,
+            "--plain" => a.plain = true,
+            "--alertmanager" => a.alertmanager = Some(it.next().ok_or("--alertmanager URL")?),
+            "--help" | "-h" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(a)
+}
+
+const USAGE: &str = "usage: demo [--port N] [--duration SECONDS] [--speed] [--no-traffic] [--plain] [--alertmanager URL]";
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("demo: {e}");
+            }
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    // Alerts and health failures are logged; keep them off the live view.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "authwatch=warn".into()),
+        )
+        .init();
+    let scale = if args.speed { 1.0 / 20.0 } else { 1.0 };
+    let total = args
+        .duration
+        .unwrap_or(if args.speed { 60.0 } else { 600.0 });
+    let (app, router, watch) = build(&args, scale).await?;
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port))).await?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    println!("listening on {url}");
+    println!(
+        "dashboard: {url}/auth/dashboard   metrics: {url}/metrics   health: {url}/auth/health"
+    );
+    let service = watch.wrap(router);
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(service),
+        )
+        .await;
+    });
+    if args.no_traffic {
+        println!("serving only (--no-traffic); Ctrl-C to stop");
+        tokio::signal::ctrl_c().await?;
+        watch.shutdown().await?;
+        return Ok(());
+    }
+    let traffic = Traffic {
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        base: url.clone(),
+        inflight: Arc::new(Semaphore::new(256)),
+        sent: Arc::new(AtomicU64::new(0)),
+        tokens: Arc::new(Mutex::new(Vec::new())),
+    };
+    let started = Instant::now();
+    let mut bounds = Vec::new();
+    let mut at = 0.0;
+    for p in &PHASES {
+        bounds.push((at, at + p.share * total));
+        at += p.share * total;
+    }
+    let mut tick = 0u64;
+    let mut last_view = Instant::now() - Duration::from_secs(1);
+    let mut phase = 0;
+    if !args.plain {
+        print!("\x1b[2J");
+    }
+    loop {
+        let elapsed = started.elapsed().as_secs_f64();
+        if elapsed >= total {
+            break;
+        }
+        while elapsed >= bounds[phase].1 && phase + 1 < PHASES.len() {
+            phase += 1;
+        }
+        let kind = PHASES[phase].kind;
+        traffic.normal(tick).await;
+        attack(&traffic, &app, kind, tick).await;
+        if last_view.elapsed() >= Duration::from_millis(if args.plain { 1000 } else { 250 }) {
+            last_view = Instant::now();
+            if args.plain {
+                let s = watch.snapshot();
+                let names: Vec<&str> = s.alerts().iter().map(|a| a.name.as_str()).collect();
+                println!(
+                    "t={elapsed:5.1}s phase={:<24} requests={:<7} firing=[{}]",
+                    PHASES[phase].name,
+                    traffic.sent.load(Ordering::Relaxed),
+                    names.join(", ")
+                );
+            } else {
+                let (from, to) = bounds[phase];
+                print!(
+                    "\x1b[H\x1b[J{}",
+                    view(&watch, &url, phase, elapsed - from, to - from, elapsed)
+                );
+                let _ = std::io::stdout().flush();
+            }
+        }
+        tick += 1;
+        // 20 ticks a second.
+        let next = started + Duration::from_millis(50 * tick);
+        tokio::time::sleep_until(next.into()).await;
+    }
+    app.db_down.store(false, Ordering::Relaxed);
+    app.extra_latency_ms.store(0, Ordering::Relaxed);
+    if !args.plain {
+        let (from, to) = bounds[PHASES.len() - 1];
+        print!(
+            "\x1b[H\x1b[J{}",
+            view(&watch, &url, PHASES.len() - 1, to - from, to - from, total)
+        );
+    }
+    // The summary: which alert fired in which phase, and when.
+    let history = watch
+        .alert_engine()
+        .map(|e| e.history())
+        .unwrap_or_default();
+    println!(
+        "\nsummary ({} requests in {total:.0} s, alert windows scaled ×{scale}):\n",
+        traffic.sent.load(Ordering::Relaxed)
+    );
+    println!(
+        "{:<26} {:<13} {:<40} fired (seconds from start)",
+        "phase", "time", "expected"
+    );
+    let mut missing = Vec::new();
+    for (i, p) in PHASES.iter().enumerate() {
+        let (from, to) = bounds[i];
+        let mut fired: Vec<String> = history
+            .iter()
+            .filter(|e| e.alert.state == AlertState::Firing)
+            .filter(|e| {
+                let t = e.at.as_secs_f64();
+                t >= from && (t < to || i + 1 == PHASES.len())
+            })
+            .map(|e| {
+                let who = e
+                    .alert
+                    .label("client_ip")
+                    .map(|ip| format!(" {ip}"))
+                    .unwrap_or_default();
+                format!("{}{who} ({:.1})", e.alert.name, e.at.as_secs_f64())
+            })
+            .collect();
+        fired.dedup();
+        let expect = match p.expect {
+            Some(name) => {
+                let ok = fired.iter().any(|f| f.starts_with(name));
+                if !ok {
+                    missing.push(name);
+                }
+                format!("{name} {}", if ok { "✓" } else { "✗ MISSING" })
+            }
+            None => "—".to_owned(),
+        };
+        println!(
+            "PHASE {:<20} {:>5.1}–{:<5.1}s {:<40} {}",
+            p.name,
+            from,
+            to,
+            expect,
+            if fired.is_empty() {
+                "—".to_owned()
+            } else {
+                fired.join(", ")
+            }
+        );
+    }
+    let still: Vec<String> = watch
+        .snapshot()
+        .alerts()
+        .iter()
+        .map(|a| a.name.clone())
+        .collect();
+    println!(
+        "\nstill firing at the end: {}",
+        if still.is_empty() {
+            "none".into()
+        } else {
+            still.join(", ")
+        }
+    );
+    if missing.is_empty() {
+        println!("RESULT every phase fired its alert");
+    } else {
+        println!("RESULT missing: {}", missing.join(", "));
+    }
+    watch.shutdown().await?;
+    Ok(())
 }

@@ -4,6 +4,7 @@
 #   rotel-agent  the OTLP collector from the PyPI package rotel (pinned), in a private venv
 #   prometheus   Debian's prometheus package (2.42), plus promtool
 #   alertmanager Debian's prometheus-alertmanager package (0.25), plus amtool
+#   chromium     Debian's chromium, run headless by the dashboard test
 # Idempotent: a second run only checks that the links still work (well under a second).
 # Nothing is started and no system service is enabled; each test starts its own instance on
 # loopback ports with its own config and data directory.
@@ -73,3 +74,11 @@ fi
 ln -sf "$(command -v prometheus-alertmanager)" "$BIN/alertmanager"
 ln -sf "$(command -v amtool)" "$BIN/amtool"
 say "alertmanager: $("$BIN/alertmanager" --version 2>&1 | head -1)"
+
+# --- Chromium (Debian package), for the dashboard page test ---
+if ! command -v chromium >/dev/null; then
+  say "installing chromium"
+  apt_install chromium
+fi
+ln -sf "$(command -v chromium)" "$BIN/chromium"
+say "chromium: $("$BIN/chromium" --version 2>/dev/null | head -1)"

@@ -17,7 +17,7 @@ pub type EndpointBody = Full<Bytes>;
 /// The content type of the Prometheus text exposition.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-fn plain(status: StatusCode, text: &'static str) -> Response<EndpointBody> {
+pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<EndpointBody> {
     let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -28,7 +28,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response<EndpointBody> {
 }
 
 /// A response that is never cached; for `HEAD`, the headers without the body.
-fn uncached(
+pub(crate) fn uncached(
     status: StatusCode,
     content_type: &'static str,
     body: String,
@@ -51,10 +51,40 @@ fn method_allowed(m: &Method) -> bool {
     *m == Method::GET || *m == Method::HEAD
 }
 
-fn not_allowed() -> Response<EndpointBody> {
+pub(crate) fn not_allowed() -> Response<EndpointBody> {
     let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     r.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    r
+}
+
+/// Whether the request carries the metrics bearer token (always, when none is configured): in
+/// `Authorization: Bearer …`, or, when `query` allows it (the dashboard page, whose browser
+/// cannot set headers on the page load), as `?token=…`.
+pub(crate) fn authorized<B>(watch: &AuthWatch, req: &Request<B>, query: bool) -> bool {
+    let Some(token) = watch.inner.metrics_token.as_deref() else {
+        return true;
+    };
+    let header_ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|t| constant_time_eq(t, token.as_bytes()));
+    let query_ok = query
+        && req.uri().query().is_some_and(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.strip_prefix("token="))
+                .any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+        });
+    header_ok || query_ok
+}
+
+pub(crate) fn unauthorized() -> Response<EndpointBody> {
+    let mut r = plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"metrics\""),
+    );
     r
 }
 
@@ -81,20 +111,8 @@ impl MetricsService {
         if !method_allowed(req.method()) {
             return Some(not_allowed());
         }
-        if let Some(token) = self.watch.inner.metrics_token.as_deref() {
-            let ok = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-                .is_some_and(|t| constant_time_eq(t, token.as_bytes()));
-            if !ok {
-                let mut r = plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"metrics\""),
-                );
-                return Some(r);
-            }
+        if !authorized(&self.watch, req, false) {
+            return Some(unauthorized());
         }
         None
     }
@@ -176,9 +194,15 @@ impl<B> tower_service::Service<Request<B>> for HealthService {
 
 #[cfg(feature = "axum")]
 pub(crate) fn router(watch: &AuthWatch) -> axum::Router {
-    axum::Router::new()
+    let r = axum::Router::new()
         .route_service("/metrics", watch.metrics_service())
-        .route_service("/auth/health", watch.health_service())
+        .route_service("/auth/health", watch.health_service());
+    if watch.inner.dashboard {
+        r.route_service("/auth/stats", watch.stats_service())
+            .route_service("/auth/dashboard", watch.dashboard_service())
+    } else {
+        r
+    }
 }
 
 #[cfg(test)]

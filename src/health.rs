@@ -143,6 +143,16 @@ impl Status {
             _ => http::StatusCode::OK,
         }
     }
+
+    /// `healthy`, `degraded` or `unhealthy`, as in the JSON report.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Degraded => "degraded",
+            Self::Unhealthy => "unhealthy",
+        }
+    }
 }
 
 /// The result of one check.

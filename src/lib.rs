@@ -103,6 +103,7 @@
 mod active;
 mod alert_gauges;
 pub mod audit;
+mod dashboard;
 mod endpoints;
 pub mod health;
 mod stats;
@@ -126,6 +127,7 @@ pub use authwatch_otel::reexports::{
     opentelemetry, opentelemetry_otlp, opentelemetry_prometheus, opentelemetry_sdk,
 };
 pub use authwatch_otel::{HistogramAggregation, OtlpOptions, Protocol, CATALOG};
+pub use dashboard::{DashboardService, StatsService};
 pub use endpoints::{EndpointBody, HealthService, MetricsService, PROMETHEUS_CONTENT_TYPE};
 pub use health::{HealthCheck, HealthReport};
 pub use opentelemetry_sdk::metrics::Temporality;
@@ -189,6 +191,9 @@ struct Inner {
     slow_query: Duration,
     active_users: Arc<active::ActiveUsers>,
     alerts: Option<AlertEngine>,
+    started: Instant,
+    dashboard: bool,
+    dashboard_unmasked: bool,
 }
 
 impl fmt::Debug for AuthWatch {
@@ -223,6 +228,8 @@ impl AuthWatch {
             slow_query: Duration::from_millis(100),
             active_sessions: None,
             alerts: Some(AlertConfig::new()),
+            dashboard: true,
+            dashboard_unmasked: false,
         }
     }
 
@@ -383,6 +390,23 @@ impl AuthWatch {
         }
     }
 
+    /// `/auth/stats` as a tower service (see [`AuthWatch::stats_json`]).
+    #[must_use]
+    pub fn stats_service(&self) -> StatsService {
+        StatsService {
+            watch: self.clone(),
+        }
+    }
+
+    /// `/auth/dashboard` as a tower service: one self-contained HTML page that polls
+    /// `/auth/stats` (served next to it) and charts the spec's three dashboards live.
+    #[must_use]
+    pub fn dashboard_service(&self) -> DashboardService {
+        DashboardService {
+            watch: self.clone(),
+        }
+    }
+
     /// The health report as a tower service (for hyper and tonic servers).
     #[must_use]
     pub fn health_service(&self) -> HealthService {
@@ -464,6 +488,8 @@ pub struct AuthWatchBuilder {
     slow_query: Duration,
     active_sessions: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
     alerts: Option<AlertConfig>,
+    dashboard: bool,
+    dashboard_unmasked: bool,
 }
 
 impl fmt::Debug for AuthWatchBuilder {
@@ -685,6 +711,22 @@ impl AuthWatchBuilder {
         self
     }
 
+    /// Serves `/auth/dashboard` (a live HTML page, no CDN) and `/auth/stats` (its JSON) from
+    /// [`AuthWatch::endpoints`] (default on). Both are protected by the
+    /// [`metrics_bearer_token`](Self::metrics_bearer_token) when one is set: as a header, or as
+    /// `?token=` on the page's URL.
+    pub fn dashboard(mut self, on: bool) -> Self {
+        self.dashboard = on;
+        self
+    }
+
+    /// Shows the top offending client addresses in full on the dashboard and in `/auth/stats`
+    /// (default: masked to their first two octets or groups, `203.0.x.x`).
+    pub fn dashboard_unmasked_ips(mut self, unmasked: bool) -> Self {
+        self.dashboard_unmasked = unmasked;
+        self
+    }
+
     /// Turns the alert engine on (the default) or off.
     pub fn alerting(mut self, on: bool) -> Self {
         self.alerts = match (on, self.alerts.take()) {
@@ -822,9 +864,14 @@ impl AuthWatchBuilder {
             // Each tick runs the health checks (when stale), so that `AuthServiceDown` works
             // without probes; a hook of the caller's own replaces this.
             if health.has_checks() && !cfg.has_on_tick() {
-                let h = health.clone();
+                // Weak: the health checks hold the engine (`on_run`); a strong reference back
+                // would keep both alive, and the engine's thread running, after the monitor is
+                // dropped.
+                let h = Arc::downgrade(&health);
                 cfg = cfg.on_tick(Arc::new(move || {
-                    h.last_or_refresh();
+                    if let Some(h) = h.upgrade() {
+                        h.last_or_refresh();
+                    }
                 }));
             }
             let engine = AlertEngine::new(cfg);
@@ -837,6 +884,7 @@ impl AuthWatchBuilder {
         });
         let audit = LoginAuditLogger::new(auditor.clone())
             .with_lockouts(app_lockouts, stats.clone())
+            .with_alerts(alerts.clone())
             .with_active_users(active_users.clone());
         audit::set_global(&audit);
         let mut sinks = Sinks::new().with(stats.clone());
@@ -874,6 +922,9 @@ impl AuthWatchBuilder {
                 slow_query: self.slow_query,
                 active_users,
                 alerts,
+                started,
+                dashboard: self.dashboard,
+                dashboard_unmasked: self.dashboard_unmasked,
             }),
         })
     }

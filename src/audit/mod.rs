@@ -794,6 +794,8 @@ pub struct LoginAuditLogger {
     auditor: Arc<Auditor>,
     /// Where `log_lockout` counts (the metric and the snapshot), when a monitor is behind it.
     lockouts: Option<(Arc<AtomicU64>, Arc<crate::stats::Stats>)>,
+    /// The alert engine, told of the application's lockouts (`AuthLockoutSpike`).
+    alerts: Option<authwatch_alerts::AlertEngine>,
     /// Where the users it sees are counted (`auth.users.active`).
     active: Option<Arc<crate::active::ActiveUsers>>,
 }
@@ -811,8 +813,14 @@ impl LoginAuditLogger {
         Self {
             auditor,
             lockouts: None,
+            alerts: None,
             active: None,
         }
+    }
+
+    pub(crate) fn with_alerts(mut self, e: Option<authwatch_alerts::AlertEngine>) -> Self {
+        self.alerts = e;
+        self
     }
 
     pub(crate) fn with_active_users(mut self, a: Arc<crate::active::ActiveUsers>) -> Self {
@@ -854,6 +862,9 @@ impl LoginAuditLogger {
             if let Some((metric, stats)) = &self.lockouts {
                 metric.fetch_add(1, Ordering::Relaxed);
                 stats.add_lockout(e.op);
+            }
+            if let Some(a) = &self.alerts {
+                a.record_lockout();
             }
         }
         self.auditor.send(r);

@@ -234,6 +234,48 @@ impl AlertConfig {
         self
     }
 
+    /// Multiplies every window, baseline, `for` duration, the brute-force window and the tick by
+    /// `factor` (thresholds and minimum volumes stay): `time_scale(1.0 / 20.0)` turns the spec's
+    /// 5-minute windows into 15 seconds, for demos and load tests.
+    #[must_use]
+    pub fn time_scale(mut self, factor: f64) -> Self {
+        let f = if factor.is_finite() && factor > 0.0 {
+            factor
+        } else {
+            1.0
+        };
+        let mul = |d: Duration| {
+            Duration::try_from_secs_f64(d.as_secs_f64() * f)
+                .unwrap_or(Duration::MAX)
+                .max(Duration::from_millis(1))
+        };
+        let scale = |d: &mut Duration| *d = mul(*d);
+        for r in &mut self.rules {
+            if !r.for_.is_zero() {
+                scale(&mut r.for_);
+            }
+            match &mut r.kind {
+                RuleKind::FailureRatio { window, .. }
+                | RuleKind::Count { window, .. }
+                | RuleKind::Mean { window, .. } => scale(window),
+                RuleKind::Spike {
+                    window, baseline, ..
+                } => {
+                    scale(window);
+                    scale(baseline);
+                }
+                _ => {}
+            }
+        }
+        let bf = mul(self.brute_force.window_len());
+        self.brute_force = self.brute_force.window(bf);
+        if !self.tick.is_zero() {
+            scale(&mut self.tick);
+        }
+        self.resend = mul(self.resend).max(Duration::from_millis(10));
+        self
+    }
+
     /// The `service` label, when set.
     #[must_use]
     pub fn service_name(&self) -> Option<&str> {
@@ -355,7 +397,9 @@ struct Inner {
     notifiers: Notifiers,
     wall0: SystemTime,
     t0: Duration,
-    stop: (Mutex<bool>, Condvar),
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    /// One evaluation at a time (the engine's thread and callers of `evaluate`).
+    evaluating: Mutex<()>,
 }
 
 /// The alert engine. It is an [`EventSink`]: give it to the layer's sinks (the facade does), and
@@ -410,15 +454,17 @@ impl AlertEngine {
             notifiers: Notifiers::start(&cfg),
             wall0: SystemTime::now(),
             t0: now,
-            stop: (Mutex::new(false), Condvar::new()),
+            stop: Arc::new((Mutex::new(false), Condvar::new())),
+            evaluating: Mutex::new(()),
             cfg,
         });
         if !inner.cfg.tick.is_zero() {
             let weak = Arc::downgrade(&inner);
+            let stop = inner.stop.clone();
             let tick = inner.cfg.tick;
             let spawned = std::thread::Builder::new()
                 .name("authwatch-alerts".into())
-                .spawn(move || ticker(&weak, tick));
+                .spawn(move || ticker(&weak, &stop, tick));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "authwatch: could not start the alert thread; alerts are evaluated only on demand");
             }
@@ -472,8 +518,22 @@ impl AlertEngine {
         }
     }
 
-    /// Addresses over the brute-force threshold now, most failures first (never exported as
-    /// metrics).
+    /// Counts an account lockout the application reported (not a request the layer saw), for
+    /// `AuthLockoutSpike`.
+    pub fn record_lockout(&self) {
+        let inner = &*self.inner;
+        let shard = &inner.shards[authwatch_hdr::thread_shard(inner.shards.len())];
+        shard.cells[AuthOp::Login.index()][LO].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How a client key appears in labels: `203.0.113.7`, `2001:db8:1:2::/64`.
+    #[must_use]
+    pub fn client_label(&self, ip: IpAddr) -> String {
+        self.inner.cfg.brute_force.client_label(ip)
+    }
+
+    /// Clients over the brute-force threshold now, most failures first (never exported as
+    /// metrics). IPv6 clients are keyed by their prefix (see [`BruteForceConfig::ipv6_prefix`]).
     #[must_use]
     pub fn suspects(&self) -> Vec<Suspect> {
         self.inner.lock_detector().suspects()
@@ -514,7 +574,7 @@ impl AlertEngine {
     /// hold.
     pub fn shutdown(&self, timeout: Duration) {
         {
-            let (m, cv) = &self.inner.stop;
+            let (m, cv) = &*self.inner.stop;
             *m.lock().unwrap_or_else(|e| e.into_inner()) = true;
             cv.notify_all();
         }
@@ -522,11 +582,11 @@ impl AlertEngine {
     }
 }
 
-fn ticker(weak: &Weak<Inner>, tick: Duration) {
+fn ticker(weak: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), tick: Duration) {
     loop {
-        let Some(inner) = weak.upgrade() else { return };
         {
-            let (m, cv) = &inner.stop;
+            // Wait without holding the engine, so that dropping it ends the thread.
+            let (m, cv) = stop;
             let stopped = m.lock().unwrap_or_else(|e| e.into_inner());
             if *stopped {
                 return;
@@ -538,6 +598,7 @@ fn ticker(weak: &Weak<Inner>, tick: Duration) {
                 return;
             }
         }
+        let Some(inner) = weak.upgrade() else { return };
         // A panicking rule source must not end the thread.
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.evaluate()));
         if r.is_err() {
@@ -664,16 +725,21 @@ impl Inner {
     }
 
     fn evaluate(&self) -> Vec<AlertEvent> {
+        let _one = self.evaluating.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = &self.cfg.on_tick {
             f();
         }
-        let now = self.cfg.clock.now();
+        let mut now = self.cfg.clock.now();
         let (suspects, routes) = {
             let mut d = self.lock_detector();
             d.advance(now);
             (d.suspects(), d.routes())
         };
         let mut st = self.lock_state();
+        // Time never goes back within the engine, whatever the clock does.
+        if let Some((last, _)) = st.history.back() {
+            now = now.max(*last);
+        }
         let cum = self.cumulative();
         let mut delta = [[0; KINDS]; OPS];
         for op in 0..OPS {
@@ -690,8 +756,8 @@ impl Inner {
         while st.history.len() > 1 && st.history.front().is_some_and(|(t, _)| *t < keep_from) {
             st.history.pop_front();
         }
-        // Bound the entries whatever the tick: merge the two oldest.
-        while st.history.len() > 50_000 {
+        // Bound the entries (3 MiB) whatever the tick: merge the two oldest.
+        while st.history.len() > 8192 {
             if let (Some((_, a)), Some((_, b))) = (st.history.pop_front(), st.history.front_mut()) {
                 add_into(b, &a);
             }
@@ -901,15 +967,17 @@ impl Inner {
             RuleKind::PerIpFailures { above } => suspects
                 .iter()
                 .filter(|s| s.failures > above)
-                .map(|s| Condition {
-                    labels: vec![("client_ip".into(), s.ip.to_string())],
-                    value: s.failures as f64,
-                    description: format!(
-                        "{} failed auth attempts from {} in {}, above {above}",
-                        s.failures,
-                        s.ip,
-                        human(self.cfg.brute_force.window_len())
-                    ),
+                .map(|s| {
+                    let client = self.cfg.brute_force.client_label(s.ip);
+                    Condition {
+                        description: format!(
+                            "{} failed auth attempts from {client} in {}, above {above}",
+                            s.failures,
+                            human(self.cfg.brute_force.window_len())
+                        ),
+                        labels: vec![("client_ip".into(), client)],
+                        value: s.failures as f64,
+                    }
                 })
                 .collect(),
             RuleKind::Distributed {
@@ -1021,7 +1089,9 @@ impl Inner {
                 if inst.state == AlertState::Firing {
                     let mut alert = inst.alert;
                     alert.state = AlertState::Resolved;
-                    alert.ends_at = Some(self.wall(now));
+                    // The real time (the monotonic clock may have drifted from it), never before
+                    // the start.
+                    alert.ends_at = Some(SystemTime::now().max(alert.starts_at));
                     events.push(AlertEvent { alert, at: now });
                 }
             }

@@ -134,7 +134,7 @@ fn prometheus_rule(r: &Rule, runbook_base: &str) -> PromRule {
             (
                 format!("{} > {above}", total(&metrics_of(signal), &w, None)),
                 format!("More than {above} {} in {w}.", signal_word(signal)),
-                "increase() extrapolates within the window; the engine counts exactly.".to_owned(),
+                "increase() extrapolates within the window, and a 1m window needs a scrape interval of 30s or less; the engine counts exactly.".to_owned(),
             )
         }
         RuleKind::Percentile {
@@ -143,26 +143,32 @@ fn prometheus_rule(r: &Rule, runbook_base: &str) -> PromRule {
             above,
             min_requests,
         } => {
-            let q = if quantile >= 0.99 {
-                Quantile::P99
-            } else if quantile >= 0.95 {
-                Quantile::P95
-            } else {
-                Quantile::P50
-            };
-            let gauge = prom(Measure::ResponseTimeQuantile(q));
             let count = format!("{}_count", prom(Measure::ResponseTime));
             let sel = op.map_or_else(String::new, |op| {
                 format!("{{auth_operation=\"{}\"}}", op.as_str())
             });
+            // The exact HDR gauge when authwatch exports that quantile, else the histogram.
+            let gauge = [Quantile::P50, Quantile::P95, Quantile::P99]
+                .into_iter()
+                .find(|q| (q.fraction() - quantile).abs() < 1e-9);
+            let value = match gauge {
+                Some(q) => format!(
+                    "max by (job, auth_operation) ({}{sel})",
+                    prom(Measure::ResponseTimeQuantile(q))
+                ),
+                None => format!(
+                    "histogram_quantile({quantile}, sum by (job, auth_operation, le) (rate({}_bucket{sel}[5m])))",
+                    prom(Measure::ResponseTime)
+                ),
+            };
             (
                 format!(
-                    "max by (job, auth_operation) ({gauge}{sel}) > {}\nand on (job, auth_operation)\nsum by (job, auth_operation) (increase({count}{sel}[5m])) >= {min_requests}",
+                    "{value} > {}\nand on (job, auth_operation)\nsum by (job, auth_operation) (increase({count}{sel}[5m])) >= {min_requests}",
                     above.as_millis()
                 ),
                 format!(
-                    "p{:.0} response time of {{{{ $labels.auth_operation }}}} above {} ms.",
-                    quantile * 100.0,
+                    "p{} response time of {{{{ $labels.auth_operation }}}} above {} ms.",
+                    num((quantile * 1000.0).round() / 10.0),
                     above.as_millis()
                 ),
                 "The gauge is the exact HDR percentile over authwatch's sliding window, the same number the engine reads.".to_owned(),
@@ -244,14 +250,19 @@ fn prometheus_rule(r: &Rule, runbook_base: &str) -> PromRule {
             format!("The engine also requires {min_failures} failures on the route."),
         ),
         RuleKind::HealthFailures { above } => {
-            // `above + 1` consecutive evaluations at a 10 s interval.
-            for_ = Some(prom_duration(Duration::from_secs(10 * u64::from(above))));
+            // `above + 1` consecutive evaluations at a 10 s interval, unless the rule says.
+            if for_.is_none() && above > 0 {
+                for_ = Some(prom_duration(Duration::from_secs(10 * u64::from(above))));
+            }
+            let uptime = prom(Measure::Uptime);
             (
+                // Unhealthy, or not answering at all: a target that exported authwatch's metrics
+                // in the last hour and is now down.
                 format!(
-                    "min by (job) ({}{{auth_health_check=\"overall\"}}) == 0",
+                    "min by (job) ({}{{auth_health_check=\"overall\"}}) == 0\nor on (job)\n(min by (job) (up) == 0 and on (job) max by (job) (max_over_time({uptime}[1h])) > 0)",
                     prom(Measure::HealthStatus)
                 ),
-                format!("The health checks failed in more than {above} consecutive evaluations."),
+                format!("The health checks failed, or the service did not answer its scrape, in more than {above} consecutive evaluations."),
                 format!(
                     "`for` covers {} consecutive evaluations at a 10 s evaluation interval; the engine counts runs of the checks.",
                     above + 1

@@ -22,7 +22,8 @@ pub struct NotifierStats {
     pub sent: u64,
     /// Failed delivery attempts (each retried).
     pub failed: u64,
-    /// Notifications dropped because the queue was full.
+    /// Notifications dropped: the queue was full, or the receiver refused them for good (a 4xx
+    /// other than 408 and 429).
     pub dropped: u64,
     /// Waiting now.
     pub queued: usize,
@@ -137,6 +138,20 @@ fn run(shared: &Shared, timeout: Duration) {
             Ok(_) => {
                 shared.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 backoff = Duration::from_millis(250);
+                drop(q);
+                shared.cv.notify_all();
+            }
+            Err(e)
+                if e.status().is_some_and(|s| {
+                    s.is_client_error() && s.as_u16() != 429 && s.as_u16() != 408
+                }) =>
+            {
+                // Refused for good (a malformed alert, a wrong URL): retrying cannot help, and
+                // would hold back everything queued behind it.
+                shared
+                    .dropped
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                tracing::error!(url = %endpoint, error = %e, "authwatch: alert delivery refused; dropped");
                 drop(q);
                 shared.cv.notify_all();
             }
@@ -312,7 +327,12 @@ impl Notifiers {
                 return;
             }
             *last = Some(now);
-            let valid_until = wall + self.resend * 4;
+            // Real time (the engine's clock is monotonic), so that a drifted clock never sends
+            // an `endsAt` already past.
+            let valid_until = SystemTime::now()
+                .max(wall)
+                .checked_add(self.resend.saturating_mul(4))
+                .unwrap_or(wall);
             for a in firing {
                 w.shared
                     .push(fingerprint(a), alertmanager_alert(a, valid_until));
@@ -347,7 +367,9 @@ impl Notifiers {
 
     /// Waits up to `timeout` for the queues to empty, then stops the threads.
     pub(crate) fn flush(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
         for w in [&self.alertmanager, &self.webhook].into_iter().flatten() {
             let mut q = w.shared.lock();
             while (!q.items.is_empty() || q.busy) && Instant::now() < deadline {

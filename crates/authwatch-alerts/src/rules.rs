@@ -106,7 +106,7 @@ pub enum RuleKind {
     },
     /// The `quantile` of `op`'s response time over the HDR window is above `above`, with at
     /// least `min_requests` requests in that window. One alert per operation (label
-    /// `operation`).
+    /// `auth_operation`).
     Percentile {
         /// The operation; `None` checks every operation.
         op: Option<AuthOp>,

@@ -14,15 +14,16 @@ fn sprayed(i: u32) -> (IpAddr, u32) {
     let ip = if i.is_multiple_of(2) {
         IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + i))
     } else {
+        // Each in its own /64 (IPv6 clients are counted per /64).
         IpAddr::V6(Ipv6Addr::new(
             0x2001,
             0xdb8,
-            0,
-            0,
-            0,
-            0,
             (i >> 16) as u16,
             i as u16,
+            0,
+            0,
+            0,
+            1,
         ))
     };
     (ip, 1 + i % 5)

@@ -1,0 +1,220 @@
+//! `/auth/stats` (the in-process view as JSON) and `/auth/dashboard` (one self-contained HTML
+//! page that charts it live, no CDN, no Grafana).
+
+use std::convert::Infallible;
+use std::future::{ready, Future};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::endpoints::{authorized, not_allowed, unauthorized, uncached, EndpointBody};
+use crate::stats::Latency;
+use crate::AuthWatch;
+
+/// The dashboard page.
+const PAGE: &str = include_str!("dashboard.html");
+
+fn ms(d: Option<Duration>) -> Value {
+    d.map_or(Value::Null, |d| {
+        json!((d.as_secs_f64() * 1e6).round() / 1e3)
+    })
+}
+
+fn latency(l: &Latency) -> Value {
+    json!({
+        "count": l.count,
+        "p50_ms": ms(l.p50),
+        "p95_ms": ms(l.p95),
+        "p99_ms": ms(l.p99),
+        "mean_ms": ms(l.mean),
+        "max_ms": ms(l.max),
+    })
+}
+
+impl AuthWatch {
+    /// The in-process view as the JSON `/auth/stats` serves: counters since start and window
+    /// percentiles per operation, the firing alerts, the top offending client addresses (masked
+    /// unless [`AuthWatchBuilder::dashboard_unmasked_ips`](crate::AuthWatchBuilder::dashboard_unmasked_ips)),
+    /// the last health status and the active-user estimate.
+    #[must_use]
+    pub fn stats_json(&self) -> Value {
+        let s = self.snapshot();
+        let unmask = self.inner.dashboard_unmasked;
+        let engine = self.inner.alerts.as_ref();
+        let show = |ip: std::net::IpAddr| {
+            if unmask {
+                engine.map_or_else(|| ip.to_string(), |e| e.client_label(ip))
+            } else {
+                authwatch_alerts::mask_ip(ip)
+            }
+        };
+        // A label holds `203.0.113.7` or `2001:db8:1:2::/64`.
+        let show_label = |label: &str| {
+            let addr = label.split_once('/').map_or(label, |(a, _)| a);
+            addr.parse().map_or_else(
+                |_| label.to_owned(),
+                |ip| {
+                    if unmask {
+                        label.to_owned()
+                    } else {
+                        authwatch_alerts::mask_ip(ip)
+                    }
+                },
+            )
+        };
+        let ops: Vec<Value> = s
+            .ops()
+            .iter()
+            .map(|o| {
+                json!({
+                    "op": o.op.as_str(),
+                    "success": o.success,
+                    "failure": o.failure,
+                    "rate_limited": o.rate_limited,
+                    "invalid_token": o.invalid_token,
+                    "errors": o.errors,
+                    "cancelled": o.cancelled,
+                    "locked_out": o.locked_out,
+                    "latency": latency(&o.latency),
+                })
+            })
+            .collect();
+        let alerts: Vec<Value> = s
+            .alerts()
+            .iter()
+            .map(|a| {
+                let mut labels = a.labels.clone();
+                let mut description = a
+                    .annotations
+                    .get("description")
+                    .cloned()
+                    .unwrap_or_default();
+                if let Some(ip) = labels.get_mut("client_ip") {
+                    let shown = show_label(ip);
+                    description = description.replace(ip.as_str(), &shown);
+                    *ip = shown;
+                }
+                json!({
+                    "name": a.name,
+                    "severity": a.severity.as_str(),
+                    "labels": labels,
+                    "summary": a.annotations.get("summary"),
+                    "description": description,
+                    "runbook_url": a.annotations.get("runbook_url"),
+                    "value": a.value,
+                    "starts_at": humantime::format_rfc3339_seconds(a.starts_at).to_string(),
+                })
+            })
+            .collect();
+        let (top_ips, top_failures) = self.inner.alerts.as_ref().map_or((Vec::new(), 0), |e| {
+            (
+                e.suspects()
+                    .iter()
+                    .take(20)
+                    .map(|x| json!({"ip": show(x.ip), "failures": x.failures}))
+                    .collect(),
+                e.top_ip_failures(),
+            )
+        });
+        let health = self
+            .inner
+            .health
+            .last()
+            .map_or("unknown", |r| r.status.as_str());
+        json!({
+            "service": self.service_name(),
+            "uptime_seconds": self.inner.started.elapsed().as_secs_f64(),
+            "at_ms": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            "window_seconds": s.window().as_secs_f64(),
+            "ops": ops,
+            "response_time": latency(s.response_time()),
+            "token_validation": latency(s.token_validation_time()),
+            "alerts": alerts,
+            "top_ips": top_ips,
+            "top_ip_failures": top_failures,
+            "ips_masked": !unmask,
+            "health": health,
+            "active_users": self.active_users(),
+        })
+    }
+}
+
+/// Serves [`AuthWatch::stats_json`], whatever the path; `GET`/`HEAD`; protected by the
+/// `/metrics` bearer token when one is set (as a header, or `?token=` for the dashboard page).
+#[derive(Clone, Debug)]
+pub struct StatsService {
+    pub(crate) watch: AuthWatch,
+}
+
+/// Serves the dashboard page, whatever the path; `GET`/`HEAD`; protected like [`StatsService`].
+#[derive(Clone, Debug)]
+pub struct DashboardService {
+    pub(crate) watch: AuthWatch,
+}
+
+fn gate<B>(watch: &AuthWatch, req: &Request<B>) -> Option<Response<EndpointBody>> {
+    if !(req.method() == Method::GET || req.method() == Method::HEAD) {
+        return Some(not_allowed());
+    }
+    if !authorized(watch, req, true) {
+        return Some(unauthorized());
+    }
+    None
+}
+
+impl<B> tower_service::Service<Request<B>> for StatsService {
+    type Response = Response<EndpointBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(r) = gate(&self.watch, &req) {
+            return Box::pin(ready(Ok(r)));
+        }
+        let (watch, head) = (self.watch.clone(), req.method() == Method::HEAD);
+        Box::pin(async move {
+            // The HDR merges and the sketch reads are CPU work: off the async workers.
+            let body = tokio::task::spawn_blocking(move || watch.stats_json().to_string())
+                .await
+                .unwrap_or_else(|_| "{}".to_owned());
+            Ok(uncached(StatusCode::OK, "application/json", body, head))
+        })
+    }
+}
+
+impl<B> tower_service::Service<Request<B>> for DashboardService {
+    type Response = Response<EndpointBody>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(r) = gate(&self.watch, &req) {
+            return ready(Ok(r));
+        }
+        let mut r = uncached(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            PAGE.to_owned(),
+            req.method() == Method::HEAD,
+        );
+        // The page loads nothing from elsewhere and runs only its own inline script.
+        r.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
+            ),
+        );
+        ready(Ok(r))
+    }
+}

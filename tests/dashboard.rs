@@ -1,0 +1,234 @@
+//! `/auth/dashboard` and `/auth/stats`: protected like `/metrics`, addresses masked by default,
+//! and the page opened in a real headless Chromium against the running demo, where its charts
+//! render, its numbers change between polls, and nothing is logged to the console. A screenshot
+//! is kept in `target/test-artifacts/dashboard.png`. The demo then runs to its end in fast mode,
+//! and its summary shows each phase's alert. Needs `scripts/test-deps.sh`.
+
+mod real;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use authwatch::{AuthEvent, AuthOp, AuthWatch, FailureReason, Outcome};
+use real::*;
+
+fn attack(watch: &AuthWatch) {
+    let ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
+    for _ in 0..51 {
+        watch.record(
+            &AuthEvent::new(
+                AuthOp::Login,
+                Outcome::Failure(FailureReason::InvalidCredentials),
+                Duration::from_millis(2),
+                authwatch::authwatch_layer::now(),
+            )
+            .with_route("/login")
+            .with_client_ip(Some(ip)),
+        );
+    }
+    watch.evaluate_alerts();
+}
+
+fn serve(rt: &tokio::runtime::Runtime, watch: &AuthWatch) -> std::net::SocketAddr {
+    let router = watch.endpoints();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        let l = tokio::net::TcpListener::from_std(listener).unwrap();
+        axum::serve(l, router).await.unwrap();
+    });
+    addr
+}
+
+#[test]
+fn stats_are_protected_like_metrics_and_mask_addresses() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = Http::new();
+    let watch = {
+        let _g = rt.enter();
+        AuthWatch::builder()
+            .metrics_bearer_token("s3cret")
+            .alerts(authwatch::AlertConfig::new().tick(Duration::ZERO))
+            .build()
+            .unwrap()
+    };
+    attack(&watch);
+    let addr = serve(&rt, &watch);
+    let u = |p: &str| format!("http://{addr}{p}");
+    assert_eq!(http.get(&u("/auth/stats")).0, 401);
+    assert_eq!(http.get(&u("/auth/dashboard")).0, 401);
+    assert_eq!(http.get(&u("/auth/dashboard?token=wrong")).0, 401);
+    let (s, page) = http.get(&u("/auth/dashboard?token=s3cret"));
+    assert_eq!(s, 200);
+    assert!(page.starts_with("<!doctype html>") && page.contains("id=\"probe\""));
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "the page loads nothing from elsewhere"
+    );
+    let (s, body) = http.send(
+        "GET",
+        &u("/auth/stats"),
+        &[("authorization", "Bearer s3cret")],
+        "",
+    );
+    assert_eq!(s, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ops"][0]["op"], "login");
+    assert_eq!(v["ops"][0]["failure"], 51);
+    assert_eq!(v["top_ips"][0]["ip"], "203.0.x.x");
+    assert_eq!(v["top_ips"][0]["failures"], 51);
+    assert_eq!(v["ips_masked"], true);
+    let brute = v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "AuthBruteForceSuspected")
+        .unwrap();
+    assert_eq!(brute["labels"]["client_ip"], "203.0.x.x");
+    assert!(!body.contains("203.0.113.9"), "{body}");
+    // /metrics takes the header only: a token in the URL would end up in scrape logs.
+    assert_eq!(http.get(&u("/metrics?token=s3cret")).0, 401);
+
+    let unmasked = {
+        let _g = rt.enter();
+        AuthWatch::builder()
+            .dashboard_unmasked_ips(true)
+            .alerts(authwatch::AlertConfig::new().tick(Duration::ZERO))
+            .build()
+            .unwrap()
+    };
+    attack(&unmasked);
+    let v = unmasked.stats_json();
+    assert_eq!(v["top_ips"][0]["ip"], "203.0.113.9");
+    let off = {
+        let _g = rt.enter();
+        AuthWatch::builder().dashboard(false).build().unwrap()
+    };
+    let addr = serve(&rt, &off);
+    assert_eq!(http.get(&format!("http://{addr}/auth/dashboard")).0, 404);
+}
+
+fn chromium(args: &[&str]) -> (String, String) {
+    let out = Command::new(dep("chromium"))
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .args(args)
+        .output()
+        .expect("run chromium");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn probe(dom: &str) -> serde_json::Value {
+    let start = dom.find("id=\"probe\"").expect("the probe element");
+    let from = dom[start..].find('>').unwrap() + start + 1;
+    let to = dom[from..].find("</pre>").unwrap() + from;
+    serde_json::from_str(&dom[from..to].replace("&quot;", "\"")).unwrap()
+}
+
+#[test]
+fn the_demo_runs_its_story_and_the_dashboard_renders_live_in_chromium() {
+    let ex = Example::start("demo", &["--speed", "--port", "0", "--plain"], &[]);
+    let started = Instant::now();
+    let url = format!("http://{}/auth/dashboard?interval=300", ex.addr);
+    std::thread::sleep(Duration::from_secs(4));
+
+    // The page in a real browser: several polls, numbers that move, nothing on the console.
+    let (dom, log) = chromium(&[
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        &url,
+    ]);
+    let p = probe(&dom);
+    assert!(p["polls"].as_u64().unwrap() >= 3, "{p}\n{log}");
+    assert_eq!(p["errors"], 0, "{p}");
+    let (first, last) = (
+        p["first_total"].as_u64().unwrap(),
+        p["last_total"].as_u64().unwrap(),
+    );
+    assert!(
+        last > first && first > 0,
+        "the request count did not move: {p}"
+    );
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console output: {console:#?}");
+    assert!(
+        dom.contains("<td>login</td>"),
+        "the per-operation table: {dom}"
+    );
+    assert!(!dom.contains("id=\"t-total\">–<"), "the totals tile");
+    assert!(
+        dom.contains("<canvas id=\"c-login\" width="),
+        "the charts were drawn"
+    );
+
+    // A screenshot, kept as a test artifact, during the brute-force phase (12 s to 20 s).
+    if let Some(wait) = Duration::from_secs(15).checked_sub(started.elapsed()) {
+        std::thread::sleep(wait);
+    }
+    let dir = repo().join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(&[
+        "--window-size=1400,2200",
+        "--virtual-time-budget=4000",
+        &format!("--screenshot={}", shot.display()),
+        &url,
+    ]);
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
+
+    // The story runs to its end (60 s in fast mode) and says which phase fired what.
+    let mut ex = ex;
+    let deadline = started + Duration::from_secs(150);
+    loop {
+        if let Ok(Some(status)) = ex.proc.child.try_wait() {
+            assert!(status.success(), "{}", ex.stderr_text());
+            break;
+        }
+        assert!(Instant::now() < deadline, "the demo did not finish");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out: Vec<String> = ex.lines.try_iter().collect();
+    let text = out.join("\n");
+    for (phase, alert) in [
+        ("brute force from one IP", "AuthBruteForceSuspected"),
+        ("rate-limit storm", "AuthRateLimitUnderAttack"),
+        ("invalid-token spike", "AuthInvalidTokenSpike"),
+        ("latency regression", "AuthResponseTimeP95High"),
+        ("database outage", "AuthServiceDown"),
+    ] {
+        let line = out
+            .iter()
+            .find(|l| l.starts_with(&format!("PHASE {phase}")))
+            .unwrap_or_else(|| panic!("no summary line for {phase}:\n{text}"));
+        assert!(line.contains(&format!("{alert} ✓")), "{line}\n\n{text}");
+    }
+    let normal = out
+        .iter()
+        .find(|l| l.starts_with("PHASE normal traffic"))
+        .unwrap();
+    assert!(
+        normal.ends_with('—'),
+        "nothing fires on normal traffic: {normal}"
+    );
+    assert!(
+        text.contains("RESULT every phase fired its alert"),
+        "{text}"
+    );
+}
