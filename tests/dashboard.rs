@@ -181,7 +181,7 @@ fn the_demo_runs_its_story_and_the_dashboard_renders_live_in_chromium() {
     let shot = dir.join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
     chromium(&[
-        "--window-size=1400,2200",
+        "--window-size=1400,1400",
         "--virtual-time-budget=4000",
         &format!("--screenshot={}", shot.display()),
         &url,
