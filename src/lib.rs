@@ -107,6 +107,7 @@ mod dashboard;
 mod endpoints;
 pub mod health;
 mod stats;
+mod tracing_ctx;
 
 use std::fmt;
 use std::sync::Arc;
@@ -190,6 +191,7 @@ struct Inner {
     queries: authwatch_otel::QueryTimer,
     slow_query: Duration,
     active_users: Arc<active::ActiveUsers>,
+    sessions: Arc<active::ActiveUsers>,
     alerts: Option<AlertEngine>,
     started: Instant,
     dashboard: bool,
@@ -230,6 +232,8 @@ impl AuthWatch {
             alerts: Some(AlertConfig::new()),
             dashboard: true,
             dashboard_unmasked: false,
+            span_client_address: false,
+            session_estimate: true,
         }
     }
 
@@ -376,6 +380,12 @@ impl AuthWatch {
         self.inner.active_users.estimate(authwatch_layer::now())
     }
 
+    /// The estimated number of distinct sessions over the window (`auth.sessions.estimated`).
+    #[must_use]
+    pub fn active_sessions_estimate(&self) -> f64 {
+        self.inner.sessions.estimate(authwatch_layer::now())
+    }
+
     /// The audit logger of this monitor (the spec's `LoginAuditLogger`).
     #[must_use]
     pub fn audit_logger(&self) -> LoginAuditLogger {
@@ -490,6 +500,8 @@ pub struct AuthWatchBuilder {
     alerts: Option<AlertConfig>,
     dashboard: bool,
     dashboard_unmasked: bool,
+    span_client_address: bool,
+    session_estimate: bool,
 }
 
 impl fmt::Debug for AuthWatchBuilder {
@@ -727,6 +739,22 @@ impl AuthWatchBuilder {
         self
     }
 
+    /// Puts the client address on the `auth.request` spans as `client.address` (default off:
+    /// spans carry the operation, route, method and outcome, never an address, user id or
+    /// token unless you opt in here).
+    pub fn span_client_address(mut self, on: bool) -> Self {
+        self.span_client_address = on;
+        self
+    }
+
+    /// Estimates distinct active sessions (`auth.sessions.estimated`) from keyed hashes of the
+    /// bearer tokens and session cookies auth requests present (default on; the key is random
+    /// per process and only hashes are kept). Off, no token or cookie is read for it.
+    pub fn session_estimate(mut self, on: bool) -> Self {
+        self.session_estimate = on;
+        self
+    }
+
     /// Turns the alert engine on (the default) or off.
     pub fn alerting(mut self, on: bool) -> Self {
         self.alerts = match (on, self.alerts.take()) {
@@ -882,6 +910,22 @@ impl AuthWatchBuilder {
             }
             engine
         });
+        // Distinct sessions from the keyed token hashes the layer and the guards hand over.
+        let sessions = Arc::new(active::ActiveUsers::new(
+            self.window.window(),
+            self.window.slots() as usize,
+            authwatch_layer::now(),
+        ));
+        for meter in pipeline.meters() {
+            let a = sessions.clone();
+            let d = authwatch_otel::def(authwatch_otel::Measure::EstimatedSessions);
+            meter
+                .f64_observable_gauge(d.name)
+                .with_description(d.description)
+                .with_unit(d.unit)
+                .with_callback(move |obs| obs.observe(a.estimate(authwatch_layer::now()), &[]))
+                .build();
+        }
         let audit = LoginAuditLogger::new(auditor.clone())
             .with_lockouts(app_lockouts, stats.clone())
             .with_alerts(alerts.clone())
@@ -899,6 +943,14 @@ impl AuthWatchBuilder {
         if let Some(e) = &alerts {
             sinks = sinks.with(Arc::new(e.clone()));
         }
+        if self.session_estimate {
+            let s = sessions.clone();
+            sinks = sinks.with(Arc::new(move |e: &AuthEvent<'_>| {
+                if let Some(k) = e.session {
+                    s.insert_key(k, e.finished_at);
+                }
+            }));
+        }
         for s in self.sinks {
             sinks = sinks.with(s);
         }
@@ -906,6 +958,9 @@ impl AuthWatchBuilder {
             .routes(self.routes)
             .client_ip(self.client_ip)
             .sinks(sinks.clone())
+            .on_request_span(tracing_ctx::traceparent_hook())
+            .session_keys(self.session_estimate)
+            .span_client_address(self.span_client_address)
             .build()?;
         Ok(AuthWatch {
             inner: Arc::new(Inner {
@@ -922,6 +977,7 @@ impl AuthWatchBuilder {
                 slow_query: self.slow_query,
                 active_users,
                 alerts,
+                sessions,
                 started,
                 dashboard: self.dashboard,
                 dashboard_unmasked: self.dashboard_unmasked,

@@ -145,6 +145,16 @@ pub struct AuditRecord {
     /// `db.query.name`, for slow-query records.
     #[serde(rename = "db.query.name", skip_serializing_if = "Option::is_none")]
     pub db_query: Option<String>,
+    /// `trace_id`: the trace of the request the record belongs to (32 hex digits), when an
+    /// OpenTelemetry tracing layer is installed (`Pipeline::tracing_layer`): jump from the log
+    /// line to its trace.
+    #[serde(rename = "trace_id", skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// `span_id`: the span (16 hex digits) that was current.
+    #[serde(rename = "span_id", skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
+    #[serde(skip)]
+    pub(crate) trace: Option<crate::tracing_ctx::TraceCtx>,
 }
 
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -156,6 +166,14 @@ fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error
 }
 
 impl AuditRecord {
+    fn set_trace(&mut self, t: Option<crate::tracing_ctx::TraceCtx>) {
+        if let Some(t) = t {
+            self.trace_id = Some(t.trace_id.to_string());
+            self.span_id = Some(t.span_id.to_string());
+            self.trace = Some(t);
+        }
+    }
+
     fn new(name: &'static str, class: AuditClass, source: &'static str) -> Self {
         Self {
             name,
@@ -173,6 +191,9 @@ impl AuditRecord {
             duration_ms: None,
             token_type: None,
             db_query: None,
+            trace_id: None,
+            span_id: None,
+            trace: None,
         }
     }
 }
@@ -452,6 +473,7 @@ macro_rules! audit_event {
             auth.duration_ms = $r.duration_ms,
             auth.token.type = $r.token_type.as_deref(),
             db.query.name = $r.db_query.as_deref(),
+            trace_id = $r.trace_id.as_deref(),
             "{}",
             $r.name
         )
@@ -500,6 +522,9 @@ fn emit_otel(logger: &opentelemetry_sdk::logs::SdkLogger, r: &AuditRecord) {
     if let Some(ms) = r.duration_ms {
         rec.add_attribute("auth.duration_ms", ms);
     }
+    if let Some(t) = r.trace {
+        rec.set_trace_context(t.trace_id, t.span_id, Some(t.flags));
+    }
     logger.emit(rec);
 }
 
@@ -541,6 +566,8 @@ struct LayerRecord {
     ip: Option<IpAddr>,
     ms: f64,
     guard: bool,
+    /// The trace the request belongs to, when one is being recorded.
+    trace: Option<crate::tracing_ctx::TraceCtx>,
     ua_len: u16,
     /// The user agent was longer than what is kept.
     ua_cut: bool,
@@ -643,6 +670,7 @@ impl LayerRecords {
     ) -> AuditRecord {
         let mut r = AuditRecord::new("auth.request", class_of(l.outcome), "layer");
         r.time = wall - mono.saturating_duration_since(l.finished_at);
+        r.set_trace(l.trace);
         r.client_address = l.ip;
         if l.ua_len > 0 {
             let ua = String::from_utf8_lossy(&l.ua[..usize::from(l.ua_len)]);
@@ -702,6 +730,7 @@ impl EventSink for AuditSink {
             ip: e.client_ip,
             ms: e.latency.as_secs_f64() * 1000.0,
             guard: e.source == EventSource::TokenGuard,
+            trace: crate::tracing_ctx::current(),
             ua_len,
             ua_cut,
             ua,
@@ -847,6 +876,7 @@ impl LoginAuditLogger {
         fill: impl FnOnce(&mut AuditRecord),
     ) {
         let mut r = AuditRecord::new(e.name, class_of(e.outcome), "application");
+        r.set_trace(crate::tracing_ctx::current());
         r.user_id = user_id.map(|u| self.auditor.key.apply(u));
         r.client_address = ip;
         r.user_agent = user_agent.map(|ua| sanitize(ua, MAX_USER_AGENT));

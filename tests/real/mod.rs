@@ -182,6 +182,8 @@ impl Rotel {
                 "metrics",
                 "--debug-log",
                 "logs",
+                "--debug-log",
+                "traces",
             ])
             .args(["--debug-log-verbosity", "detailed", "--log-format", "json"])
             .args(["--batch-timeout", "50ms"])
@@ -255,7 +257,63 @@ pub struct LogRecord {
     pub service: String,
     pub severity: String,
     pub body: String,
+    pub trace_id: String,
     pub attrs: BTreeMap<String, String>,
+}
+
+/// One span of rotel's debug dump.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpanRec {
+    pub trace_id: String,
+    pub parent_id: String,
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub attrs: BTreeMap<String, String>,
+}
+
+/// Every span rotel printed (`--debug-log traces`), in order.
+pub fn spans(text: &str) -> Vec<SpanRec> {
+    let mut out: Vec<SpanRec> = Vec::new();
+    let mut in_span = false;
+    for line in text.lines() {
+        let t = line.trim_end();
+        if t.starts_with("Span #") {
+            out.push(SpanRec::default());
+            in_span = true;
+            continue;
+        }
+        if t.starts_with("ResourceSpans #")
+            || t.starts_with("ResourceLogs #")
+            || t.starts_with("ResourceMetrics #")
+        {
+            in_span = false;
+            continue;
+        }
+        let Some(s) = out.last_mut().filter(|_| in_span) else {
+            continue;
+        };
+        let field = |name: &str| {
+            t.trim_start()
+                .strip_prefix(name)
+                .and_then(|r| r.trim_start().strip_prefix(':'))
+                .map(|v| v.trim().to_owned())
+        };
+        if let Some(v) = field("Trace ID") {
+            s.trace_id = v;
+        } else if let Some(v) = field("Parent ID") {
+            s.parent_id = v;
+        } else if let Some(v) = field("ID") {
+            s.id = v;
+        } else if let Some(v) = field("Name") {
+            s.name = v;
+        } else if let Some(v) = field("Kind") {
+            s.kind = v;
+        } else if let Some((k, v)) = kv(t) {
+            s.attrs.insert(k, v);
+        }
+    }
+    out
 }
 
 /// Everything rotel printed, in order.
@@ -333,6 +391,11 @@ impl Dump {
                 mode = Mode::PointAttrs;
                 continue;
             }
+            if t.starts_with("ResourceSpans #") {
+                in_log = false;
+                mode = Mode::None;
+                continue;
+            }
             if t.starts_with("LogRecord #") {
                 d.logs.push(LogRecord {
                     service: service.clone(),
@@ -388,6 +451,12 @@ impl Dump {
                 if let Some(l) = d.logs.last_mut() {
                     if let Some(v) = t.strip_prefix("SeverityText: ") {
                         l.severity = v.to_owned();
+                    } else if let Some(v) = t
+                        .trim_start()
+                        .strip_prefix("Trace ID")
+                        .and_then(|r| r.trim_start().strip_prefix(':'))
+                    {
+                        l.trace_id = v.trim().to_owned();
                     } else if let Some(v) = t.strip_prefix("Body: ") {
                         l.body = v
                             .strip_prefix("Str(")

@@ -66,9 +66,11 @@ impl<B: Body> Body for ResponseBody<B> {
             return inner.poll_frame(cx);
         }
         // As in the response future: a panic while producing the body is a server error.
+        let in_span = this.tracker.enter();
         let guard = OnPanic(this.tracker);
         let frame = ready!(inner.as_mut().poll_frame(cx));
         drop(guard);
+        drop(in_span);
         match &frame {
             None => this.tracker.finish_body(),
             Some(Err(_)) => this.tracker.finish(Outcome::Error),

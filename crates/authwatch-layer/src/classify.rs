@@ -95,6 +95,11 @@ pub(crate) fn classify_trailers(
     }
 }
 
+/// A response header a lockout middleware (or a proxy) can set on a refusal to say the
+/// account is locked, when it answers with another 4xx than 423: the request then counts as
+/// [`FailureReason::LockedOut`] (`auth.lockout.count`). Any value; read on 4xx responses only.
+pub const LOCKOUT_HEADER: &str = "x-authwatch-lockout";
+
 /// The HTTP part of the outcome table.
 pub(crate) fn classify_http(op: AuthOp, status: StatusCode, headers: &HeaderMap) -> Outcome {
     let code = status.as_u16();
@@ -102,6 +107,9 @@ pub(crate) fn classify_http(op: AuthOp, status: StatusCode, headers: &HeaderMap)
         200..=399 => Outcome::Success,
         429 => Outcome::RateLimited,
         400..=499 => {
+            if headers.contains_key(LOCKOUT_HEADER) {
+                return Outcome::Failure(FailureReason::LockedOut);
+            }
             if www_authenticate_invalid_token(headers) {
                 return Outcome::Failure(FailureReason::InvalidToken);
             }
@@ -193,6 +201,25 @@ pub(crate) fn challenge_says_invalid_token(value: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lockout_header_on_a_refusal_is_a_lockout() {
+        let mut h = HeaderMap::new();
+        h.insert(LOCKOUT_HEADER, http::HeaderValue::from_static("1"));
+        assert_eq!(
+            classify_http(AuthOp::Login, StatusCode::UNAUTHORIZED, &h),
+            Outcome::Failure(FailureReason::LockedOut)
+        );
+        assert_eq!(
+            classify_http(AuthOp::Login, StatusCode::FORBIDDEN, &h),
+            Outcome::Failure(FailureReason::LockedOut)
+        );
+        // Only refusals: a success with the header is a success.
+        assert_eq!(
+            classify_http(AuthOp::Login, StatusCode::OK, &h),
+            Outcome::Success
+        );
+    }
     use http::HeaderValue;
 
     fn res(status: u16) -> Response<()> {

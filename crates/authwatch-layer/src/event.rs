@@ -59,6 +59,11 @@ pub struct AuthEvent<'a> {
     pub user_agent: Option<&'a str>,
     /// Where it was measured.
     pub source: EventSource,
+    /// A keyed hash of the credential the request presented (the bearer token or the session
+    /// cookie), for counting distinct sessions; the key is random per process, so the value
+    /// says nothing about the token and matches nothing outside. `None` without one, or with
+    /// session tracking off. Never a metric attribute.
+    pub session: Option<u64>,
 }
 
 impl<'a> AuthEvent<'a> {
@@ -80,6 +85,7 @@ impl<'a> AuthEvent<'a> {
             client_ip: None,
             user_agent: None,
             source: EventSource::Route,
+            session: None,
         }
     }
 
@@ -101,6 +107,13 @@ impl<'a> AuthEvent<'a> {
     #[must_use]
     pub fn with_user_agent(mut self, user_agent: Option<&'a str>) -> Self {
         self.user_agent = user_agent;
+        self
+    }
+
+    /// Sets the session key.
+    #[must_use]
+    pub fn with_session(mut self, session: Option<u64>) -> Self {
+        self.session = session;
         self
     }
 

@@ -63,9 +63,11 @@ where
         // A panic in the handler is a server error. An outer `CatchPanicLayer` would catch it
         // and then drop this future normally, which would read as a cancellation: the guard
         // records it while the panic unwinds through here.
+        let in_span = this.tracker.enter();
         let guard = OnPanic(this.tracker);
         let result = ready!(this.inner.poll(cx));
         drop(guard);
+        drop(in_span);
         let res = match result {
             Ok(res) => res,
             Err(e) => {

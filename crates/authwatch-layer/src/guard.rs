@@ -29,6 +29,8 @@ struct GuardShared {
     label: Box<str>,
     /// The auth layer in front, whose token-validation routes are not counted again.
     watched_by: Option<AuthLayer>,
+    /// Session keys: the watching layer's (so a token counts once across both), else our own.
+    sessions: Option<crate::session::SessionKeys>,
 }
 
 /// Wraps your token-validating middleware (say, tower-http's
@@ -76,6 +78,9 @@ impl<L> TokenGuardLayer<L> {
                 client_ip: ClientIp::default(),
                 label: DEFAULT_GUARD_ROUTE.into(),
                 watched_by: None,
+                sessions: Some(crate::session::SessionKeys::new(
+                    crate::session::DEFAULT_SESSION_COOKIES,
+                )),
             }),
         }
     }
@@ -87,6 +92,7 @@ impl<L> TokenGuardLayer<L> {
             client_ip: old.client_ip,
             label: old.label.clone(),
             watched_by: old.watched_by.clone(),
+            sessions: old.sessions.clone(),
         };
         f(&mut shared);
         Self {
@@ -102,11 +108,15 @@ impl<L> TokenGuardLayer<L> {
     }
 
     /// Requests that `layer` already records as token validations (its `get-session`,
-    /// `userinfo`, introspection routes) are not counted again by this guard.
+    /// `userinfo`, introspection routes) are not counted again by this guard, and session keys
+    /// are the layer's (a token counts as one session across both).
     /// `authwatch::AuthWatch::token_guard` sets this for you.
     #[must_use]
     pub fn watched_by(self, layer: AuthLayer) -> Self {
-        self.map_shared(|s| s.watched_by = Some(layer))
+        self.map_shared(|s| {
+            s.sessions = layer.session_keys().cloned();
+            s.watched_by = Some(layer);
+        })
     }
 
     /// The route label when axum's `MatchedPath` is not available. Keep it a constant: it is a
@@ -165,6 +175,9 @@ struct TicketState {
     user_agent: Option<http::HeaderValue>,
     route: Option<Box<str>>,
     done: AtomicBool,
+    session: Option<u64>,
+    /// The `auth.token_validation` span, closed at the decision; `None` when disabled.
+    span: Option<std::sync::Mutex<tracing::Span>>,
 }
 
 impl TicketState {
@@ -188,7 +201,21 @@ impl TicketState {
             client_ip: self.client_ip,
             user_agent: self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
             source: EventSource::TokenGuard,
+            session: self.session,
         };
+        let span = self.span.as_ref().map(|m| {
+            std::mem::replace(
+                &mut *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+                tracing::Span::none(),
+            )
+        });
+        if let Some(span) = &span {
+            span.record("auth.outcome", outcome.as_str());
+            if let Some(r) = outcome.reason() {
+                span.record("auth.failure.reason", r.as_str());
+            }
+        }
+        let _in_span = span.as_ref().map(tracing::Span::enter);
         self.shared.sinks.record(&event);
     }
 }
@@ -227,14 +254,31 @@ where
                 };
             }
         }
+        let route = matched_route(&req);
+        // A child of the current span (your request span), timing the validator alone.
+        let span = tracing::info_span!(
+            target: "authwatch::request",
+            "auth.token_validation",
+            otel.kind = "internal",
+            auth.operation = "token_validation",
+            http.route = route.as_deref().unwrap_or(&self.shared.label),
+            auth.outcome = tracing::field::Empty,
+            auth.failure.reason = tracing::field::Empty,
+        );
         let ticket = Arc::new(TicketState {
             shared: self.shared.clone(),
             start: Tick::now(),
             method: method_label(req.method()),
             client_ip: self.shared.client_ip.resolve(&req),
             user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
-            route: matched_route(&req),
+            route,
             done: AtomicBool::new(false),
+            session: self
+                .shared
+                .sessions
+                .as_ref()
+                .and_then(|k| k.of(req.headers())),
+            span: (!span.is_disabled()).then(|| std::sync::Mutex::new(span)),
         });
         req.extensions_mut().insert(Ticket(ticket.clone()));
         GuardFuture {

@@ -23,6 +23,21 @@ pub(crate) struct Shared {
     pub(crate) routes: RouteTable,
     pub(crate) client_ip: ClientIp,
     pub(crate) sinks: Sinks,
+    pub(crate) span_hook: Option<SpanHook>,
+    pub(crate) span_client_address: bool,
+    pub(crate) sessions: Option<crate::session::SessionKeys>,
+}
+
+/// Called with each enabled `auth.request` span and the request's headers, before the inner
+/// service runs: where an OpenTelemetry bridge sets the span's parent from a W3C `traceparent`
+/// header (the facade does).
+#[derive(Clone)]
+pub struct SpanHook(pub Arc<dyn Fn(&tracing::Span, &http::HeaderMap) + Send + Sync>);
+
+impl fmt::Debug for SpanHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SpanHook")
+    }
 }
 
 /// A reference to [`Shared`] with a reference count of its own, on its own cache lines.
@@ -94,6 +109,11 @@ impl AuthLayer {
             routes: Routes::default(),
             client_ip: ClientIp::default(),
             sinks: Sinks::new(),
+            span_hook: None,
+            span_client_address: false,
+            sessions: Some(crate::session::SessionKeys::new(
+                crate::session::DEFAULT_SESSION_COOKIES,
+            )),
         }
     }
 
@@ -108,6 +128,10 @@ impl AuthLayer {
     pub fn client_ip(&self) -> ClientIp {
         self.handle.shared.client_ip
     }
+
+    pub(crate) fn session_keys(&self) -> Option<&crate::session::SessionKeys> {
+        self.handle.shared.sessions.as_ref()
+    }
 }
 
 /// Builds an [`AuthLayer`].
@@ -117,6 +141,9 @@ pub struct AuthLayerBuilder {
     routes: Routes,
     client_ip: ClientIp,
     sinks: Sinks,
+    span_hook: Option<SpanHook>,
+    span_client_address: bool,
+    sessions: Option<crate::session::SessionKeys>,
 }
 
 impl AuthLayerBuilder {
@@ -144,6 +171,43 @@ impl AuthLayerBuilder {
         self
     }
 
+    /// Called with each enabled `auth.request` span and the request headers (see
+    /// [`SpanHook`]).
+    pub fn on_request_span(mut self, hook: SpanHook) -> Self {
+        self.span_hook = Some(hook);
+        self
+    }
+
+    /// Which cookies hold a session (default [`DEFAULT_SESSION_COOKIES`](crate::DEFAULT_SESSION_COOKIES));
+    /// with the bearer token, they give each event its [`session`](AuthEvent::session) key.
+    /// An empty list keeps only bearer tokens.
+    pub fn session_cookies(mut self, names: &[&str]) -> Self {
+        self.sessions = Some(crate::session::SessionKeys::new(names));
+        self
+    }
+
+    /// Turns session keys on (the default) or off (events carry `session: None`; no token or
+    /// cookie is read).
+    pub fn session_keys(mut self, on: bool) -> Self {
+        match (on, self.sessions.is_some()) {
+            (false, _) => self.sessions = None,
+            (true, false) => {
+                self.sessions = Some(crate::session::SessionKeys::new(
+                    crate::session::DEFAULT_SESSION_COOKIES,
+                ));
+            }
+            (true, true) => {}
+        }
+        self
+    }
+
+    /// Puts the client address on the `auth.request` span as `client.address` (default off:
+    /// spans carry no address, user id or token unless you opt in).
+    pub fn span_client_address(mut self, on: bool) -> Self {
+        self.span_client_address = on;
+        self
+    }
+
     /// Builds the layer.
     ///
     /// # Errors
@@ -156,6 +220,9 @@ impl AuthLayerBuilder {
                 routes: self.routes.build()?,
                 client_ip: self.client_ip,
                 sinks: self.sinks,
+                span_hook: self.span_hook,
+                span_client_address: self.span_client_address,
+                sessions: self.sessions,
             })),
         })
     }
@@ -232,13 +299,52 @@ where
                 tracker: Tracker::none(),
             };
         };
-        let tracker = Tracker::start(
-            handle.stripe(),
-            route.id.0,
-            req.method(),
-            handle.shared.client_ip.resolve(&req),
-            req.headers().get(http::header::USER_AGENT).cloned(),
+        let shared = &handle.shared;
+        let info = &shared.routes.routes()[usize::from(route.id.0)];
+        let method = method_label(req.method());
+        let client_ip = shared.client_ip.resolve(&req);
+        // Disabled (one relaxed load) unless a subscriber wants authwatch's spans.
+        let span = tracing::info_span!(
+            target: "authwatch::request",
+            "auth.request",
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            auth.operation = info.op.as_str(),
+            http.route = &*info.template,
+            http.request.method = method,
+            rpc.method = info.rpc_method.as_deref(),
+            auth.outcome = tracing::field::Empty,
+            auth.failure.reason = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            client.address = tracing::field::Empty,
         );
+        if !span.is_disabled() {
+            if let Some(hook) = &shared.span_hook {
+                (hook.0)(&span, req.headers());
+            }
+            if shared.span_client_address {
+                if let Some(ip) = client_ip {
+                    span.record("client.address", tracing::field::display(ip));
+                }
+            }
+        }
+        let session = shared.sessions.as_ref().and_then(|k| k.of(req.headers()));
+        let tracker = Tracker {
+            inner: Some(TrackerState {
+                shared: handle.stripe(),
+                route: route.id.0,
+                start: Tick::now(),
+                method,
+                head_only: req.method() == Method::HEAD,
+                client_ip,
+                user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
+                status: None,
+                classified: Classified::RequiresTrailers,
+                remaining: None,
+                span,
+                session,
+            }),
+        };
         ResponseFuture {
             inner: self.inner.call(req),
             tracker,
@@ -266,6 +372,9 @@ struct TrackerState {
     classified: Classified,
     /// Body bytes still to come, when the response declared its length.
     remaining: Option<u64>,
+    /// The `auth.request` span (disabled without a subscriber that wants it).
+    span: tracing::Span,
+    session: Option<u64>,
 }
 
 impl Tracker {
@@ -274,27 +383,12 @@ impl Tracker {
         Self { inner: None }
     }
 
-    fn start(
-        shared: Arc<Stripe>,
-        route: u16,
-        method: &Method,
-        client_ip: Option<IpAddr>,
-        user_agent: Option<HeaderValue>,
-    ) -> Self {
-        Self {
-            inner: Some(TrackerState {
-                shared,
-                route,
-                start: Tick::now(),
-                method: method_label(method),
-                head_only: *method == Method::HEAD,
-                client_ip,
-                user_agent,
-                status: None,
-                classified: Classified::RequiresTrailers,
-                remaining: None,
-            }),
-        }
+    /// Enters the request's span for one poll, when it is enabled (the handler's own spans
+    /// and events then nest under it).
+    #[inline]
+    pub(crate) fn enter(&self) -> Option<tracing::span::EnteredSpan> {
+        let s = self.inner.as_ref()?;
+        (!s.span.is_disabled()).then(|| s.span.clone().entered())
     }
 
     #[inline]
@@ -421,7 +515,24 @@ impl TrackerState {
             client_ip: self.client_ip,
             user_agent: self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
             source: EventSource::Route,
+            session: self.session,
         };
+        let span = &self.span;
+        if !span.is_disabled() {
+            span.record("auth.outcome", outcome.as_str());
+            if let Some(r) = outcome.reason() {
+                span.record("auth.failure.reason", r.as_str());
+            }
+            if let Some(s) = self.status {
+                span.record("http.response.status_code", s);
+            }
+            if outcome == Outcome::Error {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        // The sinks run inside the span (an audit record can carry its trace id); the span
+        // ends when this returns.
+        let _in_span = span.enter();
         shared.sinks.record(&event);
     }
 }

@@ -95,18 +95,21 @@ mod guard;
 mod layer;
 mod op;
 mod routes;
+mod session;
 
 pub use body::ResponseBody;
+pub use classify::LOCKOUT_HEADER;
 pub use client_ip::{peer_addr, ClientIp, MAX_TRUSTED_HOPS};
 pub use clock::now;
 pub use event::{AuthEvent, EventSink, EventSource, Sinks};
 pub use future::ResponseFuture;
 pub use guard::{GuardFuture, Probe, TokenGuard, TokenGuardLayer, DEFAULT_GUARD_ROUTE};
-pub use layer::{AuthLayer, AuthLayerBuilder, AuthService};
+pub use layer::{AuthLayer, AuthLayerBuilder, AuthService, SpanHook};
 pub use op::{AuthOp, FailureReason, Outcome};
 pub use routes::{
     method_label, Methods, RouteError, RouteId, RouteInfo, RouteTable, Routes, DEFAULT_BASE_PATH,
 };
+pub use session::DEFAULT_SESSION_COOKIES;
 
 /// Parsers exposed for fuzzing and property tests. Not a stable API.
 #[doc(hidden)]

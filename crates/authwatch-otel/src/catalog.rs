@@ -139,6 +139,8 @@ pub enum Measure {
     ActiveUsers,
     /// Active sessions, as the application counts them.
     ActiveSessions,
+    /// Distinct sessions seen over the window, estimated from keyed hashes of their tokens.
+    EstimatedSessions,
     /// The most failures from one client IP over the brute-force window.
     AttackTopIpFailures,
     /// Client IPs over the brute-force threshold.
@@ -276,7 +278,7 @@ const fn quantile_gauge(
     }
 }
 
-const OTHERS: [MetricDef; 26] = [
+const OTHERS: [MetricDef; 27] = [
     MetricDef {
         name: "auth.rate.limit.exceeded.count",
         measure: Measure::RateLimited,
@@ -298,7 +300,7 @@ const OTHERS: [MetricDef; 26] = [
         measure: Measure::Lockout,
         kind: InstrumentKind::Counter,
         unit: "{request}",
-        description: "Account lockouts: 423 responses, a handler's or middleware's Outcome::Failure(LockedOut), and LoginAuditLogger::log_lockout calls (those without route labels).",
+        description: "Account lockouts: 423 responses, a handler's or middleware's Outcome::Failure(LockedOut) or x-authwatch-lockout header, and LoginAuditLogger::log_lockout calls (those without route labels).",
         attributes: REQUEST_ATTRS,
     },
     MetricDef {
@@ -434,6 +436,14 @@ const OTHERS: [MetricDef; 26] = [
         attributes: &[],
     },
     MetricDef {
+        name: "auth.sessions.estimated",
+        measure: Measure::EstimatedSessions,
+        kind: InstrumentKind::Gauge,
+        unit: "",
+        description: "Distinct sessions (bearer tokens and session cookies, as keyed hashes) seen by auth routes and token guards over the sliding window: a HyperLogLog estimate, relative standard error 1.6%.",
+        attributes: &[],
+    },
+    MetricDef {
         name: "auth.attack.top_ip.failures",
         measure: Measure::AttackTopIpFailures,
         kind: InstrumentKind::Gauge,
@@ -476,8 +486,8 @@ const OTHERS: [MetricDef; 26] = [
 ];
 
 /// Every instrument authwatch exports.
-pub static CATALOG: [MetricDef; 38] = {
-    let mut all = [OTHERS[0]; 38];
+pub static CATALOG: [MetricDef; 39] = {
+    let mut all = [OTHERS[0]; 39];
     let mut i = 0;
     while i < OP_COUNTERS.len() {
         all[i] = OP_COUNTERS[i];

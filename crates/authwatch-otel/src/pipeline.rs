@@ -15,6 +15,7 @@ use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{
     Aggregation, Instrument, InstrumentKind, PeriodicReader, SdkMeterProvider, Stream, Temporality,
 };
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 
 /// The instrumentation scope name of authwatch's instruments (`otel_scope_name` in Prometheus).
@@ -103,6 +104,9 @@ pub struct OtlpOptions {
     pub histogram: Option<HistogramAggregation>,
     /// Export logs (the tracing bridge) over OTLP; see [`logs_enabled`](Self::logs_enabled).
     pub logs: Option<bool>,
+    /// Export traces (authwatch's `auth.request` spans and yours, through
+    /// [`Pipeline::tracing_layer`]) over OTLP; see [`traces_enabled`](Self::traces_enabled).
+    pub traces: Option<bool>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -194,6 +198,24 @@ impl OtlpOptions {
             || env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
     }
 
+    /// Whether OTLP trace export is on: the builder's word, else on when a traces or generic
+    /// endpoint is known (the builder's, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`), `OTEL_SDK_DISABLED` is not `true` and
+    /// `OTEL_TRACES_EXPORTER` is not `none`.
+    #[must_use]
+    pub fn traces_enabled(&self) -> bool {
+        if let Some(t) = self.traces {
+            return t;
+        }
+        if self.enabled == Some(false) || switched_off("OTEL_TRACES_EXPORTER") {
+            return false;
+        }
+        self.endpoint.is_some()
+            || self.enabled == Some(true)
+            || env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+            || env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+    }
+
     fn signal_endpoint(&self, protocol: Protocol, path: &str) -> Option<String> {
         let base = self.endpoint.as_deref()?.trim_end_matches('/');
         Some(match protocol {
@@ -211,6 +233,7 @@ pub struct Pipeline {
     resource: Resource,
     otlp: Option<SdkMeterProvider>,
     logs: Option<SdkLoggerProvider>,
+    traces: Option<SdkTracerProvider>,
     prometheus: Option<(SdkMeterProvider, prometheus::Registry)>,
     meters: Vec<Meter>,
     protocol: Option<Protocol>,
@@ -221,6 +244,7 @@ impl fmt::Debug for Pipeline {
         f.debug_struct("Pipeline")
             .field("otlp", &self.protocol)
             .field("logs", &self.logs.is_some())
+            .field("traces", &self.traces.is_some())
             .field("prometheus", &self.prometheus.is_some())
             .field("meters", &self.meters.len())
             .finish()
@@ -269,6 +293,31 @@ impl Pipeline {
     #[must_use]
     pub fn logger_provider(&self) -> Option<&SdkLoggerProvider> {
         self.logs.as_ref()
+    }
+
+    /// The OTLP tracer provider, when OTLP trace export is on.
+    #[must_use]
+    pub fn tracer_provider(&self) -> Option<&SdkTracerProvider> {
+        self.traces.as_ref()
+    }
+
+    /// A `tracing` layer that exports spans as OpenTelemetry traces over OTLP
+    /// (`tracing-opentelemetry`): authwatch's `auth.request` and `auth.token_validation` spans,
+    /// and your own. Add it to your subscriber; without it (or any subscriber), authwatch's
+    /// spans are disabled and cost one relaxed load each.
+    #[must_use]
+    pub fn tracing_layer<S>(
+        &self,
+    ) -> Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::SdkTracer>>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        use opentelemetry::trace::TracerProvider as _;
+        self.traces.as_ref().map(|p| {
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer_with_scope(scope()))
+                .with_tracked_inactivity(false)
+        })
     }
 
     /// A `tracing` layer that sends events to the OTLP logger provider, for your own logs.
@@ -323,6 +372,11 @@ impl Pipeline {
                 first.get_or_insert(format!("logs: {e}"));
             }
         }
+        if let Some(p) = &self.traces {
+            if let Err(e) = p.force_flush() {
+                first.get_or_insert(format!("traces: {e}"));
+            }
+        }
         first.map_or(Ok(()), Err)
     }
 
@@ -346,6 +400,9 @@ impl Pipeline {
         }
         if let Some(p) = &self.logs {
             note("logs", p.shutdown());
+        }
+        if let Some(p) = &self.traces {
+            note("traces", p.shutdown());
         }
         if let Some((p, _)) = &self.prometheus {
             let _ = p.shutdown();
@@ -425,6 +482,12 @@ impl PipelineBuilder {
         } else {
             None
         };
+        let traces = if o.traces_enabled() {
+            let tp = o.protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
+            Some(otlp_tracer_provider(o, tp, &resource)?)
+        } else {
+            None
+        };
         let prometheus = if self.prometheus {
             let registry = prometheus::Registry::new();
             let exporter = opentelemetry_prometheus::exporter()
@@ -444,6 +507,7 @@ impl PipelineBuilder {
             resource,
             otlp,
             logs,
+            traces,
             prometheus,
             meters,
             protocol,
@@ -480,6 +544,27 @@ fn otlp_logger_provider(
         .with_resource(resource.clone())
         .with_batch_exporter(log_exporter(o, p)?)
         .build())
+}
+
+#[cfg(any(feature = "grpc", feature = "http"))]
+fn otlp_tracer_provider(
+    o: &OtlpOptions,
+    p: Protocol,
+    resource: &Resource,
+) -> Result<SdkTracerProvider, PipelineError> {
+    Ok(SdkTracerProvider::builder()
+        .with_resource(resource.clone())
+        .with_batch_exporter(span_exporter(o, p)?)
+        .build())
+}
+
+#[cfg(not(any(feature = "grpc", feature = "http")))]
+fn otlp_tracer_provider(
+    _: &OtlpOptions,
+    p: Protocol,
+    _: &Resource,
+) -> Result<SdkTracerProvider, PipelineError> {
+    Err(not_built_in(p))
 }
 
 #[cfg(not(any(feature = "grpc", feature = "http")))]
@@ -611,6 +696,29 @@ fn log_exporter(
         #[cfg(feature = "http")]
         Protocol::HttpProtobuf => {
             Ok(http_config(LogExporter::builder().with_http(), o, "/v1/logs").build()?)
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(not_built_in(other)),
+    }
+}
+
+#[cfg(any(feature = "grpc", feature = "http"))]
+#[allow(unused_variables, unreachable_code)]
+fn span_exporter(
+    o: &OtlpOptions,
+    p: Protocol,
+) -> Result<opentelemetry_otlp::SpanExporter, PipelineError> {
+    use opentelemetry_otlp::SpanExporter;
+    require_runtime(p)?;
+    match p {
+        #[cfg(feature = "grpc")]
+        Protocol::Grpc => {
+            let b = export_config(SpanExporter::builder().with_tonic(), o, p, "");
+            Ok(grpc_config(b, o, "TRACES")?.build()?)
+        }
+        #[cfg(feature = "http")]
+        Protocol::HttpProtobuf => {
+            Ok(http_config(SpanExporter::builder().with_http(), o, "/v1/traces").build()?)
         }
         #[allow(unreachable_patterns)]
         other => Err(not_built_in(other)),

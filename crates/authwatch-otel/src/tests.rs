@@ -128,6 +128,7 @@ fn prometheus_names_match_the_catalog() {
                 | Measure::DbQueryTime
                 | Measure::ActiveUsers
                 | Measure::ActiveSessions
+                | Measure::EstimatedSessions
                 | Measure::AttackTopIpFailures
                 | Measure::AttackSuspectedIps
                 | Measure::AttackFailingIps
