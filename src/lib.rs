@@ -105,6 +105,7 @@ mod alert_gauges;
 pub mod audit;
 mod dashboard;
 mod endpoints;
+mod geo;
 pub mod health;
 mod stats;
 mod tracing_ctx;
@@ -121,7 +122,7 @@ pub use authwatch_hdr::WindowConfig;
 pub use authwatch_layer;
 pub use authwatch_layer::{
     AuthEvent, AuthLayer, AuthOp, ClientIp, EventSink, EventSource, FailureReason, Methods,
-    Outcome, RouteError, Routes, Sinks, TokenGuardLayer,
+    Outcome, RouteError, Routes, Sinks, TokenGuardLayer, LOCKOUT_HEADER,
 };
 pub use authwatch_otel;
 pub use authwatch_otel::reexports::{
@@ -152,6 +153,9 @@ pub enum BuildError {
     /// The audit log could not be started (its folder cannot be created or opened).
     #[error("audit log: {0}")]
     Audit(#[from] std::io::Error),
+    /// The GeoIP database could not be read.
+    #[error("{0}")]
+    GeoIp(String),
 }
 
 /// An axum app with authwatch around it: what [`AuthWatch::wrap`] returns.
@@ -234,6 +238,7 @@ impl AuthWatch {
             dashboard_unmasked: false,
             span_client_address: false,
             session_estimate: true,
+            geoip: None,
         }
     }
 
@@ -502,6 +507,7 @@ pub struct AuthWatchBuilder {
     dashboard_unmasked: bool,
     span_client_address: bool,
     session_estimate: bool,
+    geoip: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for AuthWatchBuilder {
@@ -755,6 +761,15 @@ impl AuthWatchBuilder {
         self
     }
 
+    /// Counts auth attempts per client country (`auth.geo.attempts.count`, attribute
+    /// `geo.country.iso_code`) by looking the client address up in a MaxMind-format database
+    /// (GeoLite2 or GeoIP2 Country/City `.mmdb`). Off without one. Needs the client address
+    /// ([`client_ip`](Self::client_ip), or axum's `ConnectInfo`).
+    pub fn geoip_database(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.geoip = Some(path.into());
+        self
+    }
+
     /// Turns the alert engine on (the default) or off.
     pub fn alerting(mut self, on: bool) -> Self {
         self.alerts = match (on, self.alerts.take()) {
@@ -799,8 +814,15 @@ impl AuthWatchBuilder {
     /// [`BuildError::Routes`] when a route template is invalid or conflicts with another;
     /// [`BuildError::Telemetry`] when the OpenTelemetry settings are invalid.
     pub fn build(self) -> Result<AuthWatch, BuildError> {
-        // Routes first: a bad table must not start (and then stop) exporters.
+        // Routes and the GeoIP file first: bad input must not start (and then stop) exporters.
         self.routes.build()?;
+        let geo = self
+            .geoip
+            .as_deref()
+            .map(geo::Geo::open)
+            .transpose()
+            .map_err(BuildError::GeoIp)?
+            .map(Arc::new);
         let started = Instant::now();
         let stats = Arc::new(Stats::new(self.window));
         let mut pipeline = self.pipeline.otlp(self.otlp);
@@ -942,6 +964,32 @@ impl AuthWatchBuilder {
         }
         if let Some(e) = &alerts {
             sinks = sinks.with(Arc::new(e.clone()));
+        }
+        if let Some(geo) = geo {
+            for meter in pipeline.meters() {
+                let g = geo.clone();
+                let d = authwatch_otel::def(authwatch_otel::Measure::GeoAttempts);
+                meter
+                    .u64_observable_counter(d.name)
+                    .with_description(d.description)
+                    .with_unit(d.unit)
+                    .with_callback(move |obs| {
+                        use authwatch_otel::attr;
+                        use opentelemetry::KeyValue;
+                        for (op, outcome, country, n) in g.totals() {
+                            obs.observe(
+                                n,
+                                &[
+                                    KeyValue::new(attr::OPERATION, op.as_str()),
+                                    KeyValue::new(attr::OUTCOME, outcome),
+                                    KeyValue::new(attr::GEO_COUNTRY, country),
+                                ],
+                            );
+                        }
+                    })
+                    .build();
+            }
+            sinks = sinks.with(geo);
         }
         if self.session_estimate {
             let s = sessions.clone();

@@ -18,6 +18,11 @@ pub(crate) struct TraceCtx {
 /// The current span's OpenTelemetry context, when there is one: `None` at the cost of one
 /// thread-local read when no subscriber records authwatch's spans.
 pub(crate) fn current() -> Option<TraceCtx> {
+    // No subscriber was ever installed: no span can be recording (a relaxed load, instead of
+    // the thread-local lookups of `Span::current`).
+    if !tracing::dispatcher::has_been_set() {
+        return None;
+    }
     let span = tracing::Span::current();
     if span.is_disabled() {
         return None;

@@ -413,7 +413,15 @@ fn dashboards_name_only_catalog_metrics() {
         let names: Vec<&str> = q
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .filter(|w| w.starts_with("auth_") || w.starts_with("process_"))
-            .filter(|w| !["auth_operation", "auth_failure_reason", "auth_health_check"].contains(w))
+            .filter(|w| {
+                ![
+                    "auth_operation",
+                    "auth_failure_reason",
+                    "auth_health_check",
+                    "auth_outcome",
+                ]
+                .contains(w)
+            })
             .collect();
         assert!(!names.is_empty(), "{panel}: {q}");
         for n in names {

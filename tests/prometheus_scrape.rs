@@ -109,7 +109,10 @@ fn prometheus_scrapes_the_documented_names() {
     });
     let mut empty = Vec::new();
     for (panel, q) in authwatch::authwatch_alerts::generate::dashboard_queries() {
-        let q = q.replace("$job", ".+").replace("$__rate_interval", "5m");
+        let q = q
+            .replace("$job", ".+")
+            .replace("$__rate_interval", "5m")
+            .replace("$__range", "1h");
         let r = http.prom_query(prom.addr, &q);
         if r.as_array().is_none_or(Vec::is_empty) {
             empty.push(panel);

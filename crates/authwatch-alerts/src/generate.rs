@@ -610,6 +610,9 @@ pub fn grafana_dashboards() -> Vec<(String, Value)> {
         panel(6, "User lockout events", "timeseries", "short", &[
             (&format!("sum by (job) (increase({}{j}[$__rate_interval]))", prom(Measure::Lockout)), "lockouts {{job}}"),
         ]),
+        panel(8, "Geographic distribution of auth attempts (with a GeoIP database)", "table", "short", &[
+            (&format!("sum by (geo_country_iso_code, auth_outcome) (increase({}{j}[$__range]))", prom(Measure::GeoAttempts)), "{{geo_country_iso_code}} {{auth_outcome}}"),
+        ]),
         panel(7, "Security alerts firing", "table", "short", &[
             (&format!("sum by (alert_name) ({}{{job=~\"$job\", alert_name=~\"AuthBruteForceSuspected|AuthDistributedBruteForce|AuthRateLimit.*|AuthInvalidTokenSpike|AuthLockoutSpike\"}}) > 0", prom(Measure::AlertsFiring)), "{{alert_name}}"),
         ]),

@@ -255,8 +255,12 @@ where
             }
         }
         let route = matched_route(&req);
-        // A child of the current span (your request span), timing the validator alone.
-        let span = tracing::info_span!(
+        // A child of the current span (your request span), timing the validator alone; none
+        // at all until a subscriber is installed.
+        let span = if !tracing::dispatcher::has_been_set() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
             target: "authwatch::request",
             "auth.token_validation",
             otel.kind = "internal",
@@ -264,7 +268,8 @@ where
             http.route = route.as_deref().unwrap_or(&self.shared.label),
             auth.outcome = tracing::field::Empty,
             auth.failure.reason = tracing::field::Empty,
-        );
+            )
+        };
         let ticket = Arc::new(TicketState {
             shared: self.shared.clone(),
             start: Tick::now(),

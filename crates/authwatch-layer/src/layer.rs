@@ -303,8 +303,10 @@ where
         let info = &shared.routes.routes()[usize::from(route.id.0)];
         let method = method_label(req.method());
         let client_ip = shared.client_ip.resolve(&req);
-        // Disabled (one relaxed load) unless a subscriber wants authwatch's spans.
-        let span = tracing::info_span!(
+        // No span at all (one relaxed load) until a subscriber is installed; then disabled
+        // unless it wants authwatch's spans.
+        let span = if tracing::dispatcher::has_been_set() {
+            tracing::info_span!(
             target: "authwatch::request",
             "auth.request",
             otel.kind = "server",
@@ -317,7 +319,10 @@ where
             auth.failure.reason = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
             client.address = tracing::field::Empty,
-        );
+            )
+        } else {
+            tracing::Span::none()
+        };
         if !span.is_disabled() {
             if let Some(hook) = &shared.span_hook {
                 (hook.0)(&span, req.headers());

@@ -56,13 +56,16 @@ pub mod attr {
 
     /// `cpu.mode`: `user` or `system`, on `process.cpu.time`.
     pub const CPU_MODE: &str = "cpu.mode";
+    /// `geo.country.iso_code`: the ISO 3166-1 alpha-2 code of the client's country from the
+    /// GeoIP database (or `unknown`), on `auth.geo.attempts.count`: at most 677 values.
+    pub const GEO_COUNTRY: &str = "geo.country.iso_code";
     /// `alert.name`: the name of an alert rule (bounded by the rule set), on `auth.alerts.firing`.
     pub const ALERT_NAME: &str = "alert.name";
     /// `alert.severity`: `critical`, `warning` or `info`, on `auth.alerts.firing`.
     pub const ALERT_SEVERITY: &str = "alert.severity";
 
     /// Every attribute key any instrument may carry.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         OPERATION,
         OUTCOME,
         FAILURE_REASON,
@@ -74,6 +77,7 @@ pub mod attr {
         CPU_MODE,
         ALERT_NAME,
         ALERT_SEVERITY,
+        GEO_COUNTRY,
     ];
 }
 
@@ -141,6 +145,8 @@ pub enum Measure {
     ActiveSessions,
     /// Distinct sessions seen over the window, estimated from keyed hashes of their tokens.
     EstimatedSessions,
+    /// Auth attempts per client country (with a GeoIP database).
+    GeoAttempts,
     /// The most failures from one client IP over the brute-force window.
     AttackTopIpFailures,
     /// Client IPs over the brute-force threshold.
@@ -278,7 +284,7 @@ const fn quantile_gauge(
     }
 }
 
-const OTHERS: [MetricDef; 27] = [
+const OTHERS: [MetricDef; 28] = [
     MetricDef {
         name: "auth.rate.limit.exceeded.count",
         measure: Measure::RateLimited,
@@ -444,6 +450,14 @@ const OTHERS: [MetricDef; 27] = [
         attributes: &[],
     },
     MetricDef {
+        name: "auth.geo.attempts.count",
+        measure: Measure::GeoAttempts,
+        kind: InstrumentKind::Counter,
+        unit: "{request}",
+        description: "Auth attempts by the client's country (AuthWatchBuilder::geoip_database; off without one), operation and outcome (success, failure, rate_limited).",
+        attributes: &[attr::OPERATION, attr::OUTCOME, attr::GEO_COUNTRY],
+    },
+    MetricDef {
         name: "auth.attack.top_ip.failures",
         measure: Measure::AttackTopIpFailures,
         kind: InstrumentKind::Gauge,
@@ -486,8 +500,8 @@ const OTHERS: [MetricDef; 27] = [
 ];
 
 /// Every instrument authwatch exports.
-pub static CATALOG: [MetricDef; 39] = {
-    let mut all = [OTHERS[0]; 39];
+pub static CATALOG: [MetricDef; 40] = {
+    let mut all = [OTHERS[0]; 40];
     let mut i = 0;
     while i < OP_COUNTERS.len() {
         all[i] = OP_COUNTERS[i];

@@ -129,6 +129,7 @@ fn prometheus_names_match_the_catalog() {
                 | Measure::ActiveUsers
                 | Measure::ActiveSessions
                 | Measure::EstimatedSessions
+                | Measure::GeoAttempts
                 | Measure::AttackTopIpFailures
                 | Measure::AttackSuspectedIps
                 | Measure::AttackFailingIps
