@@ -436,6 +436,22 @@ fn peers(c: &mut Criterion) {
         method,
         path,
     );
+    // Last, because a subscriber, once set, stays noted for the whole process: the same
+    // layer with a typical production subscriber installed (fmt at `warn` through an
+    // `EnvFilter`), which makes every span callsite ask the filter.
+    let sub = tracing_subscriber::fmt()
+        .with_writer(std::io::sink)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .finish();
+    let scoped = tracing::subscriber::set_default(sub);
+    paired(
+        &mut g,
+        "outer_authwatch_otlp_fmt_warn_subscriber_minus_bare",
+        watch2.layer().layer(app()),
+        method,
+        path,
+    );
+    drop(scoped);
     g.finish();
     prometheus_handle().run_upkeep();
     drop((p032, p033));

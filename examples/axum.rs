@@ -10,7 +10,8 @@
 //! `{"email", "password"}`), `GET /api/auth/get-session`, `POST /api/auth/sign-out`,
 //! `POST /api/auth/get-access-token` and `GET /api/me` (bearer token; `/api/me` sits behind a
 //! `TokenGuard`), `POST /api/auth/request-password-reset` (JSON `{"email"}`, slow: it "sends an
-//! e-mail"). Users: `ada@example.com` / `correct horse`. Ctrl-C (or SIGTERM)
+//! e-mail"). Users: `ada@example.com` / `correct horse`. `GEOIP_DB=GeoLite2-Country.mmdb` counts
+//! attempts per country. Ctrl-C (or SIGTERM)
 //! flushes the exporters and exits.
 
 use std::collections::HashMap;
@@ -231,6 +232,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A local tamper-evident audit log too (check it with `authwatch audit verify DIR`).
     if let Ok(dir) = std::env::var("AUDIT_DIR") {
         builder = builder.audit_dir(dir);
+    }
+    // Attempts per country, from a MaxMind-format database (GeoLite2-Country.mmdb).
+    if let Ok(db) = std::env::var("GEOIP_DB") {
+        builder = builder.geoip_database(db);
     }
     // The spec: limit access to metrics. Prometheus sends it with `authorization: {credentials: …}`.
     if let Ok(token) = std::env::var("METRICS_TOKEN") {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -517,6 +517,16 @@ impl Example {
         let dir = tempdir::Dir::new("example");
         let stderr = dir.path().join("stderr.log");
         let mut cmd = Command::new(example(name));
+        if name == "axum" {
+            // Every catalog metric, geography included: loopback clients are country "XL".
+            let db = dir.path().join("test-country.mmdb");
+            std::fs::write(
+                &db,
+                mmdb(&[("127.0.0.0/8", "XL"), ("203.0.113.0/24", "AU")]),
+            )
+            .unwrap();
+            cmd.env("GEOIP_DB", &db);
+        }
         cmd.args(args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())
@@ -964,4 +974,118 @@ pub fn attrs(kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> Attrs 
             (kv.key.clone(), v)
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A small MaxMind DB writer, for GeoIP tests.
+
+fn ctrl(kind: u8, size: usize, out: &mut Vec<u8>) {
+    assert!(size < 29);
+    if kind <= 7 {
+        out.push((kind << 5) | size as u8);
+    } else {
+        out.push(size as u8);
+        out.push(kind - 7);
+    }
+}
+
+fn string(s: &str, out: &mut Vec<u8>) {
+    ctrl(2, s.len(), out);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn uint(kind: u8, v: u64, out: &mut Vec<u8>) {
+    let bytes = v.to_be_bytes();
+    let skip = bytes.iter().take_while(|b| **b == 0).count();
+    ctrl(kind, 8 - skip, out);
+    out.extend_from_slice(&bytes[skip..]);
+}
+
+/// A MaxMind DB (format 2.0: an IPv4 search tree with 24-bit records, a data section of
+/// `{country: {iso_code}}` maps, the metadata map) with `networks` (CIDR, country code).
+pub fn mmdb(networks: &[(&str, &str)]) -> Vec<u8> {
+    // The data section: one record per country.
+    let mut data = Vec::new();
+    let mut offsets = BTreeMap::new();
+    for (_, iso) in networks {
+        offsets.entry(*iso).or_insert_with(|| {
+            let at = data.len();
+            ctrl(7, 1, &mut data);
+            string("country", &mut data);
+            ctrl(7, 1, &mut data);
+            string("iso_code", &mut data);
+            string(iso, &mut data);
+            at
+        });
+    }
+    // The search tree: a binary trie over the address bits.
+    #[derive(Clone, Copy)]
+    enum Rec {
+        Empty,
+        Node(usize),
+        Data(usize),
+    }
+    let mut nodes: Vec<[Rec; 2]> = vec![[Rec::Empty; 2]];
+    for (cidr, iso) in networks {
+        let (addr, len) = cidr.split_once('/').unwrap();
+        let addr = u32::from(addr.parse::<Ipv4Addr>().unwrap());
+        let len: u32 = len.parse().unwrap();
+        let mut node = 0;
+        for depth in 0..len {
+            let bit = ((addr >> (31 - depth)) & 1) as usize;
+            if depth + 1 == len {
+                nodes[node][bit] = Rec::Data(offsets[iso]);
+            } else {
+                node = match nodes[node][bit] {
+                    Rec::Node(n) => n,
+                    _ => {
+                        nodes.push([Rec::Empty; 2]);
+                        let n = nodes.len() - 1;
+                        nodes[node][bit] = Rec::Node(n);
+                        n
+                    }
+                };
+            }
+        }
+    }
+    let count = nodes.len();
+    let mut out = Vec::new();
+    for n in &nodes {
+        for r in n {
+            let v = match *r {
+                Rec::Empty => count,
+                Rec::Node(i) => i,
+                Rec::Data(off) => count + 16 + off,
+            };
+            out.extend_from_slice(&(v as u32).to_be_bytes()[1..]);
+        }
+    }
+    out.extend_from_slice(&[0; 16]);
+    out.extend_from_slice(&data);
+    out.extend_from_slice(b"\xAB\xCD\xEFMaxMind.com");
+    let mut meta = Vec::new();
+    ctrl(7, 9, &mut meta);
+    string("binary_format_major_version", &mut meta);
+    uint(5, 2, &mut meta);
+    string("binary_format_minor_version", &mut meta);
+    uint(5, 0, &mut meta);
+    string("build_epoch", &mut meta);
+    uint(9, 1_764_000_000, &mut meta);
+    string("database_type", &mut meta);
+    string("authwatch-test-Country", &mut meta);
+    string("description", &mut meta);
+    ctrl(7, 1, &mut meta);
+    string("en", &mut meta);
+    string("authwatch test database", &mut meta);
+    string("ip_version", &mut meta);
+    uint(5, 4, &mut meta);
+    string("languages", &mut meta);
+    ctrl(11, 1, &mut meta);
+    string("en", &mut meta);
+    string("node_count", &mut meta);
+    uint(6, count as u64, &mut meta);
+    string("record_size", &mut meta);
+    uint(5, 24, &mut meta);
+    out.extend_from_slice(&meta);
+    out
 }
