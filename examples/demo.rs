@@ -751,18 +751,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     // Alerts and health failures are logged; keep them off the live view.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "authwatch=warn".into()),
-        )
-        .init();
     let scale = if args.speed { 1.0 / 20.0 } else { 1.0 };
     let total = args
         .duration
         .unwrap_or(if args.speed { 60.0 } else { 600.0 });
     let (app, router, watch) = build(&args, scale).await?;
+    // Alerts and health failures go to stderr (off the live view); with OTLP on, the
+    // `auth.request` spans are exported as traces too.
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        use tracing_subscriber::Layer as _;
+        let logs = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "authwatch=warn".into()),
+            );
+        let traces = watch.pipeline().tracing_layer().map(|l| {
+            l.with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("authwatch::request", tracing::Level::INFO),
+            )
+        });
+        tracing_subscriber::registry()
+            .with(logs)
+            .with(traces)
+            .init();
+    }
     let listener =
         tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port))).await?;
     let addr = listener.local_addr()?;

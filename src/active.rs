@@ -19,20 +19,33 @@ fn sketch() -> Sketch {
     HyperLogLogPF::new(PRECISION, BuildHasherDefault::default()).expect("12 is a valid precision")
 }
 
-/// A ring of sketches, one per slot of the window.
+/// Rings of sketches, one sketch per slot of the window; one ring per thread shard, so that
+/// threads inserting at once do not share a lock (the read merges them all).
 pub(crate) struct ActiveUsers {
     slot: Duration,
     start: Instant,
-    ring: Mutex<Vec<(u64, Sketch)>>,
+    rings: Box<[Mutex<Vec<(u64, Sketch)>>]>,
 }
 
 impl ActiveUsers {
     pub(crate) fn new(window: Duration, slots: usize, start: Instant) -> Self {
+        Self::with_shards(window, slots, start, 1)
+    }
+
+    /// `shards` rings (4 KiB per slot each).
+    pub(crate) fn with_shards(
+        window: Duration,
+        slots: usize,
+        start: Instant,
+        shards: usize,
+    ) -> Self {
         let slots = slots.max(1);
         Self {
             slot: (window / slots as u32).max(Duration::from_millis(1)),
             start,
-            ring: Mutex::new((0..slots).map(|_| (u64::MAX, sketch())).collect()),
+            rings: (0..shards.max(1))
+                .map(|_| Mutex::new((0..slots).map(|_| (u64::MAX, sketch())).collect()))
+                .collect(),
         }
     }
 
@@ -43,7 +56,8 @@ impl ActiveUsers {
     /// One user seen at `now` (the id as the audit trail writes it: keyed when a key is set).
     pub(crate) fn insert(&self, user: &str, now: Instant) {
         let i = self.index(now);
-        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let shard = authwatch_hdr::thread_shard(self.rings.len());
+        let mut ring = self.rings[shard].lock().unwrap_or_else(|e| e.into_inner());
         let n = ring.len() as u64;
         let slot = &mut ring[(i % n) as usize];
         if slot.0 != i {
@@ -67,15 +81,16 @@ impl ActiveUsers {
     /// The estimated number of distinct users over the window ending at `now`.
     pub(crate) fn estimate(&self, now: Instant) -> f64 {
         let i = self.index(now);
-        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        let n = ring.len() as u64;
         let mut all = sketch();
-        for (at, s) in ring.iter() {
-            if *at != u64::MAX && *at + n > i && *at <= i {
-                let _ = all.merge(s);
+        for ring in self.rings.iter() {
+            let ring = ring.lock().unwrap_or_else(|e| e.into_inner());
+            let n = ring.len() as u64;
+            for (at, s) in ring.iter() {
+                if *at != u64::MAX && *at + n > i && *at <= i {
+                    let _ = all.merge(s);
+                }
             }
         }
-        drop(ring);
         all.count().round()
     }
 }
@@ -107,9 +122,26 @@ mod tests {
         }
         assert_eq!(b.estimate(t0), 3.0);
         // Session keys: 20,000 distinct tokens, each seen twice, within ±5 %.
-        let c = ActiveUsers::new(Duration::from_secs(300), 10, t0);
-        for k in 0..40_000u64 {
-            c.insert_key((k % 20_000).wrapping_mul(0x9e37_79b9_7f4a_7c15), t0);
+        // From two threads into sharded rings: the merge counts each key once.
+        let c = std::sync::Arc::new(ActiveUsers::with_shards(
+            Duration::from_secs(300),
+            10,
+            t0,
+            4,
+        ));
+        let threads: Vec<_> = (0..2u64)
+            .map(|t| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for k in 0..20_000u64 {
+                        // Both threads see every key.
+                        c.insert_key(((k + t) % 20_000).wrapping_mul(0x9e37_79b9_7f4a_7c15), t0);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
         }
         let e = c.estimate(t0);
         assert!((e - 20_000.0).abs() / 20_000.0 < 0.05, "{e}");

@@ -208,12 +208,22 @@ impl<B> tower_service::Service<Request<B>> for DashboardService {
             PAGE.to_owned(),
             req.method() == Method::HEAD,
         );
-        // The page loads nothing from elsewhere and runs only its own inline script.
-        r.headers_mut().insert(
+        // The page loads nothing from elsewhere, runs only its own inline script, cannot be
+        // framed, and sends no referrer (its URL may hold the token).
+        let h = r.headers_mut();
+        h.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
             ),
+        );
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
         );
         ready(Ok(r))
     }

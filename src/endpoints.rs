@@ -74,9 +74,29 @@ pub(crate) fn authorized<B>(watch: &AuthWatch, req: &Request<B>, query: bool) ->
         && req.uri().query().is_some_and(|q| {
             q.split('&')
                 .filter_map(|kv| kv.strip_prefix("token="))
-                .any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+                .filter_map(percent_decode)
+                .any(|t| constant_time_eq(&t, token.as_bytes()))
         });
     header_ok || query_ok
+}
+
+/// `%XX` escapes decoded (a `+` stays a `+`, as `encodeURIComponent` writes it); `None` for a
+/// malformed escape.
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 pub(crate) fn unauthorized() -> Response<EndpointBody> {
@@ -208,6 +228,14 @@ pub(crate) fn router(watch: &AuthWatch) -> axum::Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_tokens_are_percent_decoded() {
+        assert_eq!(percent_decode("a%2Bb+c").unwrap(), b"a+b+c");
+        assert_eq!(percent_decode("%41"), Some(b"A".to_vec()));
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%zz"), None);
+    }
 
     #[test]
     fn token_comparison() {

@@ -156,6 +156,9 @@ pub enum BuildError {
     /// The GeoIP database could not be read.
     #[error("{0}")]
     GeoIp(String),
+    /// A setting that cannot work (an empty metrics token, which would protect nothing).
+    #[error("invalid setting: {0}")]
+    Config(String),
 }
 
 /// An axum app with authwatch around it: what [`AuthWatch::wrap`] returns.
@@ -238,6 +241,7 @@ impl AuthWatch {
             dashboard_unmasked: false,
             span_client_address: false,
             session_estimate: true,
+            session_cookies: None,
             geoip: None,
         }
     }
@@ -507,6 +511,7 @@ pub struct AuthWatchBuilder {
     dashboard_unmasked: bool,
     span_client_address: bool,
     session_estimate: bool,
+    session_cookies: Option<Vec<String>>,
     geoip: Option<std::path::PathBuf>,
 }
 
@@ -770,6 +775,19 @@ impl AuthWatchBuilder {
         self
     }
 
+    /// The cookies that hold a session id, for the session estimate (default
+    /// [`authwatch_layer::DEFAULT_SESSION_COOKIES`]: Better Auth's, `sessionid`, `session_id`,
+    /// `sid`, `connect.sid`, `JSESSIONID`). Name only server-side session ids: a client-side
+    /// cookie store re-signed on every response would count each request as a new session.
+    pub fn session_cookies<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.session_cookies = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Turns the alert engine on (the default) or off.
     pub fn alerting(mut self, on: bool) -> Self {
         self.alerts = match (on, self.alerts.take()) {
@@ -816,6 +834,11 @@ impl AuthWatchBuilder {
     pub fn build(self) -> Result<AuthWatch, BuildError> {
         // Routes and the GeoIP file first: bad input must not start (and then stop) exporters.
         self.routes.build()?;
+        if self.metrics_token.as_deref().is_some_and(str::is_empty) {
+            return Err(BuildError::Config(
+                "metrics_bearer_token is empty: it would protect nothing".into(),
+            ));
+        }
         let geo = self
             .geoip
             .as_deref()
@@ -932,11 +955,13 @@ impl AuthWatchBuilder {
             }
             engine
         });
-        // Distinct sessions from the keyed token hashes the layer and the guards hand over.
-        let sessions = Arc::new(active::ActiveUsers::new(
+        // Distinct sessions from the keyed token hashes the layer and the guards hand over
+        // (on the request path: one ring per thread shard).
+        let sessions = Arc::new(active::ActiveUsers::with_shards(
             self.window.window(),
             self.window.slots() as usize,
             authwatch_layer::now(),
+            authwatch_hdr::default_shards(),
         ));
         for meter in pipeline.meters() {
             let a = sessions.clone();
@@ -993,8 +1018,10 @@ impl AuthWatchBuilder {
         }
         if self.session_estimate {
             let s = sessions.clone();
+            // Only credentials that worked: forged or expired tokens are not sessions (an
+            // attacker spraying tokens must not move the estimate).
             sinks = sinks.with(Arc::new(move |e: &AuthEvent<'_>| {
-                if let Some(k) = e.session {
+                if let (Some(k), Outcome::Success) = (e.session, e.outcome) {
                     s.insert_key(k, e.finished_at);
                 }
             }));
@@ -1002,7 +1029,12 @@ impl AuthWatchBuilder {
         for s in self.sinks {
             sinks = sinks.with(s);
         }
-        let layer = AuthLayer::builder()
+        let mut layer = AuthLayer::builder();
+        if let Some(names) = &self.session_cookies {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            layer = layer.session_cookies(&names);
+        }
+        let layer = layer
             .routes(self.routes)
             .client_ip(self.client_ip)
             .sinks(sinks.clone())

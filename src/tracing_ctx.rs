@@ -50,10 +50,20 @@ impl Extractor for Headers<'_> {
 }
 
 /// Makes the caller's span (W3C `traceparent`, `tracestate`) the parent of each `auth.request`
-/// span.
+/// and `auth.token_validation` span that has no local parent.
 pub(crate) fn traceparent_hook() -> authwatch_layer::SpanHook {
     authwatch_layer::SpanHook(Arc::new(|span, headers| {
         if !headers.contains_key("traceparent") {
+            return;
+        }
+        // A local parent (your HTTP server span, which already took the traceparent) wins:
+        // the remote one applies only when authwatch's span is the first of the request.
+        if tracing::Span::current()
+            .context()
+            .span()
+            .span_context()
+            .is_valid()
+        {
             return;
         }
         let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new()

@@ -95,9 +95,11 @@ pub(crate) fn classify_trailers(
     }
 }
 
-/// A response header a lockout middleware (or a proxy) can set on a refusal to say the
-/// account is locked, when it answers with another 4xx than 423: the request then counts as
-/// [`FailureReason::LockedOut`] (`auth.lockout.count`). Any value; read on 4xx responses only.
+/// A response header a lockout middleware inside the layer (or the handler) can set on a
+/// refusal to say the account is locked, when it answers with another 4xx than 423: the request
+/// then counts as [`FailureReason::LockedOut`] (`auth.lockout.count`). Any value; read on 4xx
+/// responses only, and removed from them, so the client never sees it (a lockout answered as a
+/// plain 401 to avoid account enumeration stays a plain 401).
 pub const LOCKOUT_HEADER: &str = "x-authwatch-lockout";
 
 /// The HTTP part of the outcome table.

@@ -68,7 +68,7 @@ where
         let result = ready!(this.inner.poll(cx));
         drop(guard);
         drop(in_span);
-        let res = match result {
+        let mut res = match result {
             Ok(res) => res,
             Err(e) => {
                 this.tracker.finish(Outcome::Error);
@@ -76,6 +76,11 @@ where
             }
         };
         let classified = classify_head(op, &res, grpc);
+        if res.status().is_client_error() {
+            // Read by the classification; the client is not told (a lockout answered as a
+            // plain 401 stays a plain 401).
+            res.headers_mut().remove(crate::classify::LOCKOUT_HEADER);
+        }
         let status = res.status().as_u16();
         let mut tracker = std::mem::replace(this.tracker, Tracker::none());
         let ended = tracker.head(status, classified, res.body().is_end_stream(), || {

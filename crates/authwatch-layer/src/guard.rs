@@ -181,6 +181,16 @@ struct TicketState {
 }
 
 impl TicketState {
+    /// Enters the validation span for one poll, while it is open and enabled.
+    fn enter(&self) -> Option<tracing::span::EnteredSpan> {
+        let m = self.span.as_ref()?;
+        let span = m
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        (!span.is_disabled()).then(|| span.entered())
+    }
+
     /// Emits the event, once: the first caller wins (probe, future, or drop).
     fn emit_once(&self, outcome: Outcome, status: Option<u16>) {
         if self.done.swap(true, Ordering::AcqRel) {
@@ -270,6 +280,17 @@ where
             auth.failure.reason = tracing::field::Empty,
             )
         };
+        if !span.is_disabled() {
+            // The caller's traceparent, when nothing local is the parent.
+            if let Some(hook) = self
+                .shared
+                .watched_by
+                .as_ref()
+                .and_then(AuthLayer::span_hook)
+            {
+                (hook.0)(&span, req.headers());
+            }
+        }
         let ticket = Arc::new(TicketState {
             shared: self.shared.clone(),
             start: Tick::now(),
@@ -286,8 +307,12 @@ where
             span: (!span.is_disabled()).then(|| std::sync::Mutex::new(span)),
         });
         req.extensions_mut().insert(Ticket(ticket.clone()));
+        // The validator runs inside the span (its own spans nest under it).
+        let entered = ticket.enter();
+        let inner = self.inner.call(req);
+        drop(entered);
         GuardFuture {
-            inner: self.inner.call(req),
+            inner,
             ticket: DropTicket(Some(ticket)),
         }
     }
@@ -382,6 +407,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _in_span = this.ticket.0.as_ref().and_then(|t| t.enter());
         // If the validator panics, an outer catch-panic layer would otherwise make this look
         // like a cancellation.
         let guard = TicketOnPanic(this.ticket);

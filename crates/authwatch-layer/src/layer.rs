@@ -129,6 +129,10 @@ impl AuthLayer {
         self.handle.shared.client_ip
     }
 
+    pub(crate) fn span_hook(&self) -> Option<&SpanHook> {
+        self.handle.shared.span_hook.as_ref()
+    }
+
     pub(crate) fn session_keys(&self) -> Option<&crate::session::SessionKeys> {
         self.handle.shared.sessions.as_ref()
     }
@@ -346,14 +350,21 @@ where
                 status: None,
                 classified: Classified::RequiresTrailers,
                 remaining: None,
-                span,
+                span: span.clone(),
                 session,
             }),
         };
-        ResponseFuture {
-            inner: self.inner.call(req),
-            tracker,
+        if span.is_disabled() {
+            return ResponseFuture {
+                inner: self.inner.call(req),
+                tracker,
+            };
         }
+        // Inner layers that work in `call` (a guard under a `ServiceBuilder`) run in the span.
+        let entered = span.entered();
+        let inner = self.inner.call(req);
+        drop(entered);
+        ResponseFuture { inner, tracker }
     }
 }
 

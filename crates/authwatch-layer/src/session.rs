@@ -5,17 +5,18 @@ use std::hash::{BuildHasher, Hasher};
 
 use http::{header, HeaderMap};
 
-/// The session cookies recognised by default: Better Auth's, and the usual framework names.
+/// The session cookies recognised by default: Better Auth's, and the usual server-side session
+/// id names. Generic names such as `session` are left out on purpose: they are often
+/// client-side cookie stores, re-signed on every response, where each request would look like a
+/// new session.
 pub const DEFAULT_SESSION_COOKIES: &[&str] = &[
     "better-auth.session_token",
     "__Secure-better-auth.session_token",
-    "session",
     "sessionid",
     "session_id",
     "sid",
     "connect.sid",
     "JSESSIONID",
-    "_session",
 ];
 
 /// How the layer finds a request's session: the cookie names, and the per-process key.
