@@ -2,7 +2,7 @@
 //! own traffic generator, with a live terminal view and a summary of which alert fired when.
 //!
 //! ```sh
-//! cargo run --release --example demo                  # the story in about 10 minutes, real windows
+//! cargo run --release --example demo                  # the story in 20 minutes, real windows
 //! cargo run --release --example demo -- --speed       # windows scaled 1/20: about a minute
 //! cargo run --release --example demo -- --no-traffic  # serve only (try the dashboard)
 //! ```
@@ -754,7 +754,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let scale = if args.speed { 1.0 / 20.0 } else { 1.0 };
     let total = args
         .duration
-        .unwrap_or(if args.speed { 60.0 } else { 600.0 });
+        // Real windows need 20 minutes: the invalid-token spike is judged against a baseline of
+        // at least one 5-minute window before its own, so it can fire from the 10th minute on,
+        // inside its phase (9 to 11.4 minutes).
+        .unwrap_or(if args.speed { 60.0 } else { 1200.0 });
     let (app, router, watch) = build(&args, scale).await?;
     // Alerts and health failures go to stderr (off the live view); with OTLP on, the
     // `auth.request` spans are exported as traces too.

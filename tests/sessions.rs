@@ -61,14 +61,17 @@ async fn valid_tokens_and_session_cookies_are_sessions_forged_ones_are_not() {
         assert_eq!(send(&client, req).await.0, 200);
     }
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    // Small counts are exact in a HyperLogLog.
-    assert_eq!(watch.active_sessions_estimate(), 50.0);
+    // 50 sessions. The hash key is random per process, so two of them may share a register of
+    // the sketch: within ±3 (6 %); 200 forged tokens counted would give 250.
+    let e = watch.active_sessions_estimate();
+    assert!((47.0..=53.0).contains(&e), "{e}");
     let text = watch.metrics_text().unwrap();
     let line = text
         .lines()
         .find(|l| l.starts_with("auth_sessions_estimated{"))
         .unwrap();
-    assert!(line.ends_with(" 50"), "{line}");
+    let v: f64 = line.rsplit_once(' ').unwrap().1.parse().unwrap();
+    assert!((47.0..=53.0).contains(&v), "{line}");
     assert!(
         !text.contains("good-") && !text.contains("tok1"),
         "no token in any series"
