@@ -384,6 +384,14 @@ impl Routes {
             // Two specs with the same text but one under the base and one not end up here
             // together: both stay, the method decides.
             let ids = ids.into_boxed_slice();
+            // matchit panics past 25 parameters in one template (it renames them a, b, …): refuse
+            // such a template here instead (found by the `routes` fuzz target).
+            if param_count(&path) > MAX_PARAMS {
+                return Err(RouteError::Invalid {
+                    template: path,
+                    reason: format!("more than {MAX_PARAMS} parameters (or `{{` braces)"),
+                });
+            }
             router
                 .insert(path.clone(), ids.clone())
                 .map_err(|e| RouteError::Invalid {
@@ -483,6 +491,15 @@ pub enum RouteError {
     /// More than 65 535 routes: that many cannot be monitored as separate series; use templates.
     #[error("more than 65535 auth routes; use path templates instead of listing paths")]
     TooMany,
+}
+
+/// The most parameters one template may hold.
+const MAX_PARAMS: usize = 25;
+
+/// An upper bound of the parameters matchit names in a template: every parameter opens with a
+/// `{`, so counting all of them (escaped `{{` included) never counts too few.
+fn param_count(t: &str) -> usize {
+    t.bytes().filter(|&c| c == b'{').count()
 }
 
 /// The built lookup table. Cheap to query; shared by every clone of the layer.

@@ -552,3 +552,18 @@ async fn no_content_statuses_and_head_end_at_the_head_whatever_the_body() {
         assert_eq!(seen.lock().unwrap().len(), 1);
     }
 }
+
+#[test]
+fn a_template_with_too_many_parameters_is_an_error_not_a_panic() {
+    let t: String = (0..26).map(|i| format!("/{{p{i}}}")).collect();
+    let e = crate::AuthLayer::builder()
+        .routes(crate::Routes::empty().route(&t, crate::AuthOp::Login))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("more than 25 parameters"), "{e}");
+    let ok: String = (0..25).map(|i| format!("/{{p{i}}}")).collect();
+    assert!(crate::AuthLayer::builder()
+        .routes(crate::Routes::empty().route(&ok, crate::AuthOp::Login))
+        .build()
+        .is_ok());
+}
