@@ -1,9 +1,10 @@
-//! Active users over the window: a HyperLogLog estimate of the distinct user ids the audit
-//! logger saw (sign-ins, issued tokens, registrations), per window slot, merged at read time.
-//! Only hashes are kept, never an id.
+//! Distinct ids over the window: a HyperLogLog estimate per window slot, merged at read time.
+//! Active users (the user ids the audit logger saw: sign-ins, issued tokens, registrations) are
+//! `Distinct<str>`; active sessions (the layer's keyed token hashes) are `Distinct<u64>`. Only
+//! hashes are kept, never an id.
 
 use std::collections::hash_map::DefaultHasher;
-use std::hash::BuildHasherDefault;
+use std::hash::{BuildHasherDefault, Hash};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -13,21 +14,24 @@ use hyperloglogplus::{HyperLogLog as _, HyperLogLogPF};
 /// 99.8 % of the time), 4 KiB per slot.
 pub(crate) const PRECISION: u8 = 12;
 
-type Sketch = HyperLogLogPF<str, BuildHasherDefault<DefaultHasher>>;
+type Sketch<T> = HyperLogLogPF<T, BuildHasherDefault<DefaultHasher>>;
 
-fn sketch() -> Sketch {
+fn sketch<T: Hash + ?Sized>() -> Sketch<T> {
     HyperLogLogPF::new(PRECISION, BuildHasherDefault::default()).expect("12 is a valid precision")
 }
 
 /// Rings of sketches, one sketch per slot of the window; one ring per thread shard, so that
 /// threads inserting at once do not share a lock (the read merges them all).
-pub(crate) struct ActiveUsers {
+pub(crate) struct Distinct<T: Hash + ?Sized> {
     slot: Duration,
     start: Instant,
-    rings: Box<[Mutex<Vec<(u64, Sketch)>>]>,
+    rings: Box<[Mutex<Vec<(u64, Sketch<T>)>>]>,
 }
 
-impl ActiveUsers {
+/// Distinct user ids.
+pub(crate) type ActiveUsers = Distinct<str>;
+
+impl<T: Hash + ?Sized> Distinct<T> {
     pub(crate) fn new(window: Duration, slots: usize, start: Instant) -> Self {
         Self::with_shards(window, slots, start, 1)
     }
@@ -53,8 +57,9 @@ impl ActiveUsers {
         (now.saturating_duration_since(self.start).as_nanos() / self.slot.as_nanos().max(1)) as u64
     }
 
-    /// One user seen at `now` (the id as the audit trail writes it: keyed when a key is set).
-    pub(crate) fn insert(&self, user: &str, now: Instant) {
+    /// One id seen at `now` (a user id as the audit trail writes it, keyed when a key is set;
+    /// or a session key).
+    pub(crate) fn insert(&self, id: &T, now: Instant) {
         let i = self.index(now);
         let shard = authwatch_hdr::thread_shard(self.rings.len());
         let mut ring = self.rings[shard].lock().unwrap_or_else(|e| e.into_inner());
@@ -63,25 +68,13 @@ impl ActiveUsers {
         if slot.0 != i {
             *slot = (i, sketch());
         }
-        slot.1.insert(user);
+        slot.1.insert(id);
     }
 
-    /// One session key (a keyed hash of a token, [`AuthEvent::session`]) seen at `now`.
-    ///
-    /// [`AuthEvent::session`]: authwatch_layer::AuthEvent::session
-    pub(crate) fn insert_key(&self, key: u64, now: Instant) {
-        // As text on the stack: the sketch hashes `str`s.
-        let mut buf = [0u8; 16];
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = b"0123456789abcdef"[((key >> (60 - 4 * i)) & 0xf) as usize];
-        }
-        self.insert(std::str::from_utf8(&buf).unwrap_or_default(), now);
-    }
-
-    /// The estimated number of distinct users over the window ending at `now`.
+    /// The estimated number of distinct ids over the window ending at `now`.
     pub(crate) fn estimate(&self, now: Instant) -> f64 {
         let i = self.index(now);
-        let mut all = sketch();
+        let mut all = sketch::<T>();
         for ring in self.rings.iter() {
             let ring = ring.lock().unwrap_or_else(|e| e.into_inner());
             let n = ring.len() as u64;
@@ -123,7 +116,7 @@ mod tests {
         assert_eq!(b.estimate(t0), 3.0);
         // Session keys: 20,000 distinct tokens, each seen twice, within ±5 %.
         // From two threads into sharded rings: the merge counts each key once.
-        let c = std::sync::Arc::new(ActiveUsers::with_shards(
+        let c = std::sync::Arc::new(Distinct::<u64>::with_shards(
             Duration::from_secs(300),
             10,
             t0,
@@ -135,7 +128,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for k in 0..20_000u64 {
                         // Both threads see every key.
-                        c.insert_key(((k + t) % 20_000).wrapping_mul(0x9e37_79b9_7f4a_7c15), t0);
+                        c.insert(&((k + t) % 20_000).wrapping_mul(0x9e37_79b9_7f4a_7c15), t0);
                     }
                 })
             })

@@ -2,27 +2,19 @@
 //! and the firing alerts per rule.
 
 use authwatch_alerts::AlertEngine;
-use authwatch_otel::{attr, def, Measure};
+use authwatch_otel::{attr, def, register_u64_gauge, Measure};
 use opentelemetry::metrics::Meter;
 use opentelemetry::KeyValue;
 
 pub(crate) fn register(meter: &Meter, engine: &AlertEngine) {
     let e = engine.clone();
-    let d = def(Measure::AttackTopIpFailures);
-    meter
-        .u64_observable_gauge(d.name)
-        .with_description(d.description)
-        .with_unit(d.unit)
-        .with_callback(move |obs| obs.observe(e.top_ip_failures(), &[]))
-        .build();
+    register_u64_gauge(meter, Measure::AttackTopIpFailures, move || {
+        e.top_ip_failures()
+    });
     let e = engine.clone();
-    let d = def(Measure::AttackSuspectedIps);
-    meter
-        .u64_observable_gauge(d.name)
-        .with_description(d.description)
-        .with_unit(d.unit)
-        .with_callback(move |obs| obs.observe(e.suspects().len() as u64, &[]))
-        .build();
+    register_u64_gauge(meter, Measure::AttackSuspectedIps, move || {
+        e.suspects().len() as u64
+    });
     let e = engine.clone();
     let d = def(Measure::AttackFailingIps);
     meter

@@ -198,7 +198,7 @@ struct Inner {
     queries: authwatch_otel::QueryTimer,
     slow_query: Duration,
     active_users: Arc<active::ActiveUsers>,
-    sessions: Arc<active::ActiveUsers>,
+    sessions: Arc<active::Distinct<u64>>,
     alerts: Option<AlertEngine>,
     started: Instant,
     dashboard: bool,
@@ -907,22 +907,18 @@ impl AuthWatchBuilder {
         ));
         for meter in pipeline.meters() {
             let a = active_users.clone();
-            let d = authwatch_otel::def(authwatch_otel::Measure::ActiveUsers);
-            meter
-                .f64_observable_gauge(d.name)
-                .with_description(d.description)
-                .with_unit(d.unit)
-                .with_callback(move |obs| obs.observe(a.estimate(authwatch_layer::now()), &[]))
-                .build();
+            authwatch_otel::register_f64_gauge(
+                meter,
+                authwatch_otel::Measure::ActiveUsers,
+                move || a.estimate(authwatch_layer::now()),
+            );
             if let Some(f) = &self.active_sessions {
                 let f = f.clone();
-                let d = authwatch_otel::def(authwatch_otel::Measure::ActiveSessions);
-                meter
-                    .u64_observable_gauge(d.name)
-                    .with_description(d.description)
-                    .with_unit(d.unit)
-                    .with_callback(move |obs| obs.observe(f(), &[]))
-                    .build();
+                authwatch_otel::register_u64_gauge(
+                    meter,
+                    authwatch_otel::Measure::ActiveSessions,
+                    move || f(),
+                );
             }
         }
         let alerts = self.alerts.map(|cfg| {
@@ -957,7 +953,7 @@ impl AuthWatchBuilder {
         });
         // Distinct sessions from the keyed token hashes the layer and the guards hand over
         // (on the request path: one ring per thread shard).
-        let sessions = Arc::new(active::ActiveUsers::with_shards(
+        let sessions = Arc::new(active::Distinct::<u64>::with_shards(
             self.window.window(),
             self.window.slots() as usize,
             authwatch_layer::now(),
@@ -965,13 +961,11 @@ impl AuthWatchBuilder {
         ));
         for meter in pipeline.meters() {
             let a = sessions.clone();
-            let d = authwatch_otel::def(authwatch_otel::Measure::EstimatedSessions);
-            meter
-                .f64_observable_gauge(d.name)
-                .with_description(d.description)
-                .with_unit(d.unit)
-                .with_callback(move |obs| obs.observe(a.estimate(authwatch_layer::now()), &[]))
-                .build();
+            authwatch_otel::register_f64_gauge(
+                meter,
+                authwatch_otel::Measure::EstimatedSessions,
+                move || a.estimate(authwatch_layer::now()),
+            );
         }
         let audit = LoginAuditLogger::new(auditor.clone())
             .with_lockouts(app_lockouts, stats.clone())
@@ -1022,7 +1016,7 @@ impl AuthWatchBuilder {
             // attacker spraying tokens must not move the estimate).
             sinks = sinks.with(Arc::new(move |e: &AuthEvent<'_>| {
                 if let (Some(k), Outcome::Success) = (e.session, e.outcome) {
-                    s.insert_key(k, e.finished_at);
+                    s.insert(&k, e.finished_at);
                 }
             }));
         }

@@ -330,15 +330,32 @@ impl Alert {
     pub fn label(&self, name: &str) -> Option<&str> {
         self.labels.get(name).map(String::as_str)
     }
+
+    /// The labels that tell this alert from others of its rule (`client_ip=…`,
+    /// `auth_operation=…`), as `k=v` separated by spaces; the routing labels (`alertname`,
+    /// `severity`, `notify`, `alertgroup`, `service`) left out.
+    #[must_use]
+    pub fn own_labels(&self) -> String {
+        self.labels
+            .iter()
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "alertname" | "severity" | "notify" | "alertgroup" | "service"
+                )
+            })
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 impl fmt::Display for Alert {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} [{}]", self.name, self.severity)?;
-        for (k, v) in &self.labels {
-            if !matches!(k.as_str(), "alertname" | "severity" | "notify" | "service") {
-                write!(f, " {k}={v}")?;
-            }
+        let own = self.own_labels();
+        if !own.is_empty() {
+            write!(f, " {own}")?;
         }
         if let Some(d) = self.annotations.get("description") {
             write!(f, ": {d}")?;
@@ -661,17 +678,6 @@ fn signal(c: &Counts, s: Signal) -> u64 {
     }
 }
 
-fn signal_name(s: Signal) -> String {
-    match s {
-        Signal::Success(op) => format!("{op} successes"),
-        Signal::Failure(op) => format!("{op} failures"),
-        Signal::Attempts(op) => format!("{op} attempts"),
-        Signal::RateLimited => "rate-limit events".into(),
-        Signal::InvalidToken => "invalid-token attempts".into(),
-        Signal::Lockout => "account lockouts".into(),
-    }
-}
-
 fn human(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
@@ -763,11 +769,14 @@ impl Inner {
             }
         }
         let mut conditions: Vec<(usize, Condition)> = Vec::new();
+        // The warning and the critical p95 rules read the same quantiles: one HDR snapshot
+        // per operation and quantile per evaluation.
+        let mut quantiles = Vec::new();
         for (i, rule) in self.cfg.rules.iter().enumerate() {
             if !rule.enabled {
                 continue;
             }
-            for c in self.conditions(&st, rule, now, &suspects, &routes) {
+            for c in self.conditions(&st, rule, now, &suspects, &routes, &mut quantiles) {
                 conditions.push((i, c));
             }
         }
@@ -818,6 +827,7 @@ impl Inner {
         now: Duration,
         suspects: &[Suspect],
         routes: &[RouteFailures],
+        quantiles: &mut Vec<((AuthOp, u64), (u64, Option<Duration>))>,
     ) -> Vec<Condition> {
         let window_sum = |w: Duration| {
             let from = now.checked_sub(w).filter(|f| *f > st.started);
@@ -866,11 +876,7 @@ impl Inner {
                 if v > above {
                     return plain(
                         v as f64,
-                        format!(
-                            "{v} {} in {}, above {above}",
-                            signal_name(sig),
-                            human(window)
-                        ),
+                        format!("{v} {} in {}, above {above}", sig.describe(), human(window)),
                     );
                 }
                 Vec::new()
@@ -887,7 +893,15 @@ impl Inner {
                 let ops: Vec<AuthOp> = op.map_or_else(|| AuthOp::ALL.to_vec(), |op| vec![op]);
                 let mut out = Vec::new();
                 for op in ops {
-                    let (n, q) = source(op, quantile);
+                    let key = (op, quantile.to_bits());
+                    let (n, q) = match quantiles.iter().find(|(k, _)| *k == key) {
+                        Some((_, v)) => *v,
+                        None => {
+                            let v = source(op, quantile);
+                            quantiles.push((key, v));
+                            v
+                        }
+                    };
                     let Some(q) = q else { continue };
                     if n >= min_requests && q > above {
                         out.push(Condition {
@@ -955,7 +969,7 @@ impl Inner {
                         ratio,
                         format!(
                             "{cur} {} in {}, against a baseline of {per_window:.1} per {} over the {} before ({factor}× or more)",
-                            signal_name(sig),
+                            sig.describe(),
                             human(window),
                             human(window),
                             human(covered)

@@ -133,7 +133,7 @@ fn prometheus_rule(r: &Rule, runbook_base: &str) -> PromRule {
             let w = prom_duration(window);
             (
                 format!("{} > {above}", total(&metrics_of(signal), &w, None)),
-                format!("More than {above} {} in {w}.", signal_word(signal)),
+                format!("More than {above} {} in {w}.", signal.describe()),
                 "increase() extrapolates within the window, and a 1m window needs a scrape interval of 30s or less; the engine counts exactly.".to_owned(),
             )
         }
@@ -225,7 +225,7 @@ fn prometheus_rule(r: &Rule, runbook_base: &str) -> PromRule {
                 ),
                 format!(
                     "{} over {w} at {}x or more of their average per {w} over the {b} before (at least {min_count}).",
-                    signal_word(signal),
+                    signal.describe(),
                     num(factor)
                 ),
                 "The baseline is the average over the hour before the window; with no series then (a new deployment), the rule waits, as the engine does.".to_owned(),
@@ -288,17 +288,6 @@ fn prometheus_rule(r: &Rule, runbook_base: &str) -> PromRule {
             ),
         ],
         comment,
-    }
-}
-
-fn signal_word(s: Signal) -> String {
-    match s {
-        Signal::Success(op) => format!("{} successes", op.as_str()),
-        Signal::Failure(op) => format!("{} failures", op.as_str()),
-        Signal::Attempts(op) => format!("{} attempts", op.as_str()),
-        Signal::RateLimited => "rate-limit events".into(),
-        Signal::InvalidToken => "invalid-token attempts".into(),
-        Signal::Lockout => "account lockouts".into(),
     }
 }
 

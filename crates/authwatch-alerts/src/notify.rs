@@ -255,17 +255,7 @@ pub fn slack_message(a: &Alert) -> Value {
         (_, Severity::Critical) => ("FIRING", "#e01e5a"),
         (_, _) => ("FIRING", "#ecb22e"),
     };
-    let extra: Vec<String> = a
-        .labels
-        .iter()
-        .filter(|(k, _)| {
-            !matches!(
-                k.as_str(),
-                "alertname" | "severity" | "notify" | "alertgroup"
-            )
-        })
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let extra = a.own_labels();
     let description = a
         .annotations
         .get("description")
@@ -278,7 +268,7 @@ pub fn slack_message(a: &Alert) -> Value {
         .map(|(k, v)| json!({"title": k, "value": v, "short": true}))
         .collect();
     json!({
-        "text": format!("[{word}] {} ({}) {} {description}", a.name, a.severity, extra.join(" ")),
+        "text": format!("[{word}] {} ({}) {} {description}", a.name, a.severity, extra),
         "attachments": [{
             "color": color,
             "title": format!("[{word}] {}", a.name),
@@ -389,18 +379,7 @@ impl Notifiers {
 }
 
 fn log(a: &Alert) {
-    let labels: Vec<String> = a
-        .labels
-        .iter()
-        .filter(|(k, _)| {
-            !matches!(
-                k.as_str(),
-                "alertname" | "severity" | "notify" | "alertgroup"
-            )
-        })
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    let labels = labels.join(" ");
+    let labels = a.own_labels();
     let description = a.annotations.get("description").map_or("", String::as_str);
     let runbook = a.annotations.get("runbook_url").map_or("", String::as_str);
     match (a.state, a.severity) {

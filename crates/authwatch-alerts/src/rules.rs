@@ -79,6 +79,22 @@ pub enum Signal {
     Lockout,
 }
 
+impl Signal {
+    /// How logs, descriptions and generated rules name it: `login failures`,
+    /// `rate-limit events`.
+    #[must_use]
+    pub fn describe(self) -> String {
+        match self {
+            Self::Success(op) => format!("{} successes", op.as_str()),
+            Self::Failure(op) => format!("{} failures", op.as_str()),
+            Self::Attempts(op) => format!("{} attempts", op.as_str()),
+            Self::RateLimited => "rate-limit events".into(),
+            Self::InvalidToken => "invalid-token attempts".into(),
+            Self::Lockout => "account lockouts".into(),
+        }
+    }
+}
+
 /// What a rule measures and when it holds.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

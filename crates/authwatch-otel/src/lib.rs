@@ -72,11 +72,38 @@ pub mod reexports {
 
 /// Registers `auth.uptime.seconds` on `meter`, counting from `started`.
 pub fn register_uptime_gauge(meter: &opentelemetry::metrics::Meter, started: Instant) {
-    let d = def(Measure::Uptime);
+    register_f64_gauge(meter, Measure::Uptime, move || {
+        started.elapsed().as_secs_f64()
+    });
+}
+
+/// Registers the catalog's gauge for `measure` (name, description and unit from [`CATALOG`])
+/// on `meter`, without attributes, read from `value` at each collection.
+pub fn register_f64_gauge(
+    meter: &opentelemetry::metrics::Meter,
+    measure: Measure,
+    value: impl Fn() -> f64 + Send + Sync + 'static,
+) {
+    let d = def(measure);
     meter
         .f64_observable_gauge(d.name)
         .with_description(d.description)
         .with_unit(d.unit)
-        .with_callback(move |obs| obs.observe(started.elapsed().as_secs_f64(), &[]))
+        .with_callback(move |obs| obs.observe(value(), &[]))
+        .build();
+}
+
+/// As [`register_f64_gauge`], for a whole number.
+pub fn register_u64_gauge(
+    meter: &opentelemetry::metrics::Meter,
+    measure: Measure,
+    value: impl Fn() -> u64 + Send + Sync + 'static,
+) {
+    let d = def(measure);
+    meter
+        .u64_observable_gauge(d.name)
+        .with_description(d.description)
+        .with_unit(d.unit)
+        .with_callback(move |obs| obs.observe(value(), &[]))
         .build();
 }
