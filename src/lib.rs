@@ -201,6 +201,8 @@ struct Inner {
     sessions: Arc<active::Distinct<u64>>,
     alerts: Option<AlertEngine>,
     started: Instant,
+    // Read by the endpoints, which need axum.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     dashboard: bool,
     dashboard_unmasked: bool,
 }

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use authwatch::audit::{verify, AuditFlush, FileSettings, Tamper};
+use authwatch::audit::{verify, verify_bytes, AuditFlush, FileSettings, Tamper};
 use authwatch::AuthWatch;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -268,6 +268,10 @@ fn verify_finds_every_kind_of_tampering() {
         rewrite(&file, &mutated);
         let e = verify(&dir, None).unwrap_err();
         assert_eq!((e.line, &e.kind), (line, &kind), "{e}");
+        // The same content checked in memory finds the same record.
+        let bytes = std::fs::read(&file).unwrap();
+        let e = verify_bytes(Path::new("mem"), &bytes, None).unwrap_err();
+        assert_eq!((e.line, &e.kind, e.file.as_path()), (line, &kind, Path::new("mem")));
         let (code, out) = cli(&["audit", "verify", d]);
         assert_eq!(code, 1, "{out}");
         assert!(out.contains(&format!(":{line}: {kind:?}")), "{out}");
@@ -295,6 +299,13 @@ fn verify_finds_every_kind_of_tampering() {
     // (Cutting records off the end is not detectable from the file alone: see the docs.)
     // Recomputing the hash after an edit is caught by the next record's `prev`.
     assert_eq!(verify(&dir, None).unwrap().records, 6);
+    let bytes = std::fs::read(&file).unwrap();
+    let r = verify_bytes(Path::new("mem"), &bytes, None).unwrap();
+    assert_eq!((r.files, r.records, r.torn.len()), (1, 6, 0));
+    // A record cut mid-write at the end: the five before it verify, the cut is reported.
+    let r = verify_bytes(Path::new("mem"), &bytes[..bytes.len() - 9], None).unwrap();
+    assert_eq!((r.records, r.torn), (5, vec![PathBuf::from("mem")]));
+    assert_eq!(verify_bytes(Path::new("mem"), b"", None).unwrap().records, 0);
 }
 
 #[test]
@@ -306,6 +317,12 @@ fn a_keyed_chain_needs_its_key() {
     std::fs::write(&keyfile, "s3cret\n").unwrap();
     let (f, k) = (file.to_str().unwrap(), keyfile.to_str().unwrap());
     assert_eq!(verify(&file, Some(b"s3cret")).unwrap().records, 3);
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(verify_bytes(&file, &bytes, Some(b"s3cret")).unwrap().records, 3);
+    assert_eq!(
+        verify_bytes(&file, &bytes, Some(b"guess")).unwrap_err().kind,
+        Tamper::WrongKey
+    );
     assert_eq!(cli(&["audit", "verify", f, "--key-file", k]).0, 0);
     assert_eq!(verify(&file, None).unwrap_err().kind, Tamper::WrongKey);
     assert_eq!(

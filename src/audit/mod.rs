@@ -40,7 +40,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
-pub use file::{verify, AuditFlush, FileSettings, Tamper, VerifyError, VerifyReport};
+pub use file::{verify, verify_bytes, AuditFlush, FileSettings, Tamper, VerifyError, VerifyReport};
 
 /// Longest user agent kept, in bytes; longer ones are cut (at a character boundary) and end
 /// in `…`.
