@@ -227,6 +227,78 @@ fn an_alertmanager_that_starts_late_still_gets_the_alert() {
 }
 
 #[test]
+fn an_alertmanager_that_is_down_holds_a_bounded_queue_then_gets_every_firing_alert() {
+    let port = free_port();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = Http::new();
+    // A queue of 2 and five alerts (five attackers): three must be dropped and counted while
+    // Alertmanager is down, and the periodic re-send delivers all five once it is up.
+    let (watch, addr) = app(
+        &rt,
+        AlertConfig::new()
+            .tick(Duration::ZERO)
+            .alertmanager(format!("http://127.0.0.1:{port}"))
+            .queue(2)
+            .resend_interval(Duration::from_millis(300))
+            .http_timeout(Duration::from_millis(300)),
+    );
+    let attackers = [
+        "203.0.113.11",
+        "203.0.113.12",
+        "203.0.113.13",
+        "203.0.113.14",
+        "203.0.113.15",
+    ];
+    for ip in attackers {
+        attack(&http, addr, ip, 51);
+    }
+    eventually(10, "five firing", || {
+        watch.evaluate_alerts();
+        match brute_force_alerts(&watch) {
+            5 => Ok(()),
+            n => Err(format!("{n}")),
+        }
+    });
+    eventually(
+        10,
+        "the bound held: at most 2 queued, the rest dropped and counted",
+        || {
+            watch.evaluate_alerts();
+            let s = &watch.alert_engine().unwrap().notifier_stats()[0];
+            if s.queued <= 2 && s.dropped >= 3 && s.failed >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{s:?}"))
+            }
+        },
+    );
+    for _ in 0..20 {
+        watch.evaluate_alerts();
+        let s = &watch.alert_engine().unwrap().notifier_stats()[0];
+        assert!(s.queued <= 2, "the queue outgrew its bound: {s:?}");
+        assert_eq!(s.sent, 0, "{s:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let am = Alertmanager::start(port);
+    let mut listed = eventually(30, "all five delivered by the re-sends", || {
+        watch.evaluate_alerts();
+        let ips: Vec<String> = am
+            .alerts(&http)
+            .into_iter()
+            .filter(|a| a["labels"]["alertname"] == "AuthBruteForceSuspected")
+            .map(|a| a["labels"]["client_ip"].as_str().unwrap().to_owned())
+            .collect();
+        if ips.len() == 5 {
+            Ok(ips)
+        } else {
+            Err(format!("{ips:?}"))
+        }
+    });
+    listed.sort();
+    assert_eq!(listed, attackers);
+}
+
+#[test]
 fn a_webhook_gets_one_slack_message_per_change() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();

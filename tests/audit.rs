@@ -271,7 +271,10 @@ fn verify_finds_every_kind_of_tampering() {
         // The same content checked in memory finds the same record.
         let bytes = std::fs::read(&file).unwrap();
         let e = verify_bytes(Path::new("mem"), &bytes, None).unwrap_err();
-        assert_eq!((e.line, &e.kind, e.file.as_path()), (line, &kind, Path::new("mem")));
+        assert_eq!(
+            (e.line, &e.kind, e.file.as_path()),
+            (line, &kind, Path::new("mem"))
+        );
         let (code, out) = cli(&["audit", "verify", d]);
         assert_eq!(code, 1, "{out}");
         assert!(out.contains(&format!(":{line}: {kind:?}")), "{out}");
@@ -305,7 +308,10 @@ fn verify_finds_every_kind_of_tampering() {
     // A record cut mid-write at the end: the five before it verify, the cut is reported.
     let r = verify_bytes(Path::new("mem"), &bytes[..bytes.len() - 9], None).unwrap();
     assert_eq!((r.records, r.torn), (5, vec![PathBuf::from("mem")]));
-    assert_eq!(verify_bytes(Path::new("mem"), b"", None).unwrap().records, 0);
+    assert_eq!(
+        verify_bytes(Path::new("mem"), b"", None).unwrap().records,
+        0
+    );
 }
 
 #[test]
@@ -318,9 +324,16 @@ fn a_keyed_chain_needs_its_key() {
     let (f, k) = (file.to_str().unwrap(), keyfile.to_str().unwrap());
     assert_eq!(verify(&file, Some(b"s3cret")).unwrap().records, 3);
     let bytes = std::fs::read(&file).unwrap();
-    assert_eq!(verify_bytes(&file, &bytes, Some(b"s3cret")).unwrap().records, 3);
     assert_eq!(
-        verify_bytes(&file, &bytes, Some(b"guess")).unwrap_err().kind,
+        verify_bytes(&file, &bytes, Some(b"s3cret"))
+            .unwrap()
+            .records,
+        3
+    );
+    assert_eq!(
+        verify_bytes(&file, &bytes, Some(b"guess"))
+            .unwrap_err()
+            .kind,
         Tamper::WrongKey
     );
     assert_eq!(cli(&["audit", "verify", f, "--key-file", k]).0, 0);

@@ -1,0 +1,227 @@
+//! One Better Auth-shaped service under each monitoring stack, served over TCP, for the
+//! end-to-end comparison `scripts/e2e-bench.sh` drives with `wrk`.
+//!
+//! ```sh
+//! cargo run --release --example bench_server -- --stack authwatch --port 0 --workers 1
+//! ```
+//!
+//! `--stack` is one of:
+//! - `bare`: the service alone;
+//! - `authwatch`: `.layer(watch.layer())` on the router as the README shows, every sink on:
+//!   stats and HDR windows, `/metrics`, OTLP metrics and the audit trail as OTLP logs (to
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT`), the alert engine, session estimate, the token guard;
+//! - `authwatch-wrap`: the same around the whole router (`watch.wrap(app)`);
+//! - `authwatch-traces`: `authwatch` plus an `auth.request` span per request exported over OTLP;
+//! - `trace-layer`: tower-http's `TraceLayer::new_for_http()`;
+//! - `axum-otel-metrics`, `otel-tower` (opentelemetry-instrumentation-tower), `axum-prometheus`:
+//!   the metrics middlewares, each recording into its own in-process provider (they do not
+//!   export here: an advantage to them).
+//!
+//! Every stack gets the same `fmt` subscriber at `warn` (what a production service runs) and the
+//! same handlers, which do no I/O: the monitoring's cost is as visible as it can be.
+//! Sign-in answers 200 for `ada@example.com` / `correct horse`, 429 for `limited@example.com`,
+//! 401 otherwise; `get-session` and `/api/me` want `Authorization: Bearer tok-ada`.
+
+use std::net::SocketAddr;
+
+use authwatch::AuthWatch;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+const STACKS: [&str; 8] = [
+    "bare",
+    "authwatch",
+    "authwatch-wrap",
+    "authwatch-traces",
+    "trace-layer",
+    "axum-otel-metrics",
+    "otel-tower",
+    "axum-prometheus",
+];
+
+#[derive(Deserialize)]
+struct Credentials {
+    email: String,
+    password: String,
+}
+
+async fn sign_in(Json(c): Json<Credentials>) -> Response {
+    match (c.email.as_str(), c.password.as_str()) {
+        ("ada@example.com", "correct horse") => {
+            Json(serde_json::json!({ "token": "tok-ada" })).into_response()
+        }
+        ("limited@example.com", _) => StatusCode::TOO_MANY_REQUESTS.into_response(),
+        _ => StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
+async fn sign_up(Json(c): Json<Credentials>) -> StatusCode {
+    if c.password.len() < 8 || !c.email.contains('@') {
+        StatusCode::BAD_REQUEST
+    } else if c.email == "ada@example.com" {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::OK
+    }
+}
+
+fn signed_in(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        == Some("Bearer tok-ada")
+}
+
+async fn get_session(headers: HeaderMap) -> Response {
+    if signed_in(&headers) {
+        Json(serde_json::json!({ "user": { "email": "ada@example.com" } })).into_response()
+    } else {
+        StatusCode::UNAUTHORIZED.into_response()
+    }
+}
+
+async fn require_session(req: Request, next: Next) -> Response {
+    if signed_in(req.headers()) {
+        next.run(req).await
+    } else {
+        StatusCode::UNAUTHORIZED.into_response()
+    }
+}
+
+fn routes() -> Router {
+    Router::new()
+        .route("/api/auth/sign-in/email", post(sign_in))
+        .route("/api/auth/sign-up/email", post(sign_up))
+        .route("/api/auth/get-session", get(get_session))
+        .route("/api/orders/{id}", get(|| async { "an order" }))
+}
+
+fn me() -> Router {
+    Router::new().route("/api/me", get(|| async { "you" }))
+}
+
+/// The app under `stack`, and the authwatch instance to shut down at the end.
+fn app(stack: &str) -> (Router, Option<AuthWatch>) {
+    let guarded = || me().layer(middleware::from_fn(require_session));
+    match stack {
+        "bare" => (routes().merge(guarded()), None),
+        "authwatch" | "authwatch-wrap" | "authwatch-traces" => {
+            let watch = AuthWatch::builder()
+                .service_name("bench")
+                .build()
+                .expect("authwatch");
+            let protected = me().layer(watch.token_guard(middleware::from_fn(require_session)));
+            let app = routes().merge(protected);
+            let app = if stack == "authwatch-wrap" {
+                // `wrap` returns a service; serve it as a router with one fallback.
+                Router::new().fallback_service(watch.wrap(app))
+            } else {
+                app.layer(watch.layer())
+            };
+            (app.merge(watch.endpoints()), Some(watch))
+        }
+        "trace-layer" => (
+            routes()
+                .merge(guarded())
+                .layer(tower_http::trace::TraceLayer::new_for_http()),
+            None,
+        ),
+        "axum-otel-metrics" => {
+            let provider = otel_sdk_032::metrics::SdkMeterProvider::builder()
+                .with_reader(otel_sdk_032::metrics::ManualReader::builder().build())
+                .build();
+            let layer = axum_otel_metrics::HttpMetricsLayerBuilder::new()
+                .with_provider(provider)
+                .build();
+            (routes().merge(guarded()).layer(layer), None)
+        }
+        "otel-tower" => {
+            let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+                .with_reader(opentelemetry_sdk::metrics::ManualReader::builder().build())
+                .build();
+            opentelemetry::global::set_meter_provider(provider);
+            let layer = opentelemetry_instrumentation_tower::http::server::LayerBuilder::builder()
+                .with_tracing(false)
+                .with_route_extractor_fn(|r: &Request| {
+                    r.extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map(|p| p.as_str().to_owned())
+                })
+                .build()
+                .expect("instrumentation-tower layer");
+            (routes().merge(guarded()).layer(layer), None)
+        }
+        "axum-prometheus" => {
+            let (layer, handle) = axum_prometheus::PrometheusMetricLayer::pair();
+            let app = routes()
+                .merge(guarded())
+                .route("/metrics", get(move || async move { handle.render() }))
+                .layer(layer);
+            (app, None)
+        }
+        other => panic!("unknown --stack {other}; one of {STACKS:?}"),
+    }
+}
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let stack = arg("--stack").unwrap_or_else(|| "authwatch".into());
+    let port: u16 = arg("--port").map_or(Ok(3000), |p| p.parse())?;
+    let workers: usize = arg("--workers").map_or(Ok(1), |p| p.parse())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let (app, watch) = app(&stack);
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(EnvFilter::new("warn"));
+        let registry = tracing_subscriber::registry().with(fmt);
+        // Spans go to the collector only in `authwatch-traces`; elsewhere no layer wants them.
+        match &watch {
+            Some(w) if stack == "authwatch-traces" => {
+                registry.with(w.pipeline().tracing_layer()).init();
+            }
+            _ => registry.init(),
+        }
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        eprintln!("stack: {stack}");
+        println!("listening on http://{}", listener.local_addr()?);
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        })
+        .await?;
+        if let Some(w) = watch {
+            eprintln!("{}", w.snapshot());
+            if let Err(e) = w.shutdown().await {
+                eprintln!("warning: {e}");
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# End-to-end throughput and latency, side by side: the same service (examples/bench_server.rs,
+# release build) under each monitoring stack, served over loopback TCP and driven by wrk at a
+# fixed concurrency with mixed auth traffic (scripts/e2e/mix.lua). authwatch exports OTLP
+# metrics and its audit trail to a local rotel collector (every 5 s) while it is measured.
+# Stacks alternate within each round, so the machine's drift hits every stack alike; the table
+# gives medians over the rounds and ratios against `bare` measured in the same rounds.
+#
+# Usage: scripts/e2e-bench.sh [--rounds N] [--duration SECS] [--connections C] [--stacks "a b"]
+#        (defaults: 5 rounds, 10 s each, 32 connections, every stack; ~8 minutes)
+# The server runs on CPU 0 (one tokio worker), wrk and the collector on CPU 1, so the server's
+# core is the bottleneck being measured. Raw results: target/e2e/results.jsonl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+ROUNDS=5
+SECS=10
+CONNS=32
+STACKS="bare authwatch authwatch-wrap authwatch-traces trace-layer axum-otel-metrics otel-tower axum-prometheus"
+while [ $# -gt 0 ]; do
+  case $1 in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --duration) SECS=$2; shift 2 ;;
+    --connections) CONNS=$2; shift 2 ;;
+    --stacks) STACKS=$2; shift 2 ;;
+    *) echo "unknown argument $1"; exit 2 ;;
+  esac
+done
+
+say() { printf 'e2e: %s\n' "$*"; }
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+if ! command -v wrk >/dev/null; then
+  say "installing wrk"
+  sudo_ apt-get update -qq
+  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
+fi
+scripts/test-deps.sh >/dev/null
+cargo build --release --locked --example bench_server
+SERVER=$ROOT/target/release/examples/bench_server
+
+OUT=$ROOT/target/e2e
+rm -rf "$OUT" && mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listens on $1"; return 1
+}
+
+GRPC=$(free_port)
+HTTP=$(free_port)
+taskset -c 1 "$ROOT/.test-deps/bin/rotel-agent" start \
+  --otlp-grpc-endpoint "127.0.0.1:$GRPC" --otlp-http-endpoint "127.0.0.1:$HTTP" \
+  --exporter blackhole >"$OUT/rotel.log" 2>&1 &
+PIDS+=($!)
+wait_port "$GRPC"
+say "collector on 127.0.0.1:$GRPC (blackhole exporter)"
+
+run_stack() { # round stack
+  local port pid line
+  port=$(free_port)
+  OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC" OTEL_METRIC_EXPORT_INTERVAL=5000 \
+    taskset -c 0 "$SERVER" --stack "$2" --port "$port" --workers 1 \
+    >"$OUT/$2.out" 2>"$OUT/$2.err" &
+  pid=$!
+  wait_port "$port"
+  # Warm-up: connections, allocator, the first windows.
+  taskset -c 1 wrk -t1 -c"$CONNS" -d2s -s scripts/e2e/mix.lua "http://127.0.0.1:$port" >/dev/null
+  line=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -s scripts/e2e/mix.lua "http://127.0.0.1:$port" | grep '^{')
+  kill -TERM "$pid"
+  wait "$pid" || { say "$2 exited with $?"; cat "$OUT/$2.err"; exit 1; }
+  echo "{\"round\":$1,\"stack\":\"$2\",${line#\{}" >>"$RESULTS"
+  say "round $1 $2: $line"
+}
+
+for r in $(seq "$ROUNDS"); do
+  for s in $STACKS; do run_stack "$r" "$s"; done
+done
+
+python3 - "$RESULTS" "$CONNS" "$SECS" "$ROUNDS" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+conns, secs, rounds = sys.argv[2:5]
+stacks = list(dict.fromkeys(r["stack"] for r in rows))
+by = {s: [r for r in rows if r["stack"] == s] for s in stacks}
+bare = {r["round"]: r for r in by.get("bare", [])}
+def rps(r): return r["requests"] / r["seconds"]
+print(f"\n{rounds} rounds x {secs} s, wrk -t1 -c{conns}, mixed auth traffic; medians over rounds;"
+      " ratios are per round against bare in the same round, then the median\n")
+print("| stack | req/s | vs bare | p50 µs | p99 µs | p99 vs bare | socket errors |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+summary = {}
+for s in stacks:
+    rs = by[s]
+    tput = statistics.median(rps(r) for r in rs)
+    ratio = statistics.median(rps(r) / rps(bare[r["round"]]) for r in rs) if bare else float("nan")
+    p99r = statistics.median(r["p99_us"] / bare[r["round"]]["p99_us"] - 1 for r in rs) if bare else float("nan")
+    errs = sum(r["socket_errors"] for r in rs)
+    summary[s] = (ratio, p99r, tput)
+    print(f"| {s} | {tput:,.0f} | {ratio:.1%} | {statistics.median(r['p50_us'] for r in rs):,.0f} |"
+          f" {statistics.median(r['p99_us'] for r in rs):,.0f} | {p99r:+.1%} | {errs} |")
+if "authwatch" in summary and "bare" in summary:
+    ratio, p99r, tput = summary["authwatch"]
+    peers = [s for s in stacks if s not in ("bare",) and not s.startswith("authwatch")]
+    ahead = [p for p in peers if tput > summary[p][2]]
+    print()
+    print(f"goal throughput >= 98% of bare: {'met' if ratio >= 0.98 else 'NOT met'} ({ratio:.1%})")
+    print(f"goal p99 <= +5% over bare: {'met' if p99r <= 0.05 else 'NOT met'} ({p99r:+.1%})")
+    print(f"ahead of peers: {len(ahead)} of {len(peers)}"
+          + (f" (behind: {', '.join(p for p in peers if p not in ahead)})" if len(ahead) < len(peers) else ""))
+EOF
