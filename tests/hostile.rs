@@ -4,6 +4,12 @@
 //! Every request is answered exactly as the bare app answers it, the exported series stop
 //! growing once every (route, method, outcome) has been seen (a second, different spray adds
 //! none), no path fragment or address becomes a label, and resident memory stays bounded.
+//! gRPC answers with malformed `grpc-status` values (in the head and in trailers) reach the
+//! client byte for byte, each counted once, with no value becoming a label.
+//!
+//! `AUTHWATCH_HOSTILE_SCALE=N` multiplies the scan and the spray (default 1: 2 × 10,000 paths
+//! and 2 × 100,000 addresses); `scripts/hostile.sh` runs the full size (N = 5: 100,000 paths,
+//! 1,000,000 addresses) in a release build.
 
 use std::net::SocketAddr;
 
@@ -192,12 +198,17 @@ async fn hostile_traffic_is_answered_as_by_the_app_and_bounded() {
     }
 
     // A first scan and spray: every route/method/outcome cell is now known.
+    let scale: usize = std::env::var("AUTHWATCH_HOSTILE_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let (paths, ips) = (10_000 * scale, 100_000 * scale);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    scan(&watch, &mut rng, 10_000, 100_000).await;
+    scan(&watch, &mut rng, paths, ips).await;
     let first = series(&watch);
     let rss_before = rss_bytes();
     // A second one, all new paths and addresses: no new series at all.
-    let words = scan(&watch, &mut rng, 10_000, 100_000).await;
+    let words = scan(&watch, &mut rng, paths, ips).await;
     let second = series(&watch);
     let grown = rss_bytes().saturating_sub(rss_before);
     let new: Vec<&String> = second.iter().filter(|s| !first.contains(s)).collect();
@@ -218,5 +229,164 @@ async fn hostile_traffic_is_answered_as_by_the_app_and_bounded() {
         grown >> 20
     );
     let login = watch.snapshot().op(authwatch::AuthOp::Login).failure;
-    assert!(login >= 200_000, "{login}");
+    assert!(login >= 2 * ips as u64, "{login}");
+    eprintln!(
+        "hostile: {} paths and {} addresses in two scans; {} series; resident memory +{} KiB \
+         across the second scan",
+        2 * paths,
+        2 * ips,
+        second.len(),
+        grown >> 10
+    );
+}
+
+/// A gRPC service that answers with the `grpc-status` bytes it is asked for, in the head
+/// (trailers-only) or in trailers after a message.
+async fn grpc_reply(headers: axum::http::HeaderMap) -> axum::response::Response {
+    use axum::http::HeaderValue;
+    let raw = hex(headers.get("x-status").map_or(&b""[..], |v| v.as_bytes()));
+    let value = HeaderValue::from_bytes(&raw).unwrap_or(HeaderValue::from_static("garbage"));
+    let builder = axum::response::Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc");
+    if headers.contains_key("x-in-head") {
+        return builder
+            .header("grpc-status", value)
+            .body(Body::empty())
+            .unwrap();
+    }
+    let mut trailers = axum::http::HeaderMap::new();
+    trailers.insert("grpc-status", value);
+    let frames = [
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from_static(
+            b"\0\0\0\0\x02hi",
+        ))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ];
+    builder
+        .body(Body::new(http_body_util::StreamBody::new(
+            futures_util::stream::iter(frames),
+        )))
+        .unwrap()
+}
+
+fn hex(b: &[u8]) -> Vec<u8> {
+    (0..b.len() / 2)
+        .filter_map(|i| {
+            u8::from_str_radix(std::str::from_utf8(&b[2 * i..2 * i + 2]).ok()?, 16).ok()
+        })
+        .collect()
+}
+
+fn grpc_app() -> Router {
+    Router::new().route("/acme.auth.v1.AuthService/{method}", post(grpc_reply))
+}
+
+/// Status, headers, data and trailers: everything the client gets.
+async fn full_answer<S>(svc: S, req: Request<Body>) -> String
+where
+    S: tower::Service<Request<Body>, Response = axum::response::Response>,
+    S::Error: std::fmt::Debug,
+{
+    let res = svc.oneshot(req).await.expect("answered");
+    let head = format!("{} {:?}", res.status(), res.headers());
+    let body = res.into_body().collect().await.unwrap();
+    let trailers = format!("{:?}", body.trailers());
+    format!("{head} {:?} {trailers}", body.to_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_grpc_status_is_passed_through_counted_once_and_never_a_label() {
+    let watch = AuthWatch::builder().build().unwrap();
+    // The health series exist from the first report on: have it before counting series.
+    watch.health().await;
+    let mut values: Vec<Vec<u8>> = [
+        &b"abc"[..],
+        b"",
+        b"-1",
+        b"17",
+        b"99999999999999999999999",
+        b"2147483648",
+        b"0 ",
+        b" 16",
+        b"1\t",
+        b"+0",
+        b"0x10",
+        b"\xff\xfe",
+        b"16\x80",
+        b"000000000000000000000000000000016",
+    ]
+    .iter()
+    .map(|v| v.to_vec())
+    .collect();
+    values.push(b"7".repeat(4096));
+    let mut rng = Rng(0xdead_beef_cafe_f00d);
+    for _ in 0..500 {
+        let n = rng.next() % 12;
+        // Visible ASCII and obs-text bytes (what a header value may hold).
+        values.push(
+            (0..n)
+                .map(|_| match rng.next() % 3 {
+                    0 => b'0' + (rng.next() % 10) as u8,
+                    1 => 0x21 + (rng.next() % 94) as u8,
+                    _ => 0x80 + (rng.next() % 128) as u8,
+                })
+                .collect(),
+        );
+    }
+    let mut requests = 0u64;
+    let mut series_after_first = None;
+    for (round, batch) in [&values[..values.len() / 2], &values[values.len() / 2..]]
+        .into_iter()
+        .enumerate()
+    {
+        for v in batch {
+            let code: String = v.iter().map(|b| format!("{b:02x}")).collect();
+            for in_head in [false, true] {
+                let req = || {
+                    let mut b = Request::post("/acme.auth.v1.AuthService/Login")
+                        .header("content-type", "application/grpc")
+                        .header("te", "trailers")
+                        .header("x-status", code.as_str());
+                    if in_head {
+                        b = b.header("x-in-head", "1");
+                    }
+                    b.body(Body::empty()).unwrap()
+                };
+                let watched = full_answer(
+                    tower::ServiceExt::<Request<Body>>::map_response(
+                        tower::Layer::layer(&watch.layer(), grpc_app()),
+                        axum::response::IntoResponse::into_response,
+                    ),
+                    req(),
+                )
+                .await;
+                let bare = full_answer(grpc_app(), req()).await;
+                assert_eq!(watched, bare, "grpc-status {v:?}");
+                requests += 1;
+            }
+        }
+        if round == 0 {
+            series_after_first = Some(series(&watch));
+        }
+    }
+    // Exactly one outcome per call, whatever the status said.
+    let l = *watch.snapshot().op(authwatch::AuthOp::Login);
+    assert_eq!(
+        (l.success + l.failure + l.rate_limited + l.cancelled, l.latency.count),
+        (requests, requests),
+        "{l:?}"
+    );
+    let second = series(&watch);
+    let new: Vec<_> = second
+        .iter()
+        .filter(|s| !series_after_first.as_ref().unwrap().contains(s))
+        .collect();
+    assert!(new.is_empty(), "new series from the second batch: {new:#?}");
+    // The labels (not the values) of every series.
+    let labels = second.join("\n");
+    for s in ["99999", "2147483648", "0x10", "abc", "garbage"] {
+        assert!(!labels.contains(s), "{s} became a label");
+    }
+    assert!(labels.contains("rpc_method=\"Login\""), "{labels}");
 }
