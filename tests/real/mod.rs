@@ -117,6 +117,8 @@ pub struct Rotel {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub log: PathBuf,
+    /// What it prints (`metrics`, `logs`, `traces`).
+    debug: &'static [&'static str],
     _dir: tempdir::Dir,
 }
 
@@ -150,23 +152,29 @@ pub mod tempdir {
 
 impl Rotel {
     pub fn start() -> Self {
+        Self::start_printing(&["metrics", "logs", "traces"])
+    }
+
+    /// A collector that prints only `debug` (a long run's log records would fill the disk).
+    pub fn start_printing(debug: &'static [&'static str]) -> Self {
         let dir = tempdir::Dir::new("rotel");
         let log = dir.path().join("rotel.log");
         let (grpc, http) = (
             SocketAddr::from(([127, 0, 0, 1], free_port())),
             SocketAddr::from(([127, 0, 0, 1], free_port())),
         );
-        let proc = Self::spawn(grpc, http, &log);
+        let proc = Self::spawn(grpc, http, &log, debug);
         Self {
             proc,
             grpc,
             http,
             log,
+            debug,
             _dir: dir,
         }
     }
 
-    fn spawn(grpc: SocketAddr, http: SocketAddr, log: &Path) -> Proc {
+    fn spawn(grpc: SocketAddr, http: SocketAddr, log: &Path, debug: &[&str]) -> Proc {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -175,16 +183,8 @@ impl Rotel {
         let child = Command::new(dep("rotel-agent"))
             .args(["start", "--otlp-grpc-endpoint", &grpc.to_string()])
             .args(["--otlp-http-endpoint", &http.to_string()])
-            .args([
-                "--exporter",
-                "blackhole",
-                "--debug-log",
-                "metrics",
-                "--debug-log",
-                "logs",
-                "--debug-log",
-                "traces",
-            ])
+            .args(["--exporter", "blackhole"])
+            .args(debug.iter().flat_map(|d| ["--debug-log", d]))
             .args(["--debug-log-verbosity", "detailed", "--log-format", "json"])
             .args(["--batch-timeout", "50ms"])
             .stdout(out.try_clone().unwrap())
@@ -207,7 +207,7 @@ impl Rotel {
 
     /// Starts it again on the same ports, appending to the same log.
     pub fn restart(&mut self) {
-        self.proc = Self::spawn(self.grpc, self.http, &self.log);
+        self.proc = Self::spawn(self.grpc, self.http, &self.log, self.debug);
     }
 
     pub fn text(&self) -> String {

@@ -17,7 +17,9 @@
 //!   failures from 1,000,000 addresses plus one attacker with 51, and exactly the attacker is
 //!   reported, with exactly 51 (`tests/bruteforce.rs`).
 //! - **Bounded memory.** `slots × d × w × 2` bytes, whatever the traffic: 10 MiB with the
-//!   defaults, plus at most `max_suspects` clients kept by name with their counts.
+//!   defaults, plus at most `max_suspects` clients kept by name with their counts. The cells
+//!   are made resident when the detector is built, so the footprint is there from the start
+//!   rather than growing over the first window as attacks touch its pages.
 //!
 //! Clients whose estimate crosses the threshold are kept by name (up to `max_suspects`; a
 //! newcomer replaces the weakest only when it has more failures) so that alerts can name them;
@@ -198,6 +200,19 @@ pub struct Detector {
     routes: HashMap<Box<str>, RouteSlots>,
 }
 
+/// `n` zeroed cells whose pages are resident now. A zeroed allocation of this size is mapped
+/// lazily: each page would become resident the first time an attack's hash lands on it,
+/// slot after slot, so resident memory would creep up for a whole window (10 minutes by
+/// default) and a container's memory limit would be met during an attack instead of at start.
+fn resident_zeroes(n: usize) -> Vec<u16> {
+    let mut cells = vec![0u16; n];
+    // One store per 4 KiB page; `black_box` keeps the compiler from proving it redundant.
+    for page in cells.chunks_mut(2048) {
+        page[0] = std::hint::black_box(0);
+    }
+    cells
+}
+
 impl Detector {
     /// An empty detector; addresses with more than `threshold` failures become suspects.
     #[must_use]
@@ -207,7 +222,7 @@ impl Detector {
             cfg,
             hasher: RandomState::new(),
             mask: cfg.capacity - 1,
-            cells: vec![0; n],
+            cells: resident_zeroes(n),
             current: 0,
             slot_started: now,
             slot_max: vec![0; cfg.slots as usize],
