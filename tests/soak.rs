@@ -114,7 +114,7 @@ async fn user(c: C, addr: SocketAddr, n: usize, seen: Arc<Seen>, stop: Arc<Atomi
         seen.add("access-token", s);
         let (s, _) = send(&c, addr, "POST", "/api/auth/sign-out", &[auth], "").await;
         seen.add("sign-out", s);
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             // An attacker's guesses: 401 five times, then 429 for good.
             let (s, _) = send(
                 &c,
@@ -137,7 +137,7 @@ async fn user(c: C, addr: SocketAddr, n: usize, seen: Arc<Seen>, stop: Arc<Atomi
             .await;
             seen.add("get-session", s);
         }
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             let (s, _) = send(
                 &c,
                 addr,
@@ -151,7 +151,7 @@ async fn user(c: C, addr: SocketAddr, n: usize, seen: Arc<Seen>, stop: Arc<Atomi
             let (s, _) = send(&c, addr, "POST", "/api/auth/sign-up/email", &[JSON], &creds).await;
             seen.add("sign-up", s);
         }
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             // A client that gives up on the slow password reset (200 ms) after 20 ms.
             let fut = send(
                 &c,

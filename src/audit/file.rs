@@ -566,7 +566,15 @@ pub fn verify_bytes(
 ) -> Result<VerifyReport, VerifyError> {
     let chain_key = key.map(|k| derive(k, "chain"));
     let mut report = VerifyReport::default();
-    verify_content(name, data, None, chain_key.as_deref(), None, true, &mut report)?;
+    verify_content(
+        name,
+        data,
+        None,
+        chain_key.as_deref(),
+        None,
+        true,
+        &mut report,
+    )?;
     report.files = 1;
     Ok(report)
 }
