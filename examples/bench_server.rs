@@ -10,6 +10,8 @@
 //! - `authwatch`: `.layer(watch.layer())` on the router as the README shows, every sink on:
 //!   stats and HDR windows, `/metrics`, OTLP metrics and the audit trail as OTLP logs (to
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT`), the alert engine, session estimate, the token guard;
+//! - `authwatch-no-request-audit`: the same without the layer's audit record of every auth
+//!   request (`audit_requests(false)`; the handlers' own audit records are unaffected);
 //! - `authwatch-wrap`: the same around the whole router (`watch.wrap(app)`);
 //! - `authwatch-traces`: `authwatch` plus an `auth.request` span per request exported over OTLP;
 //! - `trace-layer`: tower-http's `TraceLayer::new_for_http()`;
@@ -19,6 +21,8 @@
 //!
 //! Every stack gets the same `fmt` subscriber at `warn` (what a production service runs) and the
 //! same handlers, which do no I/O: the monitoring's cost is as visible as it can be.
+//! `--sign-in-work-us N` makes each sign-in spend N µs of CPU, as checking a password hash
+//! does (real hashes cost milliseconds).
 //! Sign-in answers 200 for `ada@example.com` / `correct horse`, 429 for `limited@example.com`,
 //! 401 otherwise; `get-session` and `/api/me` want `Authorization: Bearer tok-ada`.
 
@@ -36,9 +40,10 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-const STACKS: [&str; 8] = [
+const STACKS: [&str; 9] = [
     "bare",
     "authwatch",
+    "authwatch-no-request-audit",
     "authwatch-wrap",
     "authwatch-traces",
     "trace-layer",
@@ -53,7 +58,17 @@ struct Credentials {
     password: String,
 }
 
+/// CPU time each sign-in spends checking the password (`--sign-in-work-us`, default 0).
+static SIGN_IN_WORK: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
 async fn sign_in(Json(c): Json<Credentials>) -> Response {
+    // A password hash is CPU work on the request's thread (bcrypt and argon2 take milliseconds;
+    // any figure here is far below them).
+    let work = SIGN_IN_WORK.get().copied().unwrap_or_default();
+    let t = std::time::Instant::now();
+    while t.elapsed() < work {
+        std::hint::spin_loop();
+    }
     match (c.email.as_str(), c.password.as_str()) {
         ("ada@example.com", "correct horse") => {
             Json(serde_json::json!({ "token": "tok-ada" })).into_response()
@@ -113,9 +128,10 @@ fn app(stack: &str) -> (Router, Option<AuthWatch>) {
     let guarded = || me().layer(middleware::from_fn(require_session));
     match stack {
         "bare" => (routes().merge(guarded()), None),
-        "authwatch" | "authwatch-wrap" | "authwatch-traces" => {
+        "authwatch" | "authwatch-no-request-audit" | "authwatch-wrap" | "authwatch-traces" => {
             let watch = AuthWatch::builder()
                 .service_name("bench")
+                .audit_requests(stack != "authwatch-no-request-audit")
                 .build()
                 .expect("authwatch");
             let protected = me().layer(watch.token_guard(middleware::from_fn(require_session)));
@@ -182,6 +198,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stack = arg("--stack").unwrap_or_else(|| "authwatch".into());
     let port: u16 = arg("--port").map_or(Ok(3000), |p| p.parse())?;
     let workers: usize = arg("--workers").map_or(Ok(1), |p| p.parse())?;
+    let work: u64 = arg("--sign-in-work-us").map_or(Ok(0), |p| p.parse())?;
+    let _ = SIGN_IN_WORK.set(std::time::Duration::from_micros(work));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -190,6 +208,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (app, watch) = app(&stack);
         let fmt = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(false)
             .with_filter(EnvFilter::new("warn"));
         let registry = tracing_subscriber::registry().with(fmt);
         // Spans go to the collector only in `authwatch-traces`; elsewhere no layer wants them.

@@ -7,7 +7,10 @@
 # gives medians over the rounds and ratios against `bare` measured in the same rounds.
 #
 # Usage: scripts/e2e-bench.sh [--rounds N] [--duration SECS] [--connections C] [--stacks "a b"]
-#        (defaults: 5 rounds, 10 s each, 32 connections, every stack; ~8 minutes)
+#                             [--sign-in-work-us N]
+#        (defaults: 5 rounds, 10 s each, 32 connections, every stack, sign-ins that cost no
+#        CPU; ~10 minutes). `--sign-in-work-us 200` gives each sign-in 200 µs of CPU, as a
+#        (very cheap) password hash would.
 # The server runs on CPU 0 (one tokio worker), wrk and the collector on CPU 1, so the server's
 # core is the bottleneck being measured. Raw results: target/e2e/results.jsonl.
 set -euo pipefail
@@ -17,13 +20,15 @@ ROOT=$PWD
 ROUNDS=5
 SECS=10
 CONNS=32
-STACKS="bare authwatch authwatch-wrap authwatch-traces trace-layer axum-otel-metrics otel-tower axum-prometheus"
+WORK=0
+STACKS="bare authwatch authwatch-no-request-audit authwatch-wrap authwatch-traces trace-layer axum-otel-metrics otel-tower axum-prometheus"
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
     --duration) SECS=$2; shift 2 ;;
     --connections) CONNS=$2; shift 2 ;;
     --stacks) STACKS=$2; shift 2 ;;
+    --sign-in-work-us) WORK=$2; shift 2 ;;
     *) echo "unknown argument $1"; exit 2 ;;
   esac
 done
@@ -67,8 +72,9 @@ say "collector on 127.0.0.1:$GRPC (blackhole exporter)"
 run_stack() { # round stack
   local port pid line
   port=$(free_port)
-  OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC" OTEL_METRIC_EXPORT_INTERVAL=5000 \
-    taskset -c 0 "$SERVER" --stack "$2" --port "$port" --workers 1 \
+  OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC" OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
+    OTEL_METRIC_EXPORT_INTERVAL=5000 \
+    taskset -c 0 "$SERVER" --stack "$2" --port "$port" --workers 1 --sign-in-work-us "$WORK" \
     >"$OUT/$2.out" 2>"$OUT/$2.err" &
   pid=$!
   wait_port "$port"
@@ -77,6 +83,10 @@ run_stack() { # round stack
   line=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -s scripts/e2e/mix.lua "http://127.0.0.1:$port" | grep '^{')
   kill -TERM "$pid"
   wait "$pid" || { say "$2 exited with $?"; cat "$OUT/$2.err"; exit 1; }
+  # An export that failed, or telemetry the SDK dropped, is part of the result: show it.
+  if grep -E 'ExportError|Export.Failed|Dropped|LogsDropped' "$OUT/$2.err" >"$OUT/$2.export-problems"; then
+    say "$2: export problems: $(grep -oE 'name="[A-Za-z.]+"|dropped_logs_count=[0-9]+' "$OUT/$2.export-problems" | sort | uniq -c | tr '\n' ' ')"
+  fi
   echo "{\"round\":$1,\"stack\":\"$2\",${line#\{}" >>"$RESULTS"
   say "round $1 $2: $line"
 }
@@ -85,15 +95,16 @@ for r in $(seq "$ROUNDS"); do
   for s in $STACKS; do run_stack "$r" "$s"; done
 done
 
-python3 - "$RESULTS" "$CONNS" "$SECS" "$ROUNDS" <<'EOF'
+python3 - "$RESULTS" "$CONNS" "$SECS" "$ROUNDS" "$WORK" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-conns, secs, rounds = sys.argv[2:5]
+conns, secs, rounds, work = sys.argv[2:6]
 stacks = list(dict.fromkeys(r["stack"] for r in rows))
 by = {s: [r for r in rows if r["stack"] == s] for s in stacks}
 bare = {r["round"]: r for r in by.get("bare", [])}
 def rps(r): return r["requests"] / r["seconds"]
-print(f"\n{rounds} rounds x {secs} s, wrk -t1 -c{conns}, mixed auth traffic; medians over rounds;"
+print(f"\n{rounds} rounds x {secs} s, wrk -t1 -c{conns}, mixed auth traffic, sign-in CPU {work} µs;"
+      " medians over rounds;"
       " ratios are per round against bare in the same round, then the median\n")
 print("| stack | req/s | vs bare | p50 µs | p99 µs | p99 vs bare | socket errors |")
 print("|---|---:|---:|---:|---:|---:|---:|")
