@@ -9,9 +9,13 @@
 //! - `bare`: the service alone;
 //! - `authwatch`: `.layer(watch.layer())` on the router as the README shows, every sink on:
 //!   stats and HDR windows, `/metrics`, OTLP metrics and the audit trail as OTLP logs (to
-//!   `OTEL_EXPORTER_OTLP_ENDPOINT`), the alert engine, session estimate, the token guard;
-//! - `authwatch-no-request-audit`: the same without the layer's audit record of every auth
-//!   request (`audit_requests(false)`; the handlers' own audit records are unaffected);
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT`), the alert engine, session estimate, the token guard.
+//!   The layer writes an audit record for each failed, rate-limited or refused request (the
+//!   default);
+//! - `authwatch-audit-every-request`: the same with a record for every auth request
+//!   (`audit_request_successes(true)`);
+//! - `authwatch-no-request-audit`: the same without the layer's audit records
+//!   (`audit_requests(false)`; the handlers' own audit records are unaffected);
 //! - `authwatch-wrap`: the same around the whole router (`watch.wrap(app)`);
 //! - `authwatch-traces`: `authwatch` plus an `auth.request` span per request exported over OTLP;
 //! - `trace-layer`: tower-http's `TraceLayer::new_for_http()`;
@@ -40,9 +44,10 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-const STACKS: [&str; 9] = [
+const STACKS: [&str; 10] = [
     "bare",
     "authwatch",
+    "authwatch-audit-every-request",
     "authwatch-no-request-audit",
     "authwatch-wrap",
     "authwatch-traces",
@@ -128,10 +133,15 @@ fn app(stack: &str) -> (Router, Option<AuthWatch>) {
     let guarded = || me().layer(middleware::from_fn(require_session));
     match stack {
         "bare" => (routes().merge(guarded()), None),
-        "authwatch" | "authwatch-no-request-audit" | "authwatch-wrap" | "authwatch-traces" => {
+        "authwatch"
+        | "authwatch-audit-every-request"
+        | "authwatch-no-request-audit"
+        | "authwatch-wrap"
+        | "authwatch-traces" => {
             let watch = AuthWatch::builder()
                 .service_name("bench")
                 .audit_requests(stack != "authwatch-no-request-audit")
+                .audit_request_successes(stack == "authwatch-audit-every-request")
                 .build()
                 .expect("authwatch");
             let protected = me().layer(watch.token_guard(middleware::from_fn(require_session)));

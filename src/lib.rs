@@ -235,6 +235,7 @@ impl AuthWatch {
             audit_file: None,
             audit_key: None,
             audit_requests: true,
+            audit_request_successes: false,
             audit_queue: audit::DEFAULT_QUEUE,
             slow_query: Duration::from_millis(100),
             active_sessions: None,
@@ -505,6 +506,7 @@ pub struct AuthWatchBuilder {
     audit_file: Option<audit::FileSettings>,
     audit_key: Option<Vec<u8>>,
     audit_requests: bool,
+    audit_request_successes: bool,
     audit_queue: usize,
     slow_query: Duration,
     active_sessions: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
@@ -692,10 +694,25 @@ impl AuthWatchBuilder {
         self
     }
 
-    /// Whether the layer writes an `auth.request` audit record for every auth request
-    /// (default true). The [`LoginAuditLogger`] works either way.
+    /// Whether the layer writes an `auth.request` audit record (security class) for every
+    /// auth request that failed, was rate limited, locked out or refused its token (default
+    /// true). The [`LoginAuditLogger`] works either way. See
+    /// [`audit_request_successes`](Self::audit_request_successes) for the other requests.
     pub fn audit_requests(mut self, on: bool) -> Self {
         self.audit_requests = on;
+        self
+    }
+
+    /// Whether the layer's `auth.request` records also cover the requests that succeeded or
+    /// were cancelled (authentication class; default false). They carry no user (the layer
+    /// reads no bodies) and repeat what the metrics count, at about a microsecond of
+    /// background work and an exported log record each: measured end to end
+    /// (`scripts/e2e-bench.sh`, one server core) they were most of authwatch's cost, and at
+    /// tens of thousands of requests a second the OpenTelemetry SDK's log queue
+    /// (`OTEL_BLRP_MAX_QUEUE_SIZE`, 2,048) drops records. The successes your handlers log
+    /// through the [`LoginAuditLogger`] (with the user) are recorded either way.
+    pub fn audit_request_successes(mut self, on: bool) -> Self {
+        self.audit_request_successes = on;
         self
     }
 
@@ -981,7 +998,10 @@ impl AuthWatchBuilder {
             sinks = sinks.with(otel);
         }
         if self.audit_requests {
-            sinks = sinks.with(Arc::new(audit::AuditSink(auditor)));
+            sinks = sinks.with(Arc::new(audit::AuditSink {
+                auditor,
+                successes: self.audit_request_successes,
+            }));
         }
         if let Some(e) = &alerts {
             sinks = sinks.with(Arc::new(e.clone()));

@@ -202,6 +202,49 @@ async fn the_layer_writes_a_record_per_auth_request_with_hostile_input_escaped()
     assert_eq!(v["seq"], 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layer_records_successes_only_when_asked() {
+    for successes in [false, true] {
+        let dir = tempdir(if successes {
+            "successes"
+        } else {
+            "failures-only"
+        });
+        let watch = AuthWatch::builder()
+            .otlp(false)
+            .audit_file(FileSettings::new(&dir).flush(AuditFlush::EachRecord))
+            .audit_request_successes(successes)
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .route("/api/auth/sign-in/email", post(|| async { StatusCode::OK }))
+            .route(
+                "/api/auth/sign-in/social",
+                post(|| async { StatusCode::UNAUTHORIZED }),
+            )
+            .layer(watch.layer());
+        let addr = serve(app).await;
+        for path in ["/api/auth/sign-in/email", "/api/auth/sign-in/social"] {
+            for _ in 0..3 {
+                send(&http1(), request("POST", addr, path)).await;
+            }
+        }
+        watch.audit_logger().sync();
+        let report = verify(&dir, None).unwrap();
+        // Three failures always; three successes only when asked.
+        assert_eq!(report.records, if successes { 6 } else { 3 }, "{report:?}");
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names.iter().any(|n| n.starts_with("authentication")),
+            successes,
+            "{names:?}"
+        );
+    }
+}
+
 fn only_file(dir: &Path, class: &str) -> PathBuf {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()

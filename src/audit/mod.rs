@@ -2,8 +2,11 @@
 //! log records and (with [`AuthWatchBuilder::audit_dir`](crate::AuthWatchBuilder::audit_dir))
 //! a local tamper-evident log.
 //!
-//! Records come from two places: the layer, for every auth request (no user id: it reads no
-//! bodies), and the [`LoginAuditLogger`] your handlers call when they know who it was. Either
+//! Records come from two places: the layer, for every failed, rate-limited, locked-out or
+//! refused auth request (every auth request with
+//! [`audit_request_successes`](crate::AuthWatchBuilder::audit_request_successes); no user
+//! id: it reads no bodies), and the [`LoginAuditLogger`] your handlers call when they know who
+//! it was. Either
 //! way the request path only queues the record: a worker thread formats and writes it, and a
 //! full queue drops the record and counts it (`auth.audit.dropped.count`) rather than wait.
 //!
@@ -696,18 +699,27 @@ impl LayerRecords {
     }
 }
 
-/// The [`EventSink`] that turns every auth request the layer sees into an `auth.request`
-/// record. Recording copies the event into the calling thread's shard (no allocation, no
-/// shared cache line); the worker drains the shards every 50 ms.
-pub(crate) struct AuditSink(pub(crate) Arc<Auditor>);
+/// The [`EventSink`] that turns the auth requests the layer sees (the security events, or
+/// all of them) into `auth.request` records. Recording copies the event into the calling
+/// thread's shard (no allocation, no shared cache line); the worker drains the shards every
+/// 50 ms.
+pub(crate) struct AuditSink {
+    pub(crate) auditor: Arc<Auditor>,
+    /// Successes and cancellations too (authentication class), not only the security events.
+    pub(crate) successes: bool,
+}
 
 impl EventSink for AuditSink {
     fn record(&self, e: &AuthEvent<'_>) {
-        if self.0.closed.load(Ordering::Relaxed) {
-            self.0.dropped.fetch_add(1, Ordering::Relaxed);
+        if !self.successes && class_of(e.outcome) == AuditClass::Authentication {
             return;
         }
-        let layer = &self.0.layer;
+        let auditor = &self.auditor;
+        if auditor.closed.load(Ordering::Relaxed) {
+            auditor.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let layer = &auditor.layer;
         let mut ua = [0u8; UA_INLINE];
         let (mut ua_len, mut ua_cut) = (0, false);
         if let Some(s) = e.user_agent {
@@ -741,7 +753,7 @@ impl EventSink for AuditSink {
             v.push(rec);
         } else {
             drop(v);
-            self.0.dropped.fetch_add(1, Ordering::Relaxed);
+            auditor.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
