@@ -707,10 +707,11 @@ impl AuthWatchBuilder {
     /// were cancelled (authentication class; default false). They carry no user (the layer
     /// reads no bodies) and repeat what the metrics count, at about a microsecond of
     /// background work and an exported log record each: measured end to end
-    /// (`scripts/e2e-bench.sh`, one server core) they were most of authwatch's cost, and at
-    /// tens of thousands of requests a second the OpenTelemetry SDK's log queue
-    /// (`OTEL_BLRP_MAX_QUEUE_SIZE`, 2,048) drops records. The successes your handlers log
-    /// through the [`LoginAuditLogger`] (with the user) are recorded either way.
+    /// (`scripts/e2e-bench.sh`, one server core, 200 µs sign-ins) they took throughput from
+    /// 97.0 % to 95.0 % of bare and p99 from +18.7 % to +27.5 %, and at tens of thousands of
+    /// requests a second the OpenTelemetry SDK's log queue (`OTEL_BLRP_MAX_QUEUE_SIZE`, 2,048)
+    /// drops records. The successes your handlers log through the [`LoginAuditLogger`] (with
+    /// the user) are recorded either way.
     pub fn audit_request_successes(mut self, on: bool) -> Self {
         self.audit_request_successes = on;
         self
