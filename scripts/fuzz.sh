@@ -9,19 +9,18 @@
 #   FUZZ_RUNS=N     stop each target after N executions instead (e.g. 10000000)
 #   FUZZ_GROW=1     write new inputs into the committed corpora (fuzz/corpus/TARGET); by
 #                   default they go to a temporary directory and the corpora are only read
-# Installs a nightly toolchain and cargo-fuzz when missing. A crash leaves its input in
-# fuzz/artifacts/TARGET/ and fails the script.
+# Uses the machine's own toolchain with RUSTC_BOOTSTRAP=1 (cargo-fuzz passes -Z flags for the
+# sanitizer; no nightly toolchain is needed or fetched) and installs cargo-fuzz when missing.
+# A crash leaves its input in fuzz/artifacts/TARGET/ and fails the script.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 SECS=${1:-20}
 shift || true
 TARGETS=("$@")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=(routes client_ip classify audit_verify)
-if ! rustup run nightly rustc --version >/dev/null 2>&1; then
-  rustup toolchain install nightly --profile minimal
-fi
-if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
-  cargo +nightly install cargo-fuzz --locked
+export RUSTC_BOOTSTRAP=1
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked
 fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -31,7 +30,7 @@ for t in "${TARGETS[@]}"; do
   if [ -n "${FUZZ_RUNS:-}" ]; then limit=(-runs="$FUZZ_RUNS"); else limit=(-max_total_time="$SECS"); fi
   echo "fuzz: $t (${FUZZ_RUNS:-${SECS}s}${FUZZ_RUNS:+ runs})"
   set +e
-  cargo +nightly fuzz run "$t" "${dirs[@]}" -- "${limit[@]}" -print_final_stats=1 >"$WORK/$t.log" 2>&1
+  cargo fuzz run "$t" "${dirs[@]}" -- "${limit[@]}" -print_final_stats=1 >"$WORK/$t.log" 2>&1
   rc=$?
   set -e
   grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$WORK/$t.log" || true
