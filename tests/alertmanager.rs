@@ -106,6 +106,17 @@ fn attack(http: &Http, addr: SocketAddr, ip: &str, n: usize) {
     }
 }
 
+/// Evaluates until exactly `n` brute-force alerts fire, for up to `secs` seconds.
+fn wait_brute_force_alerts(watch: &AuthWatch, n: usize, secs: u64, what: &str) {
+    eventually(secs, what, || {
+        watch.evaluate_alerts();
+        match brute_force_alerts(watch) {
+            got if got == n => Ok(()),
+            got => Err(format!("{got} firing")),
+        }
+    });
+}
+
 fn brute_force_alerts(watch: &AuthWatch) -> usize {
     watch
         .snapshot()
@@ -135,13 +146,7 @@ fn alertmanager_receives_the_alert_and_its_resolution() {
             ),
     );
     attack(&http, addr, "203.0.113.5", 51);
-    eventually(10, "counted", || {
-        watch.evaluate_alerts();
-        match brute_force_alerts(&watch) {
-            1 => Ok(()),
-            n => Err(format!("{n} alerts")),
-        }
-    });
+    wait_brute_force_alerts(&watch, 1, 10, "counted");
     let alert = eventually(20, "Alertmanager lists the alert", || {
         am.alerts(&http)
             .into_iter()
@@ -161,13 +166,7 @@ fn alertmanager_receives_the_alert_and_its_resolution() {
         .unwrap()
         .starts_with("51 failed auth attempts from 203.0.113.5"));
     // Once the window has passed, the engine resolves it and Alertmanager drops it.
-    eventually(20, "resolved in-process", || {
-        watch.evaluate_alerts();
-        match brute_force_alerts(&watch) {
-            0 => Ok(()),
-            n => Err(format!("{n} firing")),
-        }
-    });
+    wait_brute_force_alerts(&watch, 0, 20, "resolved in-process");
     eventually(20, "Alertmanager shows it resolved", || {
         let left: Vec<_> = am
             .alerts(&http)
@@ -198,13 +197,7 @@ fn an_alertmanager_that_starts_late_still_gets_the_alert() {
             .http_timeout(Duration::from_millis(500)),
     );
     attack(&http, addr, "2001:db8::66", 51);
-    eventually(10, "firing", || {
-        watch.evaluate_alerts();
-        match brute_force_alerts(&watch) {
-            1 => Ok(()),
-            n => Err(format!("{n}")),
-        }
-    });
+    wait_brute_force_alerts(&watch, 1, 10, "firing");
     eventually(10, "a failed delivery", || {
         let s = &watch.alert_engine().unwrap().notifier_stats()[0];
         if s.failed >= 1 && s.queued == 1 {
@@ -252,13 +245,7 @@ fn an_alertmanager_that_is_down_holds_a_bounded_queue_then_gets_every_firing_ale
     for ip in attackers {
         attack(&http, addr, ip, 51);
     }
-    eventually(10, "five firing", || {
-        watch.evaluate_alerts();
-        match brute_force_alerts(&watch) {
-            5 => Ok(()),
-            n => Err(format!("{n}")),
-        }
-    });
+    wait_brute_force_alerts(&watch, 5, 10, "five firing");
     eventually(
         10,
         "the bound held: at most 2 queued, the rest dropped and counted",
@@ -337,22 +324,10 @@ fn a_webhook_gets_one_slack_message_per_change() {
             ),
     );
     attack(&http, addr, "198.51.100.77", 51);
-    eventually(10, "firing", || {
-        watch.evaluate_alerts();
-        match brute_force_alerts(&watch) {
-            1 => Ok(()),
-            n => Err(format!("{n}")),
-        }
-    });
+    wait_brute_force_alerts(&watch, 1, 10, "firing");
     // Evaluations without a change send nothing more.
     watch.evaluate_alerts();
-    eventually(20, "resolved", || {
-        watch.evaluate_alerts();
-        match brute_force_alerts(&watch) {
-            0 => Ok(()),
-            n => Err(format!("{n}")),
-        }
-    });
+    wait_brute_force_alerts(&watch, 0, 20, "resolved");
     let msgs = eventually(10, "two messages", || {
         let m = got.lock().unwrap().clone();
         if m.len() >= 2 {

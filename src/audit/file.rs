@@ -529,8 +529,15 @@ pub fn verify(path: &Path, key: Option<&[u8]>) -> Result<VerifyReport, VerifyErr
             }
             None => None,
         };
-        verify_file(
+        let data = fs::read(file).map_err(|e| VerifyError {
+            file: file.clone(),
+            line: 0,
+            kind: Tamper::Unreadable,
+            detail: e.to_string(),
+        })?;
+        verify_content(
             file,
+            &data,
             *named,
             chain_key.as_deref(),
             expect_prev,
@@ -577,32 +584,6 @@ pub fn verify_bytes(
     )?;
     report.files = 1;
     Ok(report)
-}
-
-fn verify_file(
-    path: &Path,
-    named: Option<(AuditClass, i64)>,
-    chain_key: Option<&[u8]>,
-    expect_first_prev: Option<String>,
-    newest: bool,
-    report: &mut VerifyReport,
-) -> Result<(), VerifyError> {
-    let bad = |line: usize, kind: Tamper, detail: String| VerifyError {
-        file: path.to_owned(),
-        line,
-        kind,
-        detail,
-    };
-    let data = fs::read(path).map_err(|e| bad(0, Tamper::Unreadable, e.to_string()))?;
-    verify_content(
-        path,
-        &data,
-        named,
-        chain_key,
-        expect_first_prev,
-        newest,
-        report,
-    )
 }
 
 fn verify_content(
@@ -749,7 +730,11 @@ mod tests {
     use super::*;
 
     fn record_on(day: i64, n: u64) -> AuditRecord {
-        let mut r = AuditRecord::new("auth.login.failure", AuditClass::Security, "application");
+        let mut r = AuditRecord::new(
+            "auth.login.failure",
+            AuditClass::Security,
+            crate::audit::FROM_APPLICATION,
+        );
         r.time = SystemTime::UNIX_EPOCH + Duration::from_secs(day as u64 * 86_400 + 3600 + n);
         r.error_type = Some(format!("attempt {n}"));
         r

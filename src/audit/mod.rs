@@ -6,9 +6,9 @@
 //! refused auth request (every auth request with
 //! [`audit_request_successes`](crate::AuthWatchBuilder::audit_request_successes); no user
 //! id: it reads no bodies), and the [`LoginAuditLogger`] your handlers call when they know who
-//! it was. Either
-//! way the request path only queues the record: a worker thread formats and writes it, and a
-//! full queue drops the record and counts it (`auth.audit.dropped.count`) rather than wait.
+//! it was. Either way the request path only queues the record: a worker thread formats and
+//! writes it, and a full queue drops the record and counts it (`auth.audit.dropped.count`)
+//! rather than wait.
 //!
 //! # Fields
 //!
@@ -483,13 +483,17 @@ macro_rules! audit_event {
     };
 }
 
+/// `audit.source` of the records your code writes (the logger, timed queries); the layer's
+/// are `layer` and `token_guard`.
+pub(crate) const FROM_APPLICATION: &str = "application";
+
 fn emit_tracing(r: &AuditRecord) {
     // The layer's own records (one per failed request) are INFO: a mistyped password is
     // routine, the alerts are the warnings, and a WARN line per failure under an attack is a
     // log flood (measured end to end, formatting and writing those lines was most of the
     // layer's audit cost). The security events your handlers log stay WARN.
     match (r.class, r.source) {
-        (AuditClass::Security, "application") => audit_event!(tracing::Level::WARN, r),
+        (AuditClass::Security, FROM_APPLICATION) => audit_event!(tracing::Level::WARN, r),
         _ => audit_event!(tracing::Level::INFO, r),
     }
 }
@@ -891,7 +895,7 @@ impl LoginAuditLogger {
         user_agent: Option<&str>,
         fill: impl FnOnce(&mut AuditRecord),
     ) {
-        let mut r = AuditRecord::new(e.name, class_of(e.outcome), "application");
+        let mut r = AuditRecord::new(e.name, class_of(e.outcome), FROM_APPLICATION);
         r.set_trace(crate::tracing_ctx::current());
         r.user_id = user_id.map(|u| self.auditor.key.apply(u));
         r.client_address = ip;
@@ -990,7 +994,7 @@ impl LoginAuditLogger {
     /// A query that took longer than the slow-query threshold (a security-class record, so
     /// it is kept for a year next to the failures it may explain).
     pub(crate) fn log_slow_query(&self, name: &str, took: Duration) {
-        let mut r = AuditRecord::new("auth.db.slow_query", AuditClass::Security, "application");
+        let mut r = AuditRecord::new("auth.db.slow_query", AuditClass::Security, FROM_APPLICATION);
         r.db_query = Some(sanitize(name, MAX_TEXT));
         r.duration_ms = Some(took.as_secs_f64() * 1000.0);
         self.auditor.send(r);

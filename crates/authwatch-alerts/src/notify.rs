@@ -221,7 +221,9 @@ pub(crate) struct Notifiers {
     alertmanager: Option<Worker>,
     webhook: Option<Worker>,
     resend: Duration,
-    last_sent: Mutex<Option<Duration>>,
+    /// When the firing alerts were last sent, and how many sends there have been (each one
+    /// starts one alert further, see `deliver`).
+    last_sent: Mutex<(Option<Duration>, usize)>,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -291,7 +293,7 @@ impl Notifiers {
                 .as_deref()
                 .and_then(|u| start(Kind::Webhook, u, cfg)),
             resend: cfg.resend.max(cfg.tick),
-            last_sent: Mutex::new(None),
+            last_sent: Mutex::new((None, 0)),
         }
     }
 
@@ -312,18 +314,23 @@ impl Notifiers {
         }
         if let Some(w) = &self.alertmanager {
             let mut last = self.last_sent.lock().unwrap_or_else(|e| e.into_inner());
-            let due = last.is_none_or(|t| now.saturating_sub(t) >= self.resend);
+            let due = last.0.is_none_or(|t| now.saturating_sub(t) >= self.resend);
             if events.is_empty() && (!due || firing.is_empty()) {
                 return;
             }
-            *last = Some(now);
+            last.0 = Some(now);
+            last.1 = last.1.wrapping_add(1);
             // Real time (the engine's clock is monotonic), so that a drifted clock never sends
             // an `endsAt` already past.
             let valid_until = SystemTime::now()
                 .max(wall)
                 .checked_add(self.resend.saturating_mul(4))
                 .unwrap_or(wall);
-            for a in firing {
+            // Each re-send starts one alert further: when more alerts fire than the queue
+            // holds, a full queue keeps the last ones pushed, and a fixed order would starve
+            // the same alerts at every re-send while Alertmanager is unreachable.
+            let start = last.1 % firing.len().max(1);
+            for a in firing[start..].iter().chain(&firing[..start]) {
                 w.shared
                     .push(fingerprint(a), alertmanager_alert(a, valid_until));
             }
