@@ -895,11 +895,17 @@ impl AuthWatchBuilder {
         let app_lockouts = otel_sink.application_lockouts();
         let otel: Arc<dyn EventSink> = otel_sink;
         let pipeline_meters: Vec<opentelemetry::metrics::Meter> = pipeline.meters().to_vec();
+        // The audit trail's OTLP copy has an export of its own (see `LogExport`).
+        #[cfg(any(feature = "otlp-grpc", feature = "otlp-http"))]
+        let audit_export = pipeline.log_export()?.map(Arc::new);
+        #[cfg(not(any(feature = "otlp-grpc", feature = "otlp-http")))]
+        let audit_export: Option<Arc<audit::LogExport>> = None;
         let auditor = audit::Auditor::start(
             audit::Outputs {
-                otel: pipeline.logger_provider().map(|p| {
+                otel: audit_export.clone().and_then(|export| {
                     use opentelemetry::logs::LoggerProvider as _;
-                    p.logger("authwatch")
+                    let logger = pipeline.logger_provider()?.logger("authwatch");
+                    Some(audit::OtelOut { logger, export })
                 }),
                 file: self.audit_file,
             },
@@ -917,6 +923,18 @@ impl AuthWatchBuilder {
                     if let Some(a) = a.upgrade() {
                         obs.observe(a.dropped(), &[]);
                     }
+                })
+                .build();
+            // Always a series (0 without an OTLP log export), like every catalog instrument.
+            let x = audit_export.as_ref().map(Arc::downgrade);
+            let d = authwatch_otel::def(authwatch_otel::Measure::AuditExportLost);
+            meter
+                .u64_observable_counter(d.name)
+                .with_description(d.description)
+                .with_unit(d.unit)
+                .with_callback(move |obs| {
+                    let lost = x.as_ref().and_then(std::sync::Weak::upgrade);
+                    obs.observe(lost.map_or(0, |x| x.lost()), &[]);
                 })
                 .build();
         }

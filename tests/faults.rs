@@ -204,6 +204,28 @@ async fn scenario(protocol: Protocol) {
     assert!(line.ends_with(&format!(" {EACH}")), "{line}");
     // The exporter did try the silent collector, and the service never waited for it.
     assert!(silent.accepted.load(Ordering::Relaxed) >= 1);
+    // Every audit record (one per failed or rate-limited request) was lost by the OTLP log
+    // export, and counted exactly once; none was lost before it (the audit queue kept up).
+    let records = want.1 + want.2;
+    let metric = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    let mut lost = None;
+    for _ in 0..600 {
+        lost = metric(
+            &watch.metrics_text().unwrap(),
+            "auth_audit_export_lost_count_total",
+        );
+        if lost == Some(records) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(lost, Some(records), "{protocol:?}");
+    let text = watch.metrics_text().unwrap();
+    assert_eq!(metric(&text, "auth_audit_dropped_count_total"), Some(0));
     // Shutdown gives up on the silent collector after its timeouts instead of hanging.
     let done = tokio::time::timeout(Duration::from_secs(60), watch.shutdown()).await;
     let result = done.expect("shutdown hung on a silent collector");

@@ -303,9 +303,42 @@ impl fmt::Debug for Auditor {
 
 /// The outputs of the worker.
 pub(crate) struct Outputs {
-    pub(crate) otel: Option<opentelemetry_sdk::logs::SdkLogger>,
+    pub(crate) otel: Option<OtelOut>,
     pub(crate) file: Option<FileSettings>,
 }
+
+/// The OTLP copy of the records: the logger only makes the records; the export has its own
+/// thread and counts what it loses.
+pub(crate) struct OtelOut {
+    pub(crate) logger: opentelemetry_sdk::logs::SdkLogger,
+    pub(crate) export: Arc<LogExport>,
+}
+
+#[cfg(any(feature = "otlp-grpc", feature = "otlp-http"))]
+pub(crate) use authwatch_otel::LogExport;
+
+/// Without an OTLP transport there is no log export: this type has no value.
+#[cfg(not(any(feature = "otlp-grpc", feature = "otlp-http")))]
+pub(crate) enum LogExport {}
+
+#[cfg(not(any(feature = "otlp-grpc", feature = "otlp-http")))]
+impl LogExport {
+    fn send(&self, _: Vec<opentelemetry_sdk::logs::SdkLogRecord>) {
+        match *self {}
+    }
+    fn flush(&self, _: Duration) {
+        match *self {}
+    }
+    fn shutdown(&self) -> bool {
+        match *self {}
+    }
+    pub(crate) fn lost(&self) -> u64 {
+        match *self {}
+    }
+}
+
+/// How long a sync or a stop waits for the OTLP export of what was written.
+const EXPORT_WAIT: Duration = Duration::from_secs(5);
 
 impl Auditor {
     pub(crate) fn start(
@@ -393,25 +426,58 @@ impl Auditor {
     }
 }
 
-fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, mut file: Option<&mut file::Writer>) {
+/// Where the worker writes each record.
+struct Sinks<'a> {
+    file: Option<&'a mut file::Writer>,
+    otel: Option<OtelOut>,
+    /// OTLP records waiting for the next batch (sent at each drain, sync and stop).
+    batch: Vec<opentelemetry_sdk::logs::SdkLogRecord>,
+}
+
+impl Sinks<'_> {
+    fn write(&mut self, r: AuditRecord) {
+        emit_tracing(&r);
+        if let Some(w) = self.file.as_deref_mut() {
+            w.write(&r);
+        }
+        if let Some(o) = &self.otel {
+            self.batch.push(otel_record(&o.logger, r));
+        }
+    }
+
+    /// Hands the waiting OTLP records to the export thread.
+    fn send_batch(&mut self) {
+        if let Some(o) = &self.otel {
+            if !self.batch.is_empty() {
+                o.export.send(std::mem::take(&mut self.batch));
+            }
+        }
+    }
+
+    fn flush_file(&mut self) {
+        if let Some(w) = self.file.as_deref_mut() {
+            w.flush();
+        }
+    }
+}
+
+fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut file::Writer>) {
     use std::sync::mpsc::RecvTimeoutError;
+    // Writing records is background work: under full load it yields to the requests.
+    authwatch_otel::lower_thread_priority();
     let mut spare = Vec::new();
     let mut next_drain = std::time::Instant::now() + DRAIN_EVERY;
-    let write = |r: &AuditRecord, file: &mut Option<&mut file::Writer>| {
-        emit_tracing(r);
-        if let Some(logger) = &out.otel {
-            emit_otel(logger, r);
-        }
-        if let Some(w) = file.as_deref_mut() {
-            w.write(r);
-        }
+    let mut sinks = Sinks {
+        file,
+        otel: out.otel,
+        batch: Vec::new(),
     };
     loop {
         // Wake for the next drain of the layer's records, or earlier when a batched flush
         // policy wants its buffer out.
         let now = std::time::Instant::now();
         let mut wait = next_drain.saturating_duration_since(now);
-        if let Some(d) = file.as_deref().and_then(file::Writer::flush_due_in) {
+        if let Some(d) = sinks.file.as_deref().and_then(file::Writer::flush_due_in) {
             wait = wait.min(d);
         }
         let msg = match rx.recv_timeout(wait) {
@@ -422,27 +488,32 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, mut file: Option<&
         let draining = std::time::Instant::now() >= next_drain
             || matches!(msg, Some(Msg::Sync(_) | Msg::Stop(_)));
         if draining {
-            layer.drain(&mut spare, &mut |r| write(&r, &mut file));
+            layer.drain(&mut spare, &mut |r| sinks.write(r));
+            // One export request per drain (at most every 50 ms), not one per record.
+            sinks.send_batch();
             next_drain = std::time::Instant::now() + DRAIN_EVERY;
         }
         match msg {
             Some(Msg::Sync(done)) => {
-                if let Some(w) = file.as_deref_mut() {
-                    w.flush();
+                sinks.flush_file();
+                if let Some(o) = &sinks.otel {
+                    o.export.flush(EXPORT_WAIT);
                 }
                 let _ = done.try_send(());
             }
             Some(Msg::Stop(done)) => {
-                layer.drain(&mut spare, &mut |r| write(&r, &mut file));
-                if let Some(w) = file.as_deref_mut() {
-                    w.flush();
+                layer.drain(&mut spare, &mut |r| sinks.write(r));
+                sinks.send_batch();
+                sinks.flush_file();
+                if let Some(o) = &sinks.otel {
+                    o.export.shutdown();
                 }
                 let _ = done.try_send(());
                 return;
             }
-            Some(Msg::Record(r)) => write(&r, &mut file),
+            Some(Msg::Record(r)) => sinks.write(*r),
             None => {
-                if let Some(w) = file.as_deref_mut() {
+                if let Some(w) = sinks.file.as_deref_mut() {
                     if w.flush_due_in() == Some(Duration::ZERO) {
                         w.flush();
                     }
@@ -450,9 +521,11 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, mut file: Option<&
             }
         }
     }
-    layer.drain(&mut spare, &mut |r| write(&r, &mut file));
-    if let Some(w) = file {
-        w.flush();
+    layer.drain(&mut spare, &mut |r| sinks.write(r));
+    sinks.send_batch();
+    sinks.flush_file();
+    if let Some(o) = &sinks.otel {
+        o.export.shutdown();
     }
 }
 
@@ -498,10 +571,16 @@ fn emit_tracing(r: &AuditRecord) {
     }
 }
 
-fn emit_otel(logger: &opentelemetry_sdk::logs::SdkLogger, r: &AuditRecord) {
+/// The OTLP log record of `r`, made without copying its strings again (the static ones are
+/// borrowed, the others moved).
+fn otel_record(
+    logger: &opentelemetry_sdk::logs::SdkLogger,
+    r: AuditRecord,
+) -> opentelemetry_sdk::logs::SdkLogRecord {
     use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
     let mut rec = logger.create_log_record();
     rec.set_timestamp(r.time);
+    rec.set_observed_timestamp(SystemTime::now());
     rec.set_event_name(r.name);
     rec.set_target("authwatch::audit");
     let (sev, text) = match r.class {
@@ -515,28 +594,33 @@ fn emit_otel(logger: &opentelemetry_sdk::logs::SdkLogger, r: &AuditRecord) {
     rec.add_attribute("audit.class", r.class.as_str());
     rec.add_attribute("audit.retention_days", i64::from(r.class.retention_days()));
     rec.add_attribute("audit.source", r.source);
-    let mut s = |k: &'static str, v: Option<String>| {
+    let mut owned = |k: &'static str, v: Option<String>| {
         if let Some(v) = v {
             rec.add_attribute(k, v);
         }
     };
-    s("user.id", r.user_id.clone());
-    s("client.address", r.client_address.map(|a| a.to_string()));
-    s("user_agent.original", r.user_agent.clone());
-    s("error.type", r.error_type.clone());
-    s("auth.operation", r.operation.map(str::to_owned));
-    s("auth.outcome", r.outcome.map(str::to_owned));
-    s("http.route", r.route.as_deref().map(str::to_owned));
-    s("http.request.method", r.method.map(str::to_owned));
-    s("auth.token.type", r.token_type.clone());
-    s("db.query.name", r.db_query.clone());
+    owned("user.id", r.user_id);
+    owned("client.address", r.client_address.map(|a| a.to_string()));
+    owned("user_agent.original", r.user_agent);
+    owned("error.type", r.error_type);
+    owned("http.route", r.route.map(String::from));
+    owned("auth.token.type", r.token_type);
+    owned("db.query.name", r.db_query);
+    let mut fixed = |k: &'static str, v: Option<&'static str>| {
+        if let Some(v) = v {
+            rec.add_attribute(k, v);
+        }
+    };
+    fixed("auth.operation", r.operation);
+    fixed("auth.outcome", r.outcome);
+    fixed("http.request.method", r.method);
     if let Some(ms) = r.duration_ms {
         rec.add_attribute("auth.duration_ms", ms);
     }
     if let Some(t) = r.trace {
         rec.set_trace_context(t.trace_id, t.span_id, Some(t.flags));
     }
-    logger.emit(rec);
+    rec
 }
 
 /// The class of a layer event: failures, rate limiting and invalid tokens are security events.

@@ -129,6 +129,8 @@ pub enum Measure {
     Uptime,
     /// Audit records dropped because the writer's queue was full.
     AuditDropped,
+    /// Audit records the OTLP log export lost.
+    AuditExportLost,
     /// Time of the application's own auth queries, timed with `AuthWatch::time_query`.
     DbQueryTime,
     /// Account lockouts.
@@ -284,7 +286,7 @@ const fn quantile_gauge(
     }
 }
 
-const OTHERS: [MetricDef; 28] = [
+const OTHERS: [MetricDef; 29] = [
     MetricDef {
         name: "auth.rate.limit.exceeded.count",
         measure: Measure::RateLimited,
@@ -402,6 +404,14 @@ const OTHERS: [MetricDef; 28] = [
         attributes: &[],
     },
     MetricDef {
+        name: "auth.audit.export.lost.count",
+        measure: Measure::AuditExportLost,
+        kind: InstrumentKind::Counter,
+        unit: "{record}",
+        description: "Audit records the OTLP log export lost: the collector refused them or did not answer in time, or the export queue was full (the audit files still have them).",
+        attributes: &[],
+    },
+    MetricDef {
         name: "auth.users.active",
         measure: Measure::ActiveUsers,
         kind: InstrumentKind::Gauge,
@@ -500,8 +510,8 @@ const OTHERS: [MetricDef; 28] = [
 ];
 
 /// Every instrument authwatch exports.
-pub static CATALOG: [MetricDef; 40] = {
-    let mut all = [OTHERS[0]; 40];
+pub static CATALOG: [MetricDef; 41] = {
+    let mut all = [OTHERS[0]; 41];
     let mut i = 0;
     while i < OP_COUNTERS.len() {
         all[i] = OP_COUNTERS[i];

@@ -39,6 +39,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod catalog;
+#[cfg(any(feature = "grpc", feature = "http"))]
+mod log_export;
 mod pipeline;
 mod resources;
 mod sink;
@@ -51,6 +53,8 @@ use std::time::Instant;
 pub use catalog::{
     attr, def, markdown_table, InstrumentKind, Measure, MetricDef, Quantile, CATALOG,
 };
+#[cfg(any(feature = "grpc", feature = "http"))]
+pub use log_export::{LogExport, MAX_EXPORT_BATCH};
 pub use pipeline::{
     HistogramAggregation, OtlpOptions, Pipeline, PipelineBuilder, PipelineError, Protocol, SCOPE,
 };
@@ -106,4 +110,19 @@ pub fn register_u64_gauge(
         .with_unit(d.unit)
         .with_callback(move |obs| obs.observe(value(), &[]))
         .build();
+}
+
+/// Lowers the calling thread's scheduling priority (its nice value 10 higher, at most 19, on
+/// Linux, where the nice value is per thread; nothing elsewhere). For threads that work off the request path: when the
+/// machine is busy, the scheduler runs the request threads first and this one in the gaps,
+/// with at least a tenth of a core, instead of letting a burst of background work hold
+/// requests off. Threads it starts inherit the priority.
+pub fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{getpriority_process, setpriority_process};
+        if let Ok(now) = getpriority_process(None) {
+            let _ = setpriority_process(None, (now + 10).min(19));
+        }
+    }
 }

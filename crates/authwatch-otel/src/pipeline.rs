@@ -237,6 +237,8 @@ pub struct Pipeline {
     prometheus: Option<(SdkMeterProvider, prometheus::Registry)>,
     meters: Vec<Meter>,
     protocol: Option<Protocol>,
+    /// The settings and transport of the logs, for [`log_export`](Self::log_export).
+    log_settings: Option<(OtlpOptions, Protocol)>,
 }
 
 impl fmt::Debug for Pipeline {
@@ -293,6 +295,28 @@ impl Pipeline {
     #[must_use]
     pub fn logger_provider(&self) -> Option<&SdkLoggerProvider> {
         self.logs.as_ref()
+    }
+
+    /// A new dedicated OTLP log export (its own exporter, connection and thread, see
+    /// [`LogExport`](crate::LogExport)) to the same collector as
+    /// [`logger_provider`](Self::logger_provider), when OTLP log export is on. authwatch sends
+    /// its audit trail through one.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError`] when the exporter cannot be built or its thread cannot start.
+    #[cfg(any(feature = "grpc", feature = "http"))]
+    pub fn log_export(&self) -> Result<Option<crate::LogExport>, PipelineError> {
+        let Some((o, p)) = &self.log_settings else {
+            return Ok(None);
+        };
+        crate::LogExport::start(
+            o,
+            *p,
+            self.resource.clone(),
+            InstrumentationScope::builder(SCOPE).build(),
+        )
+        .map(Some)
     }
 
     /// The OTLP tracer provider, when OTLP trace export is on.
@@ -476,8 +500,10 @@ impl PipelineBuilder {
             otlp = Some(provider);
             protocol = Some(p);
         }
+        let mut log_settings = None;
         let logs = if o.logs_enabled() {
             let lp = o.protocol("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL");
+            log_settings = Some((o.clone(), lp));
             Some(otlp_logger_provider(o, lp, &resource)?)
         } else {
             None
@@ -511,6 +537,7 @@ impl PipelineBuilder {
             prometheus,
             meters,
             protocol,
+            log_settings,
         })
     }
 }
@@ -681,7 +708,7 @@ fn metric_exporter(
 
 #[cfg(any(feature = "grpc", feature = "http"))]
 #[allow(unused_variables, unreachable_code)]
-fn log_exporter(
+pub(crate) fn log_exporter(
     o: &OtlpOptions,
     p: Protocol,
 ) -> Result<opentelemetry_otlp::LogExporter, PipelineError> {

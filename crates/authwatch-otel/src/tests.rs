@@ -125,6 +125,7 @@ fn prometheus_names_match_the_catalog() {
             Measure::HealthStatus
                 | Measure::HealthCheckTime
                 | Measure::AuditDropped
+                | Measure::AuditExportLost
                 | Measure::DbQueryTime
                 | Measure::ActiveUsers
                 | Measure::ActiveSessions
@@ -387,4 +388,89 @@ fn query_names_are_series_up_to_the_cap() {
     assert_eq!(count("q62").as_deref(), Some("1"));
     assert_eq!(count("q63"), None);
     assert_eq!(count("_OTHER").as_deref(), Some("11"));
+}
+
+/// The nice value in a `/proc/…/stat` file (Linux).
+#[cfg(target_os = "linux")]
+fn nice_in(stat: &str) -> i32 {
+    let s = std::fs::read_to_string(stat).unwrap();
+    // Fields after the command (which may hold spaces) start at the third: nice is the 19th.
+    let rest = &s[s.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(16).unwrap().parse().unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn background_threads_run_at_a_lower_priority_and_pass_it_on() {
+    std::thread::spawn(|| {
+        let before = nice_in("/proc/thread-self/stat");
+        lower_thread_priority();
+        let after = nice_in("/proc/thread-self/stat");
+        assert_eq!(after, (before + 10).min(19));
+        let child = std::thread::spawn(|| nice_in("/proc/thread-self/stat"));
+        assert_eq!(child.join().unwrap(), after);
+    })
+    .join()
+    .unwrap();
+    // The calling thread is left alone.
+    assert_eq!(
+        nice_in("/proc/thread-self/stat"),
+        nice_in("/proc/self/stat")
+    );
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn a_log_export_to_a_dead_collector_counts_every_record_it_loses() {
+    use opentelemetry::logs::{Logger as _, LoggerProvider as _};
+    // A port nothing listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let p = Pipeline::builder()
+        .prometheus(false)
+        .otlp(OtlpOptions {
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            protocol: Some(Protocol::HttpProtobuf),
+            timeout: Some(Duration::from_millis(500)),
+            ..OtlpOptions::default()
+        })
+        .build()
+        .unwrap();
+    let export = p
+        .log_export()
+        .unwrap()
+        .expect("logs are on with an endpoint");
+    #[cfg(target_os = "linux")]
+    {
+        // Its thread runs below the service's priority.
+        let base = nice_in("/proc/self/stat");
+        let niced: Vec<i32> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| {
+                let t = t.unwrap().path();
+                let comm = std::fs::read_to_string(t.join("comm")).unwrap();
+                (comm.trim() == "authwatch-log-e")
+                    .then(|| nice_in(t.join("stat").to_str().unwrap()))
+            })
+            .collect();
+        assert!(!niced.is_empty());
+        assert!(niced.iter().all(|n| *n == (base + 10).min(19)), "{niced:?}");
+    }
+    let logger = p.logger_provider().unwrap().logger("test");
+    // 600 records go out as two requests (512 + 88); some batches may find the queue full.
+    for _ in 0..3 {
+        export.send((0..600).map(|_| logger.create_log_record()).collect());
+    }
+    export.flush(Duration::from_secs(30));
+    assert_eq!(export.lost(), 1800, "every record counted once");
+    assert!(export.shutdown());
+    export.send(vec![logger.create_log_record()]);
+    assert_eq!(
+        export.lost(),
+        1801,
+        "records after shutdown are counted too"
+    );
+    let _ = p.shutdown();
 }
