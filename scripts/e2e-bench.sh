@@ -81,6 +81,10 @@ run_stack() { # round stack
   # Warm-up: connections, allocator, the first windows.
   taskset -c 1 wrk -t1 -c"$CONNS" -d2s -s scripts/e2e/mix.lua "http://127.0.0.1:$port" >/dev/null
   line=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -s scripts/e2e/mix.lua "http://127.0.0.1:$port" | grep '^{')
+  # authwatch counts the audit records it could not queue or export: show any.
+  lost=$(curl -s "http://127.0.0.1:$port/metrics" 2>/dev/null |
+    grep -E '^auth_audit_(dropped|export_lost)_count_total' | grep -v ' 0$' || true)
+  [ -z "$lost" ] || say "$2: audit records lost: $(echo "$lost" | tr '\n' ' ')"
   kill -TERM "$pid"
   wait "$pid" || { say "$2 exited with $?"; cat "$OUT/$2.err"; exit 1; }
   # An export that failed, or telemetry the SDK dropped, is part of the result: show it.

@@ -227,8 +227,9 @@ impl OtlpOptions {
 
 /// The built pipeline: the meter providers authwatch records into and the logger provider.
 ///
-/// Export runs on the SDK's own threads, never on a request: a slow or dead collector costs the
-/// service nothing but the exporter's memory, bounded by the number of series.
+/// Export runs on the SDK's own threads (and [`log_export`](Self::log_export)'s on its own),
+/// never on a request: a slow or dead collector costs the service nothing but the exporter's
+/// memory, bounded by the number of series.
 pub struct Pipeline {
     resource: Resource,
     otlp: Option<SdkMeterProvider>,
