@@ -914,29 +914,21 @@ impl AuthWatchBuilder {
         )?;
         for meter in pipeline.meters() {
             let a = Arc::downgrade(&auditor);
-            let d = authwatch_otel::def(authwatch_otel::Measure::AuditDropped);
-            meter
-                .u64_observable_counter(d.name)
-                .with_description(d.description)
-                .with_unit(d.unit)
-                .with_callback(move |obs| {
-                    if let Some(a) = a.upgrade() {
-                        obs.observe(a.dropped(), &[]);
-                    }
-                })
-                .build();
+            authwatch_otel::register_u64_counter(
+                meter,
+                authwatch_otel::Measure::AuditDropped,
+                move || a.upgrade().map(|a| a.dropped()),
+            );
             // Always a series (0 without an OTLP log export), like every catalog instrument.
             let x = audit_export.as_ref().map(Arc::downgrade);
-            let d = authwatch_otel::def(authwatch_otel::Measure::AuditExportLost);
-            meter
-                .u64_observable_counter(d.name)
-                .with_description(d.description)
-                .with_unit(d.unit)
-                .with_callback(move |obs| {
-                    let lost = x.as_ref().and_then(std::sync::Weak::upgrade);
-                    obs.observe(lost.map_or(0, |x| x.lost()), &[]);
-                })
-                .build();
+            authwatch_otel::register_u64_counter(
+                meter,
+                authwatch_otel::Measure::AuditExportLost,
+                move || {
+                    x.as_ref()
+                        .map_or(Some(0), |x| x.upgrade().map(|x| x.lost()))
+                },
+            );
         }
         let active_users = Arc::new(active::ActiveUsers::new(
             self.window.window(),

@@ -459,6 +459,15 @@ impl Sinks<'_> {
             w.flush();
         }
     }
+
+    /// The last batch out, the file flushed, the export stopped.
+    fn finish(&mut self) {
+        self.send_batch();
+        self.flush_file();
+        if let Some(o) = &self.otel {
+            o.export.shutdown();
+        }
+    }
 }
 
 fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut file::Writer>) {
@@ -503,11 +512,7 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut 
             }
             Some(Msg::Stop(done)) => {
                 layer.drain(&mut spare, &mut |r| sinks.write(r));
-                sinks.send_batch();
-                sinks.flush_file();
-                if let Some(o) = &sinks.otel {
-                    o.export.shutdown();
-                }
+                sinks.finish();
                 let _ = done.try_send(());
                 return;
             }
@@ -522,11 +527,7 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut 
         }
     }
     layer.drain(&mut spare, &mut |r| sinks.write(r));
-    sinks.send_batch();
-    sinks.flush_file();
-    if let Some(o) = &sinks.otel {
-        o.export.shutdown();
-    }
+    sinks.finish();
 }
 
 macro_rules! audit_event {

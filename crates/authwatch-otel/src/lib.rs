@@ -112,6 +112,27 @@ pub fn register_u64_gauge(
         .build();
 }
 
+/// Registers the catalog's counter for `measure` on `meter`, without attributes, read from
+/// `value` at each collection (its running total; `None` observes nothing, for a source that
+/// is gone: a counter must not go back to 0).
+pub fn register_u64_counter(
+    meter: &opentelemetry::metrics::Meter,
+    measure: Measure,
+    value: impl Fn() -> Option<u64> + Send + Sync + 'static,
+) {
+    let d = def(measure);
+    meter
+        .u64_observable_counter(d.name)
+        .with_description(d.description)
+        .with_unit(d.unit)
+        .with_callback(move |obs| {
+            if let Some(v) = value() {
+                obs.observe(v, &[]);
+            }
+        })
+        .build();
+}
+
 /// Lowers the calling thread's scheduling priority (its nice value 10 higher, at most 19, on
 /// Linux, where the nice value is per thread; nothing elsewhere). For threads that work off the request path: when the
 /// machine is busy, the scheduler runs the request threads first and this one in the gaps,
