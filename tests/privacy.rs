@@ -297,6 +297,12 @@ fn no_private_value_reaches_any_metric_and_series_stay_bounded_at_the_collector(
         "{} series for one service",
         second.len()
     );
+    eprintln!(
+        "privacy: {} series at the collector ({} before the second scan of 400 new paths \
+         and addresses)",
+        second.len(),
+        first.len()
+    );
 
     let exported = metric_text(&rotel);
     assert!(
