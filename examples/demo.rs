@@ -358,6 +358,15 @@ struct Traffic {
     inflight: Arc<Semaphore>,
     sent: Arc<AtomicU64>,
     tokens: Arc<Mutex<Vec<String>>>,
+    /// Sign-ins and session checks so far: every 50th sign-in is a typo and every 100th
+    /// session check carries an expired token, counted rather than drawn at random, so the
+    /// first seconds of normal traffic never carry a burst of failures by chance.
+    sign_ins: Arc<AtomicU64>,
+    checks: Arc<AtomicU64>,
+    /// The token the next sign-out uses: taken off the shared list one sign-out earlier
+    /// (half a second), so no session check still in flight with it can lose the race to
+    /// the sign-out and fail.
+    retiring: Arc<Mutex<Option<String>>>,
 }
 
 impl Traffic {
@@ -418,13 +427,17 @@ impl Traffic {
         (!ts.is_empty()).then(|| ts[(rnd() as u32) as usize % ts.len()].clone())
     }
 
-    /// A live token, forgotten by the client (it signs out with it).
+    /// A live token to sign out with: the one taken off the shared list at the previous call
+    /// (a new one is taken off now for the next call).
     fn take_token(&self) -> Option<String> {
-        let mut ts = self.tokens.lock().unwrap();
-        (!ts.is_empty()).then(|| {
-            let i = (rnd() as u32) as usize % ts.len();
-            ts.swap_remove(i)
-        })
+        let next = {
+            let mut ts = self.tokens.lock().unwrap();
+            (!ts.is_empty()).then(|| {
+                let i = (rnd() as u32) as usize % ts.len();
+                ts.swap_remove(i)
+            })
+        };
+        std::mem::replace(&mut *self.retiring.lock().unwrap(), next)
     }
 
     fn sign_in_body(i: usize, right: bool) -> Option<String> {
@@ -440,7 +453,7 @@ impl Traffic {
         let i = (rnd() as u32) as usize % USERS;
         let ip = format!("10.0.{}.{}", i / 200, 10 + i % 200);
         // Sign-ins: mostly right, 1 in 50 a typo.
-        let right = !(rnd() as u32).is_multiple_of(50);
+        let right = self.sign_ins.fetch_add(1, Ordering::Relaxed) % 50 != 49;
         self.send(
             "POST",
             "/api/auth/sign-in/email",
@@ -453,7 +466,7 @@ impl Traffic {
         // 1 in 100 with an expired one.
         for _ in 0..2 {
             let Some(live) = self.token() else { break };
-            let t = if (rnd() as u32).is_multiple_of(100) {
+            let t = if self.checks.fetch_add(1, Ordering::Relaxed) % 100 == 99 {
                 Some("s-expired".to_owned())
             } else {
                 Some(live)
@@ -812,6 +825,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         inflight: Arc::new(Semaphore::new(256)),
         sent: Arc::new(AtomicU64::new(0)),
         tokens: Arc::new(Mutex::new(Vec::new())),
+        sign_ins: Arc::new(AtomicU64::new(0)),
+        checks: Arc::new(AtomicU64::new(0)),
+        retiring: Arc::new(Mutex::new(None)),
     };
     let started = Instant::now();
     let mut bounds = Vec::new();
