@@ -326,6 +326,9 @@ impl LogExport {
     fn send(&self, _: Vec<opentelemetry_sdk::logs::SdkLogRecord>) {
         match *self {}
     }
+    fn empty_batch(&self) -> Vec<opentelemetry_sdk::logs::SdkLogRecord> {
+        match *self {}
+    }
     fn flush(&self, _: Duration) {
         match *self {}
     }
@@ -449,7 +452,8 @@ impl Sinks<'_> {
     fn send_batch(&mut self) {
         if let Some(o) = &self.otel {
             if !self.batch.is_empty() {
-                o.export.send(std::mem::take(&mut self.batch));
+                let next = o.export.empty_batch();
+                o.export.send(std::mem::replace(&mut self.batch, next));
             }
         }
     }

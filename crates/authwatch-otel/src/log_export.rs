@@ -22,6 +22,8 @@ use crate::pipeline::{OtlpOptions, PipelineError, Protocol};
 pub const MAX_EXPORT_BATCH: usize = 512;
 /// Batches waiting for the export thread; beyond, a new batch is lost and counted.
 const QUEUE_BATCHES: usize = 8;
+/// Exported batches kept for reuse (see [`LogExport::empty_batch`]).
+const SPARE_BATCHES: usize = 2;
 /// How long [`LogExport::shutdown`] waits for the export thread.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
@@ -47,6 +49,8 @@ pub struct LogExport {
     /// When shutdown began: batches still queued 5 s later are counted lost, not exported.
     stopping: Arc<OnceLock<Instant>>,
     done: Mutex<Option<Receiver<()>>>,
+    /// Exported batches, emptied, for the caller to fill again.
+    empties: Mutex<Receiver<Vec<SdkLogRecord>>>,
 }
 
 impl std::fmt::Debug for LogExport {
@@ -68,6 +72,7 @@ impl LogExport {
         let (tx, rx) = sync_channel(QUEUE_BATCHES);
         let (built_tx, built_rx) = sync_channel(1);
         let (done_tx, done_rx) = sync_channel(1);
+        let (empties_tx, empties_rx) = sync_channel(SPARE_BATCHES);
         let lost = Arc::new(AtomicU64::new(0));
         let o = o.clone();
         let counted = lost.clone();
@@ -91,7 +96,17 @@ impl LogExport {
                         return;
                     }
                 };
-                run(&rx, &driver, &exporter, &scope, &counted, &stop);
+                run(
+                    &rx,
+                    &driver,
+                    &exporter,
+                    &Ctx {
+                        scope: &scope,
+                        lost: &counted,
+                        stopping: &stop,
+                        empties: &empties_tx,
+                    },
+                );
                 let _ = driver.block_on(async { exporter.shutdown() });
                 let _ = done_tx.send(());
             })
@@ -104,7 +119,23 @@ impl LogExport {
             lost,
             stopping,
             done: Mutex::new(Some(done_rx)),
+            empties: Mutex::new(empties_rx),
         })
+    }
+
+    /// An empty batch to fill for the next [`send`](Self::send): one the export thread has
+    /// exported and emptied when there is one (its capacity kept), a new one otherwise.
+    ///
+    /// Reusing batches keeps a steady stream of records from allocating a growing vector per
+    /// batch on the sending thread and freeing it on the export thread, which makes the
+    /// allocator's per-thread arenas creep over hours.
+    #[must_use]
+    pub fn empty_batch(&self) -> Vec<SdkLogRecord> {
+        self.empties
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_recv()
+            .unwrap_or_default()
     }
 
     /// Queues `batch` for export (one request per [`MAX_EXPORT_BATCH`] records). Never
@@ -185,14 +216,26 @@ impl LogExport {
     }
 }
 
+/// What the export thread's loop shares with the rest.
+struct Ctx<'a> {
+    scope: &'a InstrumentationScope,
+    lost: &'a AtomicU64,
+    stopping: &'a OnceLock<Instant>,
+    empties: &'a SyncSender<Vec<SdkLogRecord>>,
+}
+
 fn run<E: opentelemetry_sdk::logs::LogExporter>(
     rx: &Receiver<Msg>,
     driver: &Driver,
     exporter: &E,
-    scope: &InstrumentationScope,
-    lost: &AtomicU64,
-    stopping: &OnceLock<Instant>,
+    cx: &Ctx<'_>,
 ) {
+    let Ctx {
+        scope,
+        lost,
+        stopping,
+        empties,
+    } = *cx;
     // The exporter's own logs (tonic, hyper, reqwest) must not come back as records.
     let _quiet = opentelemetry::Context::enter_telemetry_suppressed_scope();
     let mut failing = false;
@@ -202,7 +245,7 @@ fn run<E: opentelemetry_sdk::logs::LogExporter>(
             Msg::Flush(ack) => {
                 let _ = ack.try_send(());
             }
-            Msg::Batch(batch) => {
+            Msg::Batch(mut batch) => {
                 let n = batch.len() as u64;
                 if stopping.get().is_some_and(|t| t.elapsed() >= SHUTDOWN_WAIT) {
                     lost.fetch_add(n, Ordering::Relaxed);
@@ -243,6 +286,12 @@ fn run<E: opentelemetry_sdk::logs::LogExporter>(
                             );
                         }
                     }
+                }
+                // Emptied here, refilled by the sender; an oversized one (a burst split by
+                // `send`) is let go.
+                batch.clear();
+                if batch.capacity() <= MAX_EXPORT_BATCH {
+                    let _ = empties.try_send(batch);
                 }
             }
         }

@@ -465,6 +465,16 @@ fn a_log_export_to_a_dead_collector_counts_every_record_it_loses() {
     }
     export.flush(Duration::from_secs(30));
     assert_eq!(export.lost(), 1800, "every record counted once");
+    // Exported (here: failed) batches come back emptied for reuse, capacity kept; the
+    // 600-record vectors (over 512 records) are not kept, their 88-record tails are.
+    let reused = export.empty_batch();
+    assert!(
+        reused.is_empty() && reused.capacity() >= 88,
+        "{}",
+        reused.capacity()
+    );
+    assert!(export.empty_batch().capacity() >= 88);
+    assert_eq!(export.empty_batch().capacity(), 0, "at most two are kept");
     assert!(export.shutdown());
     export.send(vec![logger.create_log_record()]);
     assert_eq!(
