@@ -353,9 +353,31 @@ impl WindowedHistogram {
         // per slot per shard, so a second try practically always holds).
         let mut out = Snapshot::empty();
         for _attempt in 0..4 {
-            out = Snapshot::empty();
+            // Sized once for the largest value in the window, instead of growing bucket by
+            // bucket as values are added: one allocation per snapshot, of the same size from
+            // one snapshot to the next, so the allocator reuses it (a chain of growing
+            // reallocations on the exporting threads made resident memory creep).
+            let shard_max = self
+                .shards
+                .iter()
+                .map(|s| {
+                    let slot = lock(&s.0);
+                    if in_window(slot.epoch) {
+                        slot.hist.max()
+                    } else {
+                        0
+                    }
+                })
+                .max()
+                .unwrap_or(0);
             let before = {
                 let ring = lock(&self.ring);
+                let max = ring
+                    .iter()
+                    .filter(|s| in_window(s.epoch))
+                    .map(|s| s.hist.max())
+                    .fold(shard_max, u64::max);
+                out = Snapshot::sized_for(max);
                 for slot in ring.iter().filter(|s| in_window(s.epoch)) {
                     widen(&mut out.hist, &slot.hist);
                 }
@@ -434,6 +456,17 @@ impl Snapshot {
         Self {
             hist: new_histogram(),
         }
+    }
+
+    /// An empty snapshot whose buckets already reach `max` nanoseconds.
+    fn sized_for(max: u64) -> Self {
+        let hist = Histogram::new_with_max(max.clamp(2, MAX_TRACKABLE_NANOS), SIGNIFICANT_DIGITS)
+            .map(|mut h| {
+                h.auto(true);
+                h
+            })
+            .unwrap_or_else(|_| new_histogram());
+        Self { hist }
     }
 
     /// Adds every value of `other` into this snapshot.
