@@ -437,6 +437,41 @@ impl fmt::Debug for AlertEngine {
 }
 
 const HISTORY_EVENTS: usize = 512;
+/// Most entries of the per-evaluation history (3 MiB); older ones are merged.
+const HISTORY_ENTRIES: usize = 8192;
+
+/// How far back the rules look (the longest window, a spike's baseline included).
+fn max_span(rules: &[Rule]) -> Duration {
+    rules
+        .iter()
+        .map(|r| match r.kind {
+            RuleKind::FailureRatio { window, .. }
+            | RuleKind::Count { window, .. }
+            | RuleKind::Mean { window, .. } => window,
+            RuleKind::Spike {
+                window, baseline, ..
+            } => window + baseline,
+            _ => Duration::ZERO,
+        })
+        .max()
+        .unwrap_or(Duration::ZERO)
+}
+
+/// The history, sized for one entry per tick over the longest span, written through once so
+/// that its memory is resident from the start: it fills for the first hour (the spikes'
+/// baselines), and memory growing that long would look like a leak.
+fn history_for(cfg: &AlertConfig) -> VecDeque<(Duration, Counts)> {
+    let ticks = if cfg.tick.is_zero() {
+        0
+    } else {
+        (max_span(&cfg.rules).as_nanos() / cfg.tick.as_nanos()) as usize
+    };
+    let n = ticks.saturating_add(16).min(HISTORY_ENTRIES);
+    let mut h = VecDeque::with_capacity(n);
+    h.extend(std::iter::repeat_n((Duration::ZERO, [[0; KINDS]; OPS]), n));
+    std::hint::black_box(&mut h).clear();
+    h
+}
 
 impl AlertEngine {
     /// Starts an engine: the evaluation thread (unless the tick is zero) and one delivery
@@ -462,7 +497,7 @@ impl AlertEngine {
             state: Mutex::new(State {
                 started: now,
                 last: [[0; KINDS]; OPS],
-                history: VecDeque::new(),
+                history: history_for(&cfg),
                 instances: HashMap::new(),
                 events: VecDeque::new(),
             }),
@@ -714,20 +749,7 @@ impl Inner {
     }
 
     fn max_span(&self) -> Duration {
-        self.cfg
-            .rules
-            .iter()
-            .map(|r| match r.kind {
-                RuleKind::FailureRatio { window, .. }
-                | RuleKind::Count { window, .. }
-                | RuleKind::Mean { window, .. } => window,
-                RuleKind::Spike {
-                    window, baseline, ..
-                } => window + baseline,
-                _ => Duration::ZERO,
-            })
-            .max()
-            .unwrap_or(Duration::ZERO)
+        max_span(&self.cfg.rules)
     }
 
     fn evaluate(&self) -> Vec<AlertEvent> {
@@ -763,7 +785,7 @@ impl Inner {
             st.history.pop_front();
         }
         // Bound the entries (3 MiB) whatever the tick: merge the two oldest.
-        while st.history.len() > 8192 {
+        while st.history.len() > HISTORY_ENTRIES {
             if let (Some((_, a)), Some((_, b))) = (st.history.pop_front(), st.history.front_mut()) {
                 add_into(b, &a);
             }
@@ -1135,5 +1157,25 @@ pub fn mask_ip(ip: IpAddr) -> String {
             let s = v6.segments();
             format!("{:x}:{:x}:…", s[0], s[1])
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_history_is_sized_for_the_longest_span_up_front_and_bounded() {
+        // Default rules: the spikes look back 10 minutes plus a 60-minute baseline; one entry
+        // per 5-s tick.
+        let h = history_for(&AlertConfig::default());
+        assert!(h.is_empty());
+        assert!(h.capacity() >= 70 * 12 + 16, "{}", h.capacity());
+        assert!(h.capacity() < 2 * (70 * 12 + 16), "{}", h.capacity());
+        // A tiny tick is capped; evaluating only on demand keeps a small one.
+        let fast = history_for(&AlertConfig::default().tick(Duration::from_millis(1)));
+        assert!(fast.capacity() >= HISTORY_ENTRIES && fast.capacity() < 2 * HISTORY_ENTRIES);
+        let none = history_for(&AlertConfig::default().tick(Duration::ZERO));
+        assert!(none.capacity() >= 16 && none.capacity() < 64);
     }
 }
