@@ -351,8 +351,9 @@ impl WindowedHistogram {
         // A shard that moves its slot into the ring between reading the ring and reading that
         // shard would be missed; `moves` tells, and the read is done again (moves happen once
         // per slot per shard, so a second try practically always holds).
-        let mut out = Snapshot::empty();
-        for _attempt in 0..4 {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
             // Sized once for the largest value in the window, instead of growing bucket by
             // bucket as values are added: one allocation per snapshot, of the same size from
             // one snapshot to the next, so the allocator reuses it (a chain of growing
@@ -370,18 +371,18 @@ impl WindowedHistogram {
                 })
                 .max()
                 .unwrap_or(0);
-            let before = {
+            let (mut out, before) = {
                 let ring = lock(&self.ring);
                 let max = ring
                     .iter()
                     .filter(|s| in_window(s.epoch))
                     .map(|s| s.hist.max())
                     .fold(shard_max, u64::max);
-                out = Snapshot::sized_for(max);
+                let mut out = Snapshot::sized_for(max);
                 for slot in ring.iter().filter(|s| in_window(s.epoch)) {
                     widen(&mut out.hist, &slot.hist);
                 }
-                self.moves.load(Ordering::Acquire)
+                (out, self.moves.load(Ordering::Acquire))
             };
             for shard in self.shards.iter() {
                 let slot = lock(&shard.0);
@@ -389,11 +390,10 @@ impl WindowedHistogram {
                     widen(&mut out.hist, &slot.hist);
                 }
             }
-            if self.moves.load(Ordering::Acquire) == before {
-                break;
+            if self.moves.load(Ordering::Acquire) == before || attempts == 4 {
+                return out;
             }
         }
-        out
     }
 
     /// A snapshot of the window that ends now.
