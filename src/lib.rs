@@ -897,16 +897,12 @@ impl AuthWatchBuilder {
         let pipeline_meters: Vec<opentelemetry::metrics::Meter> = pipeline.meters().to_vec();
         // The audit trail's OTLP copy has an export of its own (see `LogExport`).
         #[cfg(any(feature = "otlp-grpc", feature = "otlp-http"))]
-        let audit_export = pipeline.log_export()?.map(Arc::new);
+        let audit_export = pipeline.log_export("authwatch::audit")?.map(Arc::new);
         #[cfg(not(any(feature = "otlp-grpc", feature = "otlp-http")))]
         let audit_export: Option<Arc<audit::LogExport>> = None;
         let auditor = audit::Auditor::start(
             audit::Outputs {
-                otel: audit_export.clone().and_then(|export| {
-                    use opentelemetry::logs::LoggerProvider as _;
-                    let logger = pipeline.logger_provider()?.logger("authwatch");
-                    Some(audit::OtelOut { logger, export })
-                }),
+                otel: audit_export.clone().map(|export| audit::OtelOut { export }),
                 file: self.audit_file,
             },
             self.audit_queue,

@@ -133,3 +133,108 @@ fn exact_delta_counts_and_exponential_histograms_over_grpc() {
         }
     }
 }
+
+/// The audit trail's own export (records encoded straight to protobuf) read back over gRPC with
+/// the official types (HTTP/protobuf is read back by the real collector in
+/// `otlp_collector.rs`): every record once, with its fields, under the
+/// `authwatch::audit` scope; records a collector reports rejected are counted lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_records_arrive_exactly_and_rejected_ones_are_counted_lost() {
+    use authwatch::{AuthEvent, AuthOp, AuthWatch, Outcome, Protocol};
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use std::time::Duration;
+
+    let rx = LogReceiver {
+        reject: 2,
+        ..LogReceiver::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(LogsServiceServer::new(rx.clone()))
+            .add_service(MetricsServiceServer::new(Receiver::default()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let watch = AuthWatch::builder()
+        .service_name("accounts")
+        .otlp_endpoint(format!("http://{addr}"))
+        .otlp_protocol(Protocol::Grpc)
+        .otlp_timeout(Duration::from_secs(5))
+        .export_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let now = authwatch::authwatch_layer::now();
+    for i in 0..700_u64 {
+        let outcome = if i % 7 == 0 {
+            Outcome::RateLimited
+        } else {
+            Outcome::Failure(authwatch::authwatch_layer::FailureReason::InvalidCredentials)
+        };
+        watch.record(
+            &AuthEvent::new(AuthOp::Login, outcome, Duration::from_micros(1500 + i), now)
+                .with_route("/login"),
+        );
+    }
+    // Successes leave no record by default.
+    watch.record(&AuthEvent::new(
+        AuthOp::Login,
+        Outcome::Success,
+        Duration::from_millis(1),
+        now,
+    ));
+    let logger = watch.audit_logger();
+    tokio::task::spawn_blocking(move || logger.sync())
+        .await
+        .unwrap();
+    let text = watch.metrics_text().unwrap();
+    let lost = text
+        .lines()
+        .find(|l| l.starts_with("auth_audit_export_lost_count_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(|v| v.parse::<f64>().unwrap())
+        .expect("the lost counter");
+    watch.shutdown().await.unwrap();
+
+    let records = rx.records();
+    assert_eq!(records.len(), 700, "every record once");
+    let requests = rx.requests.lock().unwrap().len();
+    // 700 records are two requests at least (512 at most each), and each rejected 2 of them.
+    assert!(requests >= 2, "{requests}");
+    assert_eq!(
+        lost,
+        (2 * requests) as f64,
+        "rejected records are counted lost"
+    );
+    let resource = rx.requests.lock().unwrap()[0].resource_logs[0]
+        .resource
+        .clone()
+        .unwrap();
+    assert_eq!(attrs(&resource.attributes)["service.name"], "accounts");
+    let mut limited = 0;
+    for (scope, r) in &records {
+        assert_eq!(scope, "authwatch::audit");
+        assert_eq!((r.severity_number, r.severity_text.as_str()), (13, "WARN"));
+        assert_eq!(r.event_name, "auth.request");
+        assert!(r.time_unix_nano > 0 && r.observed_time_unix_nano >= r.time_unix_nano);
+        let body = r.body.as_ref().and_then(|b| b.value.clone());
+        assert_eq!(body, Some(Value::StringValue("auth.request".into())));
+        let a = attrs(&r.attributes);
+        assert_eq!(a["audit.class"], "security");
+        if a["auth.outcome"] == "failure" {
+            assert_eq!(a["error.type"], "invalid_credentials");
+        }
+        assert_eq!(a["audit.source"], "layer");
+        assert_eq!(a["auth.operation"], "login");
+        assert_eq!(a["http.route"], "/login");
+        assert!(a["audit.retention_days"].contains("365"), "{a:?}");
+        assert!(a["auth.duration_ms"].contains("DoubleValue"), "{a:?}");
+        if a["auth.outcome"] == "rate_limited" {
+            limited += 1;
+        } else {
+            assert_eq!(a["auth.outcome"], "failure");
+        }
+    }
+    assert_eq!(limited, 100);
+}

@@ -1,12 +1,14 @@
-//! OTLP over gRPC to an `https://` endpoint: the exporter verifies the collector's certificate
-//! (here a self-signed one, trusted through `OTEL_EXPORTER_OTLP_CERTIFICATE`) and delivers; a
-//! collector it cannot verify gets nothing and the service notices nothing.
+//! OTLP over gRPC to an `https://` endpoint: the metrics exporter and the audit trail's own
+//! export verify the collector's certificate (here a self-signed one, trusted through
+//! `OTEL_EXPORTER_OTLP_CERTIFICATE`) and deliver; a collector they cannot verify gets nothing
+//! and the service notices nothing.
 
 mod real;
 
 use std::time::Duration;
 
 use authwatch::{AuthEvent, AuthOp, AuthWatch, Outcome, Protocol};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point;
@@ -45,6 +47,17 @@ async fn export_to(endpoint: &str, n: u32) -> AuthWatch {
         .export_interval(Duration::from_secs(3600))
         .build()
         .unwrap();
+    // One failed sign-in: an audit record, exported on the audit trail's own connection.
+    watch.record(&AuthEvent::new(
+        AuthOp::Login,
+        Outcome::Failure(authwatch::authwatch_layer::FailureReason::InvalidCredentials),
+        Duration::from_millis(4),
+        authwatch::authwatch_layer::now(),
+    ));
+    let logger = watch.audit_logger();
+    tokio::task::spawn_blocking(move || logger.sync())
+        .await
+        .unwrap();
     for _ in 0..n {
         watch.record(
             &AuthEvent::new(
@@ -73,6 +86,7 @@ async fn grpc_tls_to_a_collector_with_a_private_ca() {
         tonic::transport::Identity::from_pem(cert.cert.pem(), cert.signing_key.serialize_pem());
 
     let rx = Receiver::default();
+    let logs = LogReceiver::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
@@ -80,6 +94,7 @@ async fn grpc_tls_to_a_collector_with_a_private_ca() {
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
             .unwrap()
             .add_service(MetricsServiceServer::new(rx.clone()))
+            .add_service(LogsServiceServer::new(logs.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let endpoint = format!("https://localhost:{}", addr.port());
@@ -88,10 +103,14 @@ async fn grpc_tls_to_a_collector_with_a_private_ca() {
     let w = export_to(&endpoint, 3).await;
     assert!(w.shutdown().await.is_err());
     assert_eq!(logins(&rx), 0);
+    assert_eq!(logs.records().len(), 0, "no record without the CA either");
 
     // With it (the only test in this binary, so the variable touches no other test).
     std::env::set_var("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca);
     let w = export_to(&endpoint, 5).await;
     w.shutdown().await.unwrap();
     assert_eq!(logins(&rx), 5);
+    let records = logs.records();
+    assert_eq!(records.len(), 1, "the audit record, over TLS");
+    assert_eq!(records[0].0, "authwatch::audit");
 }

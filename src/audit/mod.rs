@@ -307,10 +307,9 @@ pub(crate) struct Outputs {
     pub(crate) file: Option<FileSettings>,
 }
 
-/// The OTLP copy of the records: the logger only makes the records; the export has its own
-/// thread and counts what it loses.
+/// The OTLP copy of the records: the worker encodes them, the export has its own thread and
+/// counts what it loses.
 pub(crate) struct OtelOut {
-    pub(crate) logger: opentelemetry_sdk::logs::SdkLogger,
     pub(crate) export: Arc<LogExport>,
 }
 
@@ -323,10 +322,10 @@ pub(crate) enum LogExport {}
 
 #[cfg(not(any(feature = "otlp-grpc", feature = "otlp-http")))]
 impl LogExport {
-    fn send(&self, _: Vec<opentelemetry_sdk::logs::SdkLogRecord>) {
+    fn send(&self, _: authwatch_otel::LogBatch) {
         match *self {}
     }
-    fn empty_batch(&self) -> Vec<opentelemetry_sdk::logs::SdkLogRecord> {
+    fn empty_batch(&self) -> authwatch_otel::LogBatch {
         match *self {}
     }
     fn flush(&self, _: Duration) {
@@ -433,8 +432,9 @@ impl Auditor {
 struct Sinks<'a> {
     file: Option<&'a mut file::Writer>,
     otel: Option<OtelOut>,
-    /// OTLP records waiting for the next batch (sent at each drain, sync and stop).
-    batch: Vec<opentelemetry_sdk::logs::SdkLogRecord>,
+    /// OTLP records waiting for the next batch (sent when full, and at each drain, sync and
+    /// stop).
+    batch: authwatch_otel::LogBatch,
 }
 
 impl Sinks<'_> {
@@ -443,8 +443,11 @@ impl Sinks<'_> {
         if let Some(w) = self.file.as_deref_mut() {
             w.write(&r);
         }
-        if let Some(o) = &self.otel {
-            self.batch.push(otel_record(&o.logger, r));
+        if self.otel.is_some() {
+            otel_record(&mut self.batch, &r);
+            if self.batch.is_full() {
+                self.send_batch();
+            }
         }
     }
 
@@ -483,7 +486,7 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut 
     let mut sinks = Sinks {
         file,
         otel: out.otel,
-        batch: Vec::new(),
+        batch: authwatch_otel::LogBatch::default(),
     };
     loop {
         // Wake for the next drain of the layer's records, or earlier when a batched flush
@@ -576,56 +579,59 @@ fn emit_tracing(r: &AuditRecord) {
     }
 }
 
-/// The OTLP log record of `r`, made without copying its strings again (the static ones are
-/// borrowed, the others moved).
-fn otel_record(
-    logger: &opentelemetry_sdk::logs::SdkLogger,
-    r: AuditRecord,
-) -> opentelemetry_sdk::logs::SdkLogRecord {
-    use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
-    let mut rec = logger.create_log_record();
-    rec.set_timestamp(r.time);
-    rec.set_observed_timestamp(SystemTime::now());
-    rec.set_event_name(r.name);
-    rec.set_target("authwatch::audit");
-    let (sev, text) = match r.class {
-        AuditClass::Security => (Severity::Warn, "WARN"),
-        _ => (Severity::Info, "INFO"),
-    };
-    rec.set_severity_number(sev);
-    rec.set_severity_text(text);
-    rec.set_body(AnyValue::from(r.name));
-    rec.add_attribute("event.name", r.name);
-    rec.add_attribute("audit.class", r.class.as_str());
-    rec.add_attribute("audit.retention_days", i64::from(r.class.retention_days()));
-    rec.add_attribute("audit.source", r.source);
-    let mut owned = |k: &'static str, v: Option<String>| {
-        if let Some(v) = v {
-            rec.add_attribute(k, v);
+/// Appends the OTLP log record of `r` to `batch`, encoded as it is written (no copy of its
+/// strings, no allocation).
+fn otel_record(batch: &mut authwatch_otel::LogBatch, r: &AuditRecord) {
+    use opentelemetry::logs::Severity;
+    batch.push(|w| {
+        w.time(r.time)
+            .severity(match r.class {
+                AuditClass::Security => Severity::Warn,
+                _ => Severity::Info,
+            })
+            .event_name(r.name)
+            .body(r.name)
+            .attr("event.name", r.name)
+            .attr("audit.class", r.class.as_str())
+            .attr("audit.retention_days", i64::from(r.class.retention_days()))
+            .attr("audit.source", r.source);
+        let mut opt = |k: &str, v: Option<&str>| {
+            if let Some(v) = v {
+                w.attr(k, v);
+            }
+        };
+        opt("user.id", r.user_id.as_deref());
+        if let Some(ip) = r.client_address {
+            // Formatted on the stack: at most 45 bytes (an IPv6 address with an IPv4 tail).
+            let mut buf = [0u8; 64];
+            let mut cur = std::io::Cursor::new(&mut buf[..]);
+            if std::io::Write::write_fmt(&mut cur, format_args!("{ip}")).is_ok() {
+                let n = usize::try_from(cur.position()).unwrap_or(0);
+                if let Ok(text) = std::str::from_utf8(&buf[..n]) {
+                    w.attr("client.address", text);
+                }
+            }
         }
-    };
-    owned("user.id", r.user_id);
-    owned("client.address", r.client_address.map(|a| a.to_string()));
-    owned("user_agent.original", r.user_agent);
-    owned("error.type", r.error_type);
-    owned("http.route", r.route.map(String::from));
-    owned("auth.token.type", r.token_type);
-    owned("db.query.name", r.db_query);
-    let mut fixed = |k: &'static str, v: Option<&'static str>| {
-        if let Some(v) = v {
-            rec.add_attribute(k, v);
+        let mut opt = |k: &str, v: Option<&str>| {
+            if let Some(v) = v {
+                w.attr(k, v);
+            }
+        };
+        opt("user_agent.original", r.user_agent.as_deref());
+        opt("error.type", r.error_type.as_deref());
+        opt("http.route", r.route.as_deref());
+        opt("auth.token.type", r.token_type.as_deref());
+        opt("db.query.name", r.db_query.as_deref());
+        opt("auth.operation", r.operation);
+        opt("auth.outcome", r.outcome);
+        opt("http.request.method", r.method);
+        if let Some(ms) = r.duration_ms {
+            w.attr("auth.duration_ms", ms);
         }
-    };
-    fixed("auth.operation", r.operation);
-    fixed("auth.outcome", r.outcome);
-    fixed("http.request.method", r.method);
-    if let Some(ms) = r.duration_ms {
-        rec.add_attribute("auth.duration_ms", ms);
-    }
-    if let Some(t) = r.trace {
-        rec.set_trace_context(t.trace_id, t.span_id, Some(t.flags));
-    }
-    rec
+        if let Some(t) = r.trace {
+            w.trace_context(t.trace_id, t.span_id, t.flags);
+        }
+    });
 }
 
 /// The class of a layer event: failures, rate limiting and invalid tokens are security events.

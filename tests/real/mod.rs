@@ -960,6 +960,65 @@ impl opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server:
     }
 }
 
+/// A minimal OTLP/gRPC logs receiver on the official `opentelemetry-proto` types: it keeps
+/// every export request and reports `reject` records of each as rejected (partial success).
+#[derive(Clone, Default)]
+pub struct LogReceiver {
+    pub requests: std::sync::Arc<
+        std::sync::Mutex<
+            Vec<opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest>,
+        >,
+    >,
+    pub reject: i64,
+}
+
+impl LogReceiver {
+    /// Every log record received, with its scope name.
+    pub fn records(&self) -> Vec<(String, opentelemetry_proto::tonic::logs::v1::LogRecord)> {
+        let reqs = self.requests.lock().unwrap();
+        reqs.iter()
+            .flat_map(|r| &r.resource_logs)
+            .flat_map(|rl| &rl.scope_logs)
+            .flat_map(|sl| {
+                let scope = sl
+                    .scope
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default();
+                sl.log_records
+                    .iter()
+                    .map(move |l| (scope.clone(), l.clone()))
+            })
+            .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsService
+    for LogReceiver
+{
+    async fn export(
+        &self,
+        req: tonic::Request<
+            opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse>,
+        tonic::Status,
+    > {
+        use opentelemetry_proto::tonic::collector::logs::v1::{
+            ExportLogsPartialSuccess, ExportLogsServiceResponse,
+        };
+        self.requests.lock().unwrap().push(req.into_inner());
+        Ok(tonic::Response::new(ExportLogsServiceResponse {
+            partial_success: (self.reject > 0).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: self.reject,
+                error_message: "rejected by the test".into(),
+            }),
+        }))
+    }
+}
+
 pub type Attrs = BTreeMap<String, String>;
 
 /// OTLP attributes as strings.

@@ -39,6 +39,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod catalog;
+mod log_encode;
 #[cfg(any(feature = "grpc", feature = "http"))]
 mod log_export;
 mod pipeline;
@@ -53,8 +54,9 @@ use std::time::Instant;
 pub use catalog::{
     attr, def, markdown_table, InstrumentKind, Measure, MetricDef, Quantile, CATALOG,
 };
+pub use log_encode::{AttrValue, LogBatch, RecordWriter, MAX_EXPORT_BATCH};
 #[cfg(any(feature = "grpc", feature = "http"))]
-pub use log_export::{LogExport, MAX_EXPORT_BATCH};
+pub use log_export::LogExport;
 pub use pipeline::{
     HistogramAggregation, OtlpOptions, Pipeline, PipelineBuilder, PipelineError, Protocol, SCOPE,
 };

@@ -109,7 +109,7 @@ pub struct OtlpOptions {
     pub traces: Option<bool>,
 }
 
-fn env(name: &str) -> Option<String> {
+pub(crate) fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
@@ -216,7 +216,7 @@ impl OtlpOptions {
             || env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
     }
 
-    fn signal_endpoint(&self, protocol: Protocol, path: &str) -> Option<String> {
+    pub(crate) fn signal_endpoint(&self, protocol: Protocol, path: &str) -> Option<String> {
         let base = self.endpoint.as_deref()?.trim_end_matches('/');
         Some(match protocol {
             Protocol::Grpc => base.to_owned(),
@@ -298,24 +298,28 @@ impl Pipeline {
         self.logs.as_ref()
     }
 
-    /// A new dedicated OTLP log export (its own exporter, connection and thread, see
+    /// A new dedicated OTLP log export (its own connection and thread, see
     /// [`LogExport`](crate::LogExport)) to the same collector as
-    /// [`logger_provider`](Self::logger_provider), when OTLP log export is on. authwatch sends
-    /// its audit trail through one.
+    /// [`logger_provider`](Self::logger_provider), when OTLP log export is on; its records are
+    /// exported under `scope` (an instrumentation scope name, such as `authwatch::audit`).
+    /// authwatch sends its audit trail through one.
     ///
     /// # Errors
     ///
-    /// [`PipelineError`] when the exporter cannot be built or its thread cannot start.
+    /// [`PipelineError`] when the endpoint, headers or TLS settings are invalid or the thread
+    /// cannot start.
     #[cfg(any(feature = "grpc", feature = "http"))]
-    pub fn log_export(&self) -> Result<Option<crate::LogExport>, PipelineError> {
+    pub fn log_export(&self, scope: &str) -> Result<Option<crate::LogExport>, PipelineError> {
         let Some((o, p)) = &self.log_settings else {
             return Ok(None);
         };
         crate::LogExport::start(
             o,
             *p,
-            self.resource.clone(),
-            InstrumentationScope::builder(SCOPE).build(),
+            &self.resource,
+            &InstrumentationScope::builder(scope.to_owned())
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
         )
         .map(Some)
     }
@@ -762,37 +766,60 @@ fn grpc_config<B: opentelemetry_otlp::WithTonicConfig>(
     o: &OtlpOptions,
     signal: &str,
 ) -> Result<B, PipelineError> {
-    use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
-    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
-    if !o.headers.is_empty() {
-        let mut headers = http::HeaderMap::new();
-        for (k, v) in &o.headers {
-            let name = http::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| PipelineError::Config(format!("OTLP header name {k:?}")))?;
-            let value = http::HeaderValue::from_str(v)
-                .map_err(|_| PipelineError::Config(format!("OTLP header {k:?} has a bad value")))?;
-            headers.append(name, value);
-        }
-        b = b.with_metadata(MetadataMap::from_headers(headers));
+    if let Some(m) = grpc_metadata(o)? {
+        b = b.with_metadata(m);
     }
+    if let Some(tls) = grpc_tls(o, signal)? {
+        b = b.with_tls_config(tls);
+    }
+    Ok(b)
+}
+
+/// The builder's headers as gRPC metadata, `None` when it set none.
+#[cfg(feature = "grpc")]
+pub(crate) fn grpc_metadata(
+    o: &OtlpOptions,
+) -> Result<Option<opentelemetry_otlp::tonic_types::metadata::MetadataMap>, PipelineError> {
+    use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
+    if o.headers.is_empty() {
+        return Ok(None);
+    }
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in &o.headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| PipelineError::Config(format!("OTLP header name {k:?}")))?;
+        let value = http::HeaderValue::from_str(v)
+            .map_err(|_| PipelineError::Config(format!("OTLP header {k:?} has a bad value")))?;
+        headers.append(name, value);
+    }
+    Ok(Some(MetadataMap::from_headers(headers)))
+}
+
+/// TLS for the signal's gRPC endpoint, `None` when it is `http://` or not set.
+#[cfg(feature = "grpc")]
+pub(crate) fn grpc_tls(
+    o: &OtlpOptions,
+    signal: &str,
+) -> Result<Option<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig>, PipelineError> {
+    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
     let endpoint = o
         .endpoint
         .clone()
         .or_else(|| env(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")))
         .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
     let tls_wanted = endpoint.is_some_and(|e| !e.trim().starts_with("http://"));
-    if tls_wanted {
-        let mut tls = ClientTlsConfig::new().with_webpki_roots();
-        let var = format!("OTEL_EXPORTER_OTLP_{signal}_CERTIFICATE");
-        let ca = env(&var).map(|p| (var.as_str(), p)).or_else(|| {
-            env("OTEL_EXPORTER_OTLP_CERTIFICATE").map(|p| ("OTEL_EXPORTER_OTLP_CERTIFICATE", p))
-        });
-        if let Some((var, path)) = ca {
-            let pem = std::fs::read(&path)
-                .map_err(|e| PipelineError::Config(format!("{var} {path}: {e}")))?;
-            tls = tls.ca_certificate(Certificate::from_pem(pem));
-        }
-        b = b.with_tls_config(tls);
+    if !tls_wanted {
+        return Ok(None);
     }
-    Ok(b)
+    let mut tls = ClientTlsConfig::new().with_webpki_roots();
+    let var = format!("OTEL_EXPORTER_OTLP_{signal}_CERTIFICATE");
+    let ca = env(&var).map(|p| (var.as_str(), p)).or_else(|| {
+        env("OTEL_EXPORTER_OTLP_CERTIFICATE").map(|p| ("OTEL_EXPORTER_OTLP_CERTIFICATE", p))
+    });
+    if let Some((var, path)) = ca {
+        let pem = std::fs::read(&path)
+            .map_err(|e| PipelineError::Config(format!("{var} {path}: {e}")))?;
+        tls = tls.ca_certificate(Certificate::from_pem(pem));
+    }
+    Ok(Some(tls))
 }
