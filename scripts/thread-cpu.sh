@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Where the CPU goes: one stack of the end-to-end setup (scripts/e2e-bench.sh: the release
+# bench server on CPU 0 with one tokio worker, wrk and a rotel collector on CPU 1, mixed auth
+# traffic), measured for one run, printing the throughput, p99, the CPU seconds each of the
+# server's threads used during the run (from /proc/<pid>/task/*/stat) and the audit records
+# authwatch dropped or lost. Use it to see what authwatch's background threads cost, or to
+# compare two builds of the server side by side (BIN).
+#
+# Usage: scripts/thread-cpu.sh [--stack S] [--sign-in-work-us N] [--duration SECS] [--bin PATH]
+#        (defaults: authwatch, 0 µs, 10 s, target/release/examples/bench_server, built when
+#        missing)
+# Example, two builds alternating five times:
+#   for i in 1 2 3 4 5; do for b in /tmp/before /tmp/after; do
+#     scripts/thread-cpu.sh --bin $b; done; done
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+STACK=authwatch
+WORK=0
+SECS=10
+BIN=$ROOT/target/release/examples/bench_server
+while [ $# -gt 0 ]; do
+  case $1 in
+    --stack) STACK=$2; shift 2 ;;
+    --sign-in-work-us) WORK=$2; shift 2 ;;
+    --duration) SECS=$2; shift 2 ;;
+    --bin) BIN=$2; shift 2 ;;
+    *) echo "unknown argument $1"; exit 2 ;;
+  esac
+done
+command -v wrk >/dev/null || { echo "wrk is missing (scripts/e2e-bench.sh installs it)"; exit 1; }
+scripts/test-deps.sh >/dev/null
+[ -x "$BIN" ] || cargo build --release --locked --example bench_server
+
+OUT=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$OUT"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listens on $1"; return 1
+}
+
+GRPC=$(free_port)
+HTTP=$(free_port)
+taskset -c 1 "$ROOT/.test-deps/bin/rotel-agent" start \
+  --otlp-grpc-endpoint "127.0.0.1:$GRPC" --otlp-http-endpoint "127.0.0.1:$HTTP" \
+  --exporter blackhole >"$OUT/rotel.log" 2>&1 &
+ROTEL=$!
+PIDS+=("$ROTEL")
+wait_port "$GRPC"
+PORT=$(free_port)
+OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC" OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
+  OTEL_METRIC_EXPORT_INTERVAL=5000 \
+  taskset -c 0 "$BIN" --stack "$STACK" --port "$PORT" --workers 1 --sign-in-work-us "$WORK" \
+  >"$OUT/server.out" 2>"$OUT/server.err" &
+SERVER=$!
+PIDS+=("$SERVER")
+wait_port "$PORT"
+taskset -c 1 wrk -t1 -c32 -d2s -s scripts/e2e/mix.lua "http://127.0.0.1:$PORT" >/dev/null
+
+# CPU ticks (user + system) per thread name, and the collector's.
+snap() {
+  for t in /proc/"$SERVER"/task/*; do
+    echo "$(tr ' ' '_' <"$t/comm") $(awk '{print $14 + $15}' "$t/stat")"
+  done | awk '{s[$1] += $2} END {for (k in s) print k, s[k]}' | sort
+  echo "(collector) $(awk '{print $14 + $15}' /proc/"$ROTEL"/stat)"
+}
+snap >"$OUT/before"
+line=$(taskset -c 1 wrk -t1 -c32 -d"${SECS}s" -s scripts/e2e/mix.lua "http://127.0.0.1:$PORT" | grep '^{')
+snap >"$OUT/after"
+HZ=$(getconf CLK_TCK)
+python3 - "$line" "$STACK" "$WORK" <<'EOF'
+import json, sys
+r = json.loads(sys.argv[1])
+print(f"{sys.argv[2]}, sign-in CPU {sys.argv[3]} µs: {r['requests'] / r['seconds']:,.0f} req/s,"
+      f" p50 {r['p50_us']:,} µs, p99 {r['p99_us']:,} µs, socket errors {r['socket_errors']}")
+EOF
+echo "CPU seconds per thread during the ${SECS}-s run:"
+join -a2 "$OUT/before" "$OUT/after" | awk -v hz="$HZ" '
+  NF == 3 { d = $3 - $2 } NF == 2 { d = $2 }
+  d > 0 { printf "  %-24s %6.2f\n", $1, d / hz }'
+lost=$(curl -s "http://127.0.0.1:$PORT/metrics" 2>/dev/null |
+  grep -E '^auth_audit_(dropped|export_lost)_count_total' | sed 's/{[^}]*}//' || true)
+[ -z "$lost" ] || echo "audit records: $(echo "$lost" | tr '\n' ' ')"
