@@ -2,8 +2,8 @@
 # Where the CPU goes: one stack of the end-to-end setup (scripts/e2e-bench.sh: the release
 # bench server on CPU 0 with one tokio worker, wrk and a rotel collector on CPU 1, mixed auth
 # traffic), measured for one run, printing the throughput, p99, the CPU seconds each of the
-# server's threads used during the run (from /proc/<pid>/task/*/stat) and the audit records
-# authwatch dropped or lost. Use it to see what authwatch's background threads cost, or to
+# server's threads used during the run (from /proc/<pid>/task/*/stat), those of the collector
+# and of wrk on the other core, and the audit records authwatch dropped or lost. Use it to see what authwatch's background threads cost, or to
 # compare two builds of the server side by side (BIN).
 #
 # Usage: scripts/thread-cpu.sh [--stack S] [--sign-in-work-us N] [--duration SECS] [--bin PATH]
@@ -72,7 +72,17 @@ snap() {
   echo "(collector) $(awk '{print $14 + $15}' /proc/"$ROTEL"/stat)"
 }
 snap >"$OUT/before"
-line=$(taskset -c 1 wrk -t1 -c32 -d"${SECS}s" -s scripts/e2e/mix.lua "http://127.0.0.1:$PORT" | grep '^{')
+# wrk's own CPU time too (the load generator shares CPU 1 with the collector), from the
+# rusage of the process that waits for it.
+line=$(python3 - "$OUT/wrk-cpu" taskset -c 1 wrk -t1 -c32 -d"${SECS}s" -s scripts/e2e/mix.lua \
+  "http://127.0.0.1:$PORT" <<'EOF' | grep '^{'
+import resource, subprocess, sys
+out = subprocess.run(sys.argv[2:], capture_output=True, text=True, check=True).stdout
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(f"{ru.ru_utime + ru.ru_stime:.2f}\n")
+print(out, end="")
+EOF
+)
 snap >"$OUT/after"
 HZ=$(getconf CLK_TCK)
 python3 - "$line" "$STACK" "$WORK" <<'EOF'
@@ -85,6 +95,7 @@ echo "CPU seconds per thread during the ${SECS}-s run:"
 join -a2 "$OUT/before" "$OUT/after" | awk -v hz="$HZ" '
   NF == 3 { d = $3 - $2 } NF == 2 { d = $2 }
   d > 0 { printf "  %-24s %6.2f\n", $1, d / hz }'
+printf '  %-24s %6.2f\n' "(wrk)" "$(cat "$OUT/wrk-cpu")"
 lost=$(curl -s "http://127.0.0.1:$PORT/metrics" 2>/dev/null |
   grep -E '^auth_audit_(dropped|export_lost)_count_total' | sed 's/{[^}]*}//' || true)
 [ -z "$lost" ] || echo "audit records: $(echo "$lost" | tr '\n' ' ')"
