@@ -489,3 +489,133 @@ fn a_log_export_to_a_dead_collector_counts_every_record_it_loses() {
     assert_eq!(export.lost(), 901, "records after shutdown are counted too");
     let _ = p.shutdown();
 }
+
+/// A one-connection-at-a-time HTTP server: answers each request with the next of `answers`
+/// (status, body) and keeps each request's headers and body.
+#[cfg(feature = "http")]
+fn http_collector(
+    answers: Vec<(u16, Vec<u8>)>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::mpsc::Receiver<(String, Vec<u8>)>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut answers = answers.into_iter();
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream);
+            // Keep-alive: several requests per connection.
+            loop {
+                let mut head = String::new();
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    head.push_str(&line);
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                if head.is_empty() {
+                    break;
+                }
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+                let Some((status, answer)) = answers.next() else {
+                    return;
+                };
+                let mut out = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+                    answer.len()
+                )
+                .into_bytes();
+                out.extend_from_slice(&answer);
+                reader.get_mut().write_all(&out).unwrap();
+                tx.send((head, body)).unwrap();
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn a_log_export_over_http_sends_protobuf_and_counts_rejected_and_refused_records() {
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
+    use prost::Message as _;
+    let partial = ExportLogsServiceResponse {
+        partial_success: Some(ExportLogsPartialSuccess {
+            rejected_log_records: 3,
+            error_message: "3 too old".into(),
+        }),
+    }
+    .encode_to_vec();
+    let (addr, requests) = http_collector(vec![
+        (200, partial),
+        (503, b"busy".to_vec()),
+        (200, Vec::new()),
+    ]);
+    let p = Pipeline::builder()
+        .prometheus(false)
+        .service_name("accounts")
+        .otlp(OtlpOptions {
+            endpoint: Some(format!("http://{addr}")),
+            protocol: Some(Protocol::HttpProtobuf),
+            headers: vec![("x-api-key".into(), "secret-1".into())],
+            timeout: Some(Duration::from_secs(5)),
+            ..OtlpOptions::default()
+        })
+        .build()
+        .unwrap();
+    let export = p.log_export("authwatch::audit").unwrap().unwrap();
+    let batch = |n: i64| {
+        let mut b = crate::LogBatch::default();
+        for i in 0..n {
+            b.push(|r| {
+                r.body("auth.request").attr("i", i);
+            });
+        }
+        b
+    };
+    for n in [10, 20, 30] {
+        export.send(batch(n));
+        export.flush(Duration::from_secs(10));
+    }
+    // 3 rejected of the first batch, the whole refused second one; the third went through.
+    assert_eq!(export.lost(), 3 + 20);
+    for n in [10, 20, 30] {
+        let (head, body) = requests.recv_timeout(Duration::from_secs(5)).unwrap();
+        let head = head.to_ascii_lowercase();
+        assert!(head.starts_with("post /v1/logs "), "{head}");
+        assert!(
+            head.contains("content-type: application/x-protobuf"),
+            "{head}"
+        );
+        assert!(head.contains("x-api-key: secret-1"), "{head}");
+        let req = ExportLogsServiceRequest::decode(body.as_slice()).unwrap();
+        let rl = &req.resource_logs[0];
+        assert!(rl
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes
+            .iter()
+            .any(|kv| kv.key == "service.name"));
+        let sl = &rl.scope_logs[0];
+        assert_eq!(sl.scope.as_ref().unwrap().name, "authwatch::audit");
+        assert_eq!(sl.log_records.len(), n);
+    }
+    assert!(export.shutdown());
+    let _ = p.shutdown();
+}
