@@ -42,9 +42,10 @@ enum Msg {
 /// of its own exports them, one request per batch.
 ///
 /// It honours the builder's [`OtlpOptions`] (endpoint, protocol, headers, timeout) and, where
-/// those are not set, the same `OTEL_EXPORTER_OTLP_(LOGS_)ENDPOINT`, `_HEADERS`, `_TIMEOUT` and
-/// `_CERTIFICATE` variables as the SDK's exporters. An export is tried once: one that fails is
-/// counted, not retried (the next batch is the retry).
+/// those are not set, the variables the SDK's exporters read:
+/// `OTEL_EXPORTER_OTLP_(LOGS_)ENDPOINT`, `_HEADERS`, `_TIMEOUT` and, over gRPC, `_CERTIFICATE`.
+/// An export is tried once: one that fails is counted, not retried (the next batch is the
+/// retry).
 ///
 /// - The thread runs at a lower priority than the service's threads
 ///   ([`lower_thread_priority`](crate::lower_thread_priority)): under full load, export work yields to requests instead of
