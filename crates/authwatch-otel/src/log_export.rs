@@ -147,8 +147,10 @@ impl LogExport {
     }
 
     /// Queues `batch` for export, as one request: send a batch once it
-    /// [`is_full`](LogBatch::is_full). Never blocks: when the queue is full or the export is
-    /// shut down, the records are counted in [`lost`](Self::lost).
+    /// [`is_full`](LogBatch::is_full) (a batch is not split here, and one larger than the
+    /// collector takes, 4 MiB by default over gRPC, is refused whole and counted lost). Never
+    /// blocks: when the queue is full or the export is shut down, the records are counted in
+    /// [`lost`](Self::lost).
     pub fn send(&self, batch: LogBatch) {
         if batch.is_empty() {
             return;
@@ -189,14 +191,15 @@ impl LogExport {
         let _ = ack_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
     }
 
-    /// Records lost: the queue was full, the export failed, or they came after shutdown.
+    /// Records lost: the queue was full, the export failed, the collector reported them
+    /// rejected, or they came after shutdown.
     #[must_use]
     pub fn lost(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
     }
 
     /// Exports what is queued (for up to 5 s; later batches are counted lost), stops the
-    /// thread and shuts the exporter down. Returns false when the thread did not finish in
+    /// thread and closes its connection. Returns false when the thread did not finish in
     /// time (an export still waiting on the collector); it then ends on its own. Later calls
     /// do nothing.
     pub fn shutdown(&self) -> bool {
@@ -248,6 +251,8 @@ fn run(rx: &Receiver<Msg>, transport: &mut Transport, cx: &Ctx<'_>) {
                 .unwrap_or_else(|_| (Err("the transport panicked".into()), None));
                 match sent {
                     Ok(rejected) => {
+                        // A collector cannot reject more than it was sent.
+                        let rejected = rejected.min(n);
                         lost.fetch_add(rejected, Ordering::Relaxed);
                         if failing {
                             failing = false;
@@ -327,21 +332,28 @@ fn parse_headers(s: &str) -> Vec<(String, String)> {
 }
 
 /// The builder's headers, then those of `OTEL_EXPORTER_OTLP_LOGS_HEADERS` (else
-/// `OTEL_EXPORTER_OTLP_HEADERS`) the builder did not set.
+/// `OTEL_EXPORTER_OTLP_HEADERS`), which replace the builder's of the same name, as the SDK's
+/// exporters merge them. A bad name or value is an error from the builder and skipped from the
+/// environment, as the SDK does.
 fn headers(o: &OtlpOptions) -> Result<http::HeaderMap, PipelineError> {
-    let from_env = env("OTEL_EXPORTER_OTLP_LOGS_HEADERS")
-        .or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS"))
-        .map(|s| parse_headers(&s))
-        .unwrap_or_default();
     let mut out = http::HeaderMap::new();
-    for (i, (k, v)) in o.headers.iter().chain(&from_env).enumerate() {
+    for (k, v) in &o.headers {
         let name = http::HeaderName::from_bytes(k.as_bytes())
             .map_err(|_| PipelineError::Config(format!("OTLP header name {k:?}")))?;
         let value = http::HeaderValue::from_str(v)
             .map_err(|_| PipelineError::Config(format!("OTLP header {k:?} has a bad value")))?;
-        let from_builder = i < o.headers.len();
-        if from_builder || !o.headers.iter().any(|(b, _)| b.eq_ignore_ascii_case(k)) {
-            out.append(name, value);
+        out.append(name, value);
+    }
+    let from_env = env("OTEL_EXPORTER_OTLP_LOGS_HEADERS")
+        .or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS"))
+        .map(|s| parse_headers(&s))
+        .unwrap_or_default();
+    for (k, v) in from_env {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(&v),
+        ) {
+            out.insert(name, value);
         }
     }
     Ok(out)
@@ -349,8 +361,25 @@ fn headers(o: &OtlpOptions) -> Result<http::HeaderMap, PipelineError> {
 
 /// The endpoint logs go to: the builder's (plus `/v1/logs` over HTTP), else
 /// `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` as it is, else `OTEL_EXPORTER_OTLP_ENDPOINT` (plus
-/// `/v1/logs` over HTTP), else the local collector's default port.
+/// `/v1/logs` over HTTP), else the local collector's default port. One without a scheme gets
+/// `https://`, or `http://` when `OTEL_EXPORTER_OTLP_(LOGS_)INSECURE` is `true`, as the SDK's
+/// exporters do.
 fn endpoint(o: &OtlpOptions, p: Protocol) -> String {
+    let e = resolve_endpoint(o, p);
+    if e.contains("://") {
+        return e;
+    }
+    let insecure = [
+        "OTEL_EXPORTER_OTLP_LOGS_INSECURE",
+        "OTEL_EXPORTER_OTLP_INSECURE",
+    ]
+    .iter()
+    .find_map(|v| env(v))
+    .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    format!("{}://{e}", if insecure { "http" } else { "https" })
+}
+
+fn resolve_endpoint(o: &OtlpOptions, p: Protocol) -> String {
     if let Some(e) = o.signal_endpoint(p, "/v1/logs") {
         return e;
     }
@@ -431,7 +460,7 @@ mod grpc {
 
     use super::{endpoint, headers, rejected, timeout};
     use crate::log_encode::{LogBatch, RequestFrame};
-    use crate::pipeline::{grpc_tls, OtlpOptions, PipelineError, Protocol};
+    use crate::pipeline::{grpc_tls_config, OtlpOptions, PipelineError, Protocol};
 
     const PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
@@ -456,9 +485,9 @@ mod grpc {
                 .map_err(|e| PipelineError::Config(format!("OTLP logs endpoint {url:?}: {e}")))?
                 .timeout(timeout)
                 .connect_timeout(timeout);
-            if let Some(tls) = grpc_tls(o, "LOGS")? {
+            if url.starts_with("https://") {
                 ep = ep
-                    .tls_config(tls)
+                    .tls_config(grpc_tls_config("LOGS")?)
                     .map_err(|e| PipelineError::Config(format!("OTLP logs TLS: {e}")))?;
             }
             let channel = {
@@ -644,6 +673,12 @@ mod tests {
             ..OtlpOptions::default()
         };
         assert!(headers(&bad).is_err());
+        // The endpoint keeps its scheme; one without gets https:// (no INSECURE set here).
+        let o = OtlpOptions {
+            endpoint: Some("collector:4317".into()),
+            ..OtlpOptions::default()
+        };
+        assert_eq!(endpoint(&o, Protocol::Grpc), "https://collector:4317");
     }
 
     #[test]

@@ -801,7 +801,6 @@ pub(crate) fn grpc_tls(
     o: &OtlpOptions,
     signal: &str,
 ) -> Result<Option<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig>, PipelineError> {
-    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
     let endpoint = o
         .endpoint
         .clone()
@@ -811,6 +810,16 @@ pub(crate) fn grpc_tls(
     if !tls_wanted {
         return Ok(None);
     }
+    grpc_tls_config(signal).map(Some)
+}
+
+/// TLS with the webpki roots, plus the signal's or the generic `OTEL_EXPORTER_OTLP_CERTIFICATE`
+/// when set.
+#[cfg(feature = "grpc")]
+pub(crate) fn grpc_tls_config(
+    signal: &str,
+) -> Result<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig, PipelineError> {
+    use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
     let mut tls = ClientTlsConfig::new().with_webpki_roots();
     let var = format!("OTEL_EXPORTER_OTLP_{signal}_CERTIFICATE");
     let ca = env(&var).map(|p| (var.as_str(), p)).or_else(|| {
@@ -821,5 +830,5 @@ pub(crate) fn grpc_tls(
             .map_err(|e| PipelineError::Config(format!("{var} {path}: {e}")))?;
         tls = tls.ca_certificate(Certificate::from_pem(pem));
     }
-    Ok(Some(tls))
+    Ok(tls)
 }
