@@ -42,7 +42,7 @@ if ! command -v wrk >/dev/null; then
 fi
 scripts/test-deps.sh >/dev/null
 cargo build --release --locked --example bench_server
-SERVER=$ROOT/target/release/examples/bench_server
+BIN=$ROOT/target/release/examples/bench_server
 
 OUT=$ROOT/target/e2e
 rm -rf "$OUT" && mkdir -p "$OUT"
@@ -51,35 +51,16 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing listens on $1"; return 1
-}
-
-GRPC=$(free_port)
-HTTP=$(free_port)
-taskset -c 1 "$ROOT/.test-deps/bin/rotel-agent" start \
-  --otlp-grpc-endpoint "127.0.0.1:$GRPC" --otlp-http-endpoint "127.0.0.1:$HTTP" \
-  --exporter blackhole >"$OUT/rotel.log" 2>&1 &
-PIDS+=($!)
-wait_port "$GRPC"
+# shellcheck source=e2e/harness.sh
+. scripts/e2e/harness.sh
+start_collector
 say "collector on 127.0.0.1:$GRPC (blackhole exporter)"
 
 run_stack() { # round stack
   local port pid line
-  port=$(free_port)
-  OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC" OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
-    OTEL_METRIC_EXPORT_INTERVAL=5000 \
-    taskset -c 0 "$SERVER" --stack "$2" --port "$port" --workers 1 --sign-in-work-us "$WORK" \
-    >"$OUT/$2.out" 2>"$OUT/$2.err" &
-  pid=$!
-  wait_port "$port"
-  # Warm-up: connections, allocator, the first windows.
-  taskset -c 1 wrk -t1 -c"$CONNS" -d2s -s scripts/e2e/mix.lua "http://127.0.0.1:$port" >/dev/null
+  start_server "$BIN" "$2" "$WORK" "$OUT/$2"
+  port=$PORT
+  pid=$SERVER
   line=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -s scripts/e2e/mix.lua "http://127.0.0.1:$port" | grep '^{')
   # authwatch counts the audit records it could not queue or export: show any.
   lost=$(curl -s "http://127.0.0.1:$port/metrics" 2>/dev/null |

@@ -37,39 +37,17 @@ OUT=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$OUT"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing listens on $1"; return 1
-}
-
-GRPC=$(free_port)
-HTTP=$(free_port)
-taskset -c 1 "$ROOT/.test-deps/bin/rotel-agent" start \
-  --otlp-grpc-endpoint "127.0.0.1:$GRPC" --otlp-http-endpoint "127.0.0.1:$HTTP" \
-  --exporter blackhole >"$OUT/rotel.log" 2>&1 &
-ROTEL=$!
-PIDS+=("$ROTEL")
-wait_port "$GRPC"
-PORT=$(free_port)
-OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC" OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
-  OTEL_METRIC_EXPORT_INTERVAL=5000 \
-  taskset -c 0 "$BIN" --stack "$STACK" --port "$PORT" --workers 1 --sign-in-work-us "$WORK" \
-  >"$OUT/server.out" 2>"$OUT/server.err" &
-SERVER=$!
-PIDS+=("$SERVER")
-wait_port "$PORT"
-taskset -c 1 wrk -t1 -c32 -d2s -s scripts/e2e/mix.lua "http://127.0.0.1:$PORT" >/dev/null
+# shellcheck source=e2e/harness.sh
+. scripts/e2e/harness.sh
+start_collector
+start_server "$BIN" "$STACK" "$WORK" "$OUT/server"
 
 # CPU ticks (user + system) per thread name, and the collector's.
 snap() {
   for t in /proc/"$SERVER"/task/*; do
     echo "$(tr ' ' '_' <"$t/comm") $(awk '{print $14 + $15}' "$t/stat")"
   done | awk '{s[$1] += $2} END {for (k in s) print k, s[k]}' | sort
-  echo "(collector) $(awk '{print $14 + $15}' /proc/"$ROTEL"/stat)"
+  echo "(collector) $(awk '{print $14 + $15}' /proc/"$COLLECTOR"/stat)"
 }
 snap >"$OUT/before"
 # wrk's own CPU time too (the load generator shares CPU 1 with the collector), from the

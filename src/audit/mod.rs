@@ -595,28 +595,21 @@ fn otel_record(batch: &mut authwatch_otel::LogBatch, r: &AuditRecord) {
             .attr("audit.class", r.class.as_str())
             .attr("audit.retention_days", i64::from(r.class.retention_days()))
             .attr("audit.source", r.source);
+        // The address formatted on the stack: at most 45 bytes (IPv6 with an IPv4 tail).
+        let mut ip_buf = [0u8; 64];
+        let ip = r.client_address.and_then(|ip| {
+            let mut cur = std::io::Cursor::new(&mut ip_buf[..]);
+            std::io::Write::write_fmt(&mut cur, format_args!("{ip}")).ok()?;
+            usize::try_from(cur.position()).ok()
+        });
+        let ip = ip.and_then(|n| std::str::from_utf8(&ip_buf[..n]).ok());
         let mut opt = |k: &str, v: Option<&str>| {
             if let Some(v) = v {
                 w.attr(k, v);
             }
         };
         opt("user.id", r.user_id.as_deref());
-        if let Some(ip) = r.client_address {
-            // Formatted on the stack: at most 45 bytes (an IPv6 address with an IPv4 tail).
-            let mut buf = [0u8; 64];
-            let mut cur = std::io::Cursor::new(&mut buf[..]);
-            if std::io::Write::write_fmt(&mut cur, format_args!("{ip}")).is_ok() {
-                let n = usize::try_from(cur.position()).unwrap_or(0);
-                if let Ok(text) = std::str::from_utf8(&buf[..n]) {
-                    w.attr("client.address", text);
-                }
-            }
-        }
-        let mut opt = |k: &str, v: Option<&str>| {
-            if let Some(v) = v {
-                w.attr(k, v);
-            }
-        };
+        opt("client.address", ip);
         opt("user_agent.original", r.user_agent.as_deref());
         opt("error.type", r.error_type.as_deref());
         opt("http.route", r.route.as_deref());

@@ -267,7 +267,7 @@ impl RecordWriter<'_> {
 
 /// What comes before and after a batch's records in an `ExportLogsServiceRequest`: the
 /// resource and the scope, encoded once.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[cfg_attr(not(any(feature = "grpc", feature = "http")), allow(dead_code))]
 pub(crate) struct RequestFrame {
     resource: Vec<u8>,

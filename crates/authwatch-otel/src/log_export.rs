@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use opentelemetry::InstrumentationScope;
 
 use crate::log_encode::{LogBatch, RequestFrame};
-use crate::pipeline::{env, OtlpOptions, PipelineError, Protocol};
+use crate::pipeline::{builder_headers, env, OtlpOptions, PipelineError, Protocol};
 
 /// Batches waiting for the export thread; beyond, a new batch is lost and counted.
 const QUEUE_BATCHES: usize = 8;
@@ -336,14 +336,7 @@ fn parse_headers(s: &str) -> Vec<(String, String)> {
 /// exporters merge them. A bad name or value is an error from the builder and skipped from the
 /// environment, as the SDK does.
 fn headers(o: &OtlpOptions) -> Result<http::HeaderMap, PipelineError> {
-    let mut out = http::HeaderMap::new();
-    for (k, v) in &o.headers {
-        let name = http::HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| PipelineError::Config(format!("OTLP header name {k:?}")))?;
-        let value = http::HeaderValue::from_str(v)
-            .map_err(|_| PipelineError::Config(format!("OTLP header {k:?} has a bad value")))?;
-        out.append(name, value);
-    }
+    let mut out = builder_headers(o)?;
     let from_env = env("OTEL_EXPORTER_OTLP_LOGS_HEADERS")
         .or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS"))
         .map(|s| parse_headers(&s))

@@ -777,13 +777,19 @@ fn grpc_config<B: opentelemetry_otlp::WithTonicConfig>(
 
 /// The builder's headers as gRPC metadata, `None` when it set none.
 #[cfg(feature = "grpc")]
-pub(crate) fn grpc_metadata(
+fn grpc_metadata(
     o: &OtlpOptions,
 ) -> Result<Option<opentelemetry_otlp::tonic_types::metadata::MetadataMap>, PipelineError> {
     use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
     if o.headers.is_empty() {
         return Ok(None);
     }
+    builder_headers(o).map(|h| Some(MetadataMap::from_headers(h)))
+}
+
+/// The builder's headers; a bad name or value is an error.
+#[cfg(any(feature = "grpc", feature = "http"))]
+pub(crate) fn builder_headers(o: &OtlpOptions) -> Result<http::HeaderMap, PipelineError> {
     let mut headers = http::HeaderMap::new();
     for (k, v) in &o.headers {
         let name = http::HeaderName::from_bytes(k.as_bytes())
@@ -792,12 +798,12 @@ pub(crate) fn grpc_metadata(
             .map_err(|_| PipelineError::Config(format!("OTLP header {k:?} has a bad value")))?;
         headers.append(name, value);
     }
-    Ok(Some(MetadataMap::from_headers(headers)))
+    Ok(headers)
 }
 
 /// TLS for the signal's gRPC endpoint, `None` when it is `http://` or not set.
 #[cfg(feature = "grpc")]
-pub(crate) fn grpc_tls(
+fn grpc_tls(
     o: &OtlpOptions,
     signal: &str,
 ) -> Result<Option<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig>, PipelineError> {

@@ -1,0 +1,43 @@
+# The end-to-end harness shared by scripts/e2e-bench.sh and scripts/thread-cpu.sh (sourced,
+# not run): a rotel collector and the load generator on CPU 1, a bench server on CPU 0, on
+# free loopback ports. The caller sets ROOT, OUT and PIDS (killed on exit).
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() {
+  for _ in $(seq 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listens on $1"; return 1
+}
+
+# A rotel collector (blackhole exporter) on CPU 1; sets GRPC (its OTLP/gRPC port) and
+# COLLECTOR (its pid).
+start_collector() {
+  local http
+  GRPC=$(free_port)
+  http=$(free_port)
+  taskset -c 1 "$ROOT/.test-deps/bin/rotel-agent" start \
+    --otlp-grpc-endpoint "127.0.0.1:$GRPC" --otlp-http-endpoint "127.0.0.1:$http" \
+    --exporter blackhole >"$OUT/rotel.log" 2>&1 &
+  COLLECTOR=$!
+  PIDS+=("$COLLECTOR")
+  wait_port "$GRPC"
+}
+
+# start_server BIN STACK SIGN_IN_WORK_US LOG_PREFIX: the bench server on CPU 0 with one tokio
+# worker, exporting OTLP to the collector every 5 s, then a 2-s warm-up with the traffic mix
+# (CONNS connections, default 32); sets PORT and SERVER (its pid).
+start_server() {
+  PORT=$(free_port)
+  OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC" OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
+    OTEL_METRIC_EXPORT_INTERVAL=5000 \
+    taskset -c 0 "$1" --stack "$2" --port "$PORT" --workers 1 --sign-in-work-us "$3" \
+    >"$4.out" 2>"$4.err" &
+  SERVER=$!
+  PIDS+=("$SERVER")
+  wait_port "$PORT"
+  # Warm-up: connections, allocator, the first windows.
+  taskset -c 1 wrk -t1 -c"${CONNS:-32}" -d2s -s scripts/e2e/mix.lua "http://127.0.0.1:$PORT" >/dev/null
+}
