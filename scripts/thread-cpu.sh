@@ -45,7 +45,10 @@ start_server "$BIN" "$STACK" "$WORK" "$OUT/server"
 # CPU ticks (user + system) per thread name, and the collector's.
 snap() {
   for t in /proc/"$SERVER"/task/*; do
-    echo "$(tr ' ' '_' <"$t/comm") $(awk '{print $14 + $15}' "$t/stat")"
+    # A thread that ends while the list is read (tokio's blocking pool) is skipped.
+    if name=$(tr ' ' '_' <"$t/comm" 2>/dev/null) && ticks=$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null); then
+      echo "$name $ticks"
+    fi
   done | awk '{s[$1] += $2} END {for (k in s) print k, s[k]}' | sort
   echo "(collector) $(awk '{print $14 + $15}' /proc/"$COLLECTOR"/stat)"
 }

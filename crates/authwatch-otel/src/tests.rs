@@ -393,7 +393,12 @@ fn query_names_are_series_up_to_the_cap() {
 /// The nice value in a `/proc/…/stat` file (Linux).
 #[cfg(target_os = "linux")]
 fn nice_in(stat: &str) -> i32 {
-    let s = std::fs::read_to_string(stat).unwrap();
+    nice_of(&std::fs::read_to_string(stat).unwrap())
+}
+
+/// The nice value in the text of a `/proc/…/stat` file.
+#[cfg(target_os = "linux")]
+fn nice_of(s: &str) -> i32 {
     // Fields after the command (which may hold spaces) start at the third: nice is the 19th.
     let rest = &s[s.rfind(')').unwrap() + 2..];
     rest.split(' ').nth(16).unwrap().parse().unwrap()
@@ -443,15 +448,19 @@ fn a_log_export_to_a_dead_collector_counts_every_record_it_loses() {
         .expect("logs are on with an endpoint");
     #[cfg(target_os = "linux")]
     {
-        // Its thread runs below the service's priority.
+        // Its thread runs below the service's priority. Other tests' threads come and go
+        // while the list is read: one that has ended by the time it is read is skipped.
         let base = nice_in("/proc/self/stat");
         let niced: Vec<i32> = std::fs::read_dir("/proc/self/task")
             .unwrap()
             .filter_map(|t| {
-                let t = t.unwrap().path();
-                let comm = std::fs::read_to_string(t.join("comm")).unwrap();
-                (comm.trim() == "authwatch-log-e")
-                    .then(|| nice_in(t.join("stat").to_str().unwrap()))
+                let t = t.ok()?.path();
+                let comm = std::fs::read_to_string(t.join("comm")).ok()?;
+                if comm.trim() != "authwatch-log-e" {
+                    return None;
+                }
+                let stat = std::fs::read_to_string(t.join("stat")).ok()?;
+                Some(nice_of(&stat))
             })
             .collect();
         assert!(!niced.is_empty());
