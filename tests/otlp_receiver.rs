@@ -238,3 +238,53 @@ async fn audit_records_arrive_exactly_and_rejected_ones_are_counted_lost() {
     }
     assert_eq!(limited, 100);
 }
+
+/// A trickle of audit records, without a sync, still reaches the collector, in one request
+/// per schedule delay (`OTEL_BLRP_SCHEDULE_DELAY`, 1 s by default) rather than one per 50-ms
+/// drain of the layer's records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickle_of_audit_records_goes_out_once_per_schedule_delay() {
+    use authwatch::{AuthEvent, AuthOp, AuthWatch, Outcome, Protocol};
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
+    use std::time::{Duration, Instant};
+
+    let rx = LogReceiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(LogsServiceServer::new(rx.clone()))
+            .add_service(MetricsServiceServer::new(Receiver::default()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let watch = AuthWatch::builder()
+        .service_name("accounts")
+        .otlp_endpoint(format!("http://{addr}"))
+        .otlp_protocol(Protocol::Grpc)
+        .export_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    // Six failed sign-ins 120 ms apart: each lands in another drain of the layer's records.
+    for _ in 0..6 {
+        watch.record(
+            &AuthEvent::new(
+                AuthOp::Login,
+                Outcome::Failure(authwatch::authwatch_layer::FailureReason::InvalidCredentials),
+                Duration::from_millis(2),
+                authwatch::authwatch_layer::now(),
+            )
+            .with_route("/login"),
+        );
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    // No sync: they go out on their own (a generous bound for a loaded machine).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rx.records().len() < 6 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rx.records().len(), 6, "every record arrives without a sync");
+    let requests = rx.requests.lock().unwrap().len();
+    // One request, or two if the machine stalled past the delay; one per drain would be six.
+    assert!(requests <= 2, "{requests} requests for 6 records");
+    watch.shutdown().await.unwrap();
+}

@@ -328,6 +328,9 @@ impl LogExport {
     fn empty_batch(&self) -> authwatch_otel::LogBatch {
         match *self {}
     }
+    fn schedule_delay(&self) -> Duration {
+        match *self {}
+    }
     fn flush(&self, _: Duration) {
         match *self {}
     }
@@ -432,9 +435,11 @@ impl Auditor {
 struct Sinks<'a> {
     file: Option<&'a mut file::Writer>,
     otel: Option<OtelOut>,
-    /// OTLP records waiting for the next batch (sent when full, and at each drain, sync and
-    /// stop).
+    /// OTLP records waiting for the next batch: sent when full, when its first record has
+    /// waited the export's schedule delay (checked at each drain), and at each sync and stop.
     batch: authwatch_otel::LogBatch,
+    /// When the first record of `batch` was written.
+    batch_since: Option<std::time::Instant>,
 }
 
 impl Sinks<'_> {
@@ -444,6 +449,9 @@ impl Sinks<'_> {
             w.write(&r);
         }
         if self.otel.is_some() {
+            if self.batch.is_empty() {
+                self.batch_since = Some(std::time::Instant::now());
+            }
             otel_record(&mut self.batch, &r);
             if self.batch.is_full() {
                 self.send_batch();
@@ -458,6 +466,21 @@ impl Sinks<'_> {
                 let next = o.export.empty_batch();
                 o.export.send(std::mem::replace(&mut self.batch, next));
             }
+        }
+        self.batch_since = None;
+    }
+
+    /// Sends the waiting OTLP records once the first has waited the schedule delay: a steady
+    /// trickle goes out as one request a second (by default) rather than one per drain.
+    fn send_due(&mut self, now: std::time::Instant) {
+        let due = match (&self.otel, self.batch_since) {
+            (Some(o), Some(since)) => {
+                now.saturating_duration_since(since) >= o.export.schedule_delay()
+            }
+            _ => false,
+        };
+        if due {
+            self.send_batch();
         }
     }
 
@@ -487,6 +510,7 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut 
         file,
         otel: out.otel,
         batch: authwatch_otel::LogBatch::default(),
+        batch_since: None,
     };
     loop {
         // Wake for the next drain of the layer's records, or earlier when a batched flush
@@ -505,12 +529,15 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut 
             || matches!(msg, Some(Msg::Sync(_) | Msg::Stop(_)));
         if draining {
             layer.drain(&mut spare, &mut |r| sinks.write(r));
-            // One export request per drain (at most every 50 ms), not one per record.
-            sinks.send_batch();
-            next_drain = std::time::Instant::now() + DRAIN_EVERY;
+            // Full batches went out while writing; the rest waits for the schedule delay
+            // (a sync or a stop sends it below).
+            let now = std::time::Instant::now();
+            sinks.send_due(now);
+            next_drain = now + DRAIN_EVERY;
         }
         match msg {
             Some(Msg::Sync(done)) => {
+                sinks.send_batch();
                 sinks.flush_file();
                 if let Some(o) = &sinks.otel {
                     o.export.flush(EXPORT_WAIT);
