@@ -141,7 +141,6 @@ fn exact_delta_counts_and_exponential_histograms_over_grpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_records_arrive_exactly_and_rejected_ones_are_counted_lost() {
     use authwatch::{AuthEvent, AuthOp, AuthWatch, Outcome, Protocol};
-    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use std::time::Duration;
 
@@ -149,14 +148,7 @@ async fn audit_records_arrive_exactly_and_rejected_ones_are_counted_lost() {
         reject: 2,
         ..LogReceiver::default()
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(LogsServiceServer::new(rx.clone()))
-            .add_service(MetricsServiceServer::new(Receiver::default()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let addr = serve_logs(&rx).await;
     let watch = AuthWatch::builder()
         .service_name("accounts")
         .otlp_endpoint(format!("http://{addr}"))
@@ -245,18 +237,10 @@ async fn audit_records_arrive_exactly_and_rejected_ones_are_counted_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickle_of_audit_records_goes_out_once_per_schedule_delay() {
     use authwatch::{AuthEvent, AuthOp, AuthWatch, Outcome, Protocol};
-    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
     use std::time::{Duration, Instant};
 
     let rx = LogReceiver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(LogsServiceServer::new(rx.clone()))
-            .add_service(MetricsServiceServer::new(Receiver::default()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let addr = serve_logs(&rx).await;
     let watch = AuthWatch::builder()
         .service_name("accounts")
         .otlp_endpoint(format!("http://{addr}"))
@@ -287,4 +271,18 @@ async fn a_trickle_of_audit_records_goes_out_once_per_schedule_delay() {
     // One request, or two if the machine stalled past the delay; one per drain would be six.
     assert!(requests <= 2, "{requests} requests for 6 records");
     watch.shutdown().await.unwrap();
+}
+
+/// Serves `rx` (and a metrics receiver, for the pipeline's metrics) on a free port.
+async fn serve_logs(rx: &LogReceiver) -> std::net::SocketAddr {
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(LogsServiceServer::new(rx.clone()))
+            .add_service(MetricsServiceServer::new(Receiver::default()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
 }
