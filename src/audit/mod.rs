@@ -277,6 +277,9 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 /// written.
 enum Msg {
     Record(Box<AuditRecord>),
+    /// A thread's shard of layer records is half full: drain now rather than at the next
+    /// 50-ms tick, so that a burst faster than a shard holds per tick is not dropped.
+    Drain,
     Sync(SyncSender<()>),
     /// Drain, flush, answer, and end.
     Stop(SyncSender<()>),
@@ -526,7 +529,7 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut 
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let draining = std::time::Instant::now() >= next_drain
-            || matches!(msg, Some(Msg::Sync(_) | Msg::Stop(_)));
+            || matches!(msg, Some(Msg::Drain | Msg::Sync(_) | Msg::Stop(_)));
         if draining {
             layer.drain(&mut spare, &mut |r| sinks.write(r));
             // Full batches went out while writing; the rest waits for the schedule delay
@@ -551,6 +554,7 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut 
                 return;
             }
             Some(Msg::Record(r)) => sinks.write(*r),
+            Some(Msg::Drain) => {}
             None => {
                 if let Some(w) = sinks.file.as_deref_mut() {
                     if w.flush_due_in() == Some(Duration::ZERO) {
@@ -874,6 +878,12 @@ impl EventSink for AuditSink {
         let mut v = shard.0.lock().unwrap_or_else(|e| e.into_inner());
         if v.len() < SHARD_CAP {
             v.push(rec);
+            let half = v.len() == SHARD_CAP / 2;
+            drop(v);
+            if half {
+                // Once per half a shard; when the queue is full the worker is busy anyway.
+                let _ = auditor.tx.try_send(Msg::Drain);
+            }
         } else {
             drop(v);
             auditor.dropped.fetch_add(1, Ordering::Relaxed);
@@ -1214,5 +1224,53 @@ mod tests {
             AuditClass::Security
         );
         assert_eq!(class_of(Outcome::Success), AuditClass::Authentication);
+    }
+
+    #[test]
+    fn a_half_full_shard_wakes_the_worker() {
+        // An auditor whose worker is this test: it sees what the sink sends.
+        let (tx, rx) = sync_channel(4);
+        let auditor = Arc::new(Auditor {
+            tx,
+            layer: Arc::new(LayerRecords::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            key: UserIdKey(None),
+            worker: Mutex::new(None),
+        });
+        let sink = AuditSink {
+            auditor: auditor.clone(),
+            successes: false,
+        };
+        let e = AuthEvent::new(
+            AuthOp::Login,
+            Outcome::Failure(FailureReason::InvalidCredentials),
+            Duration::from_millis(2),
+            authwatch_layer::now(),
+        )
+        .with_route("/login");
+        // One thread: every record lands in the same shard.
+        for _ in 0..SHARD_CAP / 2 - 1 {
+            sink.record(&e);
+        }
+        assert!(rx.try_recv().is_err(), "no wake before half");
+        sink.record(&e);
+        assert!(matches!(rx.try_recv(), Ok(Msg::Drain)), "a wake at half");
+        for _ in 0..SHARD_CAP / 2 {
+            sink.record(&e);
+        }
+        assert!(rx.try_recv().is_err(), "one wake per half shard");
+        // Full: the next is dropped and counted, nothing else is sent.
+        sink.record(&e);
+        assert_eq!(auditor.dropped.load(Ordering::Relaxed), 1);
+        assert!(rx.try_recv().is_err());
+        // Drained, the shard wakes the worker again at half.
+        let mut n = 0;
+        auditor.layer.drain(&mut Vec::new(), &mut |_| n += 1);
+        assert_eq!(n, SHARD_CAP);
+        for _ in 0..SHARD_CAP / 2 {
+            sink.record(&e);
+        }
+        assert!(matches!(rx.try_recv(), Ok(Msg::Drain)));
     }
 }
