@@ -720,7 +720,8 @@ impl AuthWatchBuilder {
     /// How many of the logger's audit records may wait for the writer before new ones are
     /// dropped and counted in `auth.audit.dropped.count` (default 8192). The layer's records
     /// wait in per-thread buffers of 2048, drained every 50 ms or as soon as one is half full,
-    /// with the same accounting.
+    /// with the same accounting (a buffer's half-full wake-up takes one place in this queue
+    /// while it waits).
     pub fn audit_queue(mut self, records: usize) -> Self {
         self.audit_queue = records;
         self

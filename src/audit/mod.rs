@@ -528,9 +528,7 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut 
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        let draining = std::time::Instant::now() >= next_drain
-            || matches!(msg, Some(Msg::Drain | Msg::Sync(_) | Msg::Stop(_)));
-        if draining {
+        if drains_now(msg.as_ref(), std::time::Instant::now(), next_drain) {
             layer.drain(&mut spare, &mut |r| sinks.write(r));
             // Full batches went out while writing; the rest waits for the schedule delay
             // (a sync or a stop sends it below).
@@ -566,6 +564,12 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut 
     }
     layer.drain(&mut spare, &mut |r| sinks.write(r));
     sinks.finish();
+}
+
+/// Whether the worker drains the layer's shards now: at the tick, when a shard is half full,
+/// and before a sync or a stop.
+fn drains_now(msg: Option<&Msg>, now: std::time::Instant, next_drain: std::time::Instant) -> bool {
+    now >= next_drain || matches!(msg, Some(Msg::Drain | Msg::Sync(_) | Msg::Stop(_)))
 }
 
 macro_rules! audit_event {
@@ -829,7 +833,7 @@ impl LayerRecords {
 /// The [`EventSink`] that turns the auth requests the layer sees (the security events, or
 /// all of them) into `auth.request` records. Recording copies the event into the calling
 /// thread's shard (no allocation, no shared cache line); the worker drains the shards every
-/// 50 ms.
+/// 50 ms, or as soon as one is half full.
 pub(crate) struct AuditSink {
     pub(crate) auditor: Arc<Auditor>,
     /// Successes and cancellations too (authentication class), not only the security events.
@@ -1271,6 +1275,19 @@ mod tests {
         for _ in 0..SHARD_CAP / 2 {
             sink.record(&e);
         }
-        assert!(matches!(rx.try_recv(), Ok(Msg::Drain)));
+        let wake = rx.try_recv().unwrap();
+        assert!(matches!(wake, Msg::Drain));
+        // The worker drains on the wake before its tick, and not on a logger's record.
+        let now = std::time::Instant::now();
+        let later = now + DRAIN_EVERY;
+        assert!(drains_now(Some(&wake), now, later));
+        assert!(!drains_now(None, now, later));
+        let record = Msg::Record(Box::new(AuditRecord::new(
+            "auth.login",
+            AuditClass::Authentication,
+            "app",
+        )));
+        assert!(!drains_now(Some(&record), now, later));
+        assert!(drains_now(None, later, later));
     }
 }

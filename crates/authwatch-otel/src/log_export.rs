@@ -137,8 +137,8 @@ impl LogExport {
     }
 
     /// How long a record should wait for its batch to fill before the batch is sent anyway:
-    /// `OTEL_BLRP_SCHEDULE_DELAY` (milliseconds), else 1 s, as the SDK's batch log processor
-    /// reads it.
+    /// `OTEL_BLRP_SCHEDULE_DELAY` (milliseconds, the SDK batch log processor's variable; as
+    /// for the timeout, surrounding spaces are allowed), else 1 s, its default.
     ///
     /// Each request costs the export thread (and the collector) about the same whatever its
     /// size up to the full batch: sending a steady trickle of records once a second instead
@@ -333,8 +333,8 @@ fn timeout(o: &OtlpOptions) -> Duration {
         .unwrap_or(DEFAULT_TIMEOUT)
 }
 
-/// `OTEL_BLRP_SCHEDULE_DELAY` (milliseconds), else 1 s. An unreadable value is ignored, as
-/// the SDK ignores it.
+/// `OTEL_BLRP_SCHEDULE_DELAY` (milliseconds, spaces trimmed), else 1 s. An unreadable value
+/// is ignored, as the SDK ignores it.
 fn schedule_delay() -> Duration {
     schedule_delay_of(env("OTEL_BLRP_SCHEDULE_DELAY").as_deref())
 }
@@ -721,11 +721,11 @@ mod tests {
     }
 
     #[test]
-    fn the_schedule_delay_reads_as_the_sdk_reads_it() {
+    fn the_schedule_delay_is_read_in_milliseconds() {
         assert_eq!(schedule_delay_of(None), Duration::from_secs(1));
         assert_eq!(schedule_delay_of(Some(" 250 ")), Duration::from_millis(250));
         assert_eq!(schedule_delay_of(Some("0")), Duration::ZERO);
-        assert_eq!(schedule_delay_of(Some("1s")), Duration::from_secs(1));
+        assert_eq!(schedule_delay_of(Some("2s")), Duration::from_secs(1));
         assert_eq!(schedule_delay_of(Some("-5")), Duration::from_secs(1));
     }
 }
