@@ -660,20 +660,30 @@ fn pieces(c: &mut Criterion) {
     g.bench_function("alerts/record_success", |b| {
         b.iter(|| authwatch::EventSink::record(&engine, black_box(&ok)))
     });
+    // A failed sign-in from `ip`.
+    let failure = |ip: std::net::IpAddr| {
+        authwatch::AuthEvent::new(
+            authwatch::AuthOp::Login,
+            authwatch::Outcome::Failure(authwatch::FailureReason::InvalidCredentials),
+            Duration::from_millis(3),
+            at,
+        )
+        .with_route("/api/auth/sign-in/email")
+        .with_client_ip(Some(ip))
+    };
     let mut n = 0u32;
     g.bench_function("alerts/record_failure_new_ip", |b| {
         b.iter(|| {
             n = n.wrapping_add(1);
-            let e = authwatch::AuthEvent::new(
-                authwatch::AuthOp::Login,
-                authwatch::Outcome::Failure(authwatch::FailureReason::InvalidCredentials),
-                Duration::from_millis(3),
-                at,
-            )
-            .with_route("/api/auth/sign-in/email")
-            .with_client_ip(Some(std::net::IpAddr::V4(n.into())));
+            let e = failure(std::net::IpAddr::V4(n.into()));
             authwatch::EventSink::record(&engine, black_box(&e));
         })
+    });
+    // One client over the brute-force threshold (an attack in progress): every failure
+    // updates a suspect.
+    let attacker = failure(std::net::IpAddr::V4([203, 0, 113, 7].into()));
+    g.bench_function("alerts/record_failure_suspect", |b| {
+        b.iter(|| authwatch::EventSink::record(&engine, black_box(&attacker)))
     });
     g.finish();
 }

@@ -181,6 +181,17 @@ struct RouteSlots {
     ips: Vec<u64>,
 }
 
+impl RouteSlots {
+    /// One failure in slot `cur`; `first_in_slot`: the client's first there (a collision can
+    /// hide one, never add one).
+    fn count(&mut self, cur: usize, first_in_slot: bool) {
+        self.failures[cur] += 1;
+        if first_in_slot {
+            self.ips[cur] += 1;
+        }
+    }
+}
+
 /// The detector. Not synchronised: the engine keeps it behind a mutex.
 #[derive(Debug)]
 pub struct Detector {
@@ -195,7 +206,10 @@ pub struct Detector {
     slot_max: Vec<u64>,
     threshold: u64,
     suspects: HashMap<IpAddr, u64>,
-    /// The same, ordered by count, to find the weakest in O(log n).
+    /// The same, ordered by count, to find the weakest in O(log n). Re-ranked lazily: an
+    /// entry may hold an older, lower count than `suspects` (counts only grow between two
+    /// advances, which rebuild it), and is corrected when it comes up as the weakest; one
+    /// entry per suspect.
     ranked: BTreeSet<(u64, IpAddr)>,
     routes: HashMap<Box<str>, RouteSlots>,
 }
@@ -286,26 +300,26 @@ impl Detector {
         if self.slot_max[cur] < after {
             self.slot_max[cur] = after;
         }
-        // Routes are bounded: past `max_routes`, new ones count under `_OTHER`.
-        let key = if self.routes.contains_key(route) || self.routes.len() < self.cfg.max_routes {
-            route
+        // Routes are bounded: past `max_routes`, new ones count under `_OTHER`. A known route
+        // is one lookup.
+        let first_in_slot = m == 0;
+        if let Some(e) = self.routes.get_mut(route) {
+            e.count(cur, first_in_slot);
         } else {
-            "_OTHER"
-        };
-        if !self.routes.contains_key(key) {
-            self.routes.insert(
-                key.into(),
-                RouteSlots {
+            let key = if self.routes.len() < self.cfg.max_routes {
+                route
+            } else {
+                "_OTHER"
+            };
+            if let Some(e) = self.routes.get_mut(key) {
+                e.count(cur, first_in_slot);
+            } else {
+                let mut e = RouteSlots {
                     failures: vec![0; slots],
                     ips: vec![0; slots],
-                },
-            );
-        }
-        if let Some(e) = self.routes.get_mut(key) {
-            e.failures[cur] += 1;
-            // The client's first failure in this slot (a collision can hide one, never add one).
-            if m == 0 {
-                e.ips[cur] += 1;
+                };
+                e.count(cur, first_in_slot);
+                self.routes.insert(key.into(), e);
             }
         }
         if after > self.threshold {
@@ -317,24 +331,30 @@ impl Detector {
     /// Keeps `ip` by name with `count`, within `max_suspects`: a newcomer replaces the weakest
     /// only when it has more failures.
     fn note_suspect(&mut self, ip: IpAddr, count: u64) {
-        if let Some(old) = self.suspects.insert(ip, count) {
-            self.ranked.remove(&(old, ip));
-            self.ranked.insert((count, ip));
+        if let Some(c) = self.suspects.get_mut(&ip) {
+            // Its ranked entry keeps the older count until it comes up as the weakest: every
+            // further failure of a client under attack costs one map update, not a re-rank.
+            *c = count;
             return;
         }
-        if self.suspects.len() > self.cfg.max_suspects {
-            let weakest = self.ranked.first().copied();
-            match weakest {
-                Some((c, w)) if c < count => {
-                    self.ranked.pop_first();
+        if self.suspects.len() >= self.cfg.max_suspects {
+            // The weakest: the first entry whose ranked count is current (a stale entry's
+            // count is below its client's, so it is put back with the current one first).
+            while let Some((c, w)) = self.ranked.pop_first() {
+                let now = self.suspects.get(&w).copied().unwrap_or(0);
+                if now != c {
+                    self.ranked.insert((now, w));
+                    continue;
+                }
+                if c < count {
                     self.suspects.remove(&w);
+                    break;
                 }
-                _ => {
-                    self.suspects.remove(&ip);
-                    return;
-                }
+                self.ranked.insert((c, w));
+                return;
             }
         }
+        self.suspects.insert(ip, count);
         self.ranked.insert((count, ip));
     }
 
@@ -399,8 +419,8 @@ impl Detector {
     /// capped at the threshold (so that it never says "over" after the suspects have gone).
     #[must_use]
     pub fn top_failures(&self) -> u64 {
-        match self.ranked.last() {
-            Some(&(c, _)) => c,
+        match self.suspects.values().max() {
+            Some(&c) => c,
             None => self
                 .slot_max
                 .iter()
@@ -549,5 +569,58 @@ mod tests {
         assert_eq!(d.estimate(IpAddr::V6(Ipv6Addr::LOCALHOST)), 0);
         d.record(IpAddr::V6(Ipv6Addr::LOCALHOST), "/login");
         assert_eq!(d.estimate(IpAddr::V6(Ipv6Addr::LOCALHOST)), 1);
+    }
+
+    /// The lazily re-ranked suspects keep exactly the clients an eager ranking keeps (the
+    /// previous implementation, as the model): same names, same counts, same weakest evicted,
+    /// ties broken alike.
+    #[test]
+    fn lazy_ranking_keeps_what_an_eager_ranking_keeps() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        for max in [1, 2, 3, 8] {
+            let cfg = BruteForceConfig::default().max_suspects(max);
+            let mut d = Detector::new(cfg, 0, Duration::ZERO);
+            let mut counts: HashMap<IpAddr, u64> = HashMap::new();
+            let (mut model, mut ranked) = (HashMap::new(), BTreeSet::new());
+            for _ in 0..20_000 {
+                // Few clients, small steps: many ties, many evictions.
+                let ip = v4(next(20) as u32);
+                let c = counts.entry(ip).or_insert(0);
+                *c += 1 + next(3);
+                let count = *c;
+                d.note_suspect(ip, count);
+                // The eager model.
+                if let Some(old) = model.insert(ip, count) {
+                    ranked.remove(&(old, ip));
+                    ranked.insert((count, ip));
+                } else if model.len() > max {
+                    match ranked.first().copied() {
+                        Some((c, w)) if c < count => {
+                            ranked.pop_first();
+                            model.remove(&w);
+                            ranked.insert((count, ip));
+                        }
+                        _ => {
+                            model.remove(&ip);
+                        }
+                    }
+                } else {
+                    ranked.insert((count, ip));
+                }
+                assert_eq!(d.suspects, model, "max {max}");
+                assert_eq!(d.ranked.len(), d.suspects.len());
+                assert_eq!(
+                    d.top_failures(),
+                    ranked.last().map_or(0, |&(c, _)| c),
+                    "max {max}"
+                );
+            }
+        }
     }
 }
