@@ -429,6 +429,10 @@ impl Auditor {
             if let Some(w) = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 let _ = w.join();
             }
+            // The worker's last drain is done: what a request pushed after it (it passed the
+            // `closed` check just before the swap above) is counted, and nothing more is kept.
+            let left = self.layer.close();
+            self.dropped.fetch_add(left, Ordering::Relaxed);
         }
         done
     }
@@ -710,7 +714,16 @@ struct LayerRecord {
 
 /// One thread's records, alone on its cache lines.
 #[repr(align(128))]
-struct LayerShard(Mutex<Vec<LayerRecord>>);
+struct LayerShard(Mutex<ShardState>);
+
+#[derive(Default)]
+struct ShardState {
+    records: Vec<LayerRecord>,
+    /// Set under the lock once the worker has stopped: a record that passed the sink's
+    /// `closed` check just before shutdown is counted as dropped here instead of being left
+    /// in a shard nobody drains.
+    closed: bool,
+}
 
 /// The layer's records waiting for the worker, per thread shard, and the route names they
 /// refer to.
@@ -724,7 +737,7 @@ impl LayerRecords {
     fn new() -> Self {
         Self {
             shards: (0..authwatch_hdr::default_shards())
-                .map(|_| LayerShard(Mutex::new(Vec::new())))
+                .map(|_| LayerShard(Mutex::new(ShardState::default())))
                 .collect(),
             routes: (0..ROUTE_SLOTS).map(|_| OnceLock::new()).collect(),
             labels: std::sync::RwLock::new(Default::default()),
@@ -788,13 +801,28 @@ impl LayerRecords {
         for shard in self.shards.iter() {
             spare.clear();
             std::mem::swap(
-                &mut *shard.0.lock().unwrap_or_else(|e| e.into_inner()),
+                &mut shard.0.lock().unwrap_or_else(|e| e.into_inner()).records,
                 spare,
             );
             for r in spare.iter() {
                 out(self.to_record(r, anchor));
             }
         }
+    }
+
+    /// Closes every shard (later records are dropped and counted by the sink) and returns
+    /// how many records were still waiting in them.
+    fn close(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|shard| {
+                let mut s = shard.0.lock().unwrap_or_else(|e| e.into_inner());
+                s.closed = true;
+                let n = s.records.len() as u64;
+                s.records = Vec::new();
+                n
+            })
+            .sum()
     }
 
     fn to_record(
@@ -879,17 +907,18 @@ impl EventSink for AuditSink {
             ua,
         };
         let shard = &layer.shards[authwatch_hdr::thread_shard(layer.shards.len())];
-        let mut v = shard.0.lock().unwrap_or_else(|e| e.into_inner());
-        if v.len() < SHARD_CAP {
-            v.push(rec);
-            let half = v.len() == SHARD_CAP / 2;
-            drop(v);
+        let mut guard = shard.0.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &mut *guard;
+        if s.records.len() < SHARD_CAP && !s.closed {
+            s.records.push(rec);
+            let half = s.records.len() == SHARD_CAP / 2;
+            drop(guard);
             if half {
                 // Once per half a shard; when the queue is full the worker is busy anyway.
                 let _ = auditor.tx.try_send(Msg::Drain);
             }
         } else {
-            drop(v);
+            drop(guard);
             auditor.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -1230,9 +1259,14 @@ mod tests {
         assert_eq!(class_of(Outcome::Success), AuditClass::Authentication);
     }
 
-    #[test]
-    fn a_half_full_shard_wakes_the_worker() {
-        // An auditor whose worker is this test: it sees what the sink sends.
+    /// An auditor whose worker is the test (it sees what the sink sends), its layer sink,
+    /// and a failed sign-in to record.
+    fn test_auditor() -> (
+        Arc<Auditor>,
+        std::sync::mpsc::Receiver<Msg>,
+        AuditSink,
+        AuthEvent<'static>,
+    ) {
         let (tx, rx) = sync_channel(4);
         let auditor = Arc::new(Auditor {
             tx,
@@ -1253,6 +1287,27 @@ mod tests {
             authwatch_layer::now(),
         )
         .with_route("/login");
+        (auditor, rx, sink, e)
+    }
+
+    #[test]
+    fn records_after_the_last_drain_are_counted() {
+        let (auditor, _rx, sink, e) = test_auditor();
+        for _ in 0..3 {
+            sink.record(&e);
+        }
+        // As at shutdown, once the worker's last drain is done.
+        assert_eq!(auditor.layer.close(), 3, "left in the shards");
+        // A request that passed the sink's `closed` check before shutdown pushes now.
+        assert!(!auditor.closed.load(Ordering::Relaxed));
+        sink.record(&e);
+        assert_eq!(auditor.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(auditor.layer.close(), 0, "nothing kept");
+    }
+
+    #[test]
+    fn a_half_full_shard_wakes_the_worker() {
+        let (auditor, rx, sink, e) = test_auditor();
         // One thread: every record lands in the same shard.
         for _ in 0..SHARD_CAP / 2 - 1 {
             sink.record(&e);
