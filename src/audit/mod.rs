@@ -377,11 +377,15 @@ impl Auditor {
 
     /// An auditor with no worker: every record is counted as dropped.
     fn disconnected() -> Arc<Self> {
-        let (tx, _) = sync_channel(1);
+        Self::without_worker(sync_channel(1).0, true)
+    }
+
+    /// An auditor whose messages go to `tx` and no worker of its own.
+    fn without_worker(tx: SyncSender<Msg>, closed: bool) -> Arc<Self> {
         Arc::new(Self {
             tx,
             layer: Arc::new(LayerRecords::new()),
-            closed: std::sync::atomic::AtomicBool::new(true),
+            closed: std::sync::atomic::AtomicBool::new(closed),
             dropped: AtomicU64::new(0),
             key: UserIdKey(None),
             worker: Mutex::new(None),
@@ -1268,14 +1272,7 @@ mod tests {
         AuthEvent<'static>,
     ) {
         let (tx, rx) = sync_channel(4);
-        let auditor = Arc::new(Auditor {
-            tx,
-            layer: Arc::new(LayerRecords::new()),
-            closed: std::sync::atomic::AtomicBool::new(false),
-            dropped: AtomicU64::new(0),
-            key: UserIdKey(None),
-            worker: Mutex::new(None),
-        });
+        let auditor = Auditor::without_worker(tx, false);
         let sink = AuditSink {
             auditor: auditor.clone(),
             successes: false,

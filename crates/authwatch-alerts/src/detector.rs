@@ -300,27 +300,22 @@ impl Detector {
         if self.slot_max[cur] < after {
             self.slot_max[cur] = after;
         }
-        // Routes are bounded: past `max_routes`, new ones count under `_OTHER`. A known route
-        // is one lookup.
-        let first_in_slot = m == 0;
-        if let Some(e) = self.routes.get_mut(route) {
-            e.count(cur, first_in_slot);
+        // Routes are bounded: past `max_routes`, new ones count under `_OTHER`. Below the cap
+        // a known route is one lookup.
+        let key = if self.routes.len() < self.cfg.max_routes || self.routes.contains_key(route) {
+            route
         } else {
-            let key = if self.routes.len() < self.cfg.max_routes {
-                route
-            } else {
-                "_OTHER"
+            "_OTHER"
+        };
+        if let Some(e) = self.routes.get_mut(key) {
+            e.count(cur, m == 0);
+        } else {
+            let mut e = RouteSlots {
+                failures: vec![0; slots],
+                ips: vec![0; slots],
             };
-            if let Some(e) = self.routes.get_mut(key) {
-                e.count(cur, first_in_slot);
-            } else {
-                let mut e = RouteSlots {
-                    failures: vec![0; slots],
-                    ips: vec![0; slots],
-                };
-                e.count(cur, first_in_slot);
-                self.routes.insert(key.into(), e);
-            }
+            e.count(cur, m == 0);
+            self.routes.insert(key.into(), e);
         }
         if after > self.threshold {
             self.note_suspect(ip, after);

@@ -132,7 +132,7 @@ impl LogExport {
             stopping,
             done: Mutex::new(Some(done_rx)),
             empties: Mutex::new(empties_rx),
-            schedule_delay: schedule_delay(),
+            schedule_delay: schedule_delay(env("OTEL_BLRP_SCHEDULE_DELAY").as_deref()),
         })
     }
 
@@ -333,13 +333,9 @@ fn timeout(o: &OtlpOptions) -> Duration {
         .unwrap_or(DEFAULT_TIMEOUT)
 }
 
-/// `OTEL_BLRP_SCHEDULE_DELAY` (milliseconds, spaces trimmed), else 1 s. An unreadable value
-/// is ignored, as the SDK ignores it.
-fn schedule_delay() -> Duration {
-    schedule_delay_of(env("OTEL_BLRP_SCHEDULE_DELAY").as_deref())
-}
-
-fn schedule_delay_of(v: Option<&str>) -> Duration {
+/// The value of `OTEL_BLRP_SCHEDULE_DELAY` (milliseconds, spaces trimmed), else 1 s. An
+/// unreadable value is ignored, as the SDK ignores it.
+fn schedule_delay(v: Option<&str>) -> Duration {
     v.and_then(|v| v.trim().parse().ok())
         .map_or(DEFAULT_SCHEDULE_DELAY, Duration::from_millis)
 }
@@ -722,10 +718,10 @@ mod tests {
 
     #[test]
     fn the_schedule_delay_is_read_in_milliseconds() {
-        assert_eq!(schedule_delay_of(None), Duration::from_secs(1));
-        assert_eq!(schedule_delay_of(Some(" 250 ")), Duration::from_millis(250));
-        assert_eq!(schedule_delay_of(Some("0")), Duration::ZERO);
-        assert_eq!(schedule_delay_of(Some("2s")), Duration::from_secs(1));
-        assert_eq!(schedule_delay_of(Some("-5")), Duration::from_secs(1));
+        assert_eq!(schedule_delay(None), Duration::from_secs(1));
+        assert_eq!(schedule_delay(Some(" 250 ")), Duration::from_millis(250));
+        assert_eq!(schedule_delay(Some("0")), Duration::ZERO);
+        assert_eq!(schedule_delay(Some("2s")), Duration::from_secs(1));
+        assert_eq!(schedule_delay(Some("-5")), Duration::from_secs(1));
     }
 }
