@@ -518,7 +518,7 @@ impl Tracker {
 }
 
 impl TrackerState {
-    fn emit(self: Box<Self>, outcome: Outcome, grpc_status: Option<u16>) {
+    fn emit(&self, outcome: Outcome, grpc_status: Option<u16>) {
         let end = Tick::now();
         let shared = &self.shared.0;
         let info = &shared.routes.routes()[usize::from(self.route)];
