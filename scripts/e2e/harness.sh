@@ -18,9 +18,11 @@ wait_port() {
 # at normal priority its batches (slices of up to 4 ms, measured with `perf sched`) held wrk
 # off the CPU, so wrk read responses late and counted that as the server's latency (p99 of
 # the authwatch stack with free handlers ~2,000-2,400 µs, ~1,400-1,600 µs this way). In
-# production the collector runs elsewhere; here it still gets every cycle wrk leaves (it kept
-# up in every run: the bench scripts print any audit record lost). E2E_COLLECTOR_SCHED=normal
-# runs it as before.
+# production the collector runs elsewhere; here it gets every cycle wrk leaves, which is
+# plenty with CPU-costing sign-ins (nothing lost). With free handlers wrk leaves little, and
+# the collector falls behind on the audit records (the export then drops batches and the
+# bench scripts print how many): E2E_COLLECTOR_SCHED=normal runs it at normal priority, which
+# keeps it up at the price of wrk's core.
 start_collector() {
   local http sched=(chrt --idle 0)
   [ "${E2E_COLLECTOR_SCHED:-idle}" = idle ] || sched=()
