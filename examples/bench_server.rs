@@ -16,7 +16,8 @@
 //!   (`audit_request_successes(true)`);
 //! - `authwatch-no-request-audit`: the same without the layer's audit records
 //!   (`audit_requests(false)`; the handlers' own audit records are unaffected);
-//! - `authwatch-wrap`: the same around the whole router (`watch.wrap(app)`);
+//! - `authwatch-wrap`: the same around the whole router, served as the README shows
+//!   (`axum::serve` of `watch.wrap(app)` with `/metrics` and `/auth/health` merged into `app`);
 //! - `authwatch-traces`: `authwatch` plus an `auth.request` span per request exported over OTLP;
 //! - `trace-layer`: tower-http's `TraceLayer::new_for_http()`;
 //! - `axum-otel-metrics`, `otel-tower` (opentelemetry-instrumentation-tower), `axum-prometheus`:
@@ -146,9 +147,9 @@ fn app(stack: &str) -> (Router, Option<AuthWatch>) {
                 .expect("authwatch");
             let protected = me().layer(watch.token_guard(middleware::from_fn(require_session)));
             let app = routes().merge(protected);
+            // `authwatch-wrap` is wrapped where it is served (`main`), endpoints included.
             let app = if stack == "authwatch-wrap" {
-                // `wrap` returns a service; serve it as a router with one fallback.
-                Router::new().fallback_service(watch.wrap(app))
+                app
             } else {
                 app.layer(watch.layer())
             };
@@ -204,6 +205,16 @@ fn arg(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// Resolves at Ctrl-C or SIGTERM (the bench scripts stop the server with SIGTERM).
+async fn stopped() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stack = arg("--stack").unwrap_or_else(|| "authwatch".into());
     let port: u16 = arg("--port").map_or(Ok(3000), |p| p.parse())?;
@@ -231,20 +242,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         eprintln!("stack: {stack}");
         println!("listening on http://{}", listener.local_addr()?);
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+        match &watch {
+            Some(w) if stack == "authwatch-wrap" => {
+                let service = w.wrap(app);
+                axum::serve(
+                    listener,
+                    axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(
+                        service,
+                    ),
+                )
+                .with_graceful_shutdown(stopped())
+                .await?;
             }
-        })
-        .await?;
+            _ => {
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stopped())
+                .await?;
+            }
+        }
         if let Some(w) = watch {
             eprintln!("{}", w.snapshot());
             if let Err(e) = w.shutdown().await {

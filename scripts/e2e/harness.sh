@@ -14,18 +14,18 @@ wait_port() {
 
 # A rotel collector (blackhole exporter) on CPU 1; sets GRPC (its OTLP/gRPC port) and
 # COLLECTOR (its pid).
-# The collector runs at the idle scheduling class (SCHED_IDLE): it shares CPU 1 with wrk, and
-# at normal priority its batches (slices of up to 4 ms, measured with `perf sched`) held wrk
-# off the CPU, so wrk read responses late and counted that as the server's latency (p99 of
-# the authwatch stack with free handlers ~2,000-2,400 µs, ~1,400-1,600 µs this way). In
-# production the collector runs elsewhere; here it gets every cycle wrk leaves, which is
-# plenty with CPU-costing sign-ins (nothing lost). With free handlers wrk leaves little, and
-# the collector falls behind on the audit records (the export then drops batches and the
-# bench scripts print how many): E2E_COLLECTOR_SCHED=normal runs it at normal priority, which
-# keeps it up at the price of wrk's core.
+# With CPU-costing sign-ins (WORK > 0) the collector runs at the idle scheduling class
+# (SCHED_IDLE): it shares CPU 1 with wrk, and at normal priority its batches (slices of up to
+# 4 ms, measured with `perf sched`) held wrk off the CPU, so wrk read responses late and
+# counted that as the server's latency. wrk leaves it most of the core there, and it keeps up.
+# With free handlers (WORK = 0) wrk leaves it little: at the idle class it fell behind on the
+# audit records (the export lost up to 40 % of them in a round, which spares the server the work of
+# sending them), so there it runs at normal priority and keeps up, at the price of wrk's core.
+# In production the collector runs elsewhere. E2E_COLLECTOR_SCHED=idle|normal overrides.
 start_collector() {
-  local http sched=(chrt --idle 0)
-  [ "${E2E_COLLECTOR_SCHED:-idle}" = idle ] || sched=()
+  local http sched=() default=normal
+  [ "${WORK:-0}" = 0 ] || default=idle
+  [ "${E2E_COLLECTOR_SCHED:-$default}" != idle ] || sched=(chrt --idle 0)
   GRPC=$(free_port)
   http=$(free_port)
   "${sched[@]}" taskset -c 1 "$ROOT/.test-deps/bin/rotel-agent" start \
