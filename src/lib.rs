@@ -354,8 +354,11 @@ impl AuthWatch {
     #[cfg(feature = "axum")]
     #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     pub fn wrap(&self, app: axum::Router) -> Wrapped {
+        // `with_state(())` turns every handler into its route once, as
+        // `Router::into_make_service` does; a router called as a plain service would do it on
+        // every request.
         tower::ServiceExt::<axum::extract::Request>::map_response(
-            tower::Layer::layer(&self.inner.layer, app),
+            tower::Layer::layer(&self.inner.layer, app.with_state(())),
             axum::response::IntoResponse::into_response,
         )
     }
