@@ -82,10 +82,26 @@ fn watch_otlp() -> (AuthWatch, opentelemetry_sdk::metrics::SdkMeterProvider) {
     (w, p)
 }
 
-fn app() -> Router {
+/// The application's routes, not yet finalized.
+fn routes() -> Router {
     Router::new()
         .route("/api/auth/sign-in/email", post(|| async { "signed in" }))
         .route("/api/users/{id}", get(|| async { "a user" }))
+}
+
+/// The application as `axum::serve` runs it: `with_state(())` turns each handler into its
+/// route once. Called as a plain service, an unfinalized router does that on every request,
+/// and applies every `Router::layer` layer again each time, which no server does.
+fn app() -> Router {
+    routes().with_state(())
+}
+
+/// The application with `layer` added by `Router::layer`, then finalized as `axum::serve`
+/// finalizes it (the layer wraps each route's handler, once).
+macro_rules! routed {
+    ($layer:expr) => {
+        routes().layer($layer).with_state(())
+    };
 }
 
 /// Runs one request to completion without a runtime: the handlers never wait.
@@ -177,8 +193,8 @@ fn routers(c: &mut Criterion) {
     let bare = app();
 
     // `Router::layer`, as most axum users write it: axum boxes every route's response body.
-    let routed_noop = app().layer(PassThrough);
-    let routed_watch = app().layer(watch.layer());
+    let routed_noop = routed!(PassThrough);
+    let routed_watch = routed!(watch.layer());
     // The layer around the whole router (`ServiceBuilder`, hyper, tonic): no re-boxing.
     let outer_watch = watch.layer().layer(app());
     let outer_no_sink = no_sink.layer(app());
@@ -303,7 +319,7 @@ fn peers(c: &mut Criterion) {
     paired(
         &mut g,
         "authwatch_minus_bare",
-        app().layer(watch.layer()),
+        routed!(watch.layer()),
         method,
         path,
     );
@@ -311,7 +327,7 @@ fn peers(c: &mut Criterion) {
     paired(
         &mut g,
         "authwatch_otlp_minus_bare",
-        app().layer(watch2.layer()),
+        routed!(watch2.layer()),
         method,
         path,
     );
@@ -355,7 +371,7 @@ fn peers(c: &mut Criterion) {
     paired(
         &mut g,
         "router_pass_through_minus_bare",
-        app().layer(PassThrough),
+        routed!(PassThrough),
         method,
         path,
     );
@@ -383,14 +399,14 @@ fn peers(c: &mut Criterion) {
     paired(
         &mut g,
         "authwatch_stats_only_minus_bare",
-        app().layer(stats_only.layer()),
+        routed!(stats_only.layer()),
         method,
         path,
     );
     paired(
         &mut g,
         "trace_layer_minus_bare",
-        app().layer(tower_http::trace::TraceLayer::new_for_http()),
+        routed!(tower_http::trace::TraceLayer::new_for_http()),
         method,
         path,
     );
@@ -404,7 +420,7 @@ fn peers(c: &mut Criterion) {
     paired(
         &mut g,
         "axum_otel_metrics_minus_bare",
-        app().layer(otel_metrics),
+        routed!(otel_metrics),
         method,
         path,
     );
@@ -423,7 +439,7 @@ fn peers(c: &mut Criterion) {
     paired(
         &mut g,
         "otel_instrumentation_tower_minus_bare",
-        app().layer(tower_layer),
+        routed!(tower_layer),
         method,
         path,
     );
@@ -432,7 +448,7 @@ fn peers(c: &mut Criterion) {
     paired(
         &mut g,
         "axum_prometheus_minus_bare",
-        app().layer(axum_prometheus::PrometheusMetricLayer::new()),
+        routed!(axum_prometheus::PrometheusMetricLayer::new()),
         method,
         path,
     );
@@ -555,7 +571,7 @@ fn routers_two_threads(c: &mut Criterion) {
     g.bench_function("auth/outer_authwatch_otlp_minus_bare", |b| {
         b.iter_custom(|iters| two_paired(&outer_watch_otlp, iters))
     });
-    let routed_watch_otlp = app().layer(watch2.layer());
+    let routed_watch_otlp = routed!(watch2.layer());
     let wrapped_watch_otlp = tower::ServiceExt::<Request<Body>>::map_response(
         watch2.layer().layer(app()),
         axum::response::IntoResponse::into_response,
