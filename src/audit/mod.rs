@@ -178,9 +178,14 @@ impl AuditRecord {
     }
 
     fn new(name: &'static str, class: AuditClass, source: &'static str) -> Self {
+        Self::at(name, class, source, SystemTime::now())
+    }
+
+    /// A record of an event at `time` (the layer's records: no clock read per record).
+    fn at(name: &'static str, class: AuditClass, source: &'static str, time: SystemTime) -> Self {
         Self {
             name,
-            time: SystemTime::now(),
+            time,
             class,
             source,
             user_id: None,
@@ -455,6 +460,12 @@ struct Sinks<'a> {
 
 impl Sinks<'_> {
     fn write(&mut self, r: AuditRecord) {
+        self.write_observed(r, None);
+    }
+
+    /// Writes `r`; `observed` is when the worker took it (one clock reading per drain; the
+    /// OTLP encoder reads the clock per record without it).
+    fn write_observed(&mut self, r: AuditRecord, observed: Option<SystemTime>) {
         emit_tracing(&r);
         if let Some(w) = self.file.as_deref_mut() {
             w.write(&r);
@@ -463,11 +474,17 @@ impl Sinks<'_> {
             if self.batch.is_empty() {
                 self.batch_since = Some(std::time::Instant::now());
             }
-            otel_record(&mut self.batch, &r);
+            otel_record(&mut self.batch, &r, observed);
             if self.batch.is_full() {
                 self.send_batch();
             }
         }
+    }
+
+    /// Writes every record waiting in the layer's shards, observed at the drain's clock
+    /// reading.
+    fn drain(&mut self, layer: &LayerRecords, spare: &mut Vec<LayerRecord>) {
+        layer.drain(spare, &mut |r, seen| self.write_observed(r, Some(seen)));
     }
 
     /// Hands the waiting OTLP records to the export thread.
@@ -537,7 +554,7 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut 
             Err(RecvTimeoutError::Disconnected) => break,
         };
         if drains_now(msg.as_ref(), std::time::Instant::now(), next_drain) {
-            layer.drain(&mut spare, &mut |r| sinks.write(r));
+            sinks.drain(layer, &mut spare);
             // Full batches went out while writing; the rest waits for the schedule delay
             // (a sync or a stop sends it below).
             let now = std::time::Instant::now();
@@ -554,7 +571,7 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut 
                 let _ = done.try_send(());
             }
             Some(Msg::Stop(done)) => {
-                layer.drain(&mut spare, &mut |r| sinks.write(r));
+                sinks.drain(layer, &mut spare);
                 sinks.finish();
                 let _ = done.try_send(());
                 return;
@@ -570,7 +587,7 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut 
             }
         }
     }
-    layer.drain(&mut spare, &mut |r| sinks.write(r));
+    sinks.drain(layer, &mut spare);
     sinks.finish();
 }
 
@@ -624,9 +641,16 @@ fn emit_tracing(r: &AuditRecord) {
 
 /// Appends the OTLP log record of `r` to `batch`, encoded as it is written (no copy of its
 /// strings, no allocation).
-fn otel_record(batch: &mut authwatch_otel::LogBatch, r: &AuditRecord) {
+fn otel_record(
+    batch: &mut authwatch_otel::LogBatch,
+    r: &AuditRecord,
+    observed: Option<SystemTime>,
+) {
     use opentelemetry::logs::Severity;
     batch.push(|w| {
+        if let Some(t) = observed {
+            w.observed_time(t);
+        }
         w.time(r.time)
             .severity(match r.class {
                 AuditClass::Security => Severity::Warn,
@@ -799,7 +823,8 @@ impl LayerRecords {
 
     /// Takes every waiting record (the shard keeps `spare`'s capacity, so nothing is
     /// reallocated in the steady state).
-    fn drain(&self, spare: &mut Vec<LayerRecord>, out: &mut dyn FnMut(AuditRecord)) {
+    /// `out` gets each record and the drain's wall-clock time.
+    fn drain(&self, spare: &mut Vec<LayerRecord>, out: &mut dyn FnMut(AuditRecord, SystemTime)) {
         // One reading of both clocks per drain: records are at most a drain interval old.
         let anchor = (SystemTime::now(), authwatch_layer::now());
         for shard in self.shards.iter() {
@@ -809,7 +834,7 @@ impl LayerRecords {
                 spare,
             );
             for r in spare.iter() {
-                out(self.to_record(r, anchor));
+                out(self.to_record(r, anchor), anchor.0);
             }
         }
     }
@@ -834,8 +859,12 @@ impl LayerRecords {
         l: &LayerRecord,
         (wall, mono): (SystemTime, std::time::Instant),
     ) -> AuditRecord {
-        let mut r = AuditRecord::new("auth.request", class_of(l.outcome), "layer");
-        r.time = wall - mono.saturating_duration_since(l.finished_at);
+        let mut r = AuditRecord::at(
+            "auth.request",
+            class_of(l.outcome),
+            "layer",
+            wall - mono.saturating_duration_since(l.finished_at),
+        );
         r.set_trace(l.trace);
         r.client_address = l.ip;
         if l.ua_len > 0 {
@@ -1322,7 +1351,7 @@ mod tests {
         assert!(rx.try_recv().is_err());
         // Drained, the shard wakes the worker again at half.
         let mut n = 0;
-        auditor.layer.drain(&mut Vec::new(), &mut |_| n += 1);
+        auditor.layer.drain(&mut Vec::new(), &mut |_, _| n += 1);
         assert_eq!(n, SHARD_CAP);
         for _ in 0..SHARD_CAP / 2 {
             sink.record(&e);
