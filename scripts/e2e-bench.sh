@@ -81,7 +81,7 @@ for r in $(seq "$ROUNDS"); do
 done
 
 python3 - "$RESULTS" "$CONNS" "$SECS" "$ROUNDS" "$WORK" <<'EOF'
-import json, statistics, sys
+import json, math, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 conns, secs, rounds, work = sys.argv[2:6]
 stacks = list(dict.fromkeys(r["stack"] for r in rows))
@@ -112,6 +112,26 @@ for a in [s for s in stacks if s.startswith("authwatch")]:
     behind = [p for p in peers if ratio <= summary[p][0]]
     print(f"\n{a}: throughput {ratio:.1%} of bare (goal >= 98%: {'met' if ratio >= 0.98 else 'NOT met'}),"
           f" p99 {p99r:+.1%} (goal <= +5%: {'met' if p99r <= 0.05 else 'NOT met'}),"
-          f" ahead of {len(peers) - len(behind)} of {len(peers)} peers"
+          f" ahead of {len(peers) - len(behind)} of {len(peers)} peers by the medians"
           + (f" (behind: {', '.join(behind)})" if behind else ""))
+    # Paired, round by round: authwatch's throughput against each peer's in the same round,
+    # and a distribution-free 95 % confidence interval for the median of those differences
+    # (order statistics of the sign test). A peer counts as beaten or beating only when the
+    # interval excludes zero; otherwise the rounds cannot tell them apart.
+    for p in peers:
+        mine = {r["round"]: rps(r) for r in by[a]}
+        d = sorted(mine[r["round"]] / rps(r) - 1 for r in by[p] if r["round"] in mine)
+        n = len(d)
+        k = 0  # the interval is [d[k], d[n-1-k]]: the largest k with P(Binom(n, 1/2) < k+1) <= 2.5 %
+        while k + 1 <= n // 2 and sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n <= 0.025:
+            k += 1
+        ahead = sum(1 for x in d if x > 0)
+        line = f"  vs {p}: paired median {statistics.median(d):+.1%}, ahead in {ahead} of {n} rounds"
+        if k == 0:
+            line += "; too few rounds for a 95 % interval (6 at least): not decided"
+        else:
+            lo, hi = d[k - 1], d[n - k]
+            verdict = "ahead" if lo > 0 else "behind" if hi < 0 else "level within the noise"
+            line += f"; 95 % interval [{lo:+.1%}, {hi:+.1%}]: {verdict}"
+        print(line)
 EOF
