@@ -242,26 +242,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         eprintln!("stack: {stack}");
         println!("listening on http://{}", listener.local_addr()?);
+        // The two services differ in type (boxing them into one would add a cost per request
+        // to every stack): one serving expression for both.
+        macro_rules! serve {
+            ($make:expr) => {
+                axum::serve(listener, $make)
+                    .with_graceful_shutdown(stopped())
+                    .await?
+            };
+        }
         match &watch {
-            Some(w) if stack == "authwatch-wrap" => {
-                let service = w.wrap(app);
-                axum::serve(
-                    listener,
-                    axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(
-                        service,
-                    ),
+            Some(w) if stack == "authwatch-wrap" => serve!(
+                axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(
+                    w.wrap(app)
                 )
-                .with_graceful_shutdown(stopped())
-                .await?;
-            }
-            _ => {
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(stopped())
-                .await?;
-            }
+            ),
+            _ => serve!(app.into_make_service_with_connect_info::<SocketAddr>()),
         }
         if let Some(w) = watch {
             eprintln!("{}", w.snapshot());

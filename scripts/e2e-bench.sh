@@ -118,11 +118,13 @@ for a in [s for s in stacks if s.startswith("authwatch")]:
     # and a distribution-free 95 % confidence interval for the median of those differences
     # (order statistics of the sign test). A peer counts as beaten or beating only when the
     # interval excludes zero; otherwise the rounds cannot tell them apart.
+    mine = {r["round"]: rps(r) for r in by[a]}
     for p in peers:
-        mine = {r["round"]: rps(r) for r in by[a]}
         d = sorted(mine[r["round"]] / rps(r) - 1 for r in by[p] if r["round"] in mine)
         n = len(d)
-        k = 0  # the interval is [d[k], d[n-1-k]]: the largest k with P(Binom(n, 1/2) < k+1) <= 2.5 %
+        # k: the largest with P(Binom(n, 1/2) < k) <= 2.5 %; the interval is the k-th smallest
+        # to the k-th largest difference, [d[k-1], d[n-k]] (none when k is 0).
+        k = 0
         while k + 1 <= n // 2 and sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n <= 0.025:
             k += 1
         ahead = sum(1 for x in d if x > 0)

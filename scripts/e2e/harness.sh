@@ -25,7 +25,7 @@ wait_port() {
 start_collector() {
   local http sched=() default=normal
   [ "${WORK:-0}" = 0 ] || default=idle
-  [ "${E2E_COLLECTOR_SCHED:-$default}" != idle ] || sched=(chrt --idle 0)
+  if [ "${E2E_COLLECTOR_SCHED:-$default}" = idle ]; then sched=(chrt --idle 0); fi
   GRPC=$(free_port)
   http=$(free_port)
   "${sched[@]}" taskset -c 1 "$ROOT/.test-deps/bin/rotel-agent" start \

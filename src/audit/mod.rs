@@ -459,13 +459,9 @@ struct Sinks<'a> {
 }
 
 impl Sinks<'_> {
-    fn write(&mut self, r: AuditRecord) {
-        self.write_observed(r, None);
-    }
-
-    /// Writes `r`; `observed` is when the worker took it (one clock reading per drain; the
-    /// OTLP encoder reads the clock per record without it).
-    fn write_observed(&mut self, r: AuditRecord, observed: Option<SystemTime>) {
+    /// Writes `r`; `observed` is when the worker took it (the drain's one clock reading for
+    /// the layer's records; without it the OTLP encoder reads the clock).
+    fn write(&mut self, r: AuditRecord, observed: Option<SystemTime>) {
         emit_tracing(&r);
         if let Some(w) = self.file.as_deref_mut() {
             w.write(&r);
@@ -484,7 +480,7 @@ impl Sinks<'_> {
     /// Writes every record waiting in the layer's shards, observed at the drain's clock
     /// reading.
     fn drain(&mut self, layer: &LayerRecords, spare: &mut Vec<LayerRecord>) {
-        layer.drain(spare, &mut |r, seen| self.write_observed(r, Some(seen)));
+        layer.drain(spare, &mut |r, seen| self.write(r, Some(seen)));
     }
 
     /// Hands the waiting OTLP records to the export thread.
@@ -576,7 +572,7 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut 
                 let _ = done.try_send(());
                 return;
             }
-            Some(Msg::Record(r)) => sinks.write(*r),
+            Some(Msg::Record(r)) => sinks.write(*r, None),
             Some(Msg::Drain) => {}
             None => {
                 if let Some(w) = sinks.file.as_deref_mut() {
