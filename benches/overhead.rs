@@ -117,6 +117,17 @@ where
         .uri(path)
         .body(Body::empty())
         .unwrap();
+    run_req(svc, req);
+}
+
+/// Runs `req` to completion without a runtime: the handlers never wait.
+fn run_req<S, B>(svc: &mut S, req: Request<Body>)
+where
+    S: Service<Request<Body>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
     let waker = std::task::Waker::noop();
     let mut cx = Context::from_waker(waker);
     let mut fut = pin!(svc.call(req));
@@ -257,7 +268,7 @@ fn added(c: &mut Criterion) {
 fn paired<S, B>(
     g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
-    mut svc: S,
+    svc: S,
     method: &'static str,
     path: &'static str,
 ) where
@@ -266,8 +277,35 @@ fn paired<S, B>(
     B: http_body::Body,
     B::Error: std::fmt::Debug,
 {
+    let req = move |_| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap()
+    };
+    paired_on(g, name, svc, app(), req);
+}
+
+/// One paired-difference row: `svc` minus `bare`, alternating blocks of 256 requests; the
+/// `i`-th request of the run is `req(i)` for both.
+fn paired_on<S, B, T, C>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    mut svc: S,
+    mut bare: T,
+    req: impl Fn(u64) -> Request<Body>,
+) where
+    S: Service<Request<Body>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+    T: Service<Request<Body>, Response = http::Response<C>>,
+    T::Error: std::fmt::Debug,
+    C: http_body::Body,
+    C::Error: std::fmt::Debug,
+{
     const BLOCK: u64 = 256;
-    let mut bare = app();
     g.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
@@ -275,13 +313,13 @@ fn paired<S, B>(
             while done < iters {
                 let n = BLOCK.min(iters - done);
                 let t = Instant::now();
-                for _ in 0..n {
-                    run(&mut svc, method, path);
+                for i in done..done + n {
+                    run_req(&mut svc, req(i));
                 }
                 with += t.elapsed();
                 let t = Instant::now();
-                for _ in 0..n {
-                    run(&mut bare, method, path);
+                for i in done..done + n {
+                    run_req(&mut bare, req(i));
                 }
                 without += t.elapsed();
                 done += n;
@@ -704,11 +742,123 @@ fn pieces(c: &mut Criterion) {
     g.finish();
 }
 
+/// The end-to-end bench's service (`examples/support/bench_app.rs`, shared with
+/// `examples/bench_server.rs`).
+#[path = "../examples/support/bench_app.rs"]
+mod bench_app;
+
+/// The end-to-end bench's traffic (`scripts/e2e/mix.lua`), in-process: every outcome the layer
+/// treats differently (failures go to the audit trail and the attack detectors, bearer
+/// requests to the session tracking, `/api/me` through the token guard), in the e2e mix's
+/// proportions.
+mod mix {
+    use axum::http::header;
+
+    /// (method, path, bearer token?, JSON body) of the mix's 20 requests, in mix.lua's
+    /// proportions: 8 good sign-ins, 4 wrong passwords, 1 rate-limited, 1 sign-up, 3 session
+    /// reads with a token and 1 without, 1 guarded route, 1 non-auth route.
+    const MIX: [(&str, &str, bool, Option<&str>); 20] = {
+        const GOOD: (&str, &str, bool, Option<&str>) = (
+            "POST",
+            "/api/auth/sign-in/email",
+            false,
+            Some(r#"{"email":"ada@example.com","password":"correct horse"}"#),
+        );
+        const WRONG: (&str, &str, bool, Option<&str>) = (
+            "POST",
+            "/api/auth/sign-in/email",
+            false,
+            Some(r#"{"email":"ada@example.com","password":"wrong"}"#),
+        );
+        const LIMITED: (&str, &str, bool, Option<&str>) = (
+            "POST",
+            "/api/auth/sign-in/email",
+            false,
+            Some(r#"{"email":"limited@example.com","password":"x"}"#),
+        );
+        const SIGN_UP: (&str, &str, bool, Option<&str>) = (
+            "POST",
+            "/api/auth/sign-up/email",
+            false,
+            Some(r#"{"email":"new@example.com","password":"long enough"}"#),
+        );
+        const SESSION: (&str, &str, bool, Option<&str>) =
+            ("GET", "/api/auth/get-session", true, None);
+        const NO_SESSION: (&str, &str, bool, Option<&str>) =
+            ("GET", "/api/auth/get-session", false, None);
+        const ME: (&str, &str, bool, Option<&str>) = ("GET", "/api/me", true, None);
+        const ORDER: (&str, &str, bool, Option<&str>) = ("GET", "/api/orders/42", false, None);
+        [
+            GOOD, WRONG, SESSION, GOOD, ORDER, GOOD, WRONG, SESSION, GOOD, LIMITED, GOOD,
+            NO_SESSION, WRONG, GOOD, ME, SESSION, GOOD, SIGN_UP, WRONG, GOOD,
+        ]
+    };
+
+    /// The `i`-th request of the mix.
+    pub(super) fn request(i: u64) -> http::Request<axum::body::Body> {
+        let (method, path, bearer, body) = MIX[(i % MIX.len() as u64) as usize];
+        let mut b = http::Request::builder().method(method).uri(path);
+        if bearer {
+            b = b.header(header::AUTHORIZATION, "Bearer tok-ada");
+        }
+        match body {
+            Some(json) => b
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(axum::body::Body::from(json)),
+            None => b.body(axum::body::Body::empty()),
+        }
+        .unwrap()
+    }
+}
+
+/// The e2e traffic mix in-process, paired against the bare app: what each stack adds to the
+/// average request of real traffic (the `peers/auth` rows send one successful sign-in only,
+/// which no audit record or attack detector sees).
+fn mixed(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mix");
+    let bare = || {
+        bench_app::routes()
+            .merge(bench_app::me().layer(axum::middleware::from_fn(bench_app::require_session)))
+            .with_state(())
+    };
+    // authwatch as the bench server's `authwatch` stack builds it (audit trail of the security
+    // events, alerts, the token guard on `/api/me`), with an uncollected provider standing for
+    // the OTLP pipeline.
+    let (watch, _p) = watch_otlp();
+    let watched = bench_app::routes()
+        .merge(
+            bench_app::me()
+                .layer(watch.token_guard(axum::middleware::from_fn(bench_app::require_session))),
+        )
+        .layer(watch.layer())
+        .merge(watch.endpoints())
+        .with_state(());
+    paired_on(
+        &mut g,
+        "authwatch_minus_bare",
+        watched,
+        bare(),
+        mix::request,
+    );
+    let traced = bench_app::routes()
+        .merge(bench_app::me().layer(axum::middleware::from_fn(bench_app::require_session)))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(());
+    paired_on(
+        &mut g,
+        "trace_layer_minus_bare",
+        traced,
+        bare(),
+        mix::request,
+    );
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = routers, added, peers, routers_two_threads, hdr, pieces
+    targets = routers, added, peers, mixed, routers_two_threads, hdr, pieces
 }
 criterion_main!(benches);

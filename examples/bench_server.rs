@@ -25,25 +25,25 @@
 //!   export here: an advantage to them).
 //!
 //! Every stack gets the same `fmt` subscriber at `warn` (what a production service runs) and the
-//! same handlers, which do no I/O: the monitoring's cost is as visible as it can be.
-//! `--sign-in-work-us N` makes each sign-in spend N µs of CPU, as checking a password hash
-//! does (real hashes cost milliseconds).
-//! Sign-in answers 200 for `ada@example.com` / `correct horse`, 429 for `limited@example.com`,
-//! 401 otherwise; `get-session` and `/api/me` want `Authorization: Bearer tok-ada`.
+//! same handlers (`examples/support/bench_app.rs`, which the in-process bench's `mix` rows call
+//! too), which do no I/O: the monitoring's cost is as visible as it can be.
+//! `--sign-in-work-us N` makes each sign-in spend N µs of the thread's CPU time, as checking a
+//! password hash does (real hashes cost milliseconds).
 
 use std::net::SocketAddr;
 
 use authwatch::AuthWatch;
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
+use axum::middleware;
+use axum::routing::get;
+use axum::Router;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
+
+#[path = "support/bench_app.rs"]
+mod bench_app;
+use bench_app::{me, require_session, routes, SIGN_IN_WORK};
 
 const STACKS: [&str; 10] = [
     "bare",
@@ -57,77 +57,6 @@ const STACKS: [&str; 10] = [
     "otel-tower",
     "axum-prometheus",
 ];
-
-#[derive(Deserialize)]
-struct Credentials {
-    email: String,
-    password: String,
-}
-
-/// CPU time each sign-in spends checking the password (`--sign-in-work-us`, default 0).
-static SIGN_IN_WORK: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
-
-async fn sign_in(Json(c): Json<Credentials>) -> Response {
-    // A password hash is CPU work on the request's thread (bcrypt and argon2 take milliseconds;
-    // any figure here is far below them).
-    let work = SIGN_IN_WORK.get().copied().unwrap_or_default();
-    let t = std::time::Instant::now();
-    while t.elapsed() < work {
-        std::hint::spin_loop();
-    }
-    match (c.email.as_str(), c.password.as_str()) {
-        ("ada@example.com", "correct horse") => {
-            Json(serde_json::json!({ "token": "tok-ada" })).into_response()
-        }
-        ("limited@example.com", _) => StatusCode::TOO_MANY_REQUESTS.into_response(),
-        _ => StatusCode::UNAUTHORIZED.into_response(),
-    }
-}
-
-async fn sign_up(Json(c): Json<Credentials>) -> StatusCode {
-    if c.password.len() < 8 || !c.email.contains('@') {
-        StatusCode::BAD_REQUEST
-    } else if c.email == "ada@example.com" {
-        StatusCode::CONFLICT
-    } else {
-        StatusCode::OK
-    }
-}
-
-fn signed_in(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        == Some("Bearer tok-ada")
-}
-
-async fn get_session(headers: HeaderMap) -> Response {
-    if signed_in(&headers) {
-        Json(serde_json::json!({ "user": { "email": "ada@example.com" } })).into_response()
-    } else {
-        StatusCode::UNAUTHORIZED.into_response()
-    }
-}
-
-async fn require_session(req: Request, next: Next) -> Response {
-    if signed_in(req.headers()) {
-        next.run(req).await
-    } else {
-        StatusCode::UNAUTHORIZED.into_response()
-    }
-}
-
-fn routes() -> Router {
-    Router::new()
-        .route("/api/auth/sign-in/email", post(sign_in))
-        .route("/api/auth/sign-up/email", post(sign_up))
-        .route("/api/auth/get-session", get(get_session))
-        .route("/api/orders/{id}", get(|| async { "an order" }))
-}
-
-fn me() -> Router {
-    Router::new().route("/api/me", get(|| async { "you" }))
-}
 
 /// The app under `stack`, and the authwatch instance to shut down at the end.
 fn app(stack: &str) -> (Router, Option<AuthWatch>) {
