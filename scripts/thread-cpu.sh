@@ -53,6 +53,7 @@ snap() {
   echo "(collector) $(awk '{print $14 + $15}' /proc/"$COLLECTOR"/stat)"
 }
 snap >"$OUT/before"
+read -r t0 s0 < <(cpu_ticks 0)
 # wrk's own CPU time too (the load generator shares CPU 1 with the collector), from the
 # rusage of the process that waits for it.
 line=$(python3 - "$OUT/wrk-cpu" taskset -c 1 wrk -t1 -c32 -d"${SECS}s" -s scripts/e2e/mix.lua \
@@ -64,6 +65,7 @@ open(sys.argv[1], "w").write(f"{ru.ru_utime + ru.ru_stime:.2f}\n")
 print(out, end="")
 EOF
 )
+read -r t1 s1 < <(cpu_ticks 0)
 snap >"$OUT/after"
 HZ=$(getconf CLK_TCK)
 python3 - "$line" "$STACK" "$WORK" <<'EOF'
@@ -77,6 +79,8 @@ join -a2 "$OUT/before" "$OUT/after" | awk -v hz="$HZ" '
   NF == 3 { d = $3 - $2 } NF == 2 { d = $2 }
   d > 0 { printf "  %-24s %6.2f\n", $1, d / hz }'
 printf '  %-24s %6.2f\n' "(wrk)" "$(cat "$OUT/wrk-cpu")"
+# Time the host took CPU 0 away from the server (see cpu_ticks in scripts/e2e/harness.sh).
+awk -v d=$((s1 - s0)) -v hz="$HZ" 'BEGIN { printf "  %-24s %6.2f\n", "(stolen from CPU 0)", d / hz }'
 lost=$(curl -s "http://127.0.0.1:$PORT/metrics" 2>/dev/null |
   grep -E '^auth_audit_(dropped|export_lost)_count_total' | sed 's/{[^}]*}//' || true)
 [ -z "$lost" ] || echo "audit records: $(echo "$lost" | tr '\n' ' ')"

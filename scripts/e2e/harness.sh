@@ -51,3 +51,10 @@ start_server() {
   # Warm-up: connections, allocator, the first windows.
   taskset -c 1 wrk -t1 -c"${CONNS:-32}" -d2s -s scripts/e2e/mix.lua "http://127.0.0.1:$PORT" >/dev/null
 }
+
+# cpu_ticks CPU: that CPU's busy-or-idle and stolen clock ticks from /proc/stat, "total steal".
+# On a virtual machine the host takes a CPU away now and then (steal time); the server can do
+# no work then, so a run's steal on CPU 0 is part of its result, and the same for every stack.
+cpu_ticks() {
+  awk -v cpu="cpu$1" '$1 == cpu { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9 }' /proc/stat
+}
