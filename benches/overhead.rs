@@ -30,6 +30,14 @@
 //!   `axum-prometheus` 0.10 (metrics-rs; its histograms bucket at render time, not per request);
 //!   and `outer_authwatch_otlp` (the layer around the router, no re-boxing) and
 //!   `router_pass_through` (a layer that only wraps the body: axum's re-boxing alone).
+//! - `mix/{authwatch,trace_layer}_minus_bare`: the end-to-end bench's service
+//!   (`examples/support/bench_app.rs`) and traffic mix (`scripts/e2e/mix.lua`: good and failed
+//!   sign-ins, a rate-limited one, a sign-up, session reads with and without a token, the
+//!   guarded `/api/me`, a non-auth route), paired against the bare service: authwatch as the
+//!   bench server's `authwatch` stack adds it (`Router::layer`, the token guard, the audit
+//!   records of failed requests, an uncollected provider for the OTLP pipeline), and
+//!   `TraceLayer`. The average request of real traffic, where the `peers` rows send one good
+//!   sign-in only.
 //! - `auth_2_threads/{bare,outer/authwatch,outer/authwatch_otlp}`: the auth request, per thread,
 //!   with two threads calling clones of one service at once (contention on shared state shows
 //!   here); `added_2_threads/auth/*_minus_bare`: the paired difference with both threads
