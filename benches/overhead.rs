@@ -824,20 +824,11 @@ mod mix {
 /// which no audit record or attack detector sees).
 fn mixed(c: &mut Criterion) {
     let mut g = c.benchmark_group("mix");
-    let bare = || {
-        bench_app::routes()
-            .merge(bench_app::me().layer(axum::middleware::from_fn(bench_app::require_session)))
-            .with_state(())
-    };
     // authwatch as the bench server's `authwatch` stack builds it (audit trail of the security
     // events, alerts, the token guard on `/api/me`), with an uncollected provider standing for
     // the OTLP pipeline.
     let (watch, _p) = watch_otlp();
-    let watched = bench_app::routes()
-        .merge(
-            bench_app::me()
-                .layer(watch.token_guard(axum::middleware::from_fn(bench_app::require_session))),
-        )
+    let watched = bench_app::watched(&watch)
         .layer(watch.layer())
         .merge(watch.endpoints())
         .with_state(());
@@ -845,18 +836,17 @@ fn mixed(c: &mut Criterion) {
         &mut g,
         "authwatch_minus_bare",
         watched,
-        bare(),
+        bench_app::bare().with_state(()),
         mix::request,
     );
-    let traced = bench_app::routes()
-        .merge(bench_app::me().layer(axum::middleware::from_fn(bench_app::require_session)))
+    let traced = bench_app::bare()
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(());
     paired_on(
         &mut g,
         "trace_layer_minus_bare",
         traced,
-        bare(),
+        bench_app::bare().with_state(()),
         mix::request,
     );
     g.finish();

@@ -34,7 +34,6 @@ use std::net::SocketAddr;
 
 use authwatch::AuthWatch;
 use axum::extract::Request;
-use axum::middleware;
 use axum::routing::get;
 use axum::Router;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -43,7 +42,7 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 #[path = "support/bench_app.rs"]
 mod bench_app;
-use bench_app::{me, require_session, routes, SIGN_IN_WORK};
+use bench_app::SIGN_IN_WORK;
 
 const STACKS: [&str; 10] = [
     "bare",
@@ -60,9 +59,8 @@ const STACKS: [&str; 10] = [
 
 /// The app under `stack`, and the authwatch instance to shut down at the end.
 fn app(stack: &str) -> (Router, Option<AuthWatch>) {
-    let guarded = || me().layer(middleware::from_fn(require_session));
     match stack {
-        "bare" => (routes().merge(guarded()), None),
+        "bare" => (bench_app::bare(), None),
         "authwatch"
         | "authwatch-audit-every-request"
         | "authwatch-no-request-audit"
@@ -74,8 +72,7 @@ fn app(stack: &str) -> (Router, Option<AuthWatch>) {
                 .audit_request_successes(stack == "authwatch-audit-every-request")
                 .build()
                 .expect("authwatch");
-            let protected = me().layer(watch.token_guard(middleware::from_fn(require_session)));
-            let app = routes().merge(protected);
+            let app = bench_app::watched(&watch);
             // `authwatch-wrap` is wrapped where it is served (`main`), endpoints included.
             let app = if stack == "authwatch-wrap" {
                 app
@@ -85,9 +82,7 @@ fn app(stack: &str) -> (Router, Option<AuthWatch>) {
             (app.merge(watch.endpoints()), Some(watch))
         }
         "trace-layer" => (
-            routes()
-                .merge(guarded())
-                .layer(tower_http::trace::TraceLayer::new_for_http()),
+            bench_app::bare().layer(tower_http::trace::TraceLayer::new_for_http()),
             None,
         ),
         "axum-otel-metrics" => {
@@ -97,7 +92,7 @@ fn app(stack: &str) -> (Router, Option<AuthWatch>) {
             let layer = axum_otel_metrics::HttpMetricsLayerBuilder::new()
                 .with_provider(provider)
                 .build();
-            (routes().merge(guarded()).layer(layer), None)
+            (bench_app::bare().layer(layer), None)
         }
         "otel-tower" => {
             let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
@@ -113,12 +108,11 @@ fn app(stack: &str) -> (Router, Option<AuthWatch>) {
                 })
                 .build()
                 .expect("instrumentation-tower layer");
-            (routes().merge(guarded()).layer(layer), None)
+            (bench_app::bare().layer(layer), None)
         }
         "axum-prometheus" => {
             let (layer, handle) = axum_prometheus::PrometheusMetricLayer::pair();
-            let app = routes()
-                .merge(guarded())
+            let app = bench_app::bare()
                 .route("/metrics", get(move || async move { handle.render() }))
                 .layer(layer);
             (app, None)

@@ -103,8 +103,8 @@ def rps(r): return r["requests"] / r["seconds"]
 # Requests per second the host left CPU 0 to the guest: the steal (time the host gave CPU 0's
 # vCPU to someone else) varies from 0 to 25 % between 10-s runs and the server can do nothing
 # then, so this takes that much of the machine's noise out (not its neighbours' cache and
-# memory traffic, which slow the CPU without stealing it). Rows without a steal field count 0.
-def adj(r): return rps(r) / (1 - r.get("steal0", 0))
+# memory traffic, which slow the CPU without stealing it).
+def adj(r): return rps(r) / (1 - r["steal0"])
 print(f"\n{rounds} rounds x {secs} s, wrk -t1 -c{conns}, mixed auth traffic, sign-in CPU {work} µs;"
       " medians over rounds;"
       " ratios are per round against bare in the same round, then the median\n")
@@ -121,7 +121,7 @@ for s in stacks:
     summary[s] = (ratio, p99r, tput, aratio)
     print(f"| {s} | {tput:,.0f} | {ratio:.1%} | {statistics.median(r['p50_us'] for r in rs):,.0f} |"
           f" {statistics.median(r['p99_us'] for r in rs):,.0f} | {p99r:+.1%} | {errs} |"
-          f" {statistics.median(r.get('steal0', 0) for r in rs):.1%} | {aratio:.1%} |")
+          f" {statistics.median(r['steal0'] for r in rs):.1%} | {aratio:.1%} |")
 peers = [s for s in stacks if s != "bare" and not s.startswith("authwatch")]
 for a in [s for s in stacks if s.startswith("authwatch")]:
     if "bare" not in summary:

@@ -5,9 +5,10 @@
 //! `Authorization: Bearer tok-ada`.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+use authwatch::AuthWatch;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::Next;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -85,7 +86,7 @@ async fn get_session(headers: HeaderMap) -> Response {
     }
 }
 
-pub(crate) async fn require_session(req: Request, next: Next) -> Response {
+async fn require_session(req: Request, next: Next) -> Response {
     if signed_in(req.headers()) {
         next.run(req).await
     } else {
@@ -93,7 +94,7 @@ pub(crate) async fn require_session(req: Request, next: Next) -> Response {
     }
 }
 
-pub(crate) fn routes() -> Router {
+fn routes() -> Router {
     Router::new()
         .route("/api/auth/sign-in/email", post(sign_in))
         .route("/api/auth/sign-up/email", post(sign_up))
@@ -101,6 +102,18 @@ pub(crate) fn routes() -> Router {
         .route("/api/orders/{id}", get(|| async { "an order" }))
 }
 
-pub(crate) fn me() -> Router {
+fn me() -> Router {
     Router::new().route("/api/me", get(|| async { "you" }))
+}
+
+/// The service with `/api/me` behind the plain session check: the app every stack but
+/// authwatch's serves (the peers add their layer to it).
+pub(crate) fn bare() -> Router {
+    routes().merge(me().layer(middleware::from_fn(require_session)))
+}
+
+/// The service as authwatch's stacks build it: the session check on `/api/me` timed by
+/// `watch`'s token guard (the caller adds the layer and the endpoints).
+pub(crate) fn watched(watch: &AuthWatch) -> Router {
+    routes().merge(me().layer(watch.token_guard(middleware::from_fn(require_session))))
 }
