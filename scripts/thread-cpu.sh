@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Where the CPU goes: one stack of the end-to-end setup (scripts/e2e-bench.sh: the release
 # bench server on CPU 0 with one tokio worker, wrk and a rotel collector on CPU 1, mixed auth
-# traffic), measured for one run, printing the throughput, p99, the CPU seconds each of the
-# server's threads used during the run (from /proc/<pid>/task/*/stat), those of the collector
-# and of wrk on the other core, and the audit records authwatch dropped or lost. Use it to see what authwatch's background threads cost, or to
-# compare two builds of the server side by side (BIN).
+# traffic), measured for one run. It prints the throughput and p99; the CPU time each of the
+# server's threads used during the run (from /proc/<pid>/task/*/schedstat, in nanoseconds),
+# in total and per request, with their context switches per request; the collector's and
+# wrk's CPU time on the other core; and the audit records authwatch dropped or lost. Use it
+# to see what authwatch's background threads cost, or to compare two builds of the server
+# side by side (BIN).
 #
 # Usage: scripts/thread-cpu.sh [--stack S] [--sign-in-work-us N] [--duration SECS] [--bin PATH]
 #        (defaults: authwatch, 0 µs, 10 s, target/release/examples/bench_server, built when
@@ -42,15 +44,18 @@ trap cleanup EXIT
 start_collector
 start_server "$BIN" "$STACK" "$WORK" "$OUT/server"
 
-# CPU ticks (user + system) per thread name, and the collector's.
+# CPU nanoseconds (from schedstat: exact, where /proc/*/stat counts in clock ticks and misses
+# threads that run between two ticks) and context switches per thread name, and the
+# collector's.
 snap() {
   for t in /proc/"$SERVER"/task/*; do
     # A thread that ends while the list is read (tokio's blocking pool) is skipped.
-    if name=$(tr ' ' '_' <"$t/comm" 2>/dev/null) && ticks=$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null); then
-      echo "$name $ticks"
+    if name=$(tr ' ' '_' <"$t/comm" 2>/dev/null) && ns=$(awk '{print $1}' "$t/schedstat" 2>/dev/null) &&
+      sw=$(awk '/ctxt_switches/ {s += $2} END {print s}' "$t/status" 2>/dev/null); then
+      echo "$name $ns $sw"
     fi
-  done | awk '{s[$1] += $2} END {for (k in s) print k, s[k]}' | sort
-  echo "(collector) $(awk '{print $14 + $15}' /proc/"$COLLECTOR"/stat)"
+  done | awk '{s[$1] += $2; w[$1] += $3} END {for (k in s) print k, s[k], w[k]}' | sort
+  echo "(collector) $(awk '{print $1}' /proc/"$COLLECTOR"/schedstat) 0"
 }
 snap >"$OUT/before"
 read -r t0 s0 < <(cpu_ticks 0)
@@ -74,10 +79,11 @@ r = json.loads(sys.argv[1])
 print(f"{sys.argv[2]}, sign-in CPU {sys.argv[3]} µs: {r['requests'] / r['seconds']:,.0f} req/s,"
       f" p50 {r['p50_us']:,} µs, p99 {r['p99_us']:,} µs, socket errors {r['socket_errors']}")
 EOF
-echo "CPU seconds per thread during the ${SECS}-s run:"
-join -a2 "$OUT/before" "$OUT/after" | awk -v hz="$HZ" '
-  NF == 3 { d = $3 - $2 } NF == 2 { d = $2 }
-  d > 0 { printf "  %-24s %6.2f\n", $1, d / hz }'
+REQS=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["requests"])' "$line")
+echo "CPU per thread during the ${SECS}-s run (seconds; µs and context switches per request):"
+join -a2 "$OUT/before" "$OUT/after" | awk -v n="$REQS" '
+  NF == 5 { d = $4 - $2; w = $5 - $3 } NF == 3 { d = $2; w = $3 }
+  d > 0 { printf "  %-24s %6.2f  %7.3f µs  %6.3f switches\n", $1, d / 1e9, d / 1e3 / n, w / n }'
 printf '  %-24s %6.2f\n' "(wrk)" "$(cat "$OUT/wrk-cpu")"
 # Time the host took CPU 0 away from the server (see cpu_ticks in scripts/e2e/harness.sh).
 awk -v d=$((s1 - s0)) -v hz="$HZ" 'BEGIN { printf "  %-24s %6.2f\n", "(stolen from CPU 0)", d / hz }'

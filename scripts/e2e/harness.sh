@@ -5,7 +5,7 @@
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 wait_port() {
-  for _ in $(seq 200); do
+  for _ in $(seq "${WAIT_TRIES:-200}"); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
     sleep 0.05
   done
@@ -38,12 +38,14 @@ start_collector() {
 
 # start_server BIN STACK SIGN_IN_WORK_US LOG_PREFIX: the bench server on CPU 0 with one tokio
 # worker, exporting OTLP to the collector every 5 s, then a 2-s warm-up with the traffic mix
-# (CONNS connections, default 32); sets PORT and SERVER (its pid).
+# (CONNS connections, default 32); sets PORT and SERVER (its pid). SERVER_WRAP (an array,
+# default empty) is put in front of the server's command (scripts/instructions.sh runs it
+# under valgrind).
 start_server() {
   PORT=$(free_port)
   OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC" OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
     OTEL_METRIC_EXPORT_INTERVAL=5000 \
-    taskset -c 0 "$1" --stack "$2" --port "$PORT" --workers 1 --sign-in-work-us "$3" \
+    taskset -c 0 "${SERVER_WRAP[@]}" "$1" --stack "$2" --port "$PORT" --workers 1 --sign-in-work-us "$3" \
     >"$4.out" 2>"$4.err" &
   SERVER=$!
   PIDS+=("$SERVER")

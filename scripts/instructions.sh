@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# What each stack costs per request in instructions and in code, counted, not timed: the
+# end-to-end setup of scripts/e2e-bench.sh (the release bench server with one tokio worker,
+# the mixed auth traffic of scripts/e2e/mix.lua from wrk, authwatch exporting to a local
+# rotel collector) with the server run under valgrind's callgrind, which counts every
+# instruction each thread executes. The counts do not depend on the machine's load or its
+# steal, so two builds or two stacks compare to the instruction on this noisy 2-core VM,
+# where wall-clock figures move by a few percent from run to run.
+#
+# For each stack it prints, per request of the measured run (the warm-up and startup are not
+# counted):
+# - the instructions the tokio worker executed, and the difference from `bare`;
+# - the worker's code footprint: the 64-byte lines of machine code it executed at least once
+#   per request on average (1 instruction per request), and how many of those `bare` does not
+#   execute. Between two requests a server runs the kernel's network stack, which evicts the
+#   layer's code from the CPU's first-level caches; each extra line is fetched again, so
+#   this is what a request costs beyond its instructions (the in-process bench keeps it hot);
+# - the instructions of the other threads (authwatch's export, audit and alert threads). They
+#   depend partly on time (exports every 5 s), and valgrind serves ~50x fewer requests per
+#   second, so this figure overstates them per request; scripts/thread-cpu.sh times them.
+# With --functions N, the N functions whose own instructions per request grew the most over
+# `bare`'s, for each stack.
+#
+# Usage: scripts/instructions.sh [--stacks "bare authwatch trace-layer"] [--duration SECS]
+#                                [--functions N] [--bin PATH]
+#        (defaults: bare authwatch trace-layer, 10 s each, no function list; ~1.5 minutes).
+# Installs valgrind (Debian package) when missing. Raw profiles: target/instructions/<stack>/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+STACKS="bare authwatch trace-layer"
+SECS=10
+FUNCS=0
+BIN=$ROOT/target/release/examples/bench_server
+while [ $# -gt 0 ]; do
+  case $1 in
+    --stacks) STACKS=$2; shift 2 ;;
+    --duration) SECS=$2; shift 2 ;;
+    --functions) FUNCS=$2; shift 2 ;;
+    --bin) BIN=$2; shift 2 ;;
+    *) echo "unknown argument $1"; exit 2 ;;
+  esac
+done
+case " $STACKS " in *" bare "*) ;; *) STACKS="bare $STACKS" ;; esac
+
+say() { printf 'instructions: %s\n' "$*"; }
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v valgrind >/dev/null || missing+=(valgrind)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  sudo_ apt-get update -qq
+  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+scripts/test-deps.sh >/dev/null
+[ -x "$BIN" ] || cargo build --release --locked --example bench_server
+
+OUT=$ROOT/target/instructions
+rm -rf "$OUT" && mkdir -p "$OUT"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+# shellcheck source=e2e/harness.sh
+. scripts/e2e/harness.sh
+start_collector
+WAIT_TRIES=600 # valgrind takes a few seconds to start the server
+
+for stack in $STACKS; do
+  dir=$OUT/$stack
+  mkdir -p "$dir"
+  # Counting starts off (the startup and the warm-up are not measured); --dump-instr keeps
+  # the instruction addresses, which the code footprint is computed from.
+  SERVER_WRAP=(valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes
+    --dump-instr=yes "--callgrind-out-file=$dir/callgrind.out")
+  start_server "$BIN" "$stack" 0 "$dir/server"
+  callgrind_control -i on "$SERVER" >/dev/null 2>&1
+  taskset -c 1 wrk -t1 -c32 -d"${SECS}s" -s scripts/e2e/mix.lua "http://127.0.0.1:$PORT" |
+    grep '^{' >"$dir/wrk.json"
+  callgrind_control -i off "$SERVER" >/dev/null 2>&1
+  kill -INT "$SERVER"
+  wait "$SERVER" || { echo "the server under valgrind failed:"; tail -20 "$dir/server.err"; exit 1; }
+  say "$stack: $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["requests"])' "$dir/wrk.json") requests"
+done
+
+python3 - "$OUT" "$FUNCS" $STACKS <<'EOF'
+import collections, glob, json, os, re, subprocess, sys
+
+out, nfuncs, stacks = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+
+def parse(path):
+    """Self instructions per instruction address, and each address's function."""
+    names, ir, fn_of = {}, collections.Counter(), {}
+    fn, last, call = None, 0, False
+    with open(path) as f:
+        for line in f:
+            head = line[:4]
+            if head in ('fn=(', 'cfn='):
+                m = re.match(r'c?fn=\((\d+)\)(?: (.*))?', line.rstrip('\n'))
+                if m.group(2) is not None:
+                    names[m.group(1)] = m.group(2)
+                if head == 'fn=(':
+                    fn = names[m.group(1)]
+                continue
+            if line.startswith('calls='):
+                call = True  # the next line is the call's inclusive cost: not this function's
+                continue
+            c = line[:1]
+            if c and c in '0123456789+-*':
+                parts = line.split()
+                p = parts[0]
+                if p.startswith('0x'):
+                    last = int(p, 16)
+                elif p[0] == '+':
+                    last += int(p[1:])
+                elif p[0] == '-':
+                    last -= int(p[1:])
+                elif p != '*':
+                    last = int(p)
+                if call:
+                    call = False
+                    continue
+                if len(parts) > 2:
+                    ir[last] += int(parts[2])
+                    fn_of[last] = fn
+    return ir, fn_of
+
+def totals(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith('totals:'):
+                return int(line.split()[1])
+    return 0
+
+res = {}
+for s in stacks:
+    d = os.path.join(out, s)
+    n = json.load(open(os.path.join(d, 'wrk.json')))['requests']
+    files = [f for f in glob.glob(os.path.join(d, 'callgrind.out-*')) if totals(f) > 0]
+    worker = max(files, key=totals)  # the one tokio worker serves every request
+    ir, fn_of = parse(worker)
+    lines = collections.Counter()
+    for a, v in ir.items():
+        lines[a >> 6] += v
+    hot = {l for l, v in lines.items() if v >= n}
+    funcs = collections.Counter()
+    for a, v in ir.items():
+        funcs[fn_of[a]] += v / n
+    other = sum(totals(f) for f in files if f != worker)
+    res[s] = dict(n=n, worker=totals(worker) / n, other=other / n, hot=hot, funcs=funcs)
+
+b = res['bare']
+counts = ' / '.join(f"{s} {r['n']:,}" for s, r in res.items())
+print(f"\nPer request, mixed auth traffic ({counts} requests):")
+print(f"{'stack':<32} {'worker instr.':>13} {'vs bare':>8} {'code lines':>10} {'not in bare':>17} {'other threads':>13}")
+for s, r in res.items():
+    extra = len(r['hot'] - b['hot'])
+    kib = f"{extra:,} ({extra * 64 / 1024:.1f} KiB)"
+    print(f"{s:<32} {r['worker']:>13,.0f} {r['worker'] - b['worker']:>+8,.0f} {len(r['hot']):>10,}"
+          f" {kib:>17} {r['other']:>13,.0f}")
+if nfuncs:
+    for s, r in res.items():
+        if s == 'bare':
+            continue
+        print(f"\n{s}: the {nfuncs} functions whose own instructions per request grew most over bare's")
+        grown = sorted(r['funcs'], key=lambda k: b['funcs'][k] - r['funcs'][k])
+        for k in grown[:nfuncs]:
+            print(f"  {r['funcs'][k] - b['funcs'][k]:>+8,.0f}  {(k or '?')[:150]}")
+EOF
