@@ -19,10 +19,13 @@
 #   depend partly on time (exports every 5 s), and valgrind serves ~50x fewer requests per
 #   second, so this figure overstates them per request; scripts/thread-cpu.sh times them.
 # With --functions N, the N functions whose own instructions per request grew the most over
-# `bare`'s, for each stack.
+# `bare`'s, for each stack. With --cache-sim, callgrind also simulates the caches (this CPU's
+# sizes) and the worker's first-level instruction and data cache misses per request are
+# printed: valgrind sees no kernel code, so the misses the network stack's evictions cause are
+# not in them, but the difference between two stacks is what each adds.
 #
 # Usage: scripts/instructions.sh [--stacks "bare authwatch trace-layer"] [--duration SECS]
-#                                [--functions N] [--bin PATH]
+#                                [--functions N] [--cache-sim] [--bin PATH]
 #        (defaults: bare authwatch trace-layer, 10 s each, no function list; ~1.5 minutes).
 # Installs valgrind (Debian package) when missing. Raw profiles: target/instructions/<stack>/.
 set -euo pipefail
@@ -32,12 +35,14 @@ ROOT=$PWD
 STACKS="bare authwatch trace-layer"
 SECS=10
 FUNCS=0
+CACHE=no
 BIN=$ROOT/target/release/examples/bench_server
 while [ $# -gt 0 ]; do
   case $1 in
     --stacks) STACKS=$2; shift 2 ;;
     --duration) SECS=$2; shift 2 ;;
     --functions) FUNCS=$2; shift 2 ;;
+    --cache-sim) CACHE=yes; shift ;;
     --bin) BIN=$2; shift 2 ;;
     *) echo "unknown argument $1"; exit 2 ;;
   esac
@@ -73,7 +78,7 @@ for stack in $STACKS; do
   # Counting starts off (the startup and the warm-up are not measured); --dump-instr keeps
   # the instruction addresses, which the code footprint is computed from.
   SERVER_WRAP=(valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes
-    --dump-instr=yes "--callgrind-out-file=$dir/callgrind.out")
+    --dump-instr=yes "--cache-sim=$CACHE" "--callgrind-out-file=$dir/callgrind.out")
   start_server "$BIN" "$stack" 0 "$dir/server"
   callgrind_control -i on "$SERVER" >/dev/null 2>&1
   taskset -c 1 wrk -t1 -c32 -d"${SECS}s" -s scripts/e2e/mix.lua "http://127.0.0.1:$PORT" |
@@ -126,12 +131,19 @@ def parse(path):
                     fn_of[last] = fn
     return ir, fn_of
 
-def totals(path):
+def events(path):
+    """The file's totals per event (Ir, and the cache events with --cache-sim)."""
+    names = []
     with open(path) as f:
         for line in f:
-            if line.startswith('totals:'):
-                return int(line.split()[1])
-    return 0
+            if line.startswith('events:'):
+                names = line.split()[1:]
+            elif line.startswith('totals:'):
+                return dict(zip(names, map(int, line.split()[1:])))
+    return {}
+
+def totals(path):
+    return events(path).get('Ir', 0)
 
 res = {}
 for s in stacks:
@@ -148,7 +160,13 @@ for s in stacks:
     for a, v in ir.items():
         funcs[fn_of[a]] += v / n
     other = sum(totals(f) for f in files if f != worker)
-    res[s] = dict(n=n, worker=totals(worker) / n, other=other / n, hot=hot, funcs=funcs)
+    ev = events(worker)
+    misses = None
+    if 'I1mr' in ev:
+        misses = (ev['I1mr'] / n, (ev['D1mr'] + ev['D1mw']) / n,
+                  (ev['ILmr'] + ev['DLmr'] + ev['DLmw']) / n)
+    res[s] = dict(n=n, worker=totals(worker) / n, other=other / n, hot=hot, funcs=funcs,
+                  misses=misses)
 
 b = res['bare']
 counts = ' / '.join(f"{s} {r['n']:,}" for s, r in res.items())
@@ -159,6 +177,13 @@ for s, r in res.items():
     kib = f"{extra:,} ({extra * 64 / 1024:.1f} KiB)"
     print(f"{s:<32} {r['worker']:>13,.0f} {r['worker'] - b['worker']:>+8,.0f} {len(r['hot']):>10,}"
           f" {kib:>17} {r['other']:>13,.0f}")
+if b['misses']:
+    print("\nSimulated cache misses of the worker per request (difference from bare):")
+    print(f"{'stack':<32} {'L1 instr.':>16} {'L1 data':>16} {'last level':>14}")
+    for s, r in res.items():
+        cols = ' '.join(f"{f'{v:,.0f} ({v - bv:+,.0f})':>16}" if i < 2 else f"{f'{v:,.1f} ({v - bv:+,.1f})':>14}"
+                        for i, (v, bv) in enumerate(zip(r['misses'], b['misses'])))
+        print(f"{s:<32} {cols}")
 if nfuncs:
     for s, r in res.items():
         if s == 'bare':
