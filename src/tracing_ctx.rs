@@ -23,6 +23,11 @@ pub(crate) fn current() -> Option<TraceCtx> {
     if !tracing::dispatcher::has_been_set() {
         return None;
     }
+    // Outside any span (authwatch's own are off unless a subscriber records them) the answer
+    // is known without cloning the current span's handle.
+    if tracing::dispatcher::get_default(|d| d.current_span().id().is_none()) {
+        return None;
+    }
     let span = tracing::Span::current();
     if span.is_disabled() {
         return None;
@@ -36,6 +41,8 @@ pub(crate) fn current() -> Option<TraceCtx> {
         flags: sc.trace_flags(),
     })
 }
+
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
 struct Headers<'a>(&'a http::HeaderMap);
 
@@ -53,7 +60,7 @@ impl Extractor for Headers<'_> {
 /// and `auth.token_validation` span that has no local parent.
 pub(crate) fn traceparent_hook() -> authwatch_layer::SpanHook {
     authwatch_layer::SpanHook(Arc::new(|span, headers| {
-        if !headers.contains_key("traceparent") {
+        if !headers.contains_key(TRACEPARENT) {
             return;
         }
         // A local parent (your HTTP server span, which already took the traceparent) wins:

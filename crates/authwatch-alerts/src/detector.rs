@@ -211,7 +211,11 @@ pub struct Detector {
     /// advances, which rebuild it), and is corrected when it comes up as the weakest; one
     /// entry per suspect.
     ranked: BTreeSet<(u64, IpAddr)>,
-    routes: HashMap<Box<str>, RouteSlots>,
+    /// Keyed by template with the Fx hash, not SipHash: a template is the app's (or one you
+    /// record), and `max_routes` caps the map, so colliding keys could cost a lookup at most
+    /// `max_routes` comparisons. (Client addresses, which an attacker picks, keep the keyed
+    /// `hasher`.)
+    routes: HashMap<Box<str>, RouteSlots, rustc_hash::FxBuildHasher>,
 }
 
 /// `n` zeroed cells whose pages are resident now. A zeroed allocation of this size is mapped
@@ -243,7 +247,7 @@ impl Detector {
             threshold,
             suspects: HashMap::new(),
             ranked: BTreeSet::new(),
-            routes: HashMap::new(),
+            routes: HashMap::default(),
         }
     }
 

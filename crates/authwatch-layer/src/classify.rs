@@ -1,6 +1,6 @@
 //! The default classifier: response (and trailers) → [`Outcome`], as DESIGN.md's outcome table.
 
-use http::{header, HeaderMap, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, Response, StatusCode};
 
 use crate::op::{AuthOp, FailureReason, Outcome};
 
@@ -102,6 +102,12 @@ pub(crate) fn classify_trailers(
 /// plain 401 to avoid account enumeration stays a plain 401).
 pub const LOCKOUT_HEADER: &str = "x-authwatch-lockout";
 
+/// [`LOCKOUT_HEADER`] as a header name: a lookup by a `&str` name parses and validates it
+/// first, on every response.
+pub(crate) const LOCKOUT: HeaderName = HeaderName::from_static(LOCKOUT_HEADER);
+
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
 /// The HTTP part of the outcome table.
 pub(crate) fn classify_http(op: AuthOp, status: StatusCode, headers: &HeaderMap) -> Outcome {
     let code = status.as_u16();
@@ -109,7 +115,7 @@ pub(crate) fn classify_http(op: AuthOp, status: StatusCode, headers: &HeaderMap)
         200..=399 => Outcome::Success,
         429 => Outcome::RateLimited,
         400..=499 => {
-            if headers.contains_key(LOCKOUT_HEADER) {
+            if headers.contains_key(LOCKOUT) {
                 return Outcome::Failure(FailureReason::LockedOut);
             }
             if www_authenticate_invalid_token(headers) {
@@ -160,7 +166,7 @@ pub(crate) struct Malformed;
 
 /// Reads `grpc-status`: `None` when absent, `Err` when it is not 1–3 ASCII digits.
 pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<Result<u16, Malformed>> {
-    let v = headers.get("grpc-status")?;
+    let v = headers.get(GRPC_STATUS)?;
     Some(parse_grpc_status(v.as_bytes()))
 }
 

@@ -4,6 +4,10 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use http::{HeaderMap, HeaderName, Request};
 
+// Header names as constants: a lookup by `&str` parses and validates the name on every call.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 /// The most proxy hops that can be trusted. Nobody runs more than a handful; the cap keeps a
 /// misconfiguration from turning into a long scan.
 pub const MAX_TRUSTED_HOPS: usize = 32;
@@ -104,16 +108,11 @@ impl ClientIp {
         let headers = req.headers();
         let from_header = match self.source {
             Source::Peer => None,
-            Source::XForwardedFor => from_list(
-                headers,
-                &http::header::HeaderName::from_static("x-forwarded-for"),
-                self.hops,
-                parse_addr,
-            ),
+            Source::XForwardedFor => from_list(headers, &X_FORWARDED_FOR, self.hops, parse_addr),
             Source::Forwarded => {
                 from_list(headers, &http::header::FORWARDED, self.hops, forwarded_for)
             }
-            Source::XRealIp => headers.get("x-real-ip").map(|v| parse_addr(v.as_bytes())),
+            Source::XRealIp => headers.get(X_REAL_IP).map(|v| parse_addr(v.as_bytes())),
         };
         match from_header {
             Some(found) => found,

@@ -79,7 +79,7 @@ where
         if res.status().is_client_error() {
             // Read by the classification; the client is not told (a lockout answered as a
             // plain 401 stays a plain 401).
-            res.headers_mut().remove(crate::classify::LOCKOUT_HEADER);
+            res.headers_mut().remove(crate::classify::LOCKOUT);
         }
         let status = res.status().as_u16();
         let mut tracker = std::mem::replace(this.tracker, Tracker::none());
