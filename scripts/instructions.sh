@@ -86,7 +86,9 @@ for stack in $STACKS; do
   callgrind_control -i off "$SERVER" >/dev/null 2>&1
   kill -INT "$SERVER"
   wait "$SERVER" || { echo "the server under valgrind failed:"; tail -20 "$dir/server.err"; exit 1; }
-  say "$stack: $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["requests"])' "$dir/wrk.json") requests"
+  n=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["requests"])' "$dir/wrk.json")
+  say "$stack: $n requests"
+  [ "$n" -gt 0 ] || { echo "the server under valgrind answered no request"; exit 1; }
 done
 
 python3 - "$OUT" "$FUNCS" $STACKS <<'EOF'
