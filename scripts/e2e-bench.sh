@@ -35,12 +35,9 @@ while [ $# -gt 0 ]; do
 done
 
 say() { printf 'e2e: %s\n' "$*"; }
-sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-if ! command -v wrk >/dev/null; then
-  say "installing wrk"
-  sudo_ apt-get update -qq
-  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
-fi
+# shellcheck source=e2e/harness.sh
+. scripts/e2e/harness.sh
+install_debs wrk
 scripts/test-deps.sh >/dev/null
 cargo build --release --locked --example bench_server
 BIN=$ROOT/target/release/examples/bench_server
@@ -52,8 +49,6 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-# shellcheck source=e2e/harness.sh
-. scripts/e2e/harness.sh
 start_collector
 say "collector on 127.0.0.1:$GRPC (blackhole exporter)"
 

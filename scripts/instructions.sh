@@ -50,15 +50,9 @@ done
 case " $STACKS " in *" bare "*) ;; *) STACKS="bare $STACKS" ;; esac
 
 say() { printf 'instructions: %s\n' "$*"; }
-sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v valgrind >/dev/null || missing+=(valgrind)
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing ${missing[*]}"
-  sudo_ apt-get update -qq
-  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=e2e/harness.sh
+. scripts/e2e/harness.sh
+install_debs wrk valgrind
 scripts/test-deps.sh >/dev/null
 [ -x "$BIN" ] || cargo build --release --locked --example bench_server
 
@@ -67,8 +61,6 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-# shellcheck source=e2e/harness.sh
-. scripts/e2e/harness.sh
 start_collector
 WAIT_TRIES=600 # valgrind takes a few seconds to start the server
 
@@ -92,7 +84,7 @@ for stack in $STACKS; do
 done
 
 python3 - "$OUT" "$FUNCS" $STACKS <<'EOF'
-import collections, glob, json, os, re, subprocess, sys
+import collections, glob, json, os, re, sys
 
 out, nfuncs, stacks = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 
@@ -144,31 +136,27 @@ def events(path):
                 return dict(zip(names, map(int, line.split()[1:])))
     return {}
 
-def totals(path):
-    return events(path).get('Ir', 0)
-
 res = {}
 for s in stacks:
     d = os.path.join(out, s)
     n = json.load(open(os.path.join(d, 'wrk.json')))['requests']
-    files = [f for f in glob.glob(os.path.join(d, 'callgrind.out-*')) if totals(f) > 0]
-    worker = max(files, key=totals)  # the one tokio worker serves every request
+    ev = {f: events(f) for f in glob.glob(os.path.join(d, 'callgrind.out-*'))}
+    ev = {f: e for f, e in ev.items() if e.get('Ir', 0) > 0}
+    worker = max(ev, key=lambda f: ev[f]['Ir'])  # the one tokio worker serves every request
     ir, fn_of = parse(worker)
     lines = collections.Counter()
-    for a, v in ir.items():
-        lines[a >> 6] += v
-    hot = {l for l, v in lines.items() if v >= n}
     funcs = collections.Counter()
     for a, v in ir.items():
+        lines[a >> 6] += v
         funcs[fn_of[a]] += v / n
-    other = sum(totals(f) for f in files if f != worker)
-    ev = events(worker)
+    w = ev[worker]
     misses = None
-    if 'I1mr' in ev:
-        misses = (ev['I1mr'] / n, (ev['D1mr'] + ev['D1mw']) / n,
-                  (ev['ILmr'] + ev['DLmr'] + ev['DLmw']) / n)
-    res[s] = dict(n=n, worker=totals(worker) / n, other=other / n, hot=hot, funcs=funcs,
-                  misses=misses)
+    if 'I1mr' in w:
+        misses = (w['I1mr'] / n, (w['D1mr'] + w['D1mw']) / n,
+                  (w['ILmr'] + w['DLmr'] + w['DLmw']) / n)
+    res[s] = dict(n=n, worker=w['Ir'] / n,
+                  other=sum(e['Ir'] for f, e in ev.items() if f != worker) / n,
+                  hot={l for l, v in lines.items() if v >= n}, funcs=funcs, misses=misses)
 
 b = res['bare']
 counts = ' / '.join(f"{s} {r['n']:,}" for s, r in res.items())
@@ -183,9 +171,9 @@ if b['misses']:
     print("\nSimulated cache misses of the worker per request (difference from bare):")
     print(f"{'stack':<32} {'L1 instr.':>16} {'L1 data':>16} {'last level':>14}")
     for s, r in res.items():
-        cols = ' '.join(f"{f'{v:,.0f} ({v - bv:+,.0f})':>16}" if i < 2 else f"{f'{v:,.1f} ({v - bv:+,.1f})':>14}"
-                        for i, (v, bv) in enumerate(zip(r['misses'], b['misses'])))
-        print(f"{s:<32} {cols}")
+        (i1, d1, ll), (bi, bd, bl) = r['misses'], b['misses']
+        print(f"{s:<32} {f'{i1:,.0f} ({i1 - bi:+,.0f})':>16} {f'{d1:,.0f} ({d1 - bd:+,.0f})':>16}"
+              f" {f'{ll:,.1f} ({ll - bl:+,.1f})':>14}")
 if nfuncs:
     for s, r in res.items():
         if s == 'bare':

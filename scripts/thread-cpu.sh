@@ -31,7 +31,9 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1"; exit 2 ;;
   esac
 done
-command -v wrk >/dev/null || { echo "wrk is missing (scripts/e2e-bench.sh installs it)"; exit 1; }
+# shellcheck source=e2e/harness.sh
+. scripts/e2e/harness.sh
+install_debs wrk
 scripts/test-deps.sh >/dev/null
 [ -x "$BIN" ] || cargo build --release --locked --example bench_server
 
@@ -39,23 +41,22 @@ OUT=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$OUT"; }
 trap cleanup EXIT
-# shellcheck source=e2e/harness.sh
-. scripts/e2e/harness.sh
 start_collector
 start_server "$BIN" "$STACK" "$WORK" "$OUT/server"
 
 # CPU nanoseconds (from schedstat: exact, where /proc/*/stat counts in clock ticks and misses
-# threads that run between two ticks) and context switches per thread name, and the
-# collector's.
+# threads that run between two ticks) and context switches per thread name of the server, and
+# the collector's summed over its threads; sorted for `join`.
 snap() {
-  for t in /proc/"$SERVER"/task/*; do
+  local t name ns sw
+  for t in /proc/"$SERVER"/task/* /proc/"$COLLECTOR"/task/*; do
     # A thread that ends while the list is read (tokio's blocking pool) is skipped.
     if name=$(tr ' ' '_' <"$t/comm" 2>/dev/null) && ns=$(awk '{print $1}' "$t/schedstat" 2>/dev/null) &&
       sw=$(awk '/ctxt_switches/ {s += $2} END {print s}' "$t/status" 2>/dev/null); then
+      case $t in /proc/"$COLLECTOR"/*) name="(collector)" ;; esac
       echo "$name $ns $sw"
     fi
-  done | awk '{s[$1] += $2; w[$1] += $3} END {for (k in s) print k, s[k], w[k]}' | sort
-  echo "(collector) $(awk '{print $1}' /proc/"$COLLECTOR"/schedstat) 0"
+  done | awk '{s[$1] += $2; w[$1] += $3} END {for (k in s) print k, s[k], w[k]}' | LC_ALL=C sort
 }
 snap >"$OUT/before"
 read -r t0 s0 < <(cpu_ticks 0)
@@ -81,7 +82,7 @@ print(f"{sys.argv[2]}, sign-in CPU {sys.argv[3]} µs: {r['requests'] / r['second
 EOF
 REQS=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["requests"])' "$line")
 echo "CPU per thread during the ${SECS}-s run (seconds; µs and context switches per request):"
-join -a2 "$OUT/before" "$OUT/after" | awk -v n="$REQS" '
+LC_ALL=C join -a2 "$OUT/before" "$OUT/after" | awk -v n="$REQS" '
   NF == 5 { d = $4 - $2; w = $5 - $3 } NF == 3 { d = $2; w = $3 }
   d > 0 { printf "  %-24s %6.2f  %7.3f µs  %6.3f switches\n", $1, d / 1e9, d / 1e3 / n, w / n }'
 printf '  %-24s %6.2f\n' "(wrk)" "$(cat "$OUT/wrk-cpu")"

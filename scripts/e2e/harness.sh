@@ -2,6 +2,20 @@
 # not run): a rotel collector and the load generator on CPU 1, a bench server on CPU 0, on
 # free loopback ports. The caller sets ROOT, OUT and PIDS (killed on exit).
 
+# install_debs CMD...: installs the Debian packages of the same name for the commands that
+# are missing (wrk, valgrind), with sudo unless root.
+install_debs() {
+  local missing=() c
+  for c in "$@"; do command -v "$c" >/dev/null || missing+=("$c"); done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  printf 'installing %s\n' "${missing[*]}"
+  local sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 wait_port() {
@@ -45,8 +59,8 @@ start_server() {
   PORT=$(free_port)
   OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$GRPC" OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
     OTEL_METRIC_EXPORT_INTERVAL=5000 \
-    taskset -c 0 "${SERVER_WRAP[@]}" "$1" --stack "$2" --port "$PORT" --workers 1 --sign-in-work-us "$3" \
-    >"$4.out" 2>"$4.err" &
+    taskset -c 0 "${SERVER_WRAP[@]}" "$1" --stack "$2" --port "$PORT" --workers 1 \
+    --sign-in-work-us "$3" >"$4.out" 2>"$4.err" &
   SERVER=$!
   PIDS+=("$SERVER")
   wait_port "$PORT"

@@ -75,12 +75,11 @@ where
                 return Poll::Ready(Err(e));
             }
         };
-        let classified = classify_head(op, &res, grpc);
-        if res.status().is_client_error() {
-            // Read by the classification; the client is not told (a lockout answered as a
-            // plain 401 stays a plain 401).
-            res.headers_mut().remove(crate::classify::LOCKOUT);
-        }
+        // The lockout header is taken off every refusal, so the client is not told (a lockout
+        // answered as a plain 401 stays a plain 401); the same lookup tells the classifier.
+        let locked_out = res.status().is_client_error()
+            && res.headers_mut().remove(crate::classify::LOCKOUT).is_some();
+        let classified = classify_head(op, &res, grpc, locked_out);
         let status = res.status().as_u16();
         let mut tracker = std::mem::replace(this.tracker, Tracker::none());
         let ended = tracker.head(status, classified, res.body().is_end_stream(), || {

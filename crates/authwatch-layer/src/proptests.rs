@@ -78,7 +78,7 @@ fn every_status_has_exactly_one_outcome() {
     for code in 100..=999u16 {
         let status = StatusCode::from_u16(code).unwrap();
         for op in AuthOp::ALL {
-            let o = classify_http(op, status, &HeaderMap::new());
+            let o = classify_http(op, status, &HeaderMap::new(), false);
             match code {
                 200..=399 => assert_eq!(o, Outcome::Success, "{code}"),
                 429 => assert_eq!(o, Outcome::RateLimited),
