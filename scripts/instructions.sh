@@ -19,13 +19,15 @@
 #   depend partly on time (exports every 5 s), and valgrind serves ~50x fewer requests per
 #   second, so this figure overstates them per request; scripts/thread-cpu.sh times them.
 # With --functions N, the N functions whose own instructions per request grew the most over
-# `bare`'s, for each stack. With --cache-sim, callgrind also simulates the caches (this CPU's
+# `bare`'s, for each stack; with --lines N, where the code lines `bare` does not execute are:
+# per crate, and the N functions with the most of them (a line belongs to the function that
+# executes most of its instructions). With --cache-sim, callgrind also simulates the caches (this CPU's
 # sizes) and the worker's first-level instruction and data cache misses per request are
 # printed: valgrind sees no kernel code, so the misses the network stack's evictions cause are
 # not in them, but the difference between two stacks is what each adds.
 #
 # Usage: scripts/instructions.sh [--stacks "bare authwatch trace-layer"] [--duration SECS]
-#                                [--functions N] [--cache-sim] [--bin PATH]
+#                                [--functions N] [--lines N] [--cache-sim] [--bin PATH]
 #        (defaults: bare authwatch trace-layer, 10 s each, no function list; ~1.5 minutes).
 # Installs valgrind (Debian package) when missing. Raw profiles: target/instructions/<stack>/.
 set -euo pipefail
@@ -35,6 +37,7 @@ ROOT=$PWD
 STACKS="bare authwatch trace-layer"
 SECS=10
 FUNCS=0
+LINES=0
 CACHE=no
 BIN=$ROOT/target/release/examples/bench_server
 while [ $# -gt 0 ]; do
@@ -42,6 +45,7 @@ while [ $# -gt 0 ]; do
     --stacks) STACKS=$2; shift 2 ;;
     --duration) SECS=$2; shift 2 ;;
     --functions) FUNCS=$2; shift 2 ;;
+    --lines) LINES=$2; shift 2 ;;
     --cache-sim) CACHE=yes; shift ;;
     --bin) BIN=$2; shift 2 ;;
     *) echo "unknown argument $1"; exit 2 ;;
@@ -83,10 +87,10 @@ for stack in $STACKS; do
   [ "$n" -gt 0 ] || { echo "the server under valgrind answered no request"; exit 1; }
 done
 
-python3 - "$OUT" "$FUNCS" $STACKS <<'EOF'
+python3 - "$OUT" "$FUNCS" "$LINES" $STACKS <<'EOF'
 import collections, glob, json, os, re, sys
 
-out, nfuncs, stacks = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+out, nfuncs, nlines, stacks = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 
 def parse(path):
     """Self instructions per instruction address, and each address's function."""
@@ -146,9 +150,11 @@ for s in stacks:
     ir, fn_of = parse(worker)
     lines = collections.Counter()
     funcs = collections.Counter()
+    owner = collections.defaultdict(collections.Counter)  # line -> function -> instructions
     for a, v in ir.items():
         lines[a >> 6] += v
         funcs[fn_of[a]] += v / n
+        owner[a >> 6][fn_of[a]] += v
     w = ev[worker]
     misses = None
     if 'I1mr' in w:
@@ -156,7 +162,8 @@ for s in stacks:
                   (w['ILmr'] + w['DLmr'] + w['DLmw']) / n)
     res[s] = dict(n=n, worker=w['Ir'] / n,
                   other=sum(e['Ir'] for f, e in ev.items() if f != worker) / n,
-                  hot={l for l, v in lines.items() if v >= n}, funcs=funcs, misses=misses)
+                  hot={l for l, v in lines.items() if v >= n}, funcs=funcs, misses=misses,
+                  owner=owner)
 
 b = res['bare']
 counts = ' / '.join(f"{s} {r['n']:,}" for s, r in res.items())
@@ -182,4 +189,27 @@ if nfuncs:
         grown = sorted(r['funcs'], key=lambda k: b['funcs'][k] - r['funcs'][k])
         for k in grown[:nfuncs]:
             print(f"  {r['funcs'][k] - b['funcs'][k]:>+8,.0f}  {(k or '?')[:150]}")
+
+def crate(f):
+    """The crate of a demangled function: of the type for `<T as Trait>::f`, else the path's
+    first segment; C functions (no path) are `libc`."""
+    f = (f or '?').lstrip('<&*')
+    f = re.sub(r'^(mut |dyn |const )+', '', f)
+    return f.split('::', 1)[0] if '::' in f else 'libc'
+
+if nlines:
+    for s, r in res.items():
+        if s == 'bare':
+            continue
+        extra = r['hot'] - b['hot']
+        by_fn = collections.Counter(r['owner'][l].most_common(1)[0][0] for l in extra)
+        by_crate = collections.Counter()
+        for f, c in by_fn.items():
+            by_crate[crate(f)] += c
+        print(f"\n{s}: its {len(extra):,} code lines not in bare, per crate")
+        for k, c in by_crate.most_common():
+            print(f"  {c:>5}  {k}")
+        print(f"{s}: the {nlines} functions with the most of them")
+        for k, c in by_fn.most_common(nlines):
+            print(f"  {c:>5}  {(k or '?')[:150]}")
 EOF
