@@ -3,8 +3,7 @@
 //! `Distinct<str>`; active sessions (the layer's keyed token hashes) are `Distinct<u64>`. Only
 //! hashes are kept, never an id.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{BuildHasherDefault, Hash};
+use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -14,10 +13,14 @@ use hyperloglogplus::{HyperLogLog as _, HyperLogLogPF};
 /// 99.8 % of the time), 4 KiB per slot.
 pub(crate) const PRECISION: u8 = 12;
 
-type Sketch<T> = HyperLogLogPF<T, BuildHasherDefault<DefaultHasher>>;
+/// foldhash's quality variant, seeded alike in every sketch (sketches merge only when they hash
+/// alike): a well-spread 64-bit hash, which is all the estimate needs, in a few instructions and
+/// a few lines of code (SipHash took ~60 instructions and ~30 code lines per insert).
+type Sketch<T> = HyperLogLogPF<T, foldhash::quality::FixedState>;
 
 fn sketch<T: Hash + ?Sized>() -> Sketch<T> {
-    HyperLogLogPF::new(PRECISION, BuildHasherDefault::default()).expect("12 is a valid precision")
+    HyperLogLogPF::new(PRECISION, foldhash::quality::FixedState::default())
+        .expect("12 is a valid precision")
 }
 
 /// Rings of sketches, one sketch per slot of the window; one ring per thread shard, so that
