@@ -147,7 +147,7 @@ pub enum BuildError {
     #[error(transparent)]
     Routes(#[from] RouteError),
     /// The OpenTelemetry pipeline could not be built (an invalid `OTEL_*` variable, an
-    /// endpoint the exporter rejects, gRPC outside a Tokio runtime).
+    /// endpoint the exporter rejects).
     #[error(transparent)]
     Telemetry(#[from] authwatch_otel::PipelineError),
     /// The audit log could not be started (its folder cannot be created or opened).

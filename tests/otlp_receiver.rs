@@ -134,6 +134,84 @@ fn exact_delta_counts_and_exponential_histograms_over_grpc() {
     }
 }
 
+/// The metric export's gRPC connection runs on authwatch's own export thread, not on the
+/// service's runtime: a pipeline built inside a current-thread runtime flushes while that
+/// runtime's only thread is busy (before, the flush waited for the service's runtime, and a
+/// service that blocked it stalled its own export until the timeout), and one built outside
+/// any runtime exports too (before, that was an error).
+#[test]
+fn grpc_export_runs_on_its_own_thread_inside_or_outside_a_runtime() {
+    use authwatch_otel::{OtlpOptions, Pipeline, Protocol};
+    let http = Http::new();
+    let rx = Receiver::default();
+    let listener = http
+        .rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    http.rt.spawn(
+        tonic::transport::Server::builder()
+            .add_service(MetricsServiceServer::new(rx.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let build = || {
+        Pipeline::builder()
+            .service_name("accounts")
+            .prometheus(false)
+            .otlp(OtlpOptions {
+                endpoint: Some(format!("http://{addr}")),
+                protocol: Some(Protocol::Grpc),
+                // Only the flush below exports.
+                interval: Some(std::time::Duration::from_secs(3600)),
+                timeout: Some(std::time::Duration::from_secs(5)),
+                ..OtlpOptions::default()
+            })
+            .build()
+            .unwrap()
+    };
+    let exported = |name: &str| {
+        rx.0.lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| &r.resource_metrics)
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .any(|m| m.name == name)
+    };
+
+    // Inside a current-thread runtime whose one thread then blocks in the flush.
+    let service = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let inside = service.block_on(async {
+        let p = build();
+        p.meters()[0]
+            .u64_counter("inside_runtime")
+            .build()
+            .add(1, &[]);
+        // Blocks the runtime's only thread until the export is done: an export that needed
+        // this runtime would time out (5 s) and fail.
+        let flushed = p.force_flush();
+        (p, flushed)
+    });
+    let (p, flushed) = inside;
+    assert_eq!(flushed, Ok(()));
+    assert!(exported("inside_runtime"), "nothing arrived");
+    p.shutdown().unwrap();
+    drop(p);
+
+    // Outside any runtime.
+    let p = build();
+    p.meters()[0]
+        .u64_counter("outside_runtime")
+        .build()
+        .add(1, &[]);
+    assert_eq!(p.force_flush(), Ok(()));
+    assert!(exported("outside_runtime"), "nothing arrived");
+    p.shutdown().unwrap();
+}
+
 /// The audit trail's own export (records encoded straight to protobuf) read back over gRPC with
 /// the official types (HTTP/protobuf is read back by the real collector in
 /// `otlp_collector.rs`): every record once, with its fields, under the

@@ -25,8 +25,9 @@ pub const SCOPE: &str = "authwatch";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Protocol {
-    /// gRPC (tonic), usually port 4317. Needs the `grpc` feature and a Tokio runtime with at
-    /// least one worker free while exporting (build the pipeline inside the runtime).
+    /// gRPC (tonic), usually port 4317. Needs the `grpc` feature. The connections run on a
+    /// thread of authwatch's own (`authwatch-otlp`), not on the service's Tokio workers, so
+    /// the pipeline builds inside or outside a runtime.
     Grpc,
     /// HTTP with protobuf bodies, usually port 4318. Needs the `http` feature.
     HttpProtobuf,
@@ -240,17 +241,81 @@ pub struct Pipeline {
     protocol: Option<Protocol>,
     /// The settings and transport of the logs, for [`log_export`](Self::log_export).
     log_settings: Option<(OtlpOptions, Protocol)>,
+    /// Where the gRPC exporters' connections run. Last, so that it outlives the providers
+    /// above when the pipeline is dropped (a provider's last export on drop needs it).
+    #[cfg(feature = "grpc")]
+    grpc_runtime: Option<GrpcRuntime>,
+}
+
+/// The thread the gRPC exporters' connections run on: a current-thread Tokio runtime driven by
+/// a thread of its own, at a lower scheduling priority
+/// ([`lower_thread_priority`](crate::lower_thread_priority)).
+///
+/// tonic spawns a channel's tasks (its request buffer, the HTTP/2 connection that encodes and
+/// writes every export) on the runtime current when the exporter is built. Built inside the
+/// service's runtime, they ran on the service's workers: each export's encoding ran between
+/// two requests of the worker that polled it, a busy service delayed its own export, and a
+/// service on a current-thread runtime that blocked stalled it. The audit trail's export
+/// has had its own runtime from the start ([`LogExport`](crate::LogExport)); this gives the
+/// SDK's exporters (metrics, logs, traces) the same.
+#[cfg(feature = "grpc")]
+struct GrpcRuntime {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(feature = "grpc")]
+impl GrpcRuntime {
+    fn start() -> Result<Self, PipelineError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| PipelineError::Config(format!("cannot build the export runtime: {e}")))?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("authwatch-otlp".into())
+            .spawn(move || {
+                crate::lower_thread_priority();
+                // Runs the connections' tasks until the pipeline goes; the runtime (and any
+                // task still in it) is dropped here, outside any async context.
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(|e| PipelineError::Config(format!("cannot start the export thread: {e}")))?;
+        Ok(Self {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl Drop for GrpcRuntime {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pipeline")
-            .field("otlp", &self.protocol)
+        let mut d = f.debug_struct("Pipeline");
+        d.field("otlp", &self.protocol)
             .field("logs", &self.logs.is_some())
             .field("traces", &self.traces.is_some())
             .field("prometheus", &self.prometheus.is_some())
-            .field("meters", &self.meters.len())
-            .finish()
+            .field("meters", &self.meters.len());
+        #[cfg(feature = "grpc")]
+        d.field("grpc_export_thread", &self.grpc_runtime.is_some());
+        d.finish()
     }
 }
 
@@ -483,8 +548,7 @@ impl PipelineBuilder {
     ///
     /// # Errors
     ///
-    /// [`PipelineError`] for invalid settings or an exporter that cannot be built (for gRPC:
-    /// called outside a Tokio runtime).
+    /// [`PipelineError`] for invalid settings or an exporter that cannot be built.
     pub fn build(self) -> Result<Pipeline, PipelineError> {
         // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES come in through the default detectors;
         // the builder's name wins over both.
@@ -494,6 +558,23 @@ impl PipelineBuilder {
         }
         let resource = resource.build();
         let o = &self.otlp;
+        // The gRPC exporters are built inside authwatch's export runtime, where tonic then
+        // spawns their connections (see `GrpcRuntime`).
+        #[cfg(feature = "grpc")]
+        let grpc_runtime = {
+            let metrics = self.meter.is_none()
+                && o.is_enabled()
+                && o.protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") == Protocol::Grpc;
+            let logs = o.logs_enabled()
+                && o.protocol("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL") == Protocol::Grpc;
+            let traces = o.traces_enabled()
+                && o.protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") == Protocol::Grpc;
+            (metrics || logs || traces)
+                .then(GrpcRuntime::start)
+                .transpose()?
+        };
+        #[cfg(feature = "grpc")]
+        let in_runtime = grpc_runtime.as_ref().map(|r| r.handle.enter());
         let mut meters = Vec::new();
         let (mut otlp, mut protocol) = (None, None);
         if let Some(m) = self.meter {
@@ -534,6 +615,8 @@ impl PipelineBuilder {
         } else {
             None
         };
+        #[cfg(feature = "grpc")]
+        drop(in_runtime);
         Ok(Pipeline {
             resource,
             otlp,
@@ -543,6 +626,8 @@ impl PipelineBuilder {
             meters,
             protocol,
             log_settings,
+            #[cfg(feature = "grpc")]
+            grpc_runtime,
         })
     }
 }
@@ -632,15 +717,6 @@ fn exponential_view(i: &Instrument) -> Option<Stream> {
         .flatten()
 }
 
-fn require_runtime(p: Protocol) -> Result<(), PipelineError> {
-    if p == Protocol::Grpc && tokio::runtime::Handle::try_current().is_err() {
-        return Err(PipelineError::Config(
-            "OTLP over gRPC needs a Tokio runtime: build inside one, or use http/protobuf".into(),
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(any(feature = "grpc", feature = "http"))]
 /// The endpoint and timeout of one signal's exporter, when the builder set them (otherwise
 /// the exporter reads its `OTEL_*` variables itself).
@@ -692,7 +768,6 @@ fn metric_exporter(
     p: Protocol,
 ) -> Result<opentelemetry_otlp::MetricExporter, PipelineError> {
     use opentelemetry_otlp::MetricExporter;
-    require_runtime(p)?;
     let b = MetricExporter::builder();
     let b = match o.temporality {
         Some(t) => b.with_temporality(t),
@@ -718,7 +793,6 @@ pub(crate) fn log_exporter(
     p: Protocol,
 ) -> Result<opentelemetry_otlp::LogExporter, PipelineError> {
     use opentelemetry_otlp::LogExporter;
-    require_runtime(p)?;
     match p {
         #[cfg(feature = "grpc")]
         Protocol::Grpc => {
@@ -741,7 +815,6 @@ fn span_exporter(
     p: Protocol,
 ) -> Result<opentelemetry_otlp::SpanExporter, PipelineError> {
     use opentelemetry_otlp::SpanExporter;
-    require_runtime(p)?;
     match p {
         #[cfg(feature = "grpc")]
         Protocol::Grpc => {

@@ -251,16 +251,34 @@ fn options_parse_protocols() {
 }
 
 #[test]
-fn grpc_needs_a_runtime() {
-    let e = Pipeline::builder()
+fn grpc_builds_outside_a_runtime_on_a_thread_of_its_own() {
+    let p = Pipeline::builder()
         .otlp(OtlpOptions {
             endpoint: Some("http://127.0.0.1:1".into()),
             protocol: Some(Protocol::Grpc),
             ..OtlpOptions::default()
         })
         .build()
-        .unwrap_err();
-    assert!(e.to_string().contains("Tokio runtime"), "{e}");
+        .unwrap();
+    assert!(
+        format!("{p:?}").contains("grpc_export_thread: true"),
+        "{p:?}"
+    );
+    // The thread names itself once it runs: look for up to 5 s.
+    let running = || {
+        std::fs::read_dir("/proc/self/task").map(|d| {
+            d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .any(|c| c.trim() == "authwatch-otlp")
+        })
+    };
+    if running().is_ok() {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !running().unwrap_or(false) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(running().unwrap_or(false), "no authwatch-otlp thread");
+    }
+    drop(p);
 }
 
 #[test]
