@@ -194,10 +194,16 @@ if nfuncs:
             print(f"  {r['funcs'][k] - b['funcs'][k]:>+8,.0f}  {(k or '?')[:150]}")
 
 def crate(f):
-    """The crate of a demangled function: of the type for `<T as Trait>::f`, else the path's
-    first segment; C functions (no path) are `libc`."""
-    f = (f or '?').lstrip('<&*')
-    f = re.sub(r'^(mut |dyn |const )+', '', f)
+    """The crate of a demangled function: the path's first segment; for `<T as Trait>::f`, the
+    type's, or the trait's when the type has no path (a generic parameter, a primitive, a
+    slice); drop glue, the dropped type's; C functions (no path) are `libc`."""
+    f = f or '?'
+    if f.startswith('core::ptr::drop_in_place<'):
+        f = f[len('core::ptr::drop_in_place<'):]
+    m = re.match(r'<+[&*]*(?:(?:mut|dyn|const) )*([^<>]*?)(?:<[^ ]*)? as ([^<>]*)', f)
+    if m:
+        f = m.group(1) if '::' in m.group(1) else m.group(2)
+    f = re.sub(r'^(mut |dyn |const )+', '', f.lstrip('<&*['))
     return f.split('::', 1)[0] if '::' in f else 'libc'
 
 if nlines:

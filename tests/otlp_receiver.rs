@@ -154,7 +154,7 @@ fn grpc_export_runs_on_its_own_thread_inside_or_outside_a_runtime() {
             .add_service(MetricsServiceServer::new(rx.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let build = || {
+    let build = move || {
         Pipeline::builder()
             .service_name("accounts")
             .prometheus(false)
@@ -179,27 +179,32 @@ fn grpc_export_runs_on_its_own_thread_inside_or_outside_a_runtime() {
             .any(|m| m.name == name)
     };
 
-    // Inside a current-thread runtime whose one thread then blocks in the flush.
-    let service = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let inside = service.block_on(async {
-        let p = build();
-        p.meters()[0]
-            .u64_counter("inside_runtime")
+    // Inside a current-thread runtime whose one thread then blocks in the flush. On its own
+    // thread, so that a flush that never returns fails the test instead of hanging it.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let service = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
-            .add(1, &[]);
-        // Blocks the runtime's only thread until the export is done: an export that needed
-        // this runtime would time out (5 s) and fail.
-        let flushed = p.force_flush();
-        (p, flushed)
+            .unwrap();
+        let flushed = service.block_on(async {
+            let p = build();
+            p.meters()[0]
+                .u64_counter("inside_runtime")
+                .build()
+                .add(1, &[]);
+            // Blocks the runtime's only thread until the export is done.
+            let flushed = p.force_flush();
+            let _ = p.shutdown();
+            flushed
+        });
+        let _ = done.send(flushed);
     });
-    let (p, flushed) = inside;
+    let flushed = finished
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a flush from inside the service's blocked runtime never returned");
     assert_eq!(flushed, Ok(()));
     assert!(exported("inside_runtime"), "nothing arrived");
-    p.shutdown().unwrap();
-    drop(p);
 
     // Outside any runtime.
     let p = build();
