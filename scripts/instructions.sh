@@ -15,18 +15,19 @@
 #   how many of those `bare` does not execute. The last overstates a stack that changes the
 #   type of the service hyper serves (`authwatch-wrap`): hyper's connection code is then
 #   compiled a second time, at other addresses, and all of it reads as new; the difference
-#   of the totals is the net footprint. Between two requests a server runs the kernel's network stack, which evicts the
-#   layer's code from the CPU's first-level caches; each extra line is fetched again, so
-#   this is what a request costs beyond its instructions (the in-process bench keeps it hot);
+#   of the totals is the net footprint. Between two requests a server runs the kernel's
+#   network stack, which evicts the layer's code from the CPU's first-level caches; each
+#   extra line is fetched again, so this is what a request costs beyond its instructions
+#   (the in-process bench keeps it hot);
 # - the instructions of the other threads (authwatch's export, audit and alert threads). They
 #   depend partly on time (exports every 5 s), and valgrind serves ~50x fewer requests per
 #   second, so this figure overstates them per request; scripts/thread-cpu.sh times them.
 # With --functions N, the N functions whose own instructions per request grew the most over
 # `bare`'s, for each stack; with --lines N, where the code lines `bare` does not execute are:
 # per crate, and the N functions with the most of them (a line belongs to the function that
-# executes most of its instructions). With --cache-sim, callgrind also simulates the caches (this CPU's
-# sizes) and the worker's first-level instruction and data cache misses per request are
-# printed: valgrind sees no kernel code, so the misses the network stack's evictions cause are
+# executes most of its instructions). With --cache-sim, callgrind also simulates the caches
+# (this CPU's sizes) and the worker's first-level instruction and data cache misses per
+# request are printed: valgrind sees no kernel code, so the misses the network stack's evictions cause are
 # not in them, but the difference between two stacks is what each adds.
 #
 # Usage: scripts/instructions.sh [--stacks "bare authwatch trace-layer"] [--duration SECS]
@@ -151,11 +152,9 @@ for s in stacks:
     ev = {f: e for f, e in ev.items() if e.get('Ir', 0) > 0}
     worker = max(ev, key=lambda f: ev[f]['Ir'])  # the one tokio worker serves every request
     ir, fn_of = parse(worker)
-    lines = collections.Counter()
     funcs = collections.Counter()
     owner = collections.defaultdict(collections.Counter)  # line -> function -> instructions
     for a, v in ir.items():
-        lines[a >> 6] += v
         funcs[fn_of[a]] += v / n
         owner[a >> 6][fn_of[a]] += v
     w = ev[worker]
@@ -165,7 +164,8 @@ for s in stacks:
                   (w['ILmr'] + w['DLmr'] + w['DLmw']) / n)
     res[s] = dict(n=n, worker=w['Ir'] / n,
                   other=sum(e['Ir'] for f, e in ev.items() if f != worker) / n,
-                  hot={l for l, v in lines.items() if v >= n}, funcs=funcs, misses=misses,
+                  hot={l for l, fs in owner.items() if sum(fs.values()) >= n}, funcs=funcs,
+                  misses=misses,
                   owner=owner)
 
 b = res['bare']

@@ -81,16 +81,7 @@ fn total(t: &BTreeMap<(String, Attrs), f64>, metric: &str, want: &[(&str, &str)]
 fn exact_delta_counts_and_exponential_histograms_over_grpc() {
     let http = Http::new();
     let rx = Receiver::default();
-    let listener = http
-        .rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    http.rt.spawn(
-        tonic::transport::Server::builder()
-            .add_service(MetricsServiceServer::new(rx.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let addr = http.rt.block_on(serve_metrics(&rx));
     let ex = Example::start(
         "axum",
         &["--port", "0"],
@@ -144,16 +135,7 @@ fn grpc_export_runs_on_its_own_thread_inside_or_outside_a_runtime() {
     use authwatch_otel::{OtlpOptions, Pipeline, Protocol};
     let http = Http::new();
     let rx = Receiver::default();
-    let listener = http
-        .rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    http.rt.spawn(
-        tonic::transport::Server::builder()
-            .add_service(MetricsServiceServer::new(rx.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let addr = http.rt.block_on(serve_metrics(&rx));
     let build = move || {
         Pipeline::builder()
             .service_name("accounts")
@@ -364,16 +346,29 @@ async fn a_trickle_of_audit_records_goes_out_once_per_schedule_delay() {
     watch.shutdown().await.unwrap();
 }
 
-/// Serves `rx` (and a metrics receiver, for the pipeline's metrics) on a free port.
-async fn serve_logs(rx: &LogReceiver) -> std::net::SocketAddr {
-    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
+/// Serves `router` on a free loopback port, on the current runtime.
+async fn serve(router: tonic::transport::server::Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(LogsServiceServer::new(rx.clone()))
-            .add_service(MetricsServiceServer::new(Receiver::default()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     addr
+}
+
+/// Serves `rx` as an OTLP/gRPC metrics receiver on a free port.
+async fn serve_metrics(rx: &Receiver) -> std::net::SocketAddr {
+    serve(tonic::transport::Server::builder().add_service(MetricsServiceServer::new(rx.clone())))
+        .await
+}
+
+/// Serves `rx` (and a metrics receiver, for the pipeline's metrics) on a free port.
+async fn serve_logs(rx: &LogReceiver) -> std::net::SocketAddr {
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
+    serve(
+        tonic::transport::Server::builder()
+            .add_service(LogsServiceServer::new(rx.clone()))
+            .add_service(MetricsServiceServer::new(Receiver::default())),
+    )
+    .await
 }

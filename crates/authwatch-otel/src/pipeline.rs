@@ -558,48 +558,40 @@ impl PipelineBuilder {
         }
         let resource = resource.build();
         let o = &self.otlp;
+        // Each signal's transport, read once (an invalid variable is logged once).
+        let metrics_protocol = (self.meter.is_none() && o.is_enabled())
+            .then(|| o.protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"));
+        let logs_protocol = o
+            .logs_enabled()
+            .then(|| o.protocol("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"));
+        let traces_protocol = o
+            .traces_enabled()
+            .then(|| o.protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"));
         // The gRPC exporters are built inside authwatch's export runtime, where tonic then
         // spawns their connections (see `GrpcRuntime`).
         #[cfg(feature = "grpc")]
-        let grpc_runtime = {
-            let metrics = self.meter.is_none()
-                && o.is_enabled()
-                && o.protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") == Protocol::Grpc;
-            let logs = o.logs_enabled()
-                && o.protocol("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL") == Protocol::Grpc;
-            let traces = o.traces_enabled()
-                && o.protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") == Protocol::Grpc;
-            (metrics || logs || traces)
-                .then(GrpcRuntime::start)
-                .transpose()?
-        };
+        let grpc_runtime = [metrics_protocol, logs_protocol, traces_protocol]
+            .contains(&Some(Protocol::Grpc))
+            .then(GrpcRuntime::start)
+            .transpose()?;
         #[cfg(feature = "grpc")]
         let in_runtime = grpc_runtime.as_ref().map(|r| r.handle.enter());
         let mut meters = Vec::new();
-        let (mut otlp, mut protocol) = (None, None);
+        let mut otlp = None;
         if let Some(m) = self.meter {
             meters.push(m);
-        } else if o.is_enabled() {
-            let p = o.protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL");
+        } else if let Some(p) = metrics_protocol {
             let provider = otlp_meter_provider(o, p, &resource)?;
             meters.push(provider.meter_with_scope(scope()));
             otlp = Some(provider);
-            protocol = Some(p);
         }
-        let mut log_settings = None;
-        let logs = if o.logs_enabled() {
-            let lp = o.protocol("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL");
-            log_settings = Some((o.clone(), lp));
-            Some(otlp_logger_provider(o, lp, &resource)?)
-        } else {
-            None
-        };
-        let traces = if o.traces_enabled() {
-            let tp = o.protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
-            Some(otlp_tracer_provider(o, tp, &resource)?)
-        } else {
-            None
-        };
+        let log_settings = logs_protocol.map(|lp| (o.clone(), lp));
+        let logs = logs_protocol
+            .map(|lp| otlp_logger_provider(o, lp, &resource))
+            .transpose()?;
+        let traces = traces_protocol
+            .map(|tp| otlp_tracer_provider(o, tp, &resource))
+            .transpose()?;
         let prometheus = if self.prometheus {
             let registry = prometheus::Registry::new();
             let exporter = opentelemetry_prometheus::exporter()
@@ -624,7 +616,7 @@ impl PipelineBuilder {
             traces,
             prometheus,
             meters,
-            protocol,
+            protocol: metrics_protocol,
             log_settings,
             #[cfg(feature = "grpc")]
             grpc_runtime,
