@@ -199,6 +199,54 @@ fn grpc_export_runs_on_its_own_thread_inside_or_outside_a_runtime() {
     p.shutdown().unwrap();
 }
 
+/// Dropping the pipeline flushes the logs of a `tracing` bridge that outlives it (the bridge
+/// holds its own reference to the logger provider): the provider is shut down while the
+/// gRPC export runtime still runs. Before, the pipeline's runtime stopped first and the
+/// bridge's pending record was exported into it, and lost.
+#[test]
+fn dropping_the_pipeline_flushes_a_bridge_that_outlives_it() {
+    use authwatch_otel::{OtlpOptions, Pipeline, Protocol};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let http = Http::new();
+    let rx = LogReceiver::default();
+    let addr = http.rt.block_on(serve_logs(&rx));
+    let p = Pipeline::builder()
+        .service_name("accounts")
+        .prometheus(false)
+        .otlp(OtlpOptions {
+            endpoint: Some(format!("http://{addr}")),
+            protocol: Some(Protocol::Grpc),
+            interval: Some(std::time::Duration::from_secs(3600)),
+            timeout: Some(std::time::Duration::from_secs(5)),
+            logs: Some(true),
+            ..OtlpOptions::default()
+        })
+        .build()
+        .unwrap();
+    let subscriber = tracing_subscriber::registry().with(p.tracing_bridge().unwrap());
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::warn!(target: "accounts", "written before the pipeline is dropped");
+        drop(p);
+    });
+    let arrived = || {
+        rx.records().iter().any(|(_, r)| {
+            r.body.as_ref().is_some_and(|b| {
+                format!("{b:?}").contains("written before the pipeline is dropped")
+            })
+        })
+    };
+    // The drop flushed it; the schedule's export (every second) would have run by now too.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !arrived() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        arrived(),
+        "the bridge's record was lost: {:?}",
+        rx.records()
+    );
+}
+
 /// The audit trail's own export (records encoded straight to protobuf) read back over gRPC with
 /// the official types (HTTP/protobuf is read back by the real collector in
 /// `otlp_collector.rs`): every record once, with its fields, under the

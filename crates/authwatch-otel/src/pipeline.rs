@@ -242,7 +242,7 @@ pub struct Pipeline {
     /// The settings and transport of the logs, for [`log_export`](Self::log_export).
     log_settings: Option<(OtlpOptions, Protocol)>,
     /// Where the gRPC exporters' connections run. Last, so that it outlives the providers
-    /// above when the pipeline is dropped (a provider's last export on drop needs it).
+    /// above when the pipeline is dropped (their last export, on drop, needs it).
     #[cfg(feature = "grpc")]
     grpc_runtime: Option<GrpcRuntime>,
 }
@@ -302,6 +302,16 @@ impl Drop for GrpcRuntime {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Dropping the pipeline shuts its providers down (as [`shutdown`](Pipeline::shutdown)) while
+/// the gRPC export runtime, its last field, is still running. A logger or tracer provider held
+/// elsewhere (the `tracing` bridges keep one) would otherwise outlive the pipeline and export
+/// into a stopped runtime: its pending records lost, each later export an error.
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
     }
 }
 
