@@ -7,11 +7,21 @@
 # drift and the position in the order hit every stack alike; the table gives medians over the
 # rounds and ratios against `bare` measured in the same rounds.
 #
+# With --interleave, every stack's server starts once and stays up for the whole run, stopped
+# (SIGSTOP) except while it is measured, and each round gives every stack one short slice: a
+# stack and `bare` are then measured seconds apart instead of a minute (a server's start, its
+# warm-up and its shutdown no longer sit between them), so more of the host's drift cancels out
+# of the paired comparison. A stopped server's timers (authwatch's export every 5 s) fire when
+# it resumes, inside its own slice: with short slices and several stacks it exports about once
+# per slice instead of once per 5 s of its run, so the interleaving counts more background work
+# against authwatch than a continuous run does, never less, and none against the others.
+#
 # Usage: scripts/e2e-bench.sh [--rounds N] [--duration SECS] [--connections C] [--stacks "a b"]
-#                             [--sign-in-work-us N]
+#                             [--sign-in-work-us N] [--interleave]
 #        (defaults: 5 rounds, 10 s each, 32 connections, every stack, sign-ins that cost no
 #        CPU; ~10 minutes). `--sign-in-work-us 200` gives each sign-in 200 µs of CPU, as a
-#        (very cheap) password hash would.
+#        (very cheap) password hash would. With --interleave, use slices of a few seconds and
+#        more rounds (`--interleave --duration 3 --rounds 40`).
 # The server runs on CPU 0 (one tokio worker), wrk and the collector on CPU 1, so the server's
 # core is the bottleneck being measured. Raw results: target/e2e/results.jsonl.
 set -euo pipefail
@@ -22,7 +32,8 @@ ROUNDS=5
 SECS=10
 CONNS=32
 WORK=0
-STACKS="bare authwatch authwatch-audit-every-request authwatch-no-request-audit authwatch-wrap authwatch-traces trace-layer axum-otel-metrics otel-tower axum-prometheus"
+INTERLEAVE=no
+STACKS="bare authwatch authwatch-audit-every-request authwatch-no-request-audit authwatch-wrap authwatch-traces trace-layer trace-layer-logging axum-otel-metrics otel-tower axum-prometheus"
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -30,6 +41,7 @@ while [ $# -gt 0 ]; do
     --connections) CONNS=$2; shift 2 ;;
     --stacks) STACKS=$2; shift 2 ;;
     --sign-in-work-us) WORK=$2; shift 2 ;;
+    --interleave) INTERLEAVE=yes; shift ;;
     *) echo "unknown argument $1"; exit 2 ;;
   esac
 done
@@ -46,33 +58,61 @@ OUT=$ROOT/target/e2e
 rm -rf "$OUT" && mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+# A stopped server (interleaved runs) acts on SIGTERM only once continued.
+cleanup() { for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 start_collector
 say "collector on 127.0.0.1:$GRPC (blackhole exporter)"
 
-run_stack() { # round stack
-  local port pid line t0 s0 t1 s1 steal
-  start_server "$BIN" "$2" "$WORK" "$OUT/$2"
-  port=$PORT
-  pid=$SERVER
-  read -r t0 s0 < <(cpu_ticks 0)
-  line=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -s scripts/e2e/mix.lua "http://127.0.0.1:$port" | grep '^{')
-  read -r t1 s1 < <(cpu_ticks 0)
-  steal=$(python3 -c "print(round(($s1 - $s0) / max($t1 - $t0, 1), 4))")
+declare -A PORTS SERVERS
+
+# start STACK: its server, warmed up; in interleaved runs it is then stopped until measured.
+start() {
+  start_server "$BIN" "$1" "$WORK" "$OUT/$1"
+  PORTS[$1]=$PORT
+  SERVERS[$1]=$SERVER
+  [ "$INTERLEAVE" = no ] || kill -STOP "$SERVER"
+}
+
+# stop STACK: reports the audit records it lost and the export problems it logged, then
+# shuts its server down.
+stop() {
+  local lost pid=${SERVERS[$1]}
+  kill -CONT "$pid"
   # authwatch counts the audit records it could not queue or export: show any.
-  lost=$(curl -s "http://127.0.0.1:$port/metrics" 2>/dev/null |
+  lost=$(curl -s "http://127.0.0.1:${PORTS[$1]}/metrics" 2>/dev/null |
     grep -E '^auth_audit_(dropped|export_lost)_count_total' | grep -v ' 0$' || true)
-  [ -z "$lost" ] || say "$2: audit records lost: $(echo "$lost" | tr '\n' ' ')"
+  [ -z "$lost" ] || say "$1: audit records lost: $(echo "$lost" | tr '\n' ' ')"
   kill -TERM "$pid"
-  wait "$pid" || { say "$2 exited with $?"; cat "$OUT/$2.err"; exit 1; }
+  wait "$pid" || { say "$1 exited with $?"; cat "$OUT/$1.err"; exit 1; }
   # An export that failed, or telemetry the SDK dropped, is part of the result: show it.
-  if grep -E 'ExportError|Export.Failed|Dropped|LogsDropped' "$OUT/$2.err" >"$OUT/$2.export-problems"; then
-    say "$2: export problems: $(grep -oE 'name="[A-Za-z.]+"|dropped_logs_count=[0-9]+' "$OUT/$2.export-problems" | sort | uniq -c | tr '\n' ' ')"
+  if grep -E 'ExportError|Export.Failed|Dropped|LogsDropped' "$OUT/$1.err" >"$OUT/$1.export-problems"; then
+    say "$1: export problems: $(grep -oE 'name="[A-Za-z.]+"|dropped_logs_count=[0-9]+' "$OUT/$1.export-problems" | sort | uniq -c | tr '\n' ' ')"
   fi
+}
+
+# measure ROUND STACK: one run of wrk against the stack's server.
+measure() {
+  local line t0 s0 t1 s1 steal pid=${SERVERS[$2]}
+  [ "$INTERLEAVE" = no ] || kill -CONT "$pid"
+  read -r t0 s0 < <(cpu_ticks 0)
+  line=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -s scripts/e2e/mix.lua "http://127.0.0.1:${PORTS[$2]}" | grep '^{')
+  read -r t1 s1 < <(cpu_ticks 0)
+  [ "$INTERLEAVE" = no ] || kill -STOP "$pid"
+  steal=$(python3 -c "print(round(($s1 - $s0) / max($t1 - $t0, 1), 4))")
   echo "{\"round\":$1,\"stack\":\"$2\",\"steal0\":$steal,${line#\{}" >>"$RESULTS"
   say "round $1 $2: steal on CPU 0 $steal, $line"
+}
+
+run_stack() { # round stack
+  if [ "$INTERLEAVE" = no ]; then
+    start "$2"
+    measure "$1" "$2"
+    stop "$2"
+  else
+    measure "$1" "$2"
+  fi
 }
 
 # Each round starts one stack later than the one before (bare first, then second, ...), so
@@ -81,16 +121,23 @@ run_stack() { # round stack
 # position does to a run (the collector still busy with the previous stack's last export, the
 # host's load pattern) into its ratio.
 read -r -a order <<<"$STACKS"
+if [ "$INTERLEAVE" = yes ]; then
+  for s in "${order[@]}"; do start "$s"; done
+  say "interleaved: ${#order[@]} servers up, each stopped except in its ${SECS}-s slices"
+fi
 for r in $(seq "$ROUNDS"); do
   for i in $(seq 0 $((${#order[@]} - 1))); do
     run_stack "$r" "${order[$(((i + r - 1) % ${#order[@]}))]}"
   done
 done
+if [ "$INTERLEAVE" = yes ]; then
+  for s in "${order[@]}"; do stop "$s"; done
+fi
 
-python3 - "$RESULTS" "$CONNS" "$SECS" "$ROUNDS" "$WORK" <<'EOF'
+python3 - "$RESULTS" "$CONNS" "$SECS" "$ROUNDS" "$WORK" "$INTERLEAVE" <<'EOF'
 import json, math, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-conns, secs, rounds, work = sys.argv[2:6]
+conns, secs, rounds, work, interleave = sys.argv[2:7]
 stacks = list(dict.fromkeys(r["stack"] for r in rows))
 by = {s: [r for r in rows if r["stack"] == s] for s in stacks}
 bare = {r["round"]: r for r in by.get("bare", [])}
@@ -100,7 +147,7 @@ def rps(r): return r["requests"] / r["seconds"]
 # then, so this takes that much of the machine's noise out (not its neighbours' cache and
 # memory traffic, which slow the CPU without stealing it).
 def adj(r): return rps(r) / (1 - r["steal0"])
-print(f"\n{rounds} rounds x {secs} s, wrk -t1 -c{conns}, mixed auth traffic, sign-in CPU {work} µs;"
+print(f"\n{rounds} rounds x {secs} s{' (interleaved: every server up, stopped outside its slices)' if interleave == 'yes' else ''}, wrk -t1 -c{conns}, mixed auth traffic, sign-in CPU {work} µs;"
       " medians over rounds;"
       " ratios are per round against bare in the same round, then the median\n")
 print("| stack | req/s | vs bare | p50 µs | p99 µs | p99 vs bare | socket errors | steal on CPU 0 | vs bare, steal taken out |")
