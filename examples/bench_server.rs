@@ -19,7 +19,12 @@
 //! - `authwatch-wrap`: the same around the whole router, served as the README shows
 //!   (`axum::serve` of `watch.wrap(app)` with `/metrics` and `/auth/health` merged into `app`);
 //! - `authwatch-traces`: `authwatch` plus an `auth.request` span per request exported over OTLP;
-//! - `trace-layer`: tower-http's `TraceLayer::new_for_http()`;
+//! - `trace-layer`: tower-http's `TraceLayer::new_for_http()`, which records nothing under the
+//!   `warn` subscriber every stack gets (its spans and events are at `debug`);
+//! - `trace-layer-logging`: the same `TraceLayer` logging as axum's examples configure it
+//!   (`tower_http=debug`: a span per request and its two events, formatted by the `fmt` layer),
+//!   each line written with one `write(2)` to `/dev/null`, so the formatting and the system call
+//!   are counted and no disk is;
 //! - `axum-otel-metrics`, `otel-tower` (opentelemetry-instrumentation-tower), `axum-prometheus`:
 //!   the metrics middlewares, each recording into its own in-process provider (they do not
 //!   export here: an advantage to them).
@@ -44,7 +49,7 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 mod bench_app;
 use bench_app::SIGN_IN_WORK;
 
-const STACKS: [&str; 10] = [
+const STACKS: [&str; 11] = [
     "bare",
     "authwatch",
     "authwatch-audit-every-request",
@@ -52,6 +57,7 @@ const STACKS: [&str; 10] = [
     "authwatch-wrap",
     "authwatch-traces",
     "trace-layer",
+    "trace-layer-logging",
     "axum-otel-metrics",
     "otel-tower",
     "axum-prometheus",
@@ -81,7 +87,7 @@ fn app(stack: &str) -> (Router, Option<AuthWatch>) {
             };
             (app.merge(watch.endpoints()), Some(watch))
         }
-        "trace-layer" => (
+        "trace-layer" | "trace-layer-logging" => (
             bench_app::bare().layer(tower_http::trace::TraceLayer::new_for_http()),
             None,
         ),
@@ -155,10 +161,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with_ansi(false)
             .with_filter(EnvFilter::new("warn"));
         let registry = tracing_subscriber::registry().with(fmt);
-        // Spans go to the collector only in `authwatch-traces`; elsewhere no layer wants them.
+        // Spans go to the collector only in `authwatch-traces`, and the request log only in
+        // `trace-layer-logging`; elsewhere no layer wants them.
         match &watch {
             Some(w) if stack == "authwatch-traces" => {
                 registry.with(w.pipeline().tracing_layer()).init();
+            }
+            _ if stack == "trace-layer-logging" => {
+                let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+                let log = tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(null))
+                    .with_filter(EnvFilter::new("tower_http=debug"));
+                registry.with(log).init();
             }
             _ => registry.init(),
         }
