@@ -21,7 +21,9 @@
 #        (defaults: 5 rounds, 10 s each, 32 connections, every stack, sign-ins that cost no
 #        CPU; ~10 minutes). `--sign-in-work-us 200` gives each sign-in 200 µs of CPU, as a
 #        (very cheap) password hash would. With --interleave, use slices of a few seconds and
-#        more rounds (`--interleave --duration 3 --rounds 40`).
+#        more rounds (`--interleave --duration 3 --rounds 30`). A stack named `S#2` runs
+#        stack S a second time under its own name: `--stacks "bare bare#2"` is an A/A check of
+#        the harness (the two should come out level).
 # The server runs on CPU 0 (one tokio worker), wrk and the collector on CPU 1, so the server's
 # core is the bottleneck being measured. Raw results: target/e2e/results.jsonl.
 set -euo pipefail
@@ -69,7 +71,7 @@ declare -A PORTS SERVERS
 
 # start STACK: its server, warmed up; in interleaved runs it is then stopped until measured.
 start() {
-  start_server "$BIN" "$1" "$WORK" "$OUT/$1"
+  start_server "$BIN" "${1%%#*}" "$WORK" "$OUT/$1"
   PORTS[$1]=$PORT
   SERVERS[$1]=$SERVER
   [ "$INTERLEAVE" = no ] || kill -STOP "$SERVER"
