@@ -132,25 +132,11 @@ fn exact_delta_counts_and_exponential_histograms_over_grpc() {
 /// any runtime exports too (before, that was an error).
 #[test]
 fn grpc_export_runs_on_its_own_thread_inside_or_outside_a_runtime() {
-    use authwatch_otel::{OtlpOptions, Pipeline, Protocol};
     let http = Http::new();
     let rx = Receiver::default();
     let addr = http.rt.block_on(serve_metrics(&rx));
-    let build = move || {
-        Pipeline::builder()
-            .service_name("accounts")
-            .prometheus(false)
-            .otlp(OtlpOptions {
-                endpoint: Some(format!("http://{addr}")),
-                protocol: Some(Protocol::Grpc),
-                // Only the flush below exports.
-                interval: Some(std::time::Duration::from_secs(3600)),
-                timeout: Some(std::time::Duration::from_secs(5)),
-                ..OtlpOptions::default()
-            })
-            .build()
-            .unwrap()
-    };
+    // Only the flush below exports.
+    let build = move || grpc_pipeline(addr, None);
     let exported = |name: &str| {
         rx.0.lock()
             .unwrap()
@@ -205,24 +191,11 @@ fn grpc_export_runs_on_its_own_thread_inside_or_outside_a_runtime() {
 /// bridge's pending record was exported into it, and lost.
 #[test]
 fn dropping_the_pipeline_flushes_a_bridge_that_outlives_it() {
-    use authwatch_otel::{OtlpOptions, Pipeline, Protocol};
     use tracing_subscriber::layer::SubscriberExt as _;
     let http = Http::new();
     let rx = LogReceiver::default();
     let addr = http.rt.block_on(serve_logs(&rx));
-    let p = Pipeline::builder()
-        .service_name("accounts")
-        .prometheus(false)
-        .otlp(OtlpOptions {
-            endpoint: Some(format!("http://{addr}")),
-            protocol: Some(Protocol::Grpc),
-            interval: Some(std::time::Duration::from_secs(3600)),
-            timeout: Some(std::time::Duration::from_secs(5)),
-            logs: Some(true),
-            ..OtlpOptions::default()
-        })
-        .build()
-        .unwrap();
+    let p = grpc_pipeline(addr, Some(true));
     let subscriber = tracing_subscriber::registry().with(p.tracing_bridge().unwrap());
     tracing::subscriber::with_default(subscriber, || {
         tracing::warn!(target: "accounts", "written before the pipeline is dropped");
@@ -392,6 +365,25 @@ async fn a_trickle_of_audit_records_goes_out_once_per_schedule_delay() {
         "{requests} requests for 6 records written over {spread:?}"
     );
     watch.shutdown().await.unwrap();
+}
+
+/// A pipeline exporting over gRPC to the receiver at `addr`, with `logs` as given (unset: the
+/// default), whose metrics go out only when flushed (the schedule is an hour).
+fn grpc_pipeline(addr: std::net::SocketAddr, logs: Option<bool>) -> authwatch_otel::Pipeline {
+    use authwatch_otel::{OtlpOptions, Pipeline, Protocol};
+    Pipeline::builder()
+        .service_name("accounts")
+        .prometheus(false)
+        .otlp(OtlpOptions {
+            endpoint: Some(format!("http://{addr}")),
+            protocol: Some(Protocol::Grpc),
+            interval: Some(std::time::Duration::from_secs(3600)),
+            timeout: Some(std::time::Duration::from_secs(5)),
+            logs,
+            ..OtlpOptions::default()
+        })
+        .build()
+        .unwrap()
 }
 
 /// Serves `router` on a free loopback port, on the current runtime.
