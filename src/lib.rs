@@ -613,6 +613,17 @@ impl AuthWatchBuilder {
         self
     }
 
+    /// How long the audit trail's OTLP log export keeps trying a batch the collector did not
+    /// take (a refused or dropped connection, gRPC `UNAVAILABLE`, HTTP 429/502/503/504), with
+    /// waits from 0.2 s doubling to 5 s; default 30 s, `Duration::ZERO` tries each batch
+    /// once. A batch that got no answer within [`otlp_timeout`](Self::otlp_timeout) is not
+    /// tried again: the collector may have it. What is not delivered in the end is counted in
+    /// `auth.audit.export.lost.count` (a local log, [`audit_dir`](Self::audit_dir), keeps it).
+    pub fn audit_export_retry(mut self, budget: Duration) -> Self {
+        self.otlp.log_retry = Some(budget);
+        self
+    }
+
     /// How often metrics are exported; default `OTEL_METRIC_EXPORT_INTERVAL`, else 60 s.
     pub fn export_interval(mut self, interval: Duration) -> Self {
         self.otlp.interval = Some(interval);

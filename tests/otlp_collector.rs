@@ -184,7 +184,9 @@ fn axum_example_exports_every_catalog_metric_over_grpc() {
 }
 
 /// The collector goes away while traffic flows and comes back: no request fails or slows
-/// down, and the cumulative totals after the restart are the full totals.
+/// down, the cumulative totals after the restart are the full totals, and the audit trail
+/// (one record per failed sign-up, over OTLP/HTTP) reaches the collector whole: the batches
+/// the stopped collector refused are tried again once it is back.
 #[test]
 fn a_collector_outage_loses_no_count() {
     let mut rotel = Rotel::start();
@@ -264,5 +266,29 @@ fn a_collector_outage_loses_no_count() {
         slowest < Duration::from_secs(1),
         "a request took {slowest:?} during the outage"
     );
+    let registration_failures = |logs: &[LogRecord]| {
+        logs.iter()
+            .filter(|l| {
+                l.body == "auth.request"
+                    && l.attrs.get("auth.operation").map(String::as_str) == Some("registration")
+            })
+            .count()
+    };
+    eventually(40, "every audit record at the collector", || {
+        let got = registration_failures(&rotel.parse().logs);
+        if got == sent as usize {
+            Ok(())
+        } else {
+            Err(format!("{got} of {sent}"))
+        }
+    });
+    let metrics = http.get(&format!("http://{}/metrics", ex.addr)).1;
+    let lost = metrics
+        .lines()
+        .find(|l| l.starts_with("auth_audit_export_lost_count_total"))
+        .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned());
+    assert_eq!(lost.as_deref(), Some("0"), "audit records counted lost");
     ex.stop();
+    // Nothing arrived twice.
+    assert_eq!(registration_failures(&rotel.parse().logs), sent as usize);
 }

@@ -226,7 +226,7 @@ fn dropping_the_pipeline_flushes_a_bridge_that_outlives_it() {
 /// `authwatch::audit` scope; records a collector reports rejected are counted lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_records_arrive_exactly_and_rejected_ones_are_counted_lost() {
-    use authwatch::{AuthEvent, AuthOp, AuthWatch, Outcome, Protocol};
+    use authwatch::{AuthEvent, AuthOp, Outcome};
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use std::time::Duration;
 
@@ -235,14 +235,7 @@ async fn audit_records_arrive_exactly_and_rejected_ones_are_counted_lost() {
         ..LogReceiver::default()
     };
     let addr = serve_logs(&rx).await;
-    let watch = AuthWatch::builder()
-        .service_name("accounts")
-        .otlp_endpoint(format!("http://{addr}"))
-        .otlp_protocol(Protocol::Grpc)
-        .otlp_timeout(Duration::from_secs(5))
-        .export_interval(Duration::from_secs(3600))
-        .build()
-        .unwrap();
+    let watch = grpc_watch(addr);
     let now = authwatch::authwatch_layer::now();
     for i in 0..700_u64 {
         let outcome = if i % 7 == 0 {
@@ -266,13 +259,7 @@ async fn audit_records_arrive_exactly_and_rejected_ones_are_counted_lost() {
     tokio::task::spawn_blocking(move || logger.sync())
         .await
         .unwrap();
-    let text = watch.metrics_text().unwrap();
-    let lost = text
-        .lines()
-        .find(|l| l.starts_with("auth_audit_export_lost_count_total"))
-        .and_then(|l| l.rsplit(' ').next())
-        .map(|v| v.parse::<f64>().unwrap())
-        .expect("the lost counter");
+    let lost = audit_lost(&watch).expect("the lost counter");
     watch.shutdown().await.unwrap();
 
     let records = rx.records();
@@ -317,23 +304,63 @@ async fn audit_records_arrive_exactly_and_rejected_ones_are_counted_lost() {
     assert_eq!(limited, 100);
 }
 
+/// The collector is down when the audit records go out, and comes back on the same port a
+/// couple of seconds later (a restart): the export tries the batch again, and every record
+/// arrives once, none counted lost. Before the retries, the whole batch was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_records_wait_out_a_collector_restart() {
+    use authwatch::{AuthEvent, AuthOp, Outcome};
+    use std::time::{Duration, Instant};
+
+    // A port nobody listens on yet: connections are refused until the receiver starts.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let watch = grpc_watch(addr);
+    for i in 0..300_u64 {
+        watch.record(
+            &AuthEvent::new(
+                AuthOp::Login,
+                Outcome::Failure(authwatch::authwatch_layer::FailureReason::InvalidCredentials),
+                Duration::from_micros(1000 + i),
+                authwatch::authwatch_layer::now(),
+            )
+            .with_route("/login"),
+        );
+    }
+    let logger = watch.audit_logger();
+    tokio::task::spawn_blocking(move || logger.sync())
+        .await
+        .unwrap();
+    // The batch goes out within the schedule delay (1 s) and finds no collector; the
+    // collector comes back after that.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(audit_lost(&watch), Some(0.0), "lost while retrying");
+    let rx = LogReceiver::default();
+    serve_logs_on(&rx, tokio::net::TcpListener::bind(addr).await.unwrap());
+    // The longest wait between two tries is 5 s (a generous bound for a loaded machine).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rx.records().len() < 300 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rx.records().len(), 300, "every record, once");
+    assert_eq!(audit_lost(&watch), Some(0.0));
+    watch.shutdown().await.unwrap();
+    assert_eq!(rx.records().len(), 300, "nothing sent twice");
+}
+
 /// A trickle of audit records, without a sync, still reaches the collector, in one request
 /// per schedule delay (`OTEL_BLRP_SCHEDULE_DELAY`, 1 s by default) rather than one per 50-ms
 /// drain of the layer's records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickle_of_audit_records_goes_out_once_per_schedule_delay() {
-    use authwatch::{AuthEvent, AuthOp, AuthWatch, Outcome, Protocol};
+    use authwatch::{AuthEvent, AuthOp, Outcome};
     use std::time::{Duration, Instant};
 
     let rx = LogReceiver::default();
     let addr = serve_logs(&rx).await;
-    let watch = AuthWatch::builder()
-        .service_name("accounts")
-        .otlp_endpoint(format!("http://{addr}"))
-        .otlp_protocol(Protocol::Grpc)
-        .export_interval(Duration::from_secs(3600))
-        .build()
-        .unwrap();
+    let watch = grpc_watch(addr);
     // Six failed sign-ins 120 ms apart: each lands in another drain of the layer's records.
     let started = Instant::now();
     for _ in 0..6 {
@@ -367,6 +394,30 @@ async fn a_trickle_of_audit_records_goes_out_once_per_schedule_delay() {
     watch.shutdown().await.unwrap();
 }
 
+/// authwatch exporting over gRPC to the receiver at `addr` (5-s timeout), whose metrics go
+/// out only when flushed.
+fn grpc_watch(addr: std::net::SocketAddr) -> authwatch::AuthWatch {
+    use std::time::Duration;
+    authwatch::AuthWatch::builder()
+        .service_name("accounts")
+        .otlp_endpoint(format!("http://{addr}"))
+        .otlp_protocol(authwatch::Protocol::Grpc)
+        .otlp_timeout(Duration::from_secs(5))
+        .export_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap()
+}
+
+/// `auth_audit_export_lost_count_total` on `watch`'s `/metrics` page.
+fn audit_lost(watch: &authwatch::AuthWatch) -> Option<f64> {
+    watch
+        .metrics_text()
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("auth_audit_export_lost_count_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 /// A pipeline exporting over gRPC to the receiver at `addr`, with `logs` as given (unset: the
 /// default), whose metrics go out only when flushed (the schedule is an hour).
 fn grpc_pipeline(addr: std::net::SocketAddr, logs: Option<bool>) -> authwatch_otel::Pipeline {
@@ -390,10 +441,15 @@ fn grpc_pipeline(addr: std::net::SocketAddr, logs: Option<bool>) -> authwatch_ot
 async fn serve(router: tonic::transport::server::Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    serve_on(router, listener);
+    addr
+}
+
+/// Serves `router` on `listener`, on the current runtime.
+fn serve_on(router: tonic::transport::server::Router, listener: tokio::net::TcpListener) {
     tokio::spawn(
         router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    addr
 }
 
 /// Serves `rx` as an OTLP/gRPC metrics receiver on a free port.
@@ -404,11 +460,19 @@ async fn serve_metrics(rx: &Receiver) -> std::net::SocketAddr {
 
 /// Serves `rx` (and a metrics receiver, for the pipeline's metrics) on a free port.
 async fn serve_logs(rx: &LogReceiver) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    serve_logs_on(rx, listener);
+    addr
+}
+
+/// Serves `rx` (and a metrics receiver) on `listener`.
+fn serve_logs_on(rx: &LogReceiver, listener: tokio::net::TcpListener) {
     use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
-    serve(
+    serve_on(
         tonic::transport::Server::builder()
             .add_service(LogsServiceServer::new(rx.clone()))
             .add_service(MetricsServiceServer::new(Receiver::default())),
-    )
-    .await
+        listener,
+    );
 }

@@ -35,6 +35,16 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a record may wait for a batch to fill when `OTEL_BLRP_SCHEDULE_DELAY` does not say
 /// (the SDK's batch log processor's default).
 const DEFAULT_SCHEDULE_DELAY: Duration = Duration::from_millis(1000);
+/// The first wait before a batch the collector did not take is tried again; each later wait
+/// doubles, up to [`RETRY_MAX_WAIT`].
+const RETRY_FIRST_WAIT: Duration = Duration::from_millis(200);
+/// The longest wait between two tries of one batch.
+const RETRY_MAX_WAIT: Duration = Duration::from_secs(5);
+/// How often a wait between two tries looks for a shutdown.
+const SLICE: Duration = Duration::from_millis(50);
+/// How long one batch is tried for, from its first try, unless
+/// [`OtlpOptions::log_retry`] says otherwise: long enough for a collector's restart.
+const RETRY_BUDGET: Duration = Duration::from_secs(30);
 
 enum Msg {
     Batch(LogBatch),
@@ -47,16 +57,25 @@ enum Msg {
 /// It honours the builder's [`OtlpOptions`] (endpoint, protocol, headers, timeout) and, where
 /// those are not set, the variables the SDK's exporters read:
 /// `OTEL_EXPORTER_OTLP_(LOGS_)ENDPOINT`, `_HEADERS`, `_TIMEOUT` and, over gRPC, `_CERTIFICATE`.
-/// An export is tried once: one that fails is counted, not retried (the next batch is the
-/// retry).
+/// A batch the collector did not take (no connection, a connection closed without an answer,
+/// gRPC `UNAVAILABLE`, HTTP 429, 502, 503 or 504: the retryable failures of the OTLP
+/// specification, less the timeouts) is
+/// tried again after 0.2 s, then waits that double up to 5 s, with jitter, for up to 30 s
+/// from its first try ([`OtlpOptions::log_retry`]): a collector's restart loses no record.
+/// Meanwhile later batches wait in the queue. A shutdown ends the retries: a batch waiting
+/// gets one last try at once. A batch that got no answer
+/// within the timeout is not tried again: the collector may have taken it, and a second copy
+/// would put its records twice in the audit trail downstream. Other failures (a bad request,
+/// an authentication error) are not retried either.
 ///
 /// - The thread runs at a lower priority than the service's threads
 ///   ([`lower_thread_priority`](crate::lower_thread_priority)): under full load, export work yields to requests instead of
 ///   holding them off.
 /// - Over gRPC it drives its own connection on its own single-threaded Tokio runtime, never on
 ///   the service's workers.
-/// - At most 8 batches wait; a batch that finds the queue full, or whose export fails (the
-///   collector refused it or did not answer within the timeout), is lost and counted in
+/// - At most 8 batches wait; a batch that finds the queue full (a batch being retried holds
+///   the queue up), or whose export fails for good (the collector refused it, did not answer
+///   within the timeout, or stayed away for the 30 s of retries), is lost and counted in
 ///   [`lost`](Self::lost), as are the records a collector reports it rejected.
 pub struct LogExport {
     tx: Mutex<Option<SyncSender<Msg>>>,
@@ -117,6 +136,7 @@ impl LogExport {
                         lost: &counted,
                         stopping: &stop,
                         empties: &empties_tx,
+                        retry_budget: o.log_retry.unwrap_or(RETRY_BUDGET),
                     },
                 );
                 drop(transport);
@@ -236,6 +256,7 @@ struct Ctx<'a> {
     lost: &'a AtomicU64,
     stopping: &'a OnceLock<Instant>,
     empties: &'a SyncSender<LogBatch>,
+    retry_budget: Duration,
 }
 
 fn run(rx: &Receiver<Msg>, transport: &mut Transport, cx: &Ctx<'_>) {
@@ -244,6 +265,7 @@ fn run(rx: &Receiver<Msg>, transport: &mut Transport, cx: &Ctx<'_>) {
         lost,
         stopping,
         empties,
+        retry_budget,
     } = *cx;
     // The transport's own logs (tonic, hyper, reqwest) must not come back as records.
     let _quiet = opentelemetry::Context::enter_telemetry_suppressed_scope();
@@ -261,11 +283,8 @@ fn run(rx: &Receiver<Msg>, transport: &mut Transport, cx: &Ctx<'_>) {
                     lost.fetch_add(n, Ordering::Relaxed);
                     continue;
                 }
-                // A panicking transport loses this batch (counted), not the thread.
-                let (sent, batch) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    transport.export(frame, batch)
-                }))
-                .unwrap_or_else(|_| (Err("the transport panicked".into()), None));
+                let (sent, batch) =
+                    export_with_retries(transport, frame, batch, stopping, retry_budget);
                 match sent {
                     Ok(rejected) => {
                         // A collector cannot reject more than it was sent.
@@ -297,7 +316,8 @@ fn run(rx: &Receiver<Msg>, transport: &mut Transport, cx: &Ctx<'_>) {
                             tracing::warn!(
                                 target: "authwatch::export",
                                 name = "AuditLogExport.Failed",
-                                error = %e,
+                                error = %e.reason,
+                                tries = e.tries,
                                 records = n,
                                 "authwatch: audit log export failed; records are counted in \
                                  auth.audit.export.lost.count until it recovers"
@@ -315,6 +335,91 @@ fn run(rx: &Receiver<Msg>, transport: &mut Transport, cx: &Ctx<'_>) {
             }
         }
     }
+}
+
+/// Why an export failed, whether trying the same batch again is safe and useful, and how
+/// many tries it had.
+#[derive(Debug)]
+struct Failed {
+    reason: String,
+    /// The collector cannot have taken the batch, and may take it later.
+    retry: bool,
+    tries: u32,
+}
+
+impl Failed {
+    fn once(reason: impl Into<String>, retry: bool) -> Self {
+        Self {
+            reason: reason.into(),
+            retry,
+            tries: 1,
+        }
+    }
+}
+
+/// One try's outcome: the records the collector rejected, or why it failed; and the batch
+/// back when the transport is done with it.
+type Tried = (Result<u64, Failed>, Option<LogBatch>);
+
+/// Exports `batch`, trying it again while the failure is retryable (see [`LogExport`]), the
+/// batch is back from the transport, and `budget` lasts. A shutdown ends the retries: a
+/// batch waiting for its next try gets it at once, and no more.
+fn export_with_retries(
+    transport: &mut Transport,
+    frame: &Arc<RequestFrame>,
+    batch: LogBatch,
+    stopping: &OnceLock<Instant>,
+    budget: Duration,
+) -> Tried {
+    let first = Instant::now();
+    let mut batch = batch;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        // A panicking transport loses this batch (counted), not the thread.
+        let (sent, back) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            transport.export(frame, batch)
+        }))
+        .unwrap_or_else(|_| (Err(Failed::once("the transport panicked", false)), None));
+        let mut failed = match sent {
+            Err(f) => f,
+            ok => return (ok, back),
+        };
+        failed.tries = tries;
+        // Only a batch the transport gave back can go again.
+        let back = match back {
+            Some(b) if failed.retry => b,
+            other => return (Err(failed), other),
+        };
+        let wait = retry_wait(tries, jitter());
+        if stopping.get().is_some() || Instant::now() + wait >= first + budget {
+            return (Err(failed), Some(back));
+        }
+        // A shutdown cuts the wait short: the batch gets one more try at once.
+        let wake = Instant::now() + wait;
+        let was_stopping = stopping.get().is_some();
+        while Instant::now() < wake && stopping.get().is_some() == was_stopping {
+            std::thread::sleep(wake.saturating_duration_since(Instant::now()).min(SLICE));
+        }
+        batch = back;
+    }
+}
+
+/// The wait after the `tries`-th failed try: 0.2 s doubling per try up to 5 s, scaled by
+/// `jitter` (in [0.5, 1]) so that services restarted together do not retry in step.
+fn retry_wait(tries: u32, jitter: f64) -> Duration {
+    let doubled = RETRY_FIRST_WAIT.saturating_mul(1 << tries.saturating_sub(1).min(16));
+    doubled.min(RETRY_MAX_WAIT).mul_f64(jitter.clamp(0.5, 1.0))
+}
+
+/// A number in [0.5, 1), from the standard library's randomly keyed hasher.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u64(0);
+    #[allow(clippy::cast_precision_loss)]
+    let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    0.5 + unit / 2.0
 }
 
 /// The timeout of one export: the builder's, else `OTEL_EXPORTER_OTLP_LOGS_TIMEOUT`, else
@@ -440,13 +545,9 @@ impl Transport {
         }
     }
 
-    /// Exports `batch`: the records the collector rejected, or why the export failed; and
-    /// the batch back for reuse when the transport is done with it.
-    fn export(
-        &mut self,
-        frame: &Arc<RequestFrame>,
-        batch: LogBatch,
-    ) -> (Result<u64, String>, Option<LogBatch>) {
+    /// Exports `batch` once: the records the collector rejected, or why the export failed;
+    /// and the batch back for reuse (or a retry) when the transport is done with it.
+    fn export(&mut self, frame: &Arc<RequestFrame>, batch: LogBatch) -> Tried {
         match self {
             #[cfg(feature = "grpc")]
             Self::Grpc(c) => c.export(frame, batch),
@@ -475,7 +576,7 @@ mod grpc {
     use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
     use tonic::transport::{Channel, Endpoint};
 
-    use super::{endpoint, headers, rejected, timeout};
+    use super::{endpoint, headers, rejected, timeout, Failed, Tried};
     use crate::log_encode::{LogBatch, RequestFrame};
     use crate::pipeline::{grpc_tls_config, OtlpOptions, PipelineError, Protocol};
 
@@ -519,11 +620,7 @@ mod grpc {
             })
         }
 
-        pub(super) fn export(
-            &mut self,
-            frame: &Arc<RequestFrame>,
-            batch: LogBatch,
-        ) -> (Result<u64, String>, Option<LogBatch>) {
+        pub(super) fn export(&mut self, frame: &Arc<RequestFrame>, batch: LogBatch) -> Tried {
             let batch = Arc::new(batch);
             let mut req = tonic::Request::new(batch.clone());
             *req.metadata_mut() = self.metadata.clone();
@@ -533,20 +630,33 @@ mod grpc {
             let grpc = &mut self.grpc;
             let sent = self.rt.block_on(async {
                 let call = async {
-                    grpc.ready()
-                        .await
-                        .map_err(|e| format!("the collector is not reachable: {e}"))?;
+                    grpc.ready().await.map_err(|e| {
+                        Failed::once(format!("the collector is not reachable: {e}"), true)
+                    })?;
                     grpc.unary(req, http::uri::PathAndQuery::from_static(PATH), codec)
                         .await
-                        .map_err(|s| format!("{}: {}", s.code(), s.message()))
+                        .map_err(|s| status_failed(&s))
                 };
                 match tokio::time::timeout(self.timeout, call).await {
                     Ok(r) => r.map(|resp| rejected(resp.get_ref())),
-                    Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+                    Err(_) => Err(Failed::once(
+                        format!("no answer within {:?}", self.timeout),
+                        false,
+                    )),
                 }
             });
             (sent, Arc::try_unwrap(batch).ok())
         }
+    }
+
+    /// A failed call: retried only when `UNAVAILABLE` (no connection, or a collector that
+    /// is shutting down or overloaded and took nothing). `DEADLINE_EXCEEDED` and `CANCELLED`,
+    /// retryable in the specification, may come after the collector took the batch.
+    pub(super) fn status_failed(s: &tonic::Status) -> Failed {
+        Failed::once(
+            format!("{}: {}", s.code(), s.message()),
+            s.code() == tonic::Code::Unavailable,
+        )
     }
 
     /// Writes the request straight from the encoded batch; reads the response with prost.
@@ -606,7 +716,9 @@ mod http_proto {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
     use prost::Message as _;
 
-    use super::{endpoint, headers, rejected, timeout};
+    use super::{
+        endpoint, headers, rejected, retryable_status, source_chain, timeout, Failed, Tried,
+    };
     use crate::log_encode::{LogBatch, RequestFrame};
     use crate::pipeline::{OtlpOptions, PipelineError, Protocol};
 
@@ -634,11 +746,7 @@ mod http_proto {
             })
         }
 
-        pub(super) fn export(
-            &mut self,
-            frame: &RequestFrame,
-            batch: LogBatch,
-        ) -> (Result<u64, String>, Option<LogBatch>) {
+        pub(super) fn export(&mut self, frame: &RequestFrame, batch: LogBatch) -> Tried {
             let mut body = Vec::with_capacity(batch.encoded().len() + 256);
             frame.write(&batch, &mut body);
             let sent = self
@@ -647,7 +755,13 @@ mod http_proto {
                 .headers(self.headers.clone())
                 .body(body)
                 .send()
-                .map_err(|e| e.to_string())
+                // A connection refused, or closed without an answer (a kept-alive connection
+                // to a collector that has since restarted), is retried; a timeout is not: it
+                // may come after the collector took the batch.
+                .map_err(|e| {
+                    let retry = !e.is_timeout() && (e.is_connect() || e.is_request());
+                    Failed::once(format!("{e}{}", source_chain(&e)), retry)
+                })
                 .and_then(|resp| {
                     let status = resp.status();
                     let bytes = resp.bytes().unwrap_or_default();
@@ -656,7 +770,10 @@ mod http_proto {
                     } else {
                         let text =
                             String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
-                        Err(format!("HTTP {status}: {text}"))
+                        Err(Failed::once(
+                            format!("HTTP {status}: {text}"),
+                            retryable_status(status),
+                        ))
                     }
                 });
             (sent, Some(batch))
@@ -664,9 +781,75 @@ mod http_proto {
     }
 }
 
+/// The causes of `e`, each after ": " (reqwest's own message, "error sending request", names
+/// none of them).
+#[cfg(feature = "http")]
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+/// The HTTP answers the OTLP specification says to retry: too many requests, and a gateway
+/// or collector that is unavailable.
+#[cfg(any(feature = "http", test))]
+fn retryable_status(s: http::StatusCode) -> bool {
+    matches!(s.as_u16(), 429 | 502 | 503 | 504)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_waits_double_to_five_seconds_with_jitter() {
+        let ms = |t, j| retry_wait(t, j).as_millis();
+        assert_eq!(
+            (1..=7).map(|t| ms(t, 1.0)).collect::<Vec<_>>(),
+            [200, 400, 800, 1600, 3200, 5000, 5000]
+        );
+        assert_eq!(ms(1, 0.5), 100);
+        assert_eq!(ms(40, 0.75), 3750);
+        // Out-of-range jitter is clamped.
+        assert_eq!((ms(2, 0.0), ms(2, 9.0)), (200, 400));
+        let j: Vec<f64> = (0..64).map(|_| jitter()).collect();
+        assert!(j.iter().all(|j| (0.5..1.0).contains(j)), "{j:?}");
+        assert!(j.iter().any(|x| *x != j[0]), "the jitter varies");
+    }
+
+    #[test]
+    fn only_failures_that_cannot_have_delivered_are_retried() {
+        for (code, retry) in [(429, true), (502, true), (503, true), (504, true)] {
+            assert_eq!(
+                retryable_status(http::StatusCode::from_u16(code).unwrap()),
+                retry
+            );
+        }
+        for code in [400, 401, 403, 404, 413, 500] {
+            assert!(
+                !retryable_status(http::StatusCode::from_u16(code).unwrap()),
+                "{code}"
+            );
+        }
+        #[cfg(feature = "grpc")]
+        {
+            assert!(grpc::status_failed(&tonic::Status::unavailable("down")).retry);
+            for s in [
+                tonic::Status::deadline_exceeded("slow"),
+                tonic::Status::cancelled("timeout"),
+                tonic::Status::invalid_argument("bad"),
+                tonic::Status::unauthenticated("key"),
+                tonic::Status::resource_exhausted("no RetryInfo"),
+            ] {
+                assert!(!grpc::status_failed(&s).retry, "{s:?}");
+            }
+        }
+    }
 
     #[test]
     fn headers_parse_as_the_otlp_variables_write_them() {

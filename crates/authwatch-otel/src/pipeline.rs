@@ -95,6 +95,10 @@ pub struct OtlpOptions {
     pub headers: Vec<(String, String)>,
     /// Timeout of one export.
     pub timeout: Option<Duration>,
+    /// How long the audit trail's log export keeps trying a batch the collector did not take
+    /// (refused connection, `UNAVAILABLE`, HTTP 503, …; see [`LogExport`](crate::LogExport)),
+    /// from its first try; default 30 s. `Duration::ZERO` tries each batch once.
+    pub log_retry: Option<Duration>,
     /// How often metrics are exported.
     pub interval: Option<Duration>,
     /// Cumulative (the default), delta or low-memory temporality.

@@ -442,24 +442,32 @@ fn background_threads_run_at_a_lower_priority_and_pass_it_on() {
     );
 }
 
+/// A pipeline exporting over HTTP (500-ms timeout) to a port nothing listens on, its log
+/// export trying a batch for `log_retry` (unset: the default).
 #[cfg(feature = "http")]
-#[test]
-fn a_log_export_to_a_dead_collector_counts_every_record_it_loses() {
-    // A port nothing listens on.
+fn dead_http_pipeline(log_retry: Option<Duration>) -> Pipeline {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let p = Pipeline::builder()
+    Pipeline::builder()
         .prometheus(false)
         .otlp(OtlpOptions {
             endpoint: Some(format!("http://127.0.0.1:{port}")),
             protocol: Some(Protocol::HttpProtobuf),
             timeout: Some(Duration::from_millis(500)),
+            log_retry,
             ..OtlpOptions::default()
         })
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn a_log_export_to_a_dead_collector_counts_every_record_it_loses() {
+    // Each refused batch is tried again for 0.3 s, then counted.
+    let p = dead_http_pipeline(Some(Duration::from_millis(300)));
     let export = p
         .log_export("test")
         .unwrap()
@@ -514,6 +522,32 @@ fn a_log_export_to_a_dead_collector_counts_every_record_it_loses() {
     assert!(export.shutdown());
     export.send(batch(1));
     assert_eq!(export.lost(), 901, "records after shutdown are counted too");
+    let _ = p.shutdown();
+}
+
+/// A shutdown while a batch waits between two tries ends the retries: the batch gets its
+/// last try and is counted lost, and the shutdown finishes within its wait rather than the
+/// 30 s a batch is tried for.
+#[cfg(feature = "http")]
+#[test]
+fn a_shutdown_ends_the_retries_of_a_batch() {
+    let p = dead_http_pipeline(None);
+    let export = p.log_export("test").unwrap().unwrap();
+    let mut b = crate::LogBatch::default();
+    for i in 0..5 {
+        b.push(|r| {
+            r.body("auth.request").attr("i", i);
+        });
+    }
+    export.send(b);
+    // Its first tries fail (nothing listens); it is still being retried.
+    export.flush(Duration::from_millis(800));
+    assert_eq!(export.lost(), 0, "counted before its retries ended");
+    assert!(
+        export.shutdown(),
+        "the export thread outlived the shutdown's wait"
+    );
+    assert_eq!(export.lost(), 5);
     let _ = p.shutdown();
 }
 
@@ -576,7 +610,7 @@ fn http_collector(
 
 #[cfg(feature = "http")]
 #[test]
-fn a_log_export_over_http_sends_protobuf_and_counts_rejected_and_refused_records() {
+fn a_log_export_over_http_sends_protobuf_retries_503_and_counts_rejected_and_refused_records() {
     use opentelemetry_proto::tonic::collector::logs::v1::{
         ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
     };
@@ -588,10 +622,13 @@ fn a_log_export_over_http_sends_protobuf_and_counts_rejected_and_refused_records
         }),
     }
     .encode_to_vec();
+    // The second batch finds the collector busy, then goes through when tried again; the
+    // third is refused as bad, which is not retried.
     let (addr, requests) = http_collector(vec![
         (200, partial),
         (503, b"busy".to_vec()),
         (200, Vec::new()),
+        (400, b"bad".to_vec()),
     ]);
     let p = Pipeline::builder()
         .prometheus(false)
@@ -619,9 +656,9 @@ fn a_log_export_over_http_sends_protobuf_and_counts_rejected_and_refused_records
         export.send(batch(n));
         export.flush(Duration::from_secs(10));
     }
-    // 3 rejected of the first batch, the whole refused second one; the third went through.
-    assert_eq!(export.lost(), 3 + 20);
-    for n in [10, 20, 30] {
+    // 3 rejected of the first batch, and the whole refused third one.
+    assert_eq!(export.lost(), 3 + 30);
+    for n in [10, 20, 20, 30] {
         let (head, body) = requests.recv_timeout(Duration::from_secs(5)).unwrap();
         let head = head.to_ascii_lowercase();
         assert!(head.starts_with("post /v1/logs "), "{head}");
