@@ -599,9 +599,10 @@ mod grpc {
                 })?;
             let url = endpoint(o, Protocol::Grpc);
             let timeout = timeout(o);
+            // No per-request timeout in the channel: `answer_within` below is the one, and it
+            // reads an answer that arrived while this thread was held off.
             let mut ep = Endpoint::from_shared(url.clone())
                 .map_err(|e| PipelineError::Config(format!("OTLP logs endpoint {url:?}: {e}")))?
-                .timeout(timeout)
                 .connect_timeout(timeout);
             if url.starts_with("https://") {
                 ep = ep
@@ -637,9 +638,9 @@ mod grpc {
                         .await
                         .map_err(|s| status_failed(&s))
                 };
-                match tokio::time::timeout(self.timeout, call).await {
-                    Ok(r) => r.map(|resp| rejected(resp.get_ref())),
-                    Err(_) => Err(Failed::once(
+                match answer_within(self.timeout, call).await {
+                    Some(r) => r.map(|resp| rejected(resp.get_ref())),
+                    None => Err(Failed::once(
                         format!("no answer within {:?}", self.timeout),
                         false,
                     )),
@@ -647,6 +648,38 @@ mod grpc {
             });
             (sent, Arc::try_unwrap(batch).ok())
         }
+    }
+
+    /// How many times a call past its deadline is polled again after the runtime's other
+    /// tasks (the connection's) have run: an answer goes from the socket through the
+    /// connection's task and the channel's buffer to the call, a task or two per hop.
+    const GRACE_POLLS: usize = 8;
+
+    /// `call`'s output, or `None` when it is not ready within `limit`.
+    ///
+    /// A thread held off past the deadline (the process stopped, or this low-priority thread
+    /// starved under load) wakes with the timer and the connection both ready, and the
+    /// runtime polls this future first: a plain timeout would report a batch the collector
+    /// answered long ago as unanswered, and count it lost. So a call past its deadline gets
+    /// [`GRACE_POLLS`] more polls, each after the runtime has polled its sockets and run the
+    /// connection's tasks; only a call still pending then has timed out.
+    pub(super) async fn answer_within<F: std::future::Future>(
+        limit: Duration,
+        call: F,
+    ) -> Option<F::Output> {
+        use std::task::Poll;
+        let mut call = std::pin::pin!(call);
+        if let Ok(out) = tokio::time::timeout(limit, call.as_mut()).await {
+            return Some(out);
+        }
+        for _ in 0..GRACE_POLLS {
+            tokio::task::yield_now().await;
+            let polled = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+            if let Poll::Ready(out) = polled {
+                return Some(out);
+            }
+        }
+        None
     }
 
     /// A failed call: retried only when `UNAVAILABLE` (no connection, or a collector that
@@ -820,6 +853,66 @@ mod tests {
         let j: Vec<f64> = (0..64).map(|_| jitter()).collect();
         assert!(j.iter().all(|j| (0.5..1.0).contains(j)), "{j:?}");
         assert!(j.iter().any(|x| *x != j[0]), "the jitter varies");
+    }
+
+    /// The thread is held off (as by SIGSTOP) past the call's deadline while the answer
+    /// arrives on a socket that another task reads: the call still gets its answer, where a
+    /// plain timeout, polled first on waking, reports none.
+    #[cfg(feature = "grpc")]
+    #[test]
+    fn an_answer_that_came_while_the_thread_was_held_off_is_read() {
+        use std::io::Write as _;
+        use std::sync::mpsc::channel;
+        use tokio::io::AsyncReadExt as _;
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let run = |grace: bool| {
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let (go_tx, go_rx) = channel::<()>();
+                let (wrote_tx, wrote_rx) = channel::<()>();
+                // The collector, on another thread: answers once this one is held off.
+                let collector = std::thread::spawn(move || {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    go_rx.recv().unwrap();
+                    s.write_all(b"x").unwrap();
+                    wrote_tx.send(()).unwrap();
+                    s
+                });
+                let (mut sock, _) = listener.accept().await.unwrap();
+                // The connection's task: the answer reaches the call through it.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    let mut b = [0; 1];
+                    sock.read_exact(&mut b).await.unwrap();
+                    let _ = tx.send(());
+                });
+                // Holds the runtime's only thread until the answer is in the socket and the
+                // deadline has passed.
+                tokio::spawn(async move {
+                    go_tx.send(()).unwrap();
+                    wrote_rx.recv().unwrap();
+                    std::thread::sleep(Duration::from_millis(150));
+                });
+                let limit = Duration::from_millis(100);
+                let answered = if grace {
+                    grpc::answer_within(limit, rx).await.is_some()
+                } else {
+                    tokio::time::timeout(limit, rx).await.is_ok()
+                };
+                drop(collector.join());
+                answered
+            })
+        };
+        assert!(run(true), "the answer in the socket was not read");
+        assert!(
+            !run(false),
+            "a plain timeout read it too: the test no longer holds"
+        );
     }
 
     #[test]
