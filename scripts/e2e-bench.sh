@@ -15,8 +15,9 @@
 # it resumes, inside its own slice: with short slices and several stacks it exports about once
 # per slice instead of once per 5 s of its run, so the interleaving counts more background work
 # against authwatch than a continuous run does, never less, and none against the others. An
-# audit export in flight when its server is stopped can time out when it resumes (the
-# collector answered meanwhile); authwatch counts those records lost, and the script shows it.
+# audit export in flight when its server is stopped is answered while it is stopped; the
+# export reads that answer when it resumes (before commit 8e99971 it timed out, and the
+# records were counted lost). authwatch counts any record it loses, and the script shows it.
 #
 # Usage: scripts/e2e-bench.sh [--rounds N] [--duration SECS] [--connections C] [--stacks "a b"]
 #                             [--sign-in-work-us N] [--interleave]
