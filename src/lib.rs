@@ -614,7 +614,7 @@ impl AuthWatchBuilder {
     }
 
     /// How long the audit trail's OTLP log export keeps trying a batch the collector did not
-    /// take (a refused or dropped connection, gRPC `UNAVAILABLE`, HTTP 429/502/503/504), with
+    /// take (a connection refused or timed out, gRPC `UNAVAILABLE`, HTTP 429/502/503), with
     /// waits from 0.2 s doubling to 5 s; default 30 s, `Duration::ZERO` tries each batch
     /// once. A batch that got no answer within [`otlp_timeout`](Self::otlp_timeout) is not
     /// tried again: the collector may have it. What is not delivered in the end is counted in

@@ -333,8 +333,8 @@ async fn audit_records_wait_out_a_collector_restart() {
     tokio::task::spawn_blocking(move || logger.sync())
         .await
         .unwrap();
-    // The batch goes out within the schedule delay (1 s) and finds no collector; the
-    // collector comes back after that.
+    // The sync hands the batch to the export at once; it finds no collector and is being
+    // retried (the sync stops waiting for it after 5 s). The collector comes back after that.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(audit_lost(&watch), Some(0.0), "lost while retrying");
     let rx = LogReceiver::default();
