@@ -338,7 +338,10 @@ async fn audit_records_wait_out_a_collector_restart() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(audit_lost(&watch), Some(0.0), "lost while retrying");
     let rx = LogReceiver::default();
-    serve_logs_on(&rx, tokio::net::TcpListener::bind(addr).await.unwrap());
+    serve_on(
+        logs_router(&rx),
+        tokio::net::TcpListener::bind(addr).await.unwrap(),
+    );
     // The longest wait between two tries is 5 s (a generous bound for a loaded machine).
     let deadline = Instant::now() + Duration::from_secs(30);
     while rx.records().len() < 300 && Instant::now() < deadline {
@@ -410,12 +413,10 @@ fn grpc_watch(addr: std::net::SocketAddr) -> authwatch::AuthWatch {
 
 /// `auth_audit_export_lost_count_total` on `watch`'s `/metrics` page.
 fn audit_lost(watch: &authwatch::AuthWatch) -> Option<f64> {
-    watch
-        .metrics_text()
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("auth_audit_export_lost_count_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    metric_value(
+        &watch.metrics_text().unwrap(),
+        "auth_audit_export_lost_count_total",
+    )
 }
 
 /// A pipeline exporting over gRPC to the receiver at `addr`, with `logs` as given (unset: the
@@ -460,19 +461,13 @@ async fn serve_metrics(rx: &Receiver) -> std::net::SocketAddr {
 
 /// Serves `rx` (and a metrics receiver, for the pipeline's metrics) on a free port.
 async fn serve_logs(rx: &LogReceiver) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    serve_logs_on(rx, listener);
-    addr
+    serve(logs_router(rx)).await
 }
 
-/// Serves `rx` (and a metrics receiver) on `listener`.
-fn serve_logs_on(rx: &LogReceiver, listener: tokio::net::TcpListener) {
+/// A server of `rx` and of a metrics receiver (for the pipeline's metrics).
+fn logs_router(rx: &LogReceiver) -> tonic::transport::server::Router {
     use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
-    serve_on(
-        tonic::transport::Server::builder()
-            .add_service(LogsServiceServer::new(rx.clone()))
-            .add_service(MetricsServiceServer::new(Receiver::default())),
-        listener,
-    );
+    tonic::transport::Server::builder()
+        .add_service(LogsServiceServer::new(rx.clone()))
+        .add_service(MetricsServiceServer::new(Receiver::default()))
 }

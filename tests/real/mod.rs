@@ -63,6 +63,14 @@ pub fn wait_listening(addr: SocketAddr, what: &str) {
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` and the last state after `secs`.
+/// The value of the first line of a Prometheus text page that starts with `name` (a metric
+/// name, or a name with the start of its labels).
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {

@@ -405,8 +405,7 @@ fn export_with_retries(
         }
         // A shutdown cuts the wait short: the batch gets one more try at once.
         let wake = Instant::now() + wait;
-        let was_stopping = stopping.get().is_some();
-        while Instant::now() < wake && stopping.get().is_some() == was_stopping {
+        while Instant::now() < wake && stopping.get().is_none() {
             std::thread::sleep(wake.saturating_duration_since(Instant::now()).min(SLICE));
         }
         batch = back;
