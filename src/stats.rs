@@ -274,9 +274,12 @@ impl Snapshot {
     ///
     /// For [`AuthOp::TokenValidation`] the latency is the token validation time: the
     /// response time of token-validation routes together with the time `TokenGuard`s measured.
+    ///
+    /// The row is a copy, so it outlives the snapshot:
+    /// `let login = watch.snapshot().op(AuthOp::Login);` keeps it in a variable.
     #[must_use]
-    pub fn op(&self, op: AuthOp) -> &OpStats {
-        &self.ops[op.index()]
+    pub fn op(&self, op: AuthOp) -> OpStats {
+        self.ops[op.index()]
     }
 
     /// Every operation, in [`AuthOp::ALL`] order.

@@ -202,6 +202,6 @@ async fn a_grpc_client_that_resets_the_stream_is_one_cancellation() {
     drop(body); // RST_STREAM
     let ev = rec.wait_for(1).await;
     assert_eq!(ev[0].outcome, Outcome::Cancelled);
-    let l = *watch.snapshot().op(AuthOp::Login);
+    let l = watch.snapshot().op(AuthOp::Login);
     assert_eq!((l.success, l.failure, l.cancelled), (0, 0, 1));
 }

@@ -371,7 +371,7 @@ async fn malformed_grpc_status_is_passed_through_counted_once_and_never_a_label(
         }
     }
     // Exactly one outcome per call, whatever the status said.
-    let l = *watch.snapshot().op(authwatch::AuthOp::Login);
+    let l = watch.snapshot().op(authwatch::AuthOp::Login);
     assert_eq!(
         (
             l.success + l.failure + l.rate_limited + l.cancelled,

@@ -230,7 +230,7 @@ async fn a_body_error_is_an_error() {
     }
     let ev = rec.wait_for(1).await;
     assert_eq!(ev[0].outcome, Outcome::Error);
-    let l = *watch.snapshot().op(AuthOp::Login);
+    let l = watch.snapshot().op(AuthOp::Login);
     assert_eq!((l.success, l.failure, l.errors, l.cancelled), (0, 1, 1, 0));
 }
 
@@ -250,7 +250,7 @@ async fn a_client_that_gives_up_is_one_cancellation_and_nothing_else() {
     let ev = rec.wait_for(1).await;
     assert_eq!(ev[0].outcome, Outcome::Cancelled);
     assert_eq!(ev[0].status, None);
-    let l = *watch.snapshot().op(AuthOp::Login);
+    let l = watch.snapshot().op(AuthOp::Login);
     assert_eq!(
         (l.success, l.failure, l.rate_limited, l.cancelled),
         (0, 0, 0, 1)
@@ -283,7 +283,7 @@ async fn a_client_that_leaves_mid_body_is_one_cancellation() {
         (ev[0].outcome, ev[0].status),
         (Outcome::Cancelled, Some(200))
     );
-    let l = *watch.snapshot().op(AuthOp::Login);
+    let l = watch.snapshot().op(AuthOp::Login);
     assert_eq!((l.success, l.failure, l.cancelled), (0, 0, 1));
 }
 
@@ -315,7 +315,7 @@ async fn many_concurrent_requests_are_each_counted_once() {
         t.await.unwrap();
     }
     rec.wait_for(400).await;
-    let l = *watch.snapshot().op(AuthOp::Login);
+    let l = watch.snapshot().op(AuthOp::Login);
     assert_eq!((l.success, l.failure, l.cancelled), (300, 100, 0));
     assert_eq!(l.latency.count, 400);
 }
@@ -410,7 +410,7 @@ async fn catch_panic_outside_the_layer_still_records_an_error() {
     assert_eq!(send(&http1(), request("POST", addr, "/login")).await.0, 500);
     let ev = rec.wait_for(1).await;
     assert_eq!(ev[0].outcome, Outcome::Error);
-    let l = *watch.snapshot().op(AuthOp::Login);
+    let l = watch.snapshot().op(AuthOp::Login);
     assert_eq!((l.errors, l.cancelled), (1, 0));
 }
 

@@ -107,7 +107,7 @@ async fn the_lockout_header_counts_a_lockout_and_never_reaches_the_client() {
     );
     drop(res);
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let login = *watch.snapshot().op(AuthOp::Login);
+    let login = watch.snapshot().op(AuthOp::Login);
     assert_eq!((login.failure, login.locked_out), (1, 1));
 }
 

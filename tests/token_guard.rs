@@ -109,6 +109,6 @@ async fn a_guarded_token_validation_route_is_counted_once() {
     assert_eq!(send(&c, request("GET", addr, "/userinfo")).await.0, 401);
     let ev = rec.wait_for(2).await;
     assert!(ev.iter().all(|e| e.source == EventSource::Route), "{ev:#?}");
-    let tv = *watch.snapshot().op(AuthOp::TokenValidation);
+    let tv = watch.snapshot().op(AuthOp::TokenValidation);
     assert_eq!((tv.success, tv.failure, tv.invalid_token), (1, 1, 1));
 }
