@@ -493,6 +493,12 @@ impl AuthWatch {
 }
 
 /// Builds an [`AuthWatch`].
+///
+/// Every call sets the fields it names and keeps the others, so later calls win field by
+/// field: `otlp_endpoint(url)` then `otlp_options(opts)` keeps `url` unless `opts` has an
+/// endpoint of its own, and `alertmanager(url)` then `alerts(config)` keeps `url` unless
+/// `config` names an Alertmanager. A call that takes a whole table says it replaces it
+/// ([`routes`](Self::routes)).
 #[must_use]
 pub struct AuthWatchBuilder {
     service_name: Option<String>,
@@ -643,9 +649,12 @@ impl AuthWatchBuilder {
         self
     }
 
-    /// All OTLP settings at once (replaces those set before).
+    /// Several OTLP settings at once. Like every call here, it wins field by field over the
+    /// calls before it: what `options` leaves unset (an endpoint given by
+    /// [`otlp_endpoint`](Self::otlp_endpoint), say) is kept, and its headers join those of
+    /// [`otlp_header`](Self::otlp_header) ([`OtlpOptions::merge`]).
     pub fn otlp_options(mut self, options: OtlpOptions) -> Self {
-        self.otlp = options;
+        self.otlp = std::mem::take(&mut self.otlp).merge(options);
         self
     }
 
@@ -765,7 +774,20 @@ impl AuthWatchBuilder {
     ///     .build()?;
     /// # Ok::<(), authwatch::BuildError>(())
     /// ```
+    ///
+    /// Later calls win field by field: an Alertmanager or webhook set before (with
+    /// [`alertmanager`](Self::alertmanager), [`alert_webhook`](Self::alert_webhook) or an
+    /// earlier config) is kept unless `config` names its own.
     pub fn alerts(mut self, config: AlertConfig) -> Self {
+        let mut config = config;
+        if let Some(earlier) = self.alerts.take() {
+            if let (None, Some(url)) = (config.alertmanager_url(), earlier.alertmanager_url()) {
+                config = config.alertmanager(url);
+            }
+            if let (None, Some(url)) = (config.webhook_url(), earlier.webhook_url()) {
+                config = config.webhook(url);
+            }
+        }
         self.alerts = Some(config);
         self
     }
@@ -1142,6 +1164,71 @@ mod tests {
         assert!(
             readme.contains(&table),
             "README's metric table differs from the catalog; replace it with:\n{table}"
+        );
+    }
+
+    /// Later builder calls win field by field; they never drop what an earlier call set and
+    /// they do not name.
+    #[test]
+    fn builder_calls_merge() {
+        let b = AuthWatch::builder()
+            .otlp_endpoint("http://a:4318")
+            .otlp_header("Key", "1")
+            .otlp_header("other", "kept")
+            .otlp_options(
+                OtlpOptions::new()
+                    .timeout(Duration::from_secs(5))
+                    .header("key", "2"),
+            );
+        assert_eq!(b.otlp.endpoint.as_deref(), Some("http://a:4318"));
+        assert_eq!(b.otlp.timeout, Some(Duration::from_secs(5)));
+        let headers: Vec<(&str, &str)> = b
+            .otlp
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(headers, [("other", "kept"), ("key", "2")]);
+        let b = b
+            .otlp_options(OtlpOptions::new().endpoint("http://b:4318"))
+            .otlp_timeout(Duration::from_secs(7));
+        assert_eq!(b.otlp.endpoint.as_deref(), Some("http://b:4318"));
+        assert_eq!(b.otlp.timeout, Some(Duration::from_secs(7)));
+
+        let urls = |b: AuthWatchBuilder| {
+            let a = b.alerts.expect("alerting on");
+            (
+                a.alertmanager_url().map(str::to_owned),
+                a.webhook_url().map(str::to_owned),
+            )
+        };
+        let am = |u: &str| Some(u.to_owned());
+        let b = AuthWatch::builder()
+            .alertmanager("http://am:9093")
+            .alert_webhook("http://hook")
+            .alerts(AlertConfig::new().tick(Duration::from_secs(1)));
+        assert_eq!(urls(b), (am("http://am:9093"), am("http://hook")));
+        let b = AuthWatch::builder()
+            .alertmanager("http://am:9093")
+            .alerts(AlertConfig::new().alertmanager("http://am2:9093"));
+        assert_eq!(urls(b), (am("http://am2:9093"), None));
+        let b = AuthWatch::builder()
+            .alerts(AlertConfig::new().webhook("http://hook"))
+            .alertmanager("http://am3:9093");
+        assert_eq!(urls(b), (am("http://am3:9093"), am("http://hook")));
+    }
+
+    /// The first thing a newcomer writes keeps a row of a temporary snapshot in a variable (it
+    /// did not compile while `op` returned a borrow of the snapshot).
+    #[test]
+    fn an_op_row_outlives_its_snapshot() {
+        let watch = AuthWatch::builder().build().unwrap();
+        let login = watch.snapshot().op(AuthOp::Login);
+        let later = watch.snapshot().op(AuthOp::Login);
+        assert_eq!(login, later);
+        assert_eq!(
+            (login.op, login.success, login.failure),
+            (AuthOp::Login, 0, 0)
         );
     }
 

@@ -180,7 +180,7 @@ async fn scenario(protocol: Protocol) {
     );
     let mut got = (0, 0, 0, 0, 0);
     for _ in 0..100 {
-        let l = *watch.snapshot().op(AuthOp::Login);
+        let l = watch.snapshot().op(AuthOp::Login);
         got = (l.success, l.failure, l.rate_limited, l.errors, l.cancelled);
         if got == want {
             break;
@@ -191,7 +191,7 @@ async fn scenario(protocol: Protocol) {
     assert_eq!(got, want, "{protocol:?}");
     // Nothing counted twice later on either.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let l = *watch.snapshot().op(AuthOp::Login);
+    let l = watch.snapshot().op(AuthOp::Login);
     assert_eq!(
         (l.success, l.failure, l.rate_limited, l.errors, l.cancelled),
         want
@@ -241,4 +241,52 @@ async fn faults_under_load_with_a_silent_grpc_collector() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_under_load_with_a_silent_http_collector() {
     scenario(Protocol::HttpProtobuf).await;
+}
+
+/// Dropping the last `AuthWatch` on a service's thread returns at once, even with metrics,
+/// logs and audit records waiting for a collector that never answers: the final flush runs on
+/// a thread of authwatch's own (`shutdown().await` is the call that waits for it).
+fn drop_returns_at_once(protocol: Protocol) {
+    let silent = Silent::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let watch = AuthWatch::builder()
+            .route("/login", AuthOp::Login)
+            .otlp_endpoint(format!("http://{}", silent.addr))
+            .otlp_protocol(protocol)
+            .otlp_timeout(Duration::from_secs(5))
+            .export_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .route("/login", post(login))
+            .layer(watch.layer());
+        let addr = serve(app).await;
+        let c = http1();
+        for case in ["ok", "bad", "limited"] {
+            assert!(one(c.clone(), addr, case, String::new()).await.is_some());
+        }
+        let l = watch.snapshot().op(AuthOp::Login);
+        assert_eq!((l.success, l.failure, l.rate_limited), (1, 1, 1));
+        let t = std::time::Instant::now();
+        drop(watch);
+        let took = t.elapsed();
+        assert!(
+            took < Duration::from_millis(500),
+            "{protocol:?}: drop(watch) held the runtime's thread for {took:?}"
+        );
+    });
+}
+
+#[test]
+fn dropping_the_last_watch_returns_at_once_grpc() {
+    drop_returns_at_once(Protocol::Grpc);
+}
+
+#[test]
+fn dropping_the_last_watch_returns_at_once_http() {
+    drop_returns_at_once(Protocol::HttpProtobuf);
 }

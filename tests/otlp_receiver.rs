@@ -423,17 +423,16 @@ fn audit_lost(watch: &authwatch::AuthWatch) -> Option<f64> {
 /// default), whose metrics go out only when flushed (the schedule is an hour).
 fn grpc_pipeline(addr: std::net::SocketAddr, logs: Option<bool>) -> authwatch_otel::Pipeline {
     use authwatch_otel::{OtlpOptions, Pipeline, Protocol};
+    let mut options = OtlpOptions::new()
+        .endpoint(format!("http://{addr}"))
+        .protocol(Protocol::Grpc)
+        .interval(std::time::Duration::from_secs(3600))
+        .timeout(std::time::Duration::from_secs(5));
+    options.logs = logs;
     Pipeline::builder()
         .service_name("accounts")
         .prometheus(false)
-        .otlp(OtlpOptions {
-            endpoint: Some(format!("http://{addr}")),
-            protocol: Some(Protocol::Grpc),
-            interval: Some(std::time::Duration::from_secs(3600)),
-            timeout: Some(std::time::Duration::from_secs(5)),
-            logs,
-            ..OtlpOptions::default()
-        })
+        .otlp(options)
         .build()
         .unwrap()
 }

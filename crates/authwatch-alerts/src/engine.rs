@@ -287,6 +287,18 @@ impl AlertConfig {
     pub fn rule_set(&self) -> &[Rule] {
         &self.rules
     }
+
+    /// The Alertmanager alerts go to, when set ([`alertmanager`](Self::alertmanager)).
+    #[must_use]
+    pub fn alertmanager_url(&self) -> Option<&str> {
+        self.alertmanager.as_deref()
+    }
+
+    /// The webhook alerts are posted to, when set ([`webhook`](Self::webhook)).
+    #[must_use]
+    pub fn webhook_url(&self) -> Option<&str> {
+        self.webhook.as_deref()
+    }
 }
 
 /// Where an alert is in its life.

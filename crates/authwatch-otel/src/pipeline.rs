@@ -80,8 +80,23 @@ pub enum PipelineError {
 
 /// Settings of the OTLP export, from the builder; anything unset falls back to the standard
 /// `OTEL_*` variables, then to the OpenTelemetry defaults.
+///
+/// Built with its setters, so that a new setting is not a breaking change:
+///
+/// ```
+/// use std::time::Duration;
+/// use authwatch_otel::{OtlpOptions, Protocol};
+///
+/// let options = OtlpOptions::new()
+///     .endpoint("http://collector:4317")
+///     .protocol(Protocol::Grpc)
+///     .header("x-api-key", "secret")
+///     .timeout(Duration::from_secs(5));
+/// assert_eq!(options.endpoint.as_deref(), Some("http://collector:4317"));
+/// ```
 #[derive(Debug, Clone, Default)]
 #[must_use]
+#[non_exhaustive]
 pub struct OtlpOptions {
     /// `Some(false)` turns OTLP off whatever the environment says; `Some(true)` turns it on with
     /// the default endpoint.
@@ -125,6 +140,111 @@ fn switched_off(var: &str) -> bool {
 }
 
 impl OtlpOptions {
+    /// Nothing set: every setting from the `OTEL_*` variables, else the defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Turns OTLP export off (`false`) whatever the environment says, or on (`true`).
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.enabled = Some(on);
+        self
+    }
+
+    /// The collector's base URL; turns OTLP export on.
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = Some(url.into());
+        self
+    }
+
+    /// The transport.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = Some(protocol);
+        self
+    }
+
+    /// Adds a header (HTTP) or metadata entry (gRPC) sent with every export.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The timeout of one export.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How long the audit trail's log export keeps trying a batch the collector did not take.
+    pub fn log_retry(mut self, budget: Duration) -> Self {
+        self.log_retry = Some(budget);
+        self
+    }
+
+    /// How often metrics are exported.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = Some(interval);
+        self
+    }
+
+    /// Cumulative, delta or low-memory temporality.
+    pub fn temporality(mut self, temporality: Temporality) -> Self {
+        self.temporality = Some(temporality);
+        self
+    }
+
+    /// Explicit or exponential latency histograms.
+    pub fn histogram(mut self, aggregation: HistogramAggregation) -> Self {
+        self.histogram = Some(aggregation);
+        self
+    }
+
+    /// Whether logs (the tracing bridge and the audit trail) are exported over OTLP.
+    pub fn logs(mut self, on: bool) -> Self {
+        self.logs = Some(on);
+        self
+    }
+
+    /// Whether traces are exported over OTLP.
+    pub fn traces(mut self, on: bool) -> Self {
+        self.traces = Some(on);
+        self
+    }
+
+    /// `later` applied over these options, field by field: what `later` sets wins, what it
+    /// leaves unset keeps its value here; its headers are added to these, each replacing one
+    /// of the same name (names compare without case).
+    pub fn merge(mut self, later: OtlpOptions) -> Self {
+        let OtlpOptions {
+            enabled,
+            endpoint,
+            protocol,
+            headers,
+            timeout,
+            log_retry,
+            interval,
+            temporality,
+            histogram,
+            logs,
+            traces,
+        } = later;
+        self.enabled = enabled.or(self.enabled);
+        self.endpoint = endpoint.or(self.endpoint);
+        self.protocol = protocol.or(self.protocol);
+        for (name, value) in headers {
+            self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+            self.headers.push((name, value));
+        }
+        self.timeout = timeout.or(self.timeout);
+        self.log_retry = log_retry.or(self.log_retry);
+        self.interval = interval.or(self.interval);
+        self.temporality = temporality.or(self.temporality);
+        self.histogram = histogram.or(self.histogram);
+        self.logs = logs.or(self.logs);
+        self.traces = traces.or(self.traces);
+        self
+    }
+
     /// Whether OTLP export is on: the builder's word, else on when an OTLP endpoint variable is
     /// set, `OTEL_SDK_DISABLED` is not `true` and `OTEL_METRICS_EXPORTER` is not `none`.
     #[must_use]
@@ -142,7 +262,7 @@ impl OtlpOptions {
             || env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").is_some()
     }
 
-    fn protocol(&self, signal_var: &str) -> Protocol {
+    fn resolved_protocol(&self, signal_var: &str) -> Protocol {
         if let Some(p) = self.protocol {
             return p;
         }
@@ -167,7 +287,7 @@ impl OtlpOptions {
         })
     }
 
-    fn histogram(&self) -> HistogramAggregation {
+    fn resolved_histogram(&self) -> HistogramAggregation {
         if let Some(h) = self.histogram {
             return h;
         }
@@ -309,13 +429,82 @@ impl Drop for GrpcRuntime {
     }
 }
 
-/// Dropping the pipeline shuts its providers down (as [`shutdown`](Pipeline::shutdown)) while
-/// the gRPC export runtime, its last field, is still running. A logger or tracer provider held
-/// elsewhere (the `tracing` bridges keep one) would otherwise outlive the pipeline and export
-/// into a stopped runtime: its pending records lost, each later export an error.
+/// Flushes and stops the providers given; the first error, as [`Pipeline::shutdown`] says.
+fn shut_down(
+    otlp: Option<&SdkMeterProvider>,
+    logs: Option<&SdkLoggerProvider>,
+    traces: Option<&SdkTracerProvider>,
+    prometheus: Option<&SdkMeterProvider>,
+) -> Result<(), String> {
+    use opentelemetry_sdk::error::OTelSdkError;
+    let mut first = None;
+    // A second shutdown is not an error worth reporting.
+    let mut note = |what: &str, r: Result<(), OTelSdkError>| match r {
+        Ok(()) | Err(OTelSdkError::AlreadyShutdown) => {}
+        Err(e) => {
+            first.get_or_insert(format!("{what}: {e}"));
+        }
+    };
+    if let Some(p) = otlp {
+        note("metrics", p.shutdown());
+    }
+    if let Some(p) = logs {
+        note("logs", p.shutdown());
+    }
+    if let Some(p) = traces {
+        note("traces", p.shutdown());
+    }
+    if let Some(p) = prometheus {
+        let _ = p.shutdown();
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// Dropping the pipeline returns at once: the last flush and stop of its OTLP providers (as
+/// [`shutdown`](Pipeline::shutdown)) run on a thread of their own, `authwatch-drop`, while
+/// the gRPC export runtime they need still runs; the runtime goes after them.
+///
+/// The flush talks to the collector (up to the export timeout per signal), and a pipeline is
+/// often dropped on a service's Tokio worker, which must not wait for it; nor may the
+/// providers stop unflushed, since a logger or tracer provider held elsewhere (the `tracing`
+/// bridges keep one) would export into a stopped runtime. Call
+/// [`shutdown`](Pipeline::shutdown) (or `AuthWatch::shutdown().await`) before the process
+/// exits to wait for that flush: a process that ends right after the drop ends the thread with
+/// it.
 impl Drop for Pipeline {
     fn drop(&mut self) {
-        let _ = self.shutdown();
+        let otlp = self.otlp.take();
+        let logs = self.logs.take();
+        let traces = self.traces.take();
+        let prometheus = self.prometheus.take().map(|(p, _)| p);
+        #[cfg(feature = "grpc")]
+        let runtime = self.grpc_runtime.take();
+        #[cfg(not(feature = "grpc"))]
+        let runtime = ();
+        let exports = otlp.is_some() || logs.is_some() || traces.is_some();
+        let part = move || {
+            let _ = shut_down(
+                otlp.as_ref(),
+                logs.as_ref(),
+                traces.as_ref(),
+                prometheus.as_ref(),
+            );
+            // The providers' last references (and the SDK's own export threads) first, then
+            // the runtime their connections ran on.
+            drop((otlp, logs, traces, prometheus));
+            drop(runtime);
+        };
+        if !exports {
+            // Nothing goes over the network: `/metrics` alone stops at once.
+            part();
+        } else if let Err(e) = std::thread::Builder::new()
+            .name("authwatch-drop".into())
+            .spawn(part)
+        {
+            // The system refused a thread: the providers were dropped with the closure, and
+            // the SDK flushed them on this one.
+            tracing::warn!(error = %e, "authwatch: no thread for the last OTLP flush");
+        }
     }
 }
 
@@ -494,28 +683,12 @@ impl Pipeline {
     ///
     /// As [`force_flush`](Self::force_flush).
     pub fn shutdown(&self) -> Result<(), String> {
-        use opentelemetry_sdk::error::OTelSdkError;
-        let mut first = None;
-        // A second shutdown is not an error worth reporting.
-        let mut note = |what: &str, r: Result<(), OTelSdkError>| match r {
-            Ok(()) | Err(OTelSdkError::AlreadyShutdown) => {}
-            Err(e) => {
-                first.get_or_insert(format!("{what}: {e}"));
-            }
-        };
-        if let Some(p) = &self.otlp {
-            note("metrics", p.shutdown());
-        }
-        if let Some(p) = &self.logs {
-            note("logs", p.shutdown());
-        }
-        if let Some(p) = &self.traces {
-            note("traces", p.shutdown());
-        }
-        if let Some((p, _)) = &self.prometheus {
-            let _ = p.shutdown();
-        }
-        first.map_or(Ok(()), Err)
+        shut_down(
+            self.otlp.as_ref(),
+            self.logs.as_ref(),
+            self.traces.as_ref(),
+            self.prometheus.as_ref().map(|(p, _)| p),
+        )
     }
 
     /// The `service.name` of the resource: the builder's, else `OTEL_SERVICE_NAME`, else
@@ -574,13 +747,13 @@ impl PipelineBuilder {
         let o = &self.otlp;
         // Each signal's transport, read once (an invalid variable is logged once).
         let metrics_protocol = (self.meter.is_none() && o.is_enabled())
-            .then(|| o.protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"));
+            .then(|| o.resolved_protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"));
         let logs_protocol = o
             .logs_enabled()
-            .then(|| o.protocol("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"));
+            .then(|| o.resolved_protocol("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"));
         let traces_protocol = o
             .traces_enabled()
-            .then(|| o.protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"));
+            .then(|| o.resolved_protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"));
         // The gRPC exporters are built inside authwatch's export runtime, where tonic then
         // spawns their connections (see `GrpcRuntime`).
         #[cfg(feature = "grpc")]
@@ -651,7 +824,7 @@ fn otlp_meter_provider(
     let mut provider = SdkMeterProvider::builder()
         .with_resource(resource.clone())
         .with_reader(reader.build());
-    if o.histogram() == HistogramAggregation::Exponential {
+    if o.resolved_histogram() == HistogramAggregation::Exponential {
         provider = provider.with_view(exponential_view);
     }
     Ok(provider.build())

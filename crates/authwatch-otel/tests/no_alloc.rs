@@ -8,10 +8,7 @@ use authwatch_otel::{OtelSink, OtlpOptions, Pipeline};
 #[test]
 fn recording_a_known_kind_of_event_does_not_allocate() {
     let p = Pipeline::builder()
-        .otlp(OtlpOptions {
-            enabled: Some(false),
-            ..OtlpOptions::default()
-        })
+        .otlp(OtlpOptions::new().enabled(false))
         .build()
         .unwrap();
     let sink = OtelSink::new(p.meters());
