@@ -97,11 +97,8 @@ fn metric_text(rotel: &Rotel) -> String {
     let mut out = String::new();
     let mut in_metrics = false;
     for line in rotel.text().lines() {
-        let t = line.trim_start();
-        if t.starts_with("ResourceMetrics #") {
-            in_metrics = true;
-        } else if t.starts_with("ResourceLog #") || t.starts_with("ResourceSpans #") {
-            in_metrics = false;
+        if let Some(signal) = real::resource_block(line) {
+            in_metrics = signal == real::Signal::Metrics;
         }
         if in_metrics {
             out.push_str(line);

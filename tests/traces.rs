@@ -151,3 +151,19 @@ async fn auth_requests_are_spans_under_the_callers_trace_at_the_collector() {
     assert!(names.contains(&"auth.request"), "{names:?}\n{logs:#?}");
     assert!(names.contains(&"auth.login.failure"), "{names:?}");
 }
+
+/// rotel starts a log block with `ResourceLog #` (shared/RECIPES.md): a log record's
+/// attributes after a span are not that span's (the parser once looked for `ResourceLogs #`).
+#[test]
+fn the_span_parser_stops_at_a_log_block() {
+    let text = "ResourceSpans #0\nScopeSpans #0\nSpan #0\n    Trace ID       : abc\n    Name           : auth.request\nAttributes:\n     -> auth.operation: Str(login)\nResourceLog #0\nResource attributes:\n     -> service.name: Str(traced)\nLogRecord #0\nAttributes:\n     -> user.id: Str(u-42)\n";
+    let s = spans(text);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].name, "auth.request");
+    assert_eq!(
+        s[0].attrs.get("auth.operation").map(String::as_str),
+        Some("login")
+    );
+    assert!(!s[0].attrs.contains_key("user.id"), "{:?}", s[0].attrs);
+    assert!(!s[0].attrs.contains_key("service.name"), "{:?}", s[0].attrs);
+}

@@ -280,6 +280,27 @@ pub struct SpanRec {
     pub attrs: BTreeMap<String, String>,
 }
 
+/// The signal whose block a line of rotel's debug output starts (`ResourceMetrics #0`,
+/// `ResourceLog #0`, `ResourceSpans #0`; see shared/RECIPES.md), if it starts one.
+pub fn resource_block(line: &str) -> Option<Signal> {
+    let t = line.trim_start();
+    [
+        ("ResourceMetrics #", Signal::Metrics),
+        ("ResourceLog #", Signal::Logs),
+        ("ResourceSpans #", Signal::Traces),
+    ]
+    .into_iter()
+    .find_map(|(start, signal)| t.starts_with(start).then_some(signal))
+}
+
+/// The three kinds of block rotel prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Metrics,
+    Logs,
+    Traces,
+}
+
 /// Every span rotel printed (`--debug-log traces`), in order.
 pub fn spans(text: &str) -> Vec<SpanRec> {
     let mut out: Vec<SpanRec> = Vec::new();
@@ -291,10 +312,7 @@ pub fn spans(text: &str) -> Vec<SpanRec> {
             in_span = true;
             continue;
         }
-        if t.starts_with("ResourceSpans #")
-            || t.starts_with("ResourceLogs #")
-            || t.starts_with("ResourceMetrics #")
-        {
+        if resource_block(t).is_some() {
             in_span = false;
             continue;
         }
@@ -364,7 +382,7 @@ impl Dump {
         let mut in_log = false;
         for line in text.lines() {
             let t = line.trim_end();
-            if t.starts_with("ResourceMetrics #") || t.starts_with("ResourceLog #") {
+            if resource_block(t).is_some() {
                 service.clear();
                 in_log = false;
                 mode = Mode::None;
@@ -397,11 +415,6 @@ impl Dump {
             }
             if t.starts_with("Data point attributes:") {
                 mode = Mode::PointAttrs;
-                continue;
-            }
-            if t.starts_with("ResourceSpans #") {
-                in_log = false;
-                mode = Mode::None;
                 continue;
             }
             if t.starts_with("LogRecord #") {
