@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use authwatch::authwatch_alerts::SystemClock;
+use authwatch::alerts::SystemClock;
 use authwatch::health::HealthCheck;
 use authwatch::{AlertConfig, AlertState, AuthWatch, ClientIp, WindowConfig};
 use axum::extract::{Request, State};
@@ -780,6 +780,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         use tracing_subscriber::Layer as _;
         let logs = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            // Colours for a terminal only: a file or a pipe gets plain text.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
                     .unwrap_or_else(|_| "authwatch=warn".into()),

@@ -119,6 +119,22 @@ impl AuthWatch {
                 e.top_ip_failures(),
             )
         });
+        // The headline login failure ratio covers the window of the alert on it.
+        let login_window = self
+            .inner
+            .alerts
+            .as_ref()
+            .and_then(|e| {
+                e.config()
+                    .rule_set()
+                    .iter()
+                    .find(|r| r.name == "AuthLoginFailureRateHigh")
+            })
+            .and_then(|r| match r.kind {
+                authwatch_alerts::RuleKind::FailureRatio { window, .. } => Some(window),
+                _ => None,
+            })
+            .unwrap_or(std::time::Duration::from_secs(300));
         let health = self
             .inner
             .health
@@ -129,6 +145,7 @@ impl AuthWatch {
             "uptime_seconds": self.inner.started.elapsed().as_secs_f64(),
             "at_ms": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
             "window_seconds": s.window().as_secs_f64(),
+            "login_failure_window_seconds": login_window.as_secs_f64(),
             "ops": ops,
             "response_time": latency(s.response_time()),
             "token_validation": latency(s.token_validation_time()),

@@ -21,7 +21,7 @@ fn attack(watch: &AuthWatch) {
                 AuthOp::Login,
                 Outcome::Failure(FailureReason::InvalidCredentials),
                 Duration::from_millis(2),
-                authwatch::authwatch_layer::now(),
+                authwatch::layer::now(),
             )
             .with_route("/login")
             .with_client_ip(Some(ip)),
@@ -62,7 +62,9 @@ fn stats_are_protected_like_metrics_and_mask_addresses() {
     assert_eq!(http.get(&u("/auth/dashboard?token=wrong")).0, 401);
     let (s, page) = http.get(&u("/auth/dashboard?token=s3cret"));
     assert_eq!(s, 200);
-    assert!(page.starts_with("<!doctype html>") && page.contains("id=\"probe\""));
+    assert!(page.starts_with("<!doctype html>") && page.contains("id=\"t-login-fail\""));
+    // The page is the product's, with nothing in it for tests.
+    assert!(!page.contains("probe"));
     assert!(
         !page.contains("http://") && !page.contains("https://"),
         "the page loads nothing from elsewhere"
@@ -127,11 +129,14 @@ fn chromium(args: &[&str]) -> (String, String) {
     )
 }
 
-fn probe(dom: &str) -> serde_json::Value {
-    let start = dom.find("id=\"probe\"").expect("the probe element");
+/// The text of the element with this id in a dumped DOM.
+fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
+    let start = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id}"));
     let from = dom[start..].find('>').unwrap() + start + 1;
-    let to = dom[from..].find("</pre>").unwrap() + from;
-    serde_json::from_str(&dom[from..to].replace("&quot;", "\"")).unwrap()
+    let to = dom[from..].find('<').unwrap() + from;
+    &dom[from..to]
 }
 
 #[test]
@@ -149,17 +154,22 @@ fn the_demo_runs_its_story_and_the_dashboard_renders_live_in_chromium() {
         "--dump-dom",
         &url,
     ]);
-    let p = probe(&dom);
-    assert!(p["polls"].as_u64().unwrap() >= 3, "{p}\n{log}");
-    assert_eq!(p["errors"], 0, "{p}");
-    let (first, last) = (
-        p["first_total"].as_u64().unwrap(),
-        p["last_total"].as_u64().unwrap(),
-    );
+    let polls: u64 = text_of(&dom, "polls").parse().unwrap();
+    assert!(polls >= 3, "{polls} polls\n{log}");
+    // The count moved between the last two polls: a rate above zero.
+    let total: u64 = text_of(&dom, "t-total").parse().unwrap();
+    let rate: f64 = text_of(&dom, "t-rate").parse().unwrap();
+    assert!(total > 0 && rate > 0.0, "total {total}, rate {rate}");
+    // Every headline figure says what span it covers.
+    for id in ["w-rate", "w-login-fail", "w-p95", "w-users"] {
+        let w = text_of(&dom, id);
+        assert!(w.starts_with("over the last "), "#{id}: {w:?}");
+    }
     assert!(
-        last > first && first > 0,
-        "the request count did not move: {p}"
+        text_of(&dom, "t-login-fail").ends_with(" %"),
+        "the login ratio over its window: {dom}"
     );
+    // A script error reaches the console, which must stay empty.
     let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
     assert!(console.is_empty(), "console output: {console:#?}");
     assert!(
@@ -194,6 +204,13 @@ fn the_demo_runs_its_story_and_the_dashboard_renders_live_in_chromium() {
     );
 
     // The story runs to its end (60 s in fast mode) and says which phase fired what.
+    // stderr is a file here: plain text, no terminal colour codes.
+    let raw = std::fs::read_to_string(&ex.stderr).unwrap();
+    assert!(
+        raw.contains("WARN"),
+        "the demo logs its alerts to stderr:\n{raw}"
+    );
+    assert!(!raw.contains('\u{1b}'), "colour codes in a file:\n{raw}");
     let mut ex = ex;
     let deadline = started + Duration::from_secs(150);
     loop {
