@@ -59,8 +59,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use authwatch::authwatch_hdr::{WindowConfig, WindowedHistogram};
 use authwatch::{AuthLayer, AuthWatch};
+use authwatch_hdr::{WindowConfig, WindowedHistogram};
 use axum::body::Body;
 use axum::routing::{get, post};
 use axum::Router;

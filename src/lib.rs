@@ -76,15 +76,23 @@
 //!     .layer(watch.token_guard(ValidateRequestHeaderLayer::bearer("s3cret")));
 //! ```
 //!
-//! # Crates
+//! # Modules
 //!
-//! | crate | what it is |
+//! The names most code needs are at the root. The rest, by what they are:
+//!
+//! | module | what it holds |
 //! |---|---|
-//! | `authwatch` (this one) | the facade: [`AuthWatch`] wires the layer to its sinks; `/metrics`, `/auth/health` |
-//! | [`authwatch_layer`] | the Tower layer, routes, outcome rules, client IP, [`EventSink`] |
-//! | [`authwatch_hdr`] | sliding-window HDR histograms with sharded recording |
-//! | [`authwatch_otel`] | the metric catalog, the OpenTelemetry sink, OTLP and Prometheus export |
-//! | [`authwatch_alerts`] | the alert engine, brute-force detection, notifiers, generated Prometheus rules, Alertmanager config and Grafana dashboards |
+//! | [`layer`] | the Tower layer and token guard, the route table, [`AuthEvent`] and [`EventSink`] for sinks of your own |
+//! | [`alerts`] | the rules, the alert engine, brute-force detection, notifiers, generated Prometheus rules, Alertmanager config and Grafana dashboards |
+//! | [`audit`] | the audit trail: [`LoginAuditLogger`], the local tamper-evident log and its verification |
+//! | [`health`] | health checks for `/auth/health` |
+//! | [`metrics`] | the metric catalog: every instrument's name, kind, unit and attributes |
+//! | [`export`] | OTLP export and the Prometheus exposition |
+//! | [`window`] | the sliding window of the percentiles |
+//!
+//! The OpenTelemetry crates authwatch is built on are re-exported ([`opentelemetry`],
+//! [`opentelemetry_sdk`], [`opentelemetry_otlp`], [`opentelemetry_prometheus`]), so your code
+//! can use the same versions.
 //!
 //! # Features
 //!
@@ -102,29 +110,30 @@
 
 mod active;
 mod alert_gauges;
+pub mod alerts;
 pub mod audit;
 mod dashboard;
 mod endpoints;
+pub mod export;
 mod geo;
 pub mod health;
+pub mod layer;
+pub mod metrics;
 mod stats;
 mod tracing_ctx;
+pub mod window;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use audit::{get_login_audit_logger, AuditClass, AuditFlush, LoginAuditLogger};
-pub use authwatch_alerts;
 pub use authwatch_alerts::{Alert, AlertConfig, AlertEngine, AlertEvent, AlertState, Severity};
-pub use authwatch_hdr;
 pub use authwatch_hdr::WindowConfig;
-pub use authwatch_layer;
 pub use authwatch_layer::{
     AuthEvent, AuthLayer, AuthOp, ClientIp, EventSink, EventSource, FailureReason, Methods,
     Outcome, RouteError, Routes, Sinks, TokenGuardLayer, LOCKOUT_HEADER,
 };
-pub use authwatch_otel;
 pub use authwatch_otel::reexports::{
     opentelemetry, opentelemetry_otlp, opentelemetry_prometheus, opentelemetry_sdk,
 };
@@ -272,7 +281,7 @@ impl AuthWatch {
     }
 
     /// The stats with the window ending at `now` (on authwatch's clock,
-    /// [`authwatch_layer::now`]).
+    /// [`layer::now`]).
     #[must_use]
     pub fn snapshot_at(&self, now: Instant) -> Snapshot {
         let mut s = self.inner.stats.snapshot(now);
@@ -834,7 +843,7 @@ impl AuthWatchBuilder {
     }
 
     /// The cookies that hold a session id, for the session estimate (default
-    /// [`authwatch_layer::DEFAULT_SESSION_COOKIES`]: Better Auth's, `sessionid`, `session_id`,
+    /// [`layer::DEFAULT_SESSION_COOKIES`]: Better Auth's, `sessionid`, `session_id`,
     /// `sid`, `connect.sid`, `JSESSIONID`). Name only server-side session ids: a client-side
     /// cookie store re-signed on every response would count each request as a new session.
     pub fn session_cookies<I, S>(mut self, names: I) -> Self

@@ -8,9 +8,9 @@ mod real;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use authwatch::authwatch_alerts::generate::{self, PromRule};
-use authwatch::authwatch_alerts::{default_rules, Channel, DEFAULT_RUNBOOKS, SPEC_ALERTS};
-use authwatch::authwatch_otel::InstrumentKind;
+use authwatch::alerts::generate::{self, PromRule};
+use authwatch::alerts::{default_rules, Channel, DEFAULT_RUNBOOKS, SPEC_ALERTS};
+use authwatch::metrics::InstrumentKind;
 use authwatch::CATALOG;
 use real::*;
 

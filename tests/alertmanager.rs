@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use authwatch::authwatch_alerts::{AlertConfig, BruteForceConfig};
+use authwatch::alerts::{AlertConfig, BruteForceConfig};
 use authwatch::health::HealthCheck;
 use authwatch::{AuthOp, AuthWatch, ClientIp};
 use axum::http::StatusCode;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use authwatch::authwatch_alerts::{AlertConfig, ManualClock};
+use authwatch::alerts::{AlertConfig, ManualClock};
 use authwatch::health::HealthCheck;
 use authwatch::{AlertState, AuthOp, AuthWatch, ClientIp};
 use axum::extract::Path;

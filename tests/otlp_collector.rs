@@ -6,7 +6,7 @@ mod real;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use authwatch::{authwatch_otel::attr, CATALOG};
+use authwatch::{metrics::attr, CATALOG};
 use real::*;
 
 fn allowed_keys() -> BTreeSet<&'static str> {

@@ -236,12 +236,12 @@ async fn audit_records_arrive_exactly_and_rejected_ones_are_counted_lost() {
     };
     let addr = serve_logs(&rx).await;
     let watch = grpc_watch(addr);
-    let now = authwatch::authwatch_layer::now();
+    let now = authwatch::layer::now();
     for i in 0..700_u64 {
         let outcome = if i % 7 == 0 {
             Outcome::RateLimited
         } else {
-            Outcome::Failure(authwatch::authwatch_layer::FailureReason::InvalidCredentials)
+            Outcome::Failure(authwatch::FailureReason::InvalidCredentials)
         };
         watch.record(
             &AuthEvent::new(AuthOp::Login, outcome, Duration::from_micros(1500 + i), now)
@@ -322,9 +322,9 @@ async fn audit_records_wait_out_a_collector_restart() {
         watch.record(
             &AuthEvent::new(
                 AuthOp::Login,
-                Outcome::Failure(authwatch::authwatch_layer::FailureReason::InvalidCredentials),
+                Outcome::Failure(authwatch::FailureReason::InvalidCredentials),
                 Duration::from_micros(1000 + i),
-                authwatch::authwatch_layer::now(),
+                authwatch::layer::now(),
             )
             .with_route("/login"),
         );
@@ -370,9 +370,9 @@ async fn a_trickle_of_audit_records_goes_out_once_per_schedule_delay() {
         watch.record(
             &AuthEvent::new(
                 AuthOp::Login,
-                Outcome::Failure(authwatch::authwatch_layer::FailureReason::InvalidCredentials),
+                Outcome::Failure(authwatch::FailureReason::InvalidCredentials),
                 Duration::from_millis(2),
-                authwatch::authwatch_layer::now(),
+                authwatch::layer::now(),
             )
             .with_route("/login"),
         );

@@ -50,9 +50,9 @@ async fn export_to(endpoint: &str, n: u32) -> AuthWatch {
     // One failed sign-in: an audit record, exported on the audit trail's own connection.
     watch.record(&AuthEvent::new(
         AuthOp::Login,
-        Outcome::Failure(authwatch::authwatch_layer::FailureReason::InvalidCredentials),
+        Outcome::Failure(authwatch::FailureReason::InvalidCredentials),
         Duration::from_millis(4),
-        authwatch::authwatch_layer::now(),
+        authwatch::layer::now(),
     ));
     let logger = watch.audit_logger();
     tokio::task::spawn_blocking(move || logger.sync())
@@ -64,7 +64,7 @@ async fn export_to(endpoint: &str, n: u32) -> AuthWatch {
                 AuthOp::Login,
                 Outcome::Success,
                 Duration::from_millis(4),
-                authwatch::authwatch_layer::now(),
+                authwatch::layer::now(),
             )
             .with_route("/login"),
         );

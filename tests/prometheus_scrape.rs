@@ -4,7 +4,7 @@
 
 mod real;
 
-use authwatch::authwatch_otel::InstrumentKind;
+use authwatch::metrics::InstrumentKind;
 use authwatch::CATALOG;
 use real::*;
 
@@ -108,7 +108,7 @@ fn prometheus_scrapes_the_documented_names() {
         }
     });
     let mut empty = Vec::new();
-    for (panel, q) in authwatch::authwatch_alerts::generate::dashboard_queries() {
+    for (panel, q) in authwatch::alerts::generate::dashboard_queries() {
         let q = q
             .replace("$job", ".+")
             .replace("$__rate_interval", "5m")

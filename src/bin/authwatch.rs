@@ -8,7 +8,7 @@
 //! ```
 //!
 //! The rules, routes and dashboards are those of the default rule set
-//! ([`authwatch::authwatch_alerts::default_rules`]), over the metric catalog's Prometheus names.
+//! ([`authwatch::alerts::default_rules`]), over the metric catalog's Prometheus names.
 //!
 //! The audit key can also come from `AUTHWATCH_AUDIT_KEY` (a trailing newline in the key
 //! file is ignored). Exit codes: 0 the log verifies (a torn last line from a crash is
@@ -17,7 +17,7 @@
 
 use std::path::PathBuf;
 
-use authwatch::authwatch_alerts::generate;
+use authwatch::alerts::generate;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
@@ -38,12 +38,12 @@ fn main() -> ExitCode {
         .as_slice()
     {
         ["audit", "verify", path, rest @ ..] => verify(PathBuf::from(path), rest),
-        ["rules"] => rules(authwatch::authwatch_alerts::DEFAULT_RUNBOOKS),
+        ["rules"] => rules(authwatch::alerts::DEFAULT_RUNBOOKS),
         ["rules", "--runbook-base", base] => rules(base),
         ["alertmanager"] => {
             print!(
                 "{}",
-                generate::alertmanager_yaml(&authwatch::authwatch_alerts::default_rules())
+                generate::alertmanager_yaml(&authwatch::alerts::default_rules())
             );
             ExitCode::SUCCESS
         }
@@ -62,10 +62,7 @@ fn main() -> ExitCode {
 fn rules(runbook_base: &str) -> ExitCode {
     print!(
         "{}",
-        generate::prometheus_rules_yaml(
-            &authwatch::authwatch_alerts::default_rules(),
-            runbook_base
-        )
+        generate::prometheus_rules_yaml(&authwatch::alerts::default_rules(), runbook_base)
     );
     ExitCode::SUCCESS
 }

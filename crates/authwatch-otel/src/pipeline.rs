@@ -214,8 +214,8 @@ impl OtlpOptions {
     /// `later` applied over these options, field by field: what `later` sets wins, what it
     /// leaves unset keeps its value here; its headers are added to these, each replacing one
     /// of the same name (names compare without case).
-    pub fn merge(mut self, later: OtlpOptions) -> Self {
-        let OtlpOptions {
+    pub fn merge(mut self, later: Self) -> Self {
+        let Self {
             enabled,
             endpoint,
             protocol,

@@ -1,0 +1,25 @@
+//! Alerting: the rules, the engine that evaluates them in-process, brute-force detection, the
+//! notifiers, and the generators of Prometheus rules, Alertmanager config and Grafana
+//! dashboards.
+//!
+//! [`AuthWatchBuilder::alerts`](crate::AuthWatchBuilder::alerts) takes an [`AlertConfig`];
+//! [`Snapshot::alerts`](crate::Snapshot::alerts) lists what is firing.
+//!
+//! ```
+//! use std::time::Duration;
+//! use authwatch::alerts::{default_rules, AlertConfig, BruteForceConfig, SPEC_ALERTS};
+//!
+//! let config = AlertConfig::new()
+//!     .tick(Duration::from_secs(1))
+//!     .brute_force(BruteForceConfig::default().window(Duration::from_secs(600)))
+//!     .disable("AuthRegistrationSpike");
+//! assert_eq!(default_rules().len(), SPEC_ALERTS.len() + 2);
+//! # drop(config);
+//! ```
+
+pub use authwatch_alerts::generate;
+pub use authwatch_alerts::{
+    default_rules, mask_ip, Alert, AlertConfig, AlertEngine, AlertEvent, AlertState,
+    BruteForceConfig, Channel, Clock, ManualClock, NotifierStats, QuantileSource, RouteFailures,
+    Rule, RuleKind, Severity, Signal, Suspect, SystemClock, DEFAULT_RUNBOOKS, SPEC_ALERTS,
+};
