@@ -221,17 +221,62 @@ pub(crate) struct Health {
     run: tokio::sync::Mutex<Option<(Instant, HealthReport)>>,
     /// The last report, for the gauges (read without waiting).
     last: Mutex<Option<HealthReport>>,
-    /// Where the gauges start a refresh when the last report is stale.
+    /// Where the gauges start a refresh when the last report is stale: the runtime `build`
+    /// ran in.
     runtime: Option<tokio::runtime::Handle>,
+    /// Without one, a runtime of authwatch's own, started at the first refresh (`None` inside
+    /// when its thread could not be started).
+    own_runtime: std::sync::OnceLock<Option<OwnRuntime>>,
     /// Told the outcome of every run of the checks (the alert engine counts consecutive
     /// failures).
     pub(crate) on_run: std::sync::OnceLock<Arc<dyn Fn(bool) + Send + Sync>>,
 }
 
+/// The runtime the background runs of the checks use when `build` ran outside any: a
+/// current-thread Tokio runtime driven by a thread of its own (`authwatch-health`).
+///
+/// A monitor built in plain `main` (before the service's runtime) has no runtime to run its
+/// checks on; without this one the health gauges and the probe-less `AuthServiceDown` would
+/// stay silent. It is only a fallback: when `build` runs in a runtime the checks run there,
+/// because they often share clients and pools with the application, whose connections then
+/// stay on the application's I/O driver rather than on one that ends with the monitor. Unlike
+/// the export runtimes it keeps the normal scheduling priority: a check's latency is what it
+/// measures, and a thread starved under load would turn a busy CPU into timed-out checks and a
+/// page.
+struct OwnRuntime {
+    handle: tokio::runtime::Handle,
+    /// Dropped with the `Health`, it ends the thread (without waiting for it: the last
+    /// reference to the `Health` may be a run on that very thread).
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl OwnRuntime {
+    fn start() -> std::io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("authwatch-health".into())
+            .spawn(move || {
+                // Runs the checks until the `Health` goes; a run still in progress is dropped
+                // with the runtime, here, outside any async context.
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(Self {
+            handle,
+            _stop: stop,
+        })
+    }
+}
+
 /// Registers `auth.health.status` and `auth.health.check.time.ms` on `meter`. They show the
 /// last report; when it is older than the cache interval, reading them starts a run in the
-/// background (on the runtime `build` ran in), so the next collection sees fresh results
-/// without a collection ever waiting on a check.
+/// background (on the runtime `build` ran in, or without one on a thread of authwatch's own),
+/// so the next collection sees fresh results without a collection ever waiting on a check.
 pub(crate) fn register_gauges(meter: &opentelemetry::metrics::Meter, health: &Arc<Health>) {
     use authwatch_otel::{attr, def, Measure};
     use opentelemetry::KeyValue;
@@ -290,6 +335,7 @@ impl Health {
             run: tokio::sync::Mutex::new(None),
             last: Mutex::new(None),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            own_runtime: std::sync::OnceLock::new(),
             on_run: std::sync::OnceLock::new(),
         }
     }
@@ -310,8 +356,14 @@ impl Health {
             None => true,
         };
         if stale {
+            if !self.has_checks() {
+                // Nothing to wait for: the report is ready at its first poll, here, and a
+                // monitor without checks starts no thread for it.
+                use futures_util::FutureExt as _;
+                return self.report().now_or_never().or(last);
+            }
             // Only when no run is in progress; the gauges never queue runs up.
-            if let (Some(rt), Ok(guard)) = (&self.runtime, self.run.try_lock()) {
+            if let (Some(rt), Ok(guard)) = (self.background(), self.run.try_lock()) {
                 drop(guard);
                 let me = self.clone();
                 rt.spawn(async move {
@@ -320,6 +372,29 @@ impl Health {
             }
         }
         last
+    }
+
+    /// Where background runs go: the runtime `build` ran in, else authwatch's own (started
+    /// now, the first time).
+    fn background(&self) -> Option<&tokio::runtime::Handle> {
+        if let Some(rt) = &self.runtime {
+            return Some(rt);
+        }
+        self.own_runtime
+            .get_or_init(|| {
+                OwnRuntime::start()
+                    .map_err(|e| {
+                        // Once: the gauges and `AuthServiceDown` must not go quiet unexplained.
+                        tracing::warn!(
+                            error = %e,
+                            "authwatch: cannot start the health-check thread; the checks run \
+                             only when the health report is asked for"
+                        );
+                    })
+                    .ok()
+            })
+            .as_ref()
+            .map(|o| &o.handle)
     }
 
     pub(crate) fn last(&self) -> Option<HealthReport> {
