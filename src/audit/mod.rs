@@ -1014,8 +1014,9 @@ const PASSWORD_RESET: AppEvent = app_event(
 /// The spec's `LoginAuditLogger`: what your handlers call when they know who signed in.
 ///
 /// Cheap to clone and to call (the record is queued; a worker writes it), never blocks, never
-/// panics. Get it from [`AuthWatch::audit_logger`](crate::AuthWatch::audit_logger) or
-/// [`get_login_audit_logger`].
+/// panics. Get it from [`AuthWatch::audit_logger`](crate::AuthWatch::audit_logger) (that
+/// monitor's, which it keeps alive) or [`get_login_audit_logger`] (the process's, which
+/// follows whichever monitor is running).
 ///
 /// ```
 /// # let watch = authwatch::AuthWatch::builder().otlp(false).build().unwrap();
@@ -1027,6 +1028,14 @@ const PASSWORD_RESET: AppEvent = app_event(
 /// ```
 #[derive(Clone)]
 pub struct LoginAuditLogger {
+    /// A monitor's logger; `None` for the process's ([`get_login_audit_logger`]), which
+    /// finds the running monitor's at each call.
+    own: Option<Arc<Parts>>,
+}
+
+/// What a monitor's logger writes to and counts in.
+#[derive(Clone)]
+struct Parts {
     auditor: Arc<Auditor>,
     /// Where `log_lockout` counts (the metric and the snapshot), when a monitor is behind it.
     lockouts: Option<(Arc<AtomicU64>, Arc<crate::stats::Stats>)>,
@@ -1038,39 +1047,23 @@ pub struct LoginAuditLogger {
 
 impl fmt::Debug for LoginAuditLogger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoginAuditLogger")
-            .field("auditor", &self.auditor)
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("LoginAuditLogger");
+        match &self.own {
+            Some(p) => d.field("auditor", &p.auditor),
+            None => d.field("follows", &"the running monitor"),
+        };
+        d.finish_non_exhaustive()
     }
 }
 
-impl LoginAuditLogger {
-    pub(crate) fn new(auditor: Arc<Auditor>) -> Self {
+impl Parts {
+    fn new(auditor: Arc<Auditor>) -> Self {
         Self {
             auditor,
             lockouts: None,
             alerts: None,
             active: None,
         }
-    }
-
-    pub(crate) fn with_alerts(mut self, e: Option<authwatch_alerts::AlertEngine>) -> Self {
-        self.alerts = e;
-        self
-    }
-
-    pub(crate) fn with_active_users(mut self, a: Arc<crate::active::ActiveUsers>) -> Self {
-        self.active = Some(a);
-        self
-    }
-
-    pub(crate) fn with_lockouts(
-        mut self,
-        metric: Arc<AtomicU64>,
-        stats: Arc<crate::stats::Stats>,
-    ) -> Self {
-        self.lockouts = Some((metric, stats));
-        self
     }
 
     /// Builds, fills, counts and queues one record of the application.
@@ -1105,6 +1098,65 @@ impl LoginAuditLogger {
             }
         }
         self.auditor.send(r);
+    }
+}
+
+impl LoginAuditLogger {
+    pub(crate) fn new(auditor: Arc<Auditor>) -> Self {
+        Self {
+            own: Some(Arc::new(Parts::new(auditor))),
+        }
+    }
+
+    /// The monitor's parts while `build` sets them (not shared yet: no copy is made).
+    fn parts_mut(&mut self) -> Option<&mut Parts> {
+        self.own.as_mut().map(Arc::make_mut)
+    }
+
+    pub(crate) fn with_alerts(mut self, e: Option<authwatch_alerts::AlertEngine>) -> Self {
+        if let Some(p) = self.parts_mut() {
+            p.alerts = e;
+        }
+        self
+    }
+
+    pub(crate) fn with_active_users(mut self, a: Arc<crate::active::ActiveUsers>) -> Self {
+        if let Some(p) = self.parts_mut() {
+            p.active = Some(a);
+        }
+        self
+    }
+
+    pub(crate) fn with_lockouts(
+        mut self,
+        metric: Arc<AtomicU64>,
+        stats: Arc<crate::stats::Stats>,
+    ) -> Self {
+        if let Some(p) = self.parts_mut() {
+            p.lockouts = Some((metric, stats));
+        }
+        self
+    }
+
+    /// Runs `f` on the parts this logger writes to: its monitor's, or for the process's
+    /// logger, the running monitor's at this call.
+    fn with<R>(&self, f: impl FnOnce(&Parts) -> R) -> R {
+        match &self.own {
+            Some(p) => f(p),
+            None => f(&current()),
+        }
+    }
+
+    /// One record of the application, to the parts this logger writes to.
+    fn log(
+        &self,
+        e: &AppEvent,
+        user_id: Option<&str>,
+        ip: Option<IpAddr>,
+        user_agent: Option<&str>,
+        fill: impl FnOnce(&mut AuditRecord),
+    ) {
+        self.with(|p| p.log(e, user_id, ip, user_agent, fill));
     }
 
     /// A successful login.
@@ -1184,63 +1236,94 @@ impl LoginAuditLogger {
         let mut r = AuditRecord::new("auth.db.slow_query", AuditClass::Security, FROM_APPLICATION);
         r.db_query = Some(sanitize(name, MAX_TEXT));
         r.duration_ms = Some(took.as_secs_f64() * 1000.0);
-        self.auditor.send(r);
+        self.with(|p| p.auditor.send(r));
     }
 
     /// Waits until every record logged so far is written (and, with a local log, flushed).
-    /// For tests and shutdown; the calls above never wait.
+    /// For tests and shutdown; the calls above never wait. The process's logger waits for
+    /// the running monitor's.
     pub fn sync(&self) {
-        self.auditor.sync();
+        self.with(|p| p.auditor.sync());
     }
 
-    /// Records dropped because the queue was full.
+    /// Records dropped because the queue was full (the process's logger: the running
+    /// monitor's count).
     #[must_use]
     pub fn dropped(&self) -> u64 {
-        self.auditor.dropped()
+        self.with(|p| p.auditor.dropped())
     }
 
+    /// Stops the monitor's writer. The process's logger owns none: it has nothing to stop.
     pub(crate) fn shutdown(&self) -> bool {
-        self.auditor.shutdown()
+        self.own.as_ref().is_none_or(|p| p.auditor.shutdown())
     }
 }
 
-/// The process's logger, and whether it is the stand-in used before any `AuthWatch` was built.
-static GLOBAL: Mutex<Option<(LoginAuditLogger, bool)>> = Mutex::new(None);
+/// What the process's logger ([`get_login_audit_logger`]) writes to.
+struct Global {
+    /// The monitors built, oldest first, held weakly: the global keeps none of them (their
+    /// writer thread, their detector) alive after it is dropped.
+    monitors: Vec<std::sync::Weak<Parts>>,
+    /// Where records go while no monitor runs: `tracing` events only. Started at its first
+    /// record, dropped (its thread ending) when a monitor is built.
+    stand_in: Option<Arc<Parts>>,
+}
 
-/// The first `AuthWatch` built becomes the process's logger (replacing the stand-in that
-/// writes `tracing` events only, if someone asked before).
+static GLOBAL: Mutex<Global> = Mutex::new(Global {
+    monitors: Vec::new(),
+    stand_in: None,
+});
+
+/// Each `AuthWatch` built becomes the one the process's logger writes to, until it is shut
+/// down or dropped: a monitor restarted (shut down, then built again) takes over at once.
 pub(crate) fn set_global(l: &LoginAuditLogger) {
+    let Some(p) = &l.own else { return };
     let mut g = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
-    match &*g {
-        Some((_, false)) => {}
-        _ => *g = Some((l.clone(), false)),
-    }
+    g.monitors.retain(|m| m.strong_count() > 0);
+    g.monitors.push(Arc::downgrade(p));
+    g.stand_in = None;
 }
 
-/// The process's audit logger, as the spec calls it: the one of the first [`AuthWatch`]
-/// built. Before any is built it is a stand-in that writes `tracing` events only; call it
-/// after building (a logger obtained earlier stays the stand-in).
+/// The parts the process's logger writes to now: the newest monitor still running, else the
+/// stand-in.
+fn current() -> Arc<Parts> {
+    let mut g = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
+    let running = g
+        .monitors
+        .iter()
+        .rev()
+        .filter_map(std::sync::Weak::upgrade)
+        .find(|p| !p.auditor.closed.load(Ordering::Relaxed));
+    if let Some(p) = running {
+        return p;
+    }
+    g.stand_in
+        .get_or_insert_with(|| {
+            let a = Auditor::start(
+                Outputs {
+                    otel: None,
+                    file: None,
+                },
+                DEFAULT_QUEUE,
+                None,
+            )
+            // No thread to be had: records counted as dropped, rather than a panic in a login
+            // handler.
+            .unwrap_or_else(|_| Auditor::disconnected());
+            Arc::new(Parts::new(a))
+        })
+        .clone()
+}
+
+/// The process's audit logger, as the spec calls it. Each call of the logger goes to the
+/// newest [`AuthWatch`] still running (built and not shut down), so a logger obtained once and
+/// kept (before the monitor was built, or before it was restarted) follows the live monitor,
+/// and keeps none alive. While none runs, its records are written as `tracing` events only.
 ///
 /// [`AuthWatch`]: crate::AuthWatch
 #[must_use]
 pub fn get_login_audit_logger() -> LoginAuditLogger {
-    let mut g = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
-    g.get_or_insert_with(|| {
-        let a = Auditor::start(
-            Outputs {
-                otel: None,
-                file: None,
-            },
-            DEFAULT_QUEUE,
-            None,
-        )
-        // No thread to be had: a logger whose records are counted as dropped, rather than
-        // a panic in a login handler.
-        .unwrap_or_else(|_| Auditor::disconnected());
-        (LoginAuditLogger::new(a), true)
-    })
-    .0
-    .clone()
+    LoginAuditLogger { own: None }
 }
 
 #[cfg(test)]
