@@ -1,0 +1,97 @@
+//! The alert engine, wired to the percentiles and the health checks, and its gauges: the
+//! brute-force detector's bounded summaries (never an address) and the firing alerts per rule.
+
+use std::sync::Arc;
+
+use authwatch_alerts::{AlertConfig, AlertEngine};
+use authwatch_otel::{attr, def, register_u64_gauge, Measure};
+use opentelemetry::metrics::Meter;
+use opentelemetry::KeyValue;
+
+use crate::health::Health;
+use crate::stats::Stats;
+
+/// The engine of `config`, labelled with `service` unless it names its own, reading the
+/// window percentiles from `stats` and running the health checks at each tick, with its
+/// gauges on every meter.
+pub(crate) fn start(
+    config: AlertConfig,
+    service: &str,
+    stats: &Arc<Stats>,
+    health: &Arc<Health>,
+    meters: &[Meter],
+) -> AlertEngine {
+    let mut cfg = config;
+    if cfg.service_name().is_none() {
+        cfg = cfg.service(service.to_owned());
+    }
+    let st = stats.clone();
+    cfg = cfg.quantiles(Arc::new(move |op, q| {
+        st.op_quantile(op, q, authwatch_layer::now())
+    }));
+    // Each tick runs the health checks (when stale), so that `AuthServiceDown` works
+    // without probes; a hook of the caller's own replaces this.
+    if health.has_checks() && !cfg.has_on_tick() {
+        // Weak: the health checks hold the engine (`on_run`); a strong reference back
+        // would keep both alive, and the engine's thread running, after the monitor is
+        // dropped.
+        let h = Arc::downgrade(health);
+        cfg = cfg.on_tick(Arc::new(move || {
+            if let Some(h) = h.upgrade() {
+                h.last_or_refresh();
+            }
+        }));
+    }
+    let engine = AlertEngine::new(cfg);
+    let e = engine.clone();
+    let _ = health.on_run.set(Arc::new(move |ok| e.observe_health(ok)));
+    for meter in meters {
+        register(meter, &engine);
+    }
+    engine
+}
+
+fn register(meter: &Meter, engine: &AlertEngine) {
+    let e = engine.clone();
+    register_u64_gauge(meter, Measure::AttackTopIpFailures, move || {
+        e.top_ip_failures()
+    });
+    let e = engine.clone();
+    register_u64_gauge(meter, Measure::AttackSuspectedIps, move || {
+        e.suspects().len() as u64
+    });
+    let e = engine.clone();
+    let d = def(Measure::AttackFailingIps);
+    meter
+        .u64_observable_gauge(d.name)
+        .with_description(d.description)
+        .with_unit(d.unit)
+        .with_callback(move |obs| {
+            // Route templates are bounded by the route table (and the detector's 256 + `_OTHER`).
+            for r in e.route_failures() {
+                obs.observe(r.ips, &[KeyValue::new(attr::HTTP_ROUTE, r.route)]);
+            }
+        })
+        .build();
+    let e = engine.clone();
+    let d = def(Measure::AlertsFiring);
+    meter
+        .u64_observable_gauge(d.name)
+        .with_description(d.description)
+        .with_unit(d.unit)
+        .with_callback(move |obs| {
+            let firing = e.firing();
+            // Every enabled rule, 0 when quiet, so that a dashboard shows the full list.
+            for r in e.config().rule_set().iter().filter(|r| r.enabled) {
+                let n = firing.iter().filter(|a| a.name == r.name).count() as u64;
+                obs.observe(
+                    n,
+                    &[
+                        KeyValue::new(attr::ALERT_NAME, r.name.to_string()),
+                        KeyValue::new(attr::ALERT_SEVERITY, r.severity.as_str()),
+                    ],
+                );
+            }
+        })
+        .build();
+}
