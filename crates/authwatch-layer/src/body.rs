@@ -3,7 +3,6 @@
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -79,7 +78,7 @@ impl<B: Body> Body for ResponseBody<B> {
                 Some(trailers) => this.tracker.finish_trailers(trailers),
                 None => {
                     if let Some(data) = f.data_ref() {
-                        this.tracker.sent(data.remaining());
+                        this.tracker.sent(data);
                     }
                     if inner.is_end_stream() {
                         this.tracker.finish_body();

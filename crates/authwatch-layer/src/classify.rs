@@ -2,6 +2,7 @@
 
 use http::{header, HeaderMap, HeaderName, Response, StatusCode};
 
+use crate::grpc_web::{Encoding, GrpcWebScan};
 use crate::op::{AuthOp, FailureReason, Outcome};
 
 /// The result of looking at the response head.
@@ -14,6 +15,9 @@ pub(crate) enum Classified {
     },
     /// A gRPC response whose status comes in the trailers.
     RequiresTrailers,
+    /// A gRPC-Web response whose status comes in the trailers frame at the end of its body:
+    /// the body is scanned as it goes out.
+    GrpcWeb(GrpcWebScan),
 }
 
 impl Classified {
@@ -25,6 +29,7 @@ impl Classified {
                 grpc_status,
             } => (outcome, grpc_status),
             Self::RequiresTrailers => (Outcome::Error, None),
+            Self::GrpcWeb(scan) => scan.at_end(),
         }
     }
 }
@@ -37,14 +42,34 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// Native gRPC (not gRPC-Web, whose trailers travel inside the body where a layer cannot read
-/// them): its status may come in real trailers.
+/// Native gRPC (not gRPC-Web, whose trailers travel inside the body): its status may come in
+/// real trailers.
 pub(crate) fn is_native_grpc(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|v| {
         v.as_bytes()
             .strip_prefix(b"application/grpc")
-            .is_some_and(|rest| rest.is_empty() || rest[0] == b'+' || rest[0] == b';')
+            .is_some_and(subtype_ends)
     })
+}
+
+/// How a gRPC-Web response encodes its frames: `application/grpc-web[+…][;…]` is binary,
+/// `application/grpc-web-text[+…][;…]` base64; `None` for anything else.
+pub(crate) fn grpc_web_encoding(headers: &HeaderMap) -> Option<Encoding> {
+    let rest = headers
+        .get(header::CONTENT_TYPE)?
+        .as_bytes()
+        .strip_prefix(b"application/grpc-web")?;
+    if subtype_ends(rest) {
+        return Some(Encoding::Binary);
+    }
+    rest.strip_prefix(b"-text")
+        .filter(|rest| subtype_ends(rest))
+        .map(|_| Encoding::Text)
+}
+
+/// Whether what follows a media type's subtype ends it: nothing, a `+suffix` or parameters.
+fn subtype_ends(rest: &[u8]) -> bool {
+    rest.is_empty() || rest[0] == b'+' || rest[0] == b';'
 }
 
 /// Classifies a response head for operation `op`; `grpc`: whether the route may answer gRPC;
@@ -69,18 +94,21 @@ pub(crate) fn classify_head<B>(
     if grpc && res.status() == StatusCode::OK && is_grpc(headers) {
         return match grpc_status(headers) {
             Some(code) => {
-                let (outcome, grpc_status) = classify_grpc(op, code, headers);
+                let (outcome, grpc_status) = classify_grpc(op, code, Some(headers));
                 Classified::Ready {
                     outcome,
                     grpc_status,
                 }
             }
             None if is_native_grpc(headers) => Classified::RequiresTrailers,
-            // gRPC-Web puts its trailers in the body; only a trailers-only error is visible
-            // from here, so a 200 without status in the head counts as a success.
-            None => Classified::Ready {
-                outcome: Outcome::Success,
-                grpc_status: None,
+            // gRPC-Web puts its trailers in a frame at the end of the body.
+            None => match grpc_web_encoding(headers) {
+                Some(encoding) => Classified::GrpcWeb(GrpcWebScan::new(op, encoding)),
+                // Neither gRPC nor gRPC-Web framing (`application/grpcx`): a plain 200.
+                None => Classified::Ready {
+                    outcome: Outcome::Success,
+                    grpc_status: None,
+                },
             },
         };
     }
@@ -96,7 +124,7 @@ pub(crate) fn classify_trailers(
     trailers: Option<&HeaderMap>,
 ) -> (Outcome, Option<u16>) {
     match trailers.and_then(|t| grpc_status(t).map(|c| (c, t))) {
-        Some((code, t)) => classify_grpc(op, code, t),
+        Some((code, t)) => classify_grpc(op, code, Some(t)),
         // A gRPC response must end with a status; without one the call failed.
         None => (Outcome::Error, None),
     }
@@ -149,17 +177,21 @@ pub(crate) fn classify_http(
     }
 }
 
-fn classify_grpc(
+/// The gRPC part of the outcome table; `headers`: where a `WWW-Authenticate` may say a 16 was
+/// an invalid token (the head or the trailers; `None` for a gRPC-Web trailers frame).
+pub(crate) fn classify_grpc(
     op: AuthOp,
     code: Result<u16, Malformed>,
-    headers: &HeaderMap,
+    headers: Option<&HeaderMap>,
 ) -> (Outcome, Option<u16>) {
     let Ok(code) = code else {
         return (Outcome::Error, None);
     };
     let outcome = match code {
         0 => Outcome::Success,
-        16 if op == AuthOp::TokenValidation || www_authenticate_invalid_token(headers) => {
+        16 if op == AuthOp::TokenValidation
+            || headers.is_some_and(www_authenticate_invalid_token) =>
+        {
             Outcome::Failure(FailureReason::InvalidToken)
         }
         16 => Outcome::Failure(FailureReason::InvalidCredentials),
@@ -260,7 +292,7 @@ mod tests {
     fn ready(c: Classified) -> Outcome {
         match c {
             Classified::Ready { outcome, .. } => outcome,
-            Classified::RequiresTrailers => panic!("expected a ready outcome"),
+            other => panic!("expected a ready outcome, got {other:?}"),
         }
     }
 
@@ -393,15 +425,41 @@ mod tests {
     #[test]
     fn grpc_web_is_not_waiting_for_trailers() {
         let web = |status| grpc_res("application/grpc-web+proto", status);
-        assert_eq!(
-            ready(classify_head(AuthOp::Login, &web(None), true, false)),
-            Outcome::Success
-        );
+        // Its status comes in the body; a body without a trailers frame leaves a success.
+        let scan = classify_head(AuthOp::Login, &web(None), true, false);
+        assert!(matches!(scan, Classified::GrpcWeb(_)), "{scan:?}");
+        assert_eq!(scan.at_end(), (Outcome::Success, None));
+        // A trailers-only answer has it in the head.
         assert_eq!(
             ready(classify_head(AuthOp::Login, &web(Some("16")), true, false)),
             Outcome::Failure(FailureReason::InvalidCredentials)
         );
+        // Not gRPC-Web framing after all: decided from the head.
+        assert_eq!(
+            ready(classify_head(
+                AuthOp::Login,
+                &grpc_res("application/grpcx", None),
+                true,
+                false
+            )),
+            Outcome::Success
+        );
         let mut h = HeaderMap::new();
+        for (ct, encoding) in [
+            ("application/grpc-web", Some(Encoding::Binary)),
+            ("application/grpc-web+proto", Some(Encoding::Binary)),
+            ("application/grpc-web;charset=utf-8", Some(Encoding::Binary)),
+            ("application/grpc-web-text", Some(Encoding::Text)),
+            ("application/grpc-web-text+proto", Some(Encoding::Text)),
+            ("application/grpc-web-textx", None),
+            ("application/grpc-webx", None),
+            ("application/grpc", None),
+            ("application/grpc+proto", None),
+            ("application/json", None),
+        ] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            assert_eq!(grpc_web_encoding(&h), encoding, "{ct}");
+        }
         for (ct, native) in [
             ("application/grpc", true),
             ("application/grpc+proto", true),

@@ -445,7 +445,7 @@ impl Tracker {
         s.status = Some(status);
         s.classified = classified;
         let mut ended = s.head_only || body_is_end || matches!(status, 100..=199 | 204 | 304);
-        if !ended && classified != Classified::RequiresTrailers {
+        if !ended && !matches!(classified, Classified::RequiresTrailers) {
             s.remaining = declared_len();
             ended = s.remaining == Some(0);
         }
@@ -455,14 +455,18 @@ impl Tracker {
         ended
     }
 
-    /// `n` more body bytes went out; ends the request when they were the last declared ones.
+    /// A data frame went out; ends the request when its bytes were the last declared ones. A
+    /// gRPC-Web response's bytes are scanned for its trailers frame first.
     #[inline]
-    pub(crate) fn sent(&mut self, n: usize) {
+    pub(crate) fn sent(&mut self, data: &impl bytes::Buf) {
         let Some(s) = self.inner.as_mut() else {
             return;
         };
+        if let Classified::GrpcWeb(scan) = &mut s.classified {
+            scan.feed_buf(data);
+        }
         if let Some(r) = s.remaining.as_mut() {
-            *r = r.saturating_sub(n as u64);
+            *r = r.saturating_sub(data.remaining() as u64);
             if *r == 0 {
                 self.finish_classified();
             }
@@ -473,7 +477,7 @@ impl Tracker {
     /// had none, and end the request.
     pub(crate) fn finish_trailers(&mut self, trailers: &http::HeaderMap) {
         if let Some(s) = self.inner.as_mut() {
-            if s.classified == Classified::RequiresTrailers {
+            if matches!(s.classified, Classified::RequiresTrailers) {
                 let op = s.shared.0.routes.routes()[usize::from(s.route)].op;
                 let (outcome, grpc_status) = classify_trailers(op, Some(trailers));
                 s.classified = Classified::Ready {

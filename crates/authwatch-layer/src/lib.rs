@@ -15,7 +15,8 @@
 //! 2. For an auth route it starts the clock, reads the client address under the configured
 //!    [`ClientIp`] rules, and calls your service.
 //! 3. When the response head arrives, it is classified into an [`Outcome`] by the table below.
-//!    A gRPC response without `grpc-status` in its head is classified from its trailers.
+//!    A gRPC response without `grpc-status` in its head is classified from its trailers; a
+//!    gRPC-Web one from the trailers frame at the end of its body (binary or base64 `-text`).
 //! 4. When the body ends (its last frame, its trailers, `is_end_stream`, or the last byte its
 //!    `Content-Length` announced), the clock stops and the [`AuthEvent`] goes to every sink. A
 //!    HEAD request, a 1xx/204/304 response or an empty body ends with its head.
@@ -91,6 +92,7 @@ mod client_ip;
 mod clock;
 mod event;
 mod future;
+mod grpc_web;
 mod guard;
 mod layer;
 mod op;

@@ -8,6 +8,8 @@ use proptest::prelude::*;
 
 use crate::classify::{challenge_says_invalid_token, classify_http, parse_grpc_status};
 use crate::client_ip::parse_addr;
+use crate::grpc_web::tests::base64;
+use crate::grpc_web::{Encoding, GrpcWebScan};
 use crate::{AuthOp, ClientIp, FailureReason, Outcome, Routes};
 
 proptest! {
@@ -57,6 +59,48 @@ proptest! {
                 prop_assert!(ip == peer || in_header, "{ip} from {value:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_grpc_web_body_reads_the_same_however_it_is_chunked(
+        // Frames of any flag (mostly messages and trailers), with payloads that are mostly
+        // header lines; their lengths true or not.
+        frames in proptest::collection::vec(
+            (
+                prop_oneof![3 => Just(0u8), 1 => Just(1u8), 3 => Just(0x80u8), 1 => any::<u8>()],
+                "(grpc-status|grpc-message|Grpc-Status|x)[:]? ?[0-9a-z ]{0,4}(\r\n)?",
+                prop_oneof![4 => Just(0i8), 1 => -3i8..3],
+            ),
+            0..5,
+        ),
+        trailing in proptest::collection::vec(any::<u8>(), 0..4),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+        text in any::<bool>(),
+    ) {
+        let mut body = Vec::new();
+        for (flag, payload, skew) in &frames {
+            let len = u32::try_from(payload.len()).unwrap().wrapping_add_signed(i32::from(*skew));
+            let mut frame = vec![*flag];
+            frame.extend_from_slice(&len.to_be_bytes());
+            frame.extend_from_slice(payload.as_bytes());
+            if text {
+                frame = base64(&frame);
+            }
+            body.extend(frame);
+        }
+        body.extend(trailing);
+        let encoding = if text { Encoding::Text } else { Encoding::Binary };
+        let mut whole = GrpcWebScan::new(AuthOp::Login, encoding);
+        whole.feed(&body);
+        let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(body.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut chunked = GrpcWebScan::new(AuthOp::Login, encoding);
+        let mut from = 0;
+        for to in cuts.into_iter().chain([body.len()]) {
+            chunked.feed(&body[from..to]);
+            from = to;
+        }
+        prop_assert_eq!(chunked.at_end(), whole.at_end());
     }
 
     #[test]
