@@ -1,8 +1,9 @@
 //! [`AuthEvent`], the one record per finished auth request, and the [`EventSink`]s that take it.
 
 use std::fmt;
+use std::hash::BuildHasher as _;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::op::{AuthOp, Outcome};
@@ -35,8 +36,11 @@ pub struct AuthEvent<'a> {
     pub outcome: Outcome,
     /// The route template (`http.route`), never the raw path.
     pub route: &'a str,
-    /// The route's index in the layer's [`RouteTable`](crate::RouteTable); `None` for
-    /// [`EventSource::TokenGuard`] events.
+    /// The route's index: for [`EventSource::Route`] in the layer's
+    /// [`RouteTable`](crate::RouteTable), for [`EventSource::TokenGuard`] among the guard
+    /// routes of the [`Sinks`] ([`Sinks::guard_route`]), so a sink can keep per-route state
+    /// in an array instead of a map keyed by the label. `None` when unknown (an event built by
+    /// hand, or a guard route past [`MAX_GUARD_ROUTES`]).
     pub route_id: Option<RouteId>,
     /// The request method (`http.request.method`), `_OTHER` for non-standard ones.
     pub method: &'static str,
@@ -153,10 +157,58 @@ where
     }
 }
 
+/// How many distinct route labels the token guards of one [`Sinks`] number
+/// ([`Sinks::guard_route`]); further labels go without a [`RouteId`].
+pub const MAX_GUARD_ROUTES: usize = 256;
+
+/// The route labels of token-guard events, each numbered once, for the life of the sinks.
+///
+/// Guard labels are axum's `MatchedPath` templates or a guard's fixed label: bounded by the
+/// application, never by its clients. An open-addressed table of write-once slots: a lookup
+/// is a hash, atomic loads and a string compare, never a lock or a shared write, so every
+/// worker thread reads it without moving a cache line.
+struct GuardRoutes {
+    slots: Box<[OnceLock<Box<str>>]>,
+}
+
+impl Default for GuardRoutes {
+    fn default() -> Self {
+        Self {
+            slots: (0..MAX_GUARD_ROUTES).map(|_| OnceLock::new()).collect(),
+        }
+    }
+}
+
+impl GuardRoutes {
+    fn intern(&self, label: &str) -> Option<RouteId> {
+        let start = foldhash::fast::FixedState::default().hash_one(label) as usize;
+        for probe in 0..self.slots.len() {
+            let i = (start.wrapping_add(probe)) % self.slots.len();
+            let slot = &self.slots[i];
+            let taken = match slot.get() {
+                Some(l) => l,
+                // Free: take it (another thread may take it first, with this label or another).
+                None => slot.get_or_init(|| label.into()),
+            };
+            if **taken == *label {
+                return u16::try_from(i).ok().map(RouteId);
+            }
+        }
+        None
+    }
+
+    fn label(&self, id: RouteId) -> Option<&str> {
+        self.slots.get(usize::from(id.0))?.get().map(|l| &**l)
+    }
+}
+
 /// A fan-out to several sinks, each called in turn with the same event.
+///
+/// Clones share the sinks and the numbering of guard routes ([`guard_route`](Self::guard_route)).
 #[derive(Clone, Default)]
 pub struct Sinks {
     sinks: Arc<[Arc<dyn EventSink>]>,
+    guard_routes: Arc<GuardRoutes>,
 }
 
 impl fmt::Debug for Sinks {
@@ -179,7 +231,25 @@ impl Sinks {
     pub fn with(self, sink: Arc<dyn EventSink>) -> Self {
         let mut v: Vec<_> = self.sinks.iter().cloned().collect();
         v.push(sink);
-        Self { sinks: v.into() }
+        Self {
+            sinks: v.into(),
+            guard_routes: self.guard_routes,
+        }
+    }
+
+    /// The number of a token guard's route label (`label` is the first label given that
+    /// number), the same for every guard feeding these sinks: what
+    /// [`AuthEvent::route_id`] carries for [`EventSource::TokenGuard`] events. `None` once
+    /// [`MAX_GUARD_ROUTES`] labels are numbered.
+    #[must_use]
+    pub fn guard_route(&self, label: &str) -> Option<RouteId> {
+        self.guard_routes.intern(label)
+    }
+
+    /// The label numbered `id` by [`guard_route`](Self::guard_route).
+    #[must_use]
+    pub fn guard_label(&self, id: RouteId) -> Option<&str> {
+        self.guard_routes.label(id)
     }
 
     /// How many sinks there are.
@@ -200,5 +270,39 @@ impl EventSink for Sinks {
         for s in self.sinks.iter() {
             s.record(event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_routes_are_numbered_once_for_every_clone_and_thread() {
+        let sinks = Sinks::new();
+        let other = sinks.clone().with(Arc::new(|_: &AuthEvent<'_>| {}));
+        let me = sinks.guard_route("/api/me").unwrap();
+        assert_eq!(other.guard_route("/api/me"), Some(me));
+        assert_eq!(sinks.guard_label(me), Some("/api/me"));
+        // Threads numbering the same labels at once agree on every number.
+        let labels: Vec<String> = (0..100).map(|i| format!("/r/{i}")).collect();
+        let ids: Vec<Vec<Option<RouteId>>> = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| labels.iter().map(|l| sinks.guard_route(l)).collect()))
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert!(ids.iter().all(|v| *v == ids[0]));
+        for (l, id) in labels.iter().zip(&ids[0]) {
+            assert_eq!(sinks.guard_label(id.unwrap()), Some(l.as_str()));
+        }
+        // Bounded: past the table's size a label goes unnumbered, the others keep theirs.
+        for i in 0..MAX_GUARD_ROUTES {
+            let _ = sinks.guard_route(&format!("/more/{i}"));
+        }
+        assert_eq!(sinks.guard_route("/one/too/many"), None);
+        assert_eq!(sinks.guard_route("/api/me"), Some(me));
+        // A new set of sinks numbers anew.
+        assert_eq!(Sinks::new().guard_label(me), None);
     }
 }

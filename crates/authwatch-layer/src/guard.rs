@@ -18,7 +18,8 @@ use crate::clock::Tick;
 use crate::event::{AuthEvent, EventSink, EventSource, Sinks};
 use crate::layer::AuthLayer;
 use crate::op::{AuthOp, FailureReason, Outcome};
-use crate::routes::method_label;
+use crate::routes::{method_label, RouteId};
+use crate::stripe::{Stripe, Striped};
 
 /// The route label of guarded requests when no better one is known.
 pub const DEFAULT_GUARD_ROUTE: &str = "(guarded)";
@@ -27,6 +28,8 @@ struct GuardShared {
     sinks: Sinks,
     client_ip: ClientIp,
     label: Box<str>,
+    /// The label's number among the guard routes of `sinks` ([`Sinks::guard_route`]).
+    label_id: Option<RouteId>,
     /// The auth layer in front, whose token-validation routes are not counted again.
     watched_by: Option<AuthLayer>,
     /// Session keys: the watching layer's (so a token counts once across both), else our own.
@@ -57,13 +60,13 @@ struct GuardShared {
 #[derive(Clone)]
 pub struct TokenGuardLayer<L> {
     validator: L,
-    shared: Arc<GuardShared>,
+    shared: Arc<Striped<GuardShared>>,
 }
 
 impl<L> fmt::Debug for TokenGuardLayer<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenGuardLayer")
-            .field("label", &self.shared.label)
+            .field("label", &self.shared.shared().label)
             .finish_non_exhaustive()
     }
 }
@@ -73,7 +76,8 @@ impl<L> TokenGuardLayer<L> {
     pub fn new(validator: L, sinks: Sinks) -> Self {
         Self {
             validator,
-            shared: Arc::new(GuardShared {
+            shared: Arc::new(Striped::new(GuardShared {
+                label_id: sinks.guard_route(DEFAULT_GUARD_ROUTE),
                 sinks,
                 client_ip: ClientIp::default(),
                 label: DEFAULT_GUARD_ROUTE.into(),
@@ -81,23 +85,24 @@ impl<L> TokenGuardLayer<L> {
                 sessions: Some(crate::session::SessionKeys::new(
                     crate::session::DEFAULT_SESSION_COOKIES,
                 )),
-            }),
+            })),
         }
     }
 
     fn map_shared(self, f: impl FnOnce(&mut GuardShared)) -> Self {
-        let old = &*self.shared;
+        let old = self.shared.shared();
         let mut shared = GuardShared {
             sinks: old.sinks.clone(),
             client_ip: old.client_ip,
             label: old.label.clone(),
+            label_id: old.label_id,
             watched_by: old.watched_by.clone(),
             sessions: old.sessions.clone(),
         };
         f(&mut shared);
         Self {
             validator: self.validator,
-            shared: Arc::new(shared),
+            shared: Arc::new(Striped::new(shared)),
         }
     }
 
@@ -124,7 +129,10 @@ impl<L> TokenGuardLayer<L> {
     #[must_use]
     pub fn label(self, label: impl Into<Box<str>>) -> Self {
         let label = label.into();
-        self.map_shared(|s| s.label = label)
+        self.map_shared(|s| {
+            s.label_id = s.sinks.guard_route(&label);
+            s.label = label;
+        })
     }
 }
 
@@ -146,7 +154,7 @@ where
 #[derive(Clone)]
 pub struct TokenGuard<V> {
     inner: V,
-    shared: Arc<GuardShared>,
+    shared: Arc<Striped<GuardShared>>,
 }
 
 impl<V> fmt::Debug for TokenGuard<V> {
@@ -168,12 +176,12 @@ pub struct Probe<S> {
 struct Ticket(Arc<TicketState>);
 
 struct TicketState {
-    shared: Arc<GuardShared>,
+    shared: Arc<Stripe<GuardShared>>,
     start: Tick,
     method: &'static str,
     client_ip: Option<IpAddr>,
     user_agent: Option<http::HeaderValue>,
-    route: Option<Box<str>>,
+    route: GuardRoute,
     done: AtomicBool,
     session: Option<u64>,
     /// The `auth.token_validation` span, closed at the decision; `None` when disabled.
@@ -197,11 +205,12 @@ impl TicketState {
             return;
         }
         let end = Tick::now();
+        let shared = &**self.shared;
         let event = AuthEvent {
             op: AuthOp::TokenValidation,
             outcome,
-            route: self.route.as_deref().unwrap_or(&self.shared.label),
-            route_id: None,
+            route: self.route.as_str(shared),
+            route_id: self.route.id(shared),
             method: self.method,
             rpc_method: None,
             status,
@@ -226,17 +235,48 @@ impl TicketState {
             }
         }
         let _in_span = span.as_ref().map(tracing::Span::enter);
-        self.shared.sinks.record(&event);
+        shared.sinks.record(&event);
     }
 }
 
-fn matched_route<B>(req: &Request<B>) -> Option<Box<str>> {
-    #[cfg(feature = "axum")]
-    if let Some(m) = req.extensions().get::<axum::extract::MatchedPath>() {
-        return Some(m.as_str().into());
+/// A guarded request's route label.
+enum GuardRoute {
+    /// The guard's own label ([`TokenGuardLayer::label`]).
+    Label,
+    /// axum's `MatchedPath`, numbered among the guard routes: no copy per request.
+    Numbered(RouteId),
+    /// A `MatchedPath` past [`MAX_GUARD_ROUTES`](crate::MAX_GUARD_ROUTES) labels: copied.
+    Unnumbered(Box<str>),
+}
+
+impl GuardRoute {
+    fn of<B>(req: &Request<B>, sinks: &Sinks) -> Self {
+        #[cfg(feature = "axum")]
+        if let Some(m) = req.extensions().get::<axum::extract::MatchedPath>() {
+            return match sinks.guard_route(m.as_str()) {
+                Some(id) => Self::Numbered(id),
+                None => Self::Unnumbered(m.as_str().into()),
+            };
+        }
+        let _ = (req, sinks);
+        Self::Label
     }
-    let _ = req;
-    None
+
+    fn id(&self, shared: &GuardShared) -> Option<RouteId> {
+        match self {
+            Self::Label => shared.label_id,
+            Self::Numbered(id) => Some(*id),
+            Self::Unnumbered(_) => None,
+        }
+    }
+
+    fn as_str<'a>(&'a self, shared: &'a GuardShared) -> &'a str {
+        match self {
+            Self::Label => &shared.label,
+            Self::Numbered(id) => shared.sinks.guard_label(*id).unwrap_or(""),
+            Self::Unnumbered(route) => route,
+        }
+    }
 }
 
 impl<V, ReqBody, ResBody> Service<Request<ReqBody>> for TokenGuard<V>
@@ -252,7 +292,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        if let Some(layer) = &self.shared.watched_by {
+        let shared = self.shared.shared();
+        if let Some(layer) = &shared.watched_by {
             let route = layer
                 .routes()
                 .lookup(req.method(), req.uri().path(), req.headers());
@@ -264,7 +305,7 @@ where
                 };
             }
         }
-        let route = matched_route(&req);
+        let route = GuardRoute::of(&req, &shared.sinks);
         // A child of the current span (your request span), timing the validator alone; none
         // at all until a subscriber is installed.
         let span = if !tracing::dispatcher::has_been_set() {
@@ -275,35 +316,26 @@ where
             "auth.token_validation",
             otel.kind = "internal",
             auth.operation = "token_validation",
-            http.route = route.as_deref().unwrap_or(&self.shared.label),
+            http.route = route.as_str(shared),
             auth.outcome = tracing::field::Empty,
             auth.failure.reason = tracing::field::Empty,
             )
         };
         if !span.is_disabled() {
             // The caller's traceparent, when nothing local is the parent.
-            if let Some(hook) = self
-                .shared
-                .watched_by
-                .as_ref()
-                .and_then(AuthLayer::span_hook)
-            {
+            if let Some(hook) = shared.watched_by.as_ref().and_then(AuthLayer::span_hook) {
                 (hook.0)(&span, req.headers());
             }
         }
         let ticket = Arc::new(TicketState {
-            shared: self.shared.clone(),
+            shared: self.shared.stripe(),
             start: Tick::now(),
             method: method_label(req.method()),
-            client_ip: self.shared.client_ip.resolve(&req),
+            client_ip: shared.client_ip.resolve(&req),
             user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
             route,
             done: AtomicBool::new(false),
-            session: self
-                .shared
-                .sessions
-                .as_ref()
-                .and_then(|k| k.of(req.headers())),
+            session: shared.sessions.as_ref().and_then(|k| k.of(req.headers())),
             span: (!span.is_disabled()).then(|| std::sync::Mutex::new(span)),
         });
         req.extensions_mut().insert(Ticket(ticket.clone()));

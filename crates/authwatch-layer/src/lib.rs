@@ -98,12 +98,13 @@ mod layer;
 mod op;
 mod routes;
 mod session;
+mod stripe;
 
 pub use body::ResponseBody;
 pub use classify::LOCKOUT_HEADER;
 pub use client_ip::{peer_addr, ClientIp, MAX_TRUSTED_HOPS};
 pub use clock::now;
-pub use event::{AuthEvent, EventSink, EventSource, Sinks};
+pub use event::{AuthEvent, EventSink, EventSource, Sinks, MAX_GUARD_ROUTES};
 pub use future::ResponseFuture;
 pub use guard::{GuardFuture, Probe, TokenGuard, TokenGuardLayer, DEFAULT_GUARD_ROUTE};
 pub use layer::{AuthLayer, AuthLayerBuilder, AuthService, SpanHook};

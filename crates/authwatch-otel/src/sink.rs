@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use authwatch_hdr::thread_shard;
-use authwatch_layer::{AuthEvent, AuthOp, EventSink, EventSource, FailureReason, Outcome};
+use authwatch_layer::{
+    AuthEvent, AuthOp, EventSink, EventSource, FailureReason, Outcome, MAX_GUARD_ROUTES,
+};
 use opentelemetry::metrics::{BoundHistogram, Histogram, Meter};
 use opentelemetry::KeyValue;
 
@@ -263,6 +265,10 @@ struct OwnedKey {
 struct Inner {
     histograms: Box<[Histograms]>,
     routes: Box<[OnceLock<Box<RouteCells>>]>,
+    /// The same for the token guards' routes, by their number ([`Sinks::guard_route`]).
+    ///
+    /// [`Sinks::guard_route`]: authwatch_layer::Sinks::guard_route
+    guards: Box<[OnceLock<Box<RouteCells>>]>,
     labels: RwLock<HashMap<OwnedKey, Arc<Cell>>>,
     /// Every cell, for the collection-time callbacks.
     cells: RwLock<Vec<Arc<Cell>>>,
@@ -377,6 +383,7 @@ impl OtelSink {
                 })
                 .collect(),
             routes: (0..ROUTE_SLOTS).map(|_| OnceLock::new()).collect(),
+            guards: (0..MAX_GUARD_ROUTES).map(|_| OnceLock::new()).collect(),
             labels: RwLock::new(HashMap::new()),
             cells: RwLock::new(Vec::new()),
             app_lockouts: Arc::new(AtomicU64::new(0)),
@@ -459,10 +466,12 @@ impl EventSink for OtelSink {
             rpc_method: e.rpc_method,
             source: e.source,
         };
-        let slot = e
-            .route_id
-            .filter(|_| e.source == EventSource::Route)
-            .and_then(|id| self.inner.routes.get(usize::from(id.0)));
+        let slots = match e.source {
+            EventSource::Route => &self.inner.routes,
+            EventSource::TokenGuard => &self.inner.guards,
+            _ => &self.inner.routes[..0],
+        };
+        let slot = e.route_id.and_then(|id| slots.get(usize::from(id.0)));
         let Some(slot) = slot else {
             self.inner.shared_cell(key).record(ms);
             return;
