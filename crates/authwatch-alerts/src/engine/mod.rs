@@ -1,0 +1,258 @@
+//! The rule engine: counts fed by the layer's events, rules evaluated off the request path on
+//! a tick, and the alert lifecycle (pending → firing → resolved).
+
+mod alert;
+mod conditions;
+mod config;
+mod counts;
+mod evaluate;
+mod history;
+mod labels;
+mod lifecycle;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use authwatch_layer::AuthOp;
+
+pub use alert::{Alert, AlertEvent, AlertState};
+pub use config::{AlertConfig, QuantileSource, DEFAULT_RUNBOOKS};
+pub use labels::mask_ip;
+
+use counts::{Counts, Shard, KINDS, LO, OPS};
+use evaluate::ticker;
+use history::history_for;
+
+use crate::detector::{Detector, RouteFailures, Suspect};
+use crate::notify::{NotifierStats, Notifiers};
+use crate::rules::RuleKind;
+
+#[derive(Debug)]
+struct Instance {
+    rule: usize,
+    state: AlertState,
+    active_since: Duration,
+    alert: Alert,
+}
+
+struct State {
+    started: Duration,
+    last: Counts,
+    history: VecDeque<(Duration, Counts)>,
+    instances: HashMap<(usize, Vec<(String, String)>), Instance>,
+    events: VecDeque<AlertEvent>,
+}
+
+struct Inner {
+    cfg: AlertConfig,
+    shards: Box<[Shard]>,
+    detector: Mutex<Detector>,
+    detector_threshold: u64,
+    state: Mutex<State>,
+    firing: RwLock<Arc<[Alert]>>,
+    health_failures: AtomicU32,
+    notifiers: Notifiers,
+    wall0: SystemTime,
+    t0: Duration,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    /// One evaluation at a time (the engine's thread and callers of `evaluate`).
+    evaluating: Mutex<()>,
+}
+
+/// The alert engine. It is an [`EventSink`](authwatch_layer::EventSink): give it to the layer's
+/// sinks (the facade does), and it counts each event in per-thread atomics; rules are evaluated
+/// on its own thread every tick.
+///
+/// Clones share the engine.
+#[derive(Clone)]
+pub struct AlertEngine {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for AlertEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlertEngine")
+            .field("config", &self.inner.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AlertEngine {
+    /// Starts an engine: the evaluation thread (unless the tick is zero) and one delivery
+    /// thread per configured notifier.
+    #[must_use]
+    pub fn new(cfg: AlertConfig) -> Self {
+        let now = cfg.clock.now();
+        let threshold = cfg
+            .rules
+            .iter()
+            .filter(|r| r.enabled)
+            .filter_map(|r| match r.kind {
+                RuleKind::PerIpFailures { above } => Some(above),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(50);
+        let shards = (0..authwatch_hdr::default_shards()).map(|_| Shard::new());
+        let inner = Arc::new(Inner {
+            shards: shards.collect(),
+            detector: Mutex::new(Detector::new(cfg.brute_force, threshold, now)),
+            detector_threshold: threshold,
+            state: Mutex::new(State {
+                started: now,
+                last: [[0; KINDS]; OPS],
+                history: history_for(&cfg),
+                instances: HashMap::new(),
+                events: VecDeque::new(),
+            }),
+            firing: RwLock::new(Arc::from(Vec::new())),
+            health_failures: AtomicU32::new(0),
+            notifiers: Notifiers::start(&cfg),
+            wall0: SystemTime::now(),
+            t0: now,
+            stop: Arc::new((Mutex::new(false), Condvar::new())),
+            evaluating: Mutex::new(()),
+            cfg,
+        });
+        if !inner.cfg.tick.is_zero() {
+            let weak = Arc::downgrade(&inner);
+            let stop = inner.stop.clone();
+            let tick = inner.cfg.tick;
+            let spawned = std::thread::Builder::new()
+                .name("authwatch-alerts".into())
+                .spawn(move || ticker(&weak, &stop, tick));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "authwatch: could not start the alert thread; alerts are evaluated only on demand");
+            }
+        }
+        Self { inner }
+    }
+
+    /// The firing alerts, as of the last evaluation.
+    #[must_use]
+    pub fn firing(&self) -> Vec<Alert> {
+        self.inner
+            .firing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_vec()
+    }
+
+    /// The pending alerts (condition holding, `for` not yet reached).
+    #[must_use]
+    pub fn pending(&self) -> Vec<Alert> {
+        let st = self.inner.lock_state();
+        let mut v: Vec<Alert> = st
+            .instances
+            .values()
+            .filter(|i| i.state == AlertState::Pending)
+            .map(|i| i.alert.clone())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name).then(a.labels.cmp(&b.labels)));
+        v
+    }
+
+    /// The last 512 state changes (fired, resolved), oldest first.
+    #[must_use]
+    pub fn history(&self) -> Vec<AlertEvent> {
+        self.inner.lock_state().events.iter().cloned().collect()
+    }
+
+    /// Evaluates every rule now, on the engine's clock, and returns the state changes. The
+    /// engine's thread calls it every tick; tests with a manual clock call it themselves.
+    pub fn evaluate(&self) -> Vec<AlertEvent> {
+        self.inner.evaluate()
+    }
+
+    /// Reports one run of the health checks: `false` when the service is down (the run that
+    /// makes `/auth/health` answer 503). `AuthServiceDown` counts consecutive failed runs.
+    pub fn observe_health(&self, healthy: bool) {
+        if healthy {
+            self.inner.health_failures.store(0, Ordering::Relaxed);
+        } else {
+            self.inner.health_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts an account lockout the application reported (not a request the layer saw), for
+    /// `AuthLockoutSpike`.
+    pub fn record_lockout(&self) {
+        let inner = &*self.inner;
+        let shard = &inner.shards[authwatch_hdr::thread_shard(inner.shards.len())];
+        shard.cells[AuthOp::Login.index()][LO].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How a client key appears in labels: `203.0.113.7`, `2001:db8:1:2::/64`.
+    #[must_use]
+    pub fn client_label(&self, ip: IpAddr) -> String {
+        self.inner.cfg.brute_force.client_label(ip)
+    }
+
+    /// Clients over the brute-force threshold now, most failures first (never exported as
+    /// metrics). IPv6 clients are keyed by their prefix (see
+    /// [`BruteForceConfig::ipv6_prefix`](crate::BruteForceConfig::ipv6_prefix)).
+    #[must_use]
+    pub fn suspects(&self) -> Vec<Suspect> {
+        self.inner.lock_detector().suspects()
+    }
+
+    /// The most failures from one address over the window (an upper bound; the
+    /// `auth.attack.top_ip.failures` gauge).
+    #[must_use]
+    pub fn top_ip_failures(&self) -> u64 {
+        self.inner.lock_detector().top_failures()
+    }
+
+    /// Per route: failures and distinct failing addresses over the window.
+    #[must_use]
+    pub fn route_failures(&self) -> Vec<RouteFailures> {
+        self.inner.lock_detector().routes()
+    }
+
+    /// The brute-force threshold: the smallest `above` of the enabled per-IP rules.
+    #[must_use]
+    pub fn brute_force_threshold(&self) -> u64 {
+        self.inner.detector_threshold
+    }
+
+    /// Deliveries per notifier: sent, failed attempts, dropped.
+    #[must_use]
+    pub fn notifier_stats(&self) -> Vec<NotifierStats> {
+        self.inner.notifiers.stats()
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &AlertConfig {
+        &self.inner.cfg
+    }
+
+    /// Stops the evaluation thread and gives the notifiers up to `timeout` to deliver what they
+    /// hold.
+    pub fn shutdown(&self, timeout: Duration) {
+        {
+            let (m, cv) = &*self.inner.stop;
+            *m.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            cv.notify_all();
+        }
+        self.inner.notifiers.flush(timeout);
+    }
+}
+
+impl Inner {
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_detector(&self) -> std::sync::MutexGuard<'_, Detector> {
+        self.detector.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wall(&self, t: Duration) -> SystemTime {
+        self.wall0 + t.saturating_sub(self.t0)
+    }
+}
