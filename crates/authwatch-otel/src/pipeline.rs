@@ -479,8 +479,6 @@ impl Drop for Pipeline {
         let prometheus = self.prometheus.take().map(|(p, _)| p);
         #[cfg(feature = "grpc")]
         let runtime = self.grpc_runtime.take();
-        #[cfg(not(feature = "grpc"))]
-        let runtime = ();
         let exports = otlp.is_some() || logs.is_some() || traces.is_some();
         let part = move || {
             let _ = shut_down(
@@ -492,6 +490,7 @@ impl Drop for Pipeline {
             // The providers' last references (and the SDK's own export threads) first, then
             // the runtime their connections ran on.
             drop((otlp, logs, traces, prometheus));
+            #[cfg(feature = "grpc")]
             drop(runtime);
         };
         if !exports {
