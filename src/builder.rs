@@ -356,7 +356,7 @@ impl AuthWatchBuilder {
     }
 
     /// The cookies that hold a session id, for the session estimate (default
-    /// [`layer::DEFAULT_SESSION_COOKIES`]: Better Auth's, `sessionid`, `session_id`,
+    /// [`layer::DEFAULT_SESSION_COOKIES`](crate::layer::DEFAULT_SESSION_COOKIES): Better Auth's, `sessionid`, `session_id`,
     /// `sid`, `connect.sid`, `JSESSIONID`). Name only server-side session ids: a client-side
     /// cookie store re-signed on every response would count each request as a new session.
     pub fn session_cookies<I, S>(mut self, names: I) -> Self

@@ -2,7 +2,7 @@
 
 use crate::RouteError;
 
-/// Why [`AuthWatchBuilder::build`] failed.
+/// Why [`AuthWatchBuilder::build`](crate::AuthWatchBuilder::build) failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
@@ -24,7 +24,7 @@ pub enum BuildError {
     Config(String),
 }
 
-/// Why [`AuthWatch::shutdown`] reported a problem. The exporters are stopped either way.
+/// Why [`AuthWatch::shutdown`](crate::AuthWatch::shutdown) reported a problem. The exporters are stopped either way.
 #[derive(Debug, thiserror::Error)]
 #[error("authwatch shutdown: {0}")]
 pub struct ShutdownError(pub(crate) String);

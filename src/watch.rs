@@ -66,7 +66,7 @@ impl fmt::Debug for AuthWatch {
 }
 
 impl AuthWatch {
-    /// A builder with the defaults: the default [`Routes`], [`ClientIp::peer`], a 5-minute
+    /// A builder with the defaults: the default [`Routes`](crate::Routes), [`ClientIp::peer`], a 5-minute
     /// window in 10 slots.
     pub fn builder() -> AuthWatchBuilder {
         AuthWatchBuilder::new()
@@ -95,7 +95,7 @@ impl AuthWatch {
     }
 
     /// The stats with the window ending at `now` (on authwatch's clock,
-    /// [`layer::now`]).
+    /// [`layer::now`](crate::layer::now)).
     #[must_use]
     pub fn snapshot_at(&self, now: Instant) -> Snapshot {
         let mut s = self.inner.stats.snapshot(now);
