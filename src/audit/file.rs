@@ -25,7 +25,8 @@ use std::time::{Duration, Instant, SystemTime};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-use super::{hex, AuditClass, AuditRecord};
+use super::sanitize::hex;
+use super::{AuditClass, AuditRecord};
 
 /// When the local log reaches the disk (the OS's page cache; `fsync` is left to the OS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -733,7 +734,7 @@ mod tests {
         let mut r = AuditRecord::new(
             "auth.login.failure",
             AuditClass::Security,
-            crate::audit::FROM_APPLICATION,
+            super::super::record::FROM_APPLICATION,
         );
         r.time = SystemTime::UNIX_EPOCH + Duration::from_secs(day as u64 * 86_400 + 3600 + n);
         r.error_type = Some(format!("attempt {n}"));
