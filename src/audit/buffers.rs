@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
-use authwatch_layer::{AuthEvent, AuthOp, EventSource, Outcome};
+use authwatch_layer::{AuthEvent, AuthOp, EventSource, Outcome, MAX_GUARD_ROUTES};
 
 use super::record::{class_of, AuditRecord};
 use super::sanitize::{sanitize, MAX_USER_AGENT};
@@ -14,7 +14,8 @@ use super::sanitize::{sanitize, MAX_USER_AGENT};
 pub(super) const UA_INLINE: usize = MAX_USER_AGENT;
 /// Route ids with a slot of their own (as in the metrics sink); others are interned labels.
 const ROUTE_SLOTS: usize = 1024;
-/// Most token-guard labels kept; beyond, the label is `_OTHER`.
+/// Most other labels kept (guard routes past [`MAX_GUARD_ROUTES`], events built by hand);
+/// beyond, the label is `_OTHER`.
 const MAX_LABELS: usize = 512;
 /// Layer records a thread shard holds between two drains before new ones are dropped.
 pub(super) const SHARD_CAP: usize = 2048;
@@ -22,6 +23,8 @@ pub(super) const SHARD_CAP: usize = 2048;
 #[derive(Clone, Copy)]
 pub(super) enum RouteKey {
     Table(u16),
+    /// A token guard's route, by its number ([`Sinks::guard_route`](authwatch_layer::Sinks::guard_route)).
+    Guard(u16),
     Label(u16),
 }
 
@@ -64,6 +67,7 @@ pub(super) struct ShardState {
 pub(crate) struct LayerRecords {
     pub(super) shards: Box<[LayerShard]>,
     routes: Box<[OnceLock<Arc<str>>]>,
+    guards: Box<[OnceLock<Arc<str>>]>,
     labels: std::sync::RwLock<(std::collections::HashMap<Box<str>, u16>, Vec<Arc<str>>)>,
 }
 
@@ -74,15 +78,22 @@ impl LayerRecords {
                 .map(|_| LayerShard(Mutex::new(ShardState::default())))
                 .collect(),
             routes: (0..ROUTE_SLOTS).map(|_| OnceLock::new()).collect(),
+            guards: (0..MAX_GUARD_ROUTES).map(|_| OnceLock::new()).collect(),
             labels: std::sync::RwLock::new(Default::default()),
         }
     }
 
     pub(super) fn route_key(&self, e: &AuthEvent<'_>) -> RouteKey {
-        if let Some(id) = e.route_id.filter(|_| e.source == EventSource::Route) {
-            if let Some(slot) = self.routes.get(usize::from(id.0)) {
+        // Numbered routes (the table's, the guards') without a lock.
+        if let Some(id) = e.route_id {
+            let (slots, key): (&[OnceLock<Arc<str>>], fn(u16) -> RouteKey) = match e.source {
+                EventSource::Route => (&self.routes, RouteKey::Table),
+                EventSource::TokenGuard => (&self.guards, RouteKey::Guard),
+                _ => (&[], RouteKey::Table),
+            };
+            if let Some(slot) = slots.get(usize::from(id.0)) {
                 slot.get_or_init(|| e.route.into());
-                return RouteKey::Table(id.0);
+                return key(id.0);
             }
         }
         if let Some(i) = self
@@ -115,6 +126,9 @@ impl LayerRecords {
     fn route_name(&self, k: RouteKey) -> Box<str> {
         match k {
             RouteKey::Table(id) => self.routes[usize::from(id)]
+                .get()
+                .map_or_else(|| "_OTHER".into(), |r| (**r).into()),
+            RouteKey::Guard(id) => self.guards[usize::from(id)]
                 .get()
                 .map_or_else(|| "_OTHER".into(), |r| (**r).into()),
             RouteKey::Label(i) => self

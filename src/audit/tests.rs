@@ -91,3 +91,44 @@ fn a_half_full_shard_wakes_the_worker() {
     assert!(!drains_now(Some(&record), now, later));
     assert!(drains_now(None, later, later));
 }
+
+/// Token-guard records keep their route by its number, apart from the table's routes of the
+/// same number, and labels past the numbered ones still arrive.
+#[test]
+fn guard_records_keep_their_numbered_route() {
+    let (auditor, _rx, sink, table_event) = test_auditor();
+    let sinks = authwatch_layer::Sinks::new();
+    let guarded = |route: &'static str| {
+        let mut e = AuthEvent::new(
+            AuthOp::TokenValidation,
+            Outcome::Failure(FailureReason::InvalidToken),
+            Duration::from_micros(90),
+            authwatch_layer::now(),
+        )
+        .with_route(route)
+        .with_source(authwatch_layer::EventSource::TokenGuard);
+        e.route_id = sinks.guard_route(route);
+        e
+    };
+    let me = guarded("/api/me");
+    assert!(me.route_id.is_some());
+    // A table route with the guard route's number.
+    let mut table_event = table_event;
+    table_event.route_id = me.route_id;
+    sink.record(&table_event);
+    sink.record(&me);
+    sink.record(&guarded("/api/orders"));
+    let mut got = Vec::new();
+    auditor
+        .layer
+        .drain(&mut Vec::new(), &mut |r, _| got.push((r.source, r.route)));
+    let got: Vec<(&str, Option<&str>)> = got.iter().map(|(s, r)| (*s, r.as_deref())).collect();
+    assert_eq!(
+        got,
+        [
+            ("layer", Some("/login")),
+            ("token_guard", Some("/api/me")),
+            ("token_guard", Some("/api/orders")),
+        ]
+    );
+}
