@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use authwatch_layer::catalog::{def, Measure, Quantile};
 use authwatch_layer::AuthOp;
-use authwatch_otel::{def, Measure, Quantile};
 use serde_json::{json, Value};
 
 use crate::rules::{Channel, Rule, RuleKind, Signal};

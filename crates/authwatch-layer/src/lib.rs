@@ -7,6 +7,9 @@
 //! no OpenTelemetry dependency. Most users want the `authwatch` crate, which wires this layer to
 //! its sinks (in-process counters and percentiles) and gives a snapshot API.
 //!
+//! The [`catalog`] module is the metric catalog (every instrument authwatch exports, its name,
+//! kind, unit and attribute keys) as plain data, for exporters, alert rules and dashboards.
+//!
 //! # What happens to a request
 //!
 //! 1. [`AuthService`] looks the method and path up in the [`RouteTable`] (a hash of the path;
@@ -86,28 +89,25 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod body;
+mod auth;
+pub mod catalog;
 mod classify;
 mod client_ip;
 mod clock;
 mod event;
-mod future;
 mod grpc_web;
 mod guard;
-mod layer;
 mod op;
 mod routes;
 mod session;
 mod stripe;
 
-pub use body::ResponseBody;
+pub use auth::{AuthLayer, AuthLayerBuilder, AuthService, ResponseBody, ResponseFuture, SpanHook};
 pub use classify::LOCKOUT_HEADER;
 pub use client_ip::{peer_addr, ClientIp, MAX_TRUSTED_HOPS};
 pub use clock::now;
 pub use event::{AuthEvent, EventSink, EventSource, Sinks, MAX_GUARD_ROUTES};
-pub use future::ResponseFuture;
 pub use guard::{GuardFuture, Probe, TokenGuard, TokenGuardLayer, DEFAULT_GUARD_ROUTE};
-pub use layer::{AuthLayer, AuthLayerBuilder, AuthService, SpanHook};
 pub use op::{AuthOp, FailureReason, Outcome};
 pub use routes::{
     method_label, Methods, RouteError, RouteId, RouteInfo, RouteTable, Routes, DEFAULT_BASE_PATH,

@@ -38,7 +38,6 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod catalog;
 mod log_encode;
 #[cfg(any(feature = "grpc", feature = "http"))]
 mod log_export;
@@ -51,7 +50,7 @@ mod tests;
 
 use std::time::Instant;
 
-pub use catalog::{
+pub use authwatch_layer::catalog::{
     attr, def, markdown_table, InstrumentKind, Measure, MetricDef, Quantile, CATALOG,
 };
 pub use log_encode::{AttrValue, LogBatch, RecordWriter, MAX_EXPORT_BATCH};

@@ -16,10 +16,9 @@ pub fn register_process_gauges(meter: &Meter) {
 
 #[cfg(target_os = "linux")]
 mod linux {
+    use authwatch_layer::catalog::{attr, def, Measure};
     use opentelemetry::metrics::Meter;
     use opentelemetry::KeyValue;
-
-    use crate::catalog::{attr, def, Measure};
 
     pub(super) fn register(meter: &Meter) {
         let ticks = procfs::ticks_per_second() as f64;

@@ -7,13 +7,12 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use authwatch_hdr::thread_shard;
+use authwatch_layer::catalog::{attr, def, Measure, Quantile};
 use authwatch_layer::{
     AuthEvent, AuthOp, EventSink, EventSource, FailureReason, Outcome, MAX_GUARD_ROUTES,
 };
 use opentelemetry::metrics::{BoundHistogram, Histogram, Meter};
 use opentelemetry::KeyValue;
-
-use crate::catalog::{attr, def, Measure, Quantile};
 
 /// Histogram bucket boundaries in milliseconds, from a quarter of a millisecond (a cached token
 /// check) to ten seconds (a login stuck on a slow database). 500 ms and 1 s, the spec's alert

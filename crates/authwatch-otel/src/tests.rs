@@ -7,53 +7,6 @@ use authwatch_layer::{AuthEvent, AuthOp, EventSink, EventSource, FailureReason, 
 
 use crate::*;
 
-#[test]
-fn every_measure_has_one_entry_and_names_are_unique() {
-    let mut names = HashSet::new();
-    let mut measures = HashSet::new();
-    for d in &CATALOG {
-        assert!(names.insert(d.name), "duplicate name {}", d.name);
-        assert!(
-            measures.insert(d.measure),
-            "duplicate measure {:?}",
-            d.measure
-        );
-        if d.name.starts_with("process.") {
-            // OpenTelemetry's semantic conventions, units and all.
-            continue;
-        }
-        assert!(d.name.starts_with("auth."), "{}", d.name);
-        match d.kind {
-            InstrumentKind::Counter => assert!(d.name.ends_with(".count"), "{}", d.name),
-            InstrumentKind::Histogram => assert!(d.name.ends_with(".ms"), "{}", d.name),
-            InstrumentKind::Gauge => {}
-        }
-        // No unit word would be appended by a Prometheus translation.
-        assert!(d.unit.is_empty() || d.unit.starts_with('{'), "{}", d.name);
-    }
-    for op in AuthOp::ALL {
-        assert_eq!(def(Measure::Success(op)).measure, Measure::Success(op));
-        assert_eq!(def(Measure::Failure(op)).measure, Measure::Failure(op));
-    }
-    // The spec's names, exactly.
-    for n in [
-        "auth.login.success.count",
-        "auth.login.failure.count",
-        "auth.registration.success.count",
-        "auth.registration.failure.count",
-        "auth.token.validation.success.count",
-        "auth.token.validation.failure.count",
-        "auth.rate.limit.exceeded.count",
-        "auth.invalid.token.attempts.count",
-        "auth.response.time.ms",
-        "auth.token.validation.time.ms",
-        "auth.response.time.p95.ms",
-        "auth.token.validation.time.p95.ms",
-    ] {
-        assert!(names.contains(n), "{n} missing");
-    }
-}
-
 fn event(op: AuthOp, outcome: Outcome, route: &str) -> AuthEvent<'_> {
     AuthEvent::new(
         op,

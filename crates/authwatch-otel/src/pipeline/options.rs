@@ -96,7 +96,7 @@ pub struct OtlpOptions {
     /// Export logs (the tracing bridge) over OTLP; see [`logs_enabled`](Self::logs_enabled).
     pub logs: Option<bool>,
     /// Export traces (authwatch's `auth.request` spans and yours, through
-    /// [`Pipeline::tracing_layer`]) over OTLP; see [`traces_enabled`](Self::traces_enabled).
+    /// [`Pipeline::tracing_layer`](super::Pipeline::tracing_layer)) over OTLP; see [`traces_enabled`](Self::traces_enabled).
     pub traces: Option<bool>,
 }
 

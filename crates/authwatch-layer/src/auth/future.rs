@@ -8,9 +8,9 @@ use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
 
-use crate::body::ResponseBody;
+use super::body::ResponseBody;
+use super::tracker::{OnPanic, Tracker};
 use crate::classify::classify_head;
-use crate::layer::{OnPanic, Tracker};
 use crate::op::Outcome;
 
 pin_project! {

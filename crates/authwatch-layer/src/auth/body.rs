@@ -6,7 +6,7 @@ use std::task::{ready, Context, Poll};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::layer::{OnPanic, Tracker};
+use super::tracker::{OnPanic, Tracker};
 use crate::op::Outcome;
 
 pin_project! {

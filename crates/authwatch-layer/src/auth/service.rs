@@ -1,0 +1,144 @@
+//! [`AuthService`]: looks the request up in the route table and starts its [`Tracker`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Method, Request, Response};
+use tower_service::Service;
+
+use super::body::ResponseBody;
+use super::future::ResponseFuture;
+#[cfg(doc)]
+use super::layer::AuthLayer;
+use super::layer::Shared;
+use super::tracker::{Tracker, TrackerState};
+use crate::classify::Classified;
+use crate::clock::Tick;
+use crate::routes::method_label;
+use crate::stripe::Striped;
+
+/// The service [`AuthLayer`] wraps around yours.
+#[derive(Clone)]
+pub struct AuthService<S> {
+    pub(super) inner: S,
+    pub(super) handle: Arc<Striped<Shared>>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for AuthService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> AuthService<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AuthService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let handle = &*self.handle;
+        let route = handle
+            .shared()
+            .routes
+            .lookup(req.method(), req.uri().path(), req.headers());
+        // The inner future is built straight into the struct literal: the futures of a whole
+        // router are large, and a detour through a constructor costs a copy of it per request.
+        let Some(route) = route else {
+            return ResponseFuture {
+                inner: self.inner.call(req),
+                tracker: Tracker::none(),
+            };
+        };
+        let shared = handle.shared();
+        let info = &shared.routes.routes()[usize::from(route.id.0)];
+        let method = method_label(req.method());
+        let client_ip = shared.client_ip.resolve(&req);
+        // No span at all (one relaxed load) until a subscriber is installed; then disabled
+        // unless it wants authwatch's spans.
+        let span = if tracing::dispatcher::has_been_set() {
+            tracing::info_span!(
+            target: "authwatch::request",
+            "auth.request",
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            auth.operation = info.op.as_str(),
+            http.route = &*info.template,
+            http.request.method = method,
+            rpc.method = info.rpc_method.as_deref(),
+            auth.outcome = tracing::field::Empty,
+            auth.failure.reason = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            client.address = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        if !span.is_disabled() {
+            if let Some(hook) = &shared.span_hook {
+                (hook.0)(&span, req.headers());
+            }
+            if shared.span_client_address {
+                if let Some(ip) = client_ip {
+                    span.record("client.address", tracing::field::display(ip));
+                }
+            }
+        }
+        let session = shared.sessions.as_ref().and_then(|k| k.of(req.headers()));
+        let tracker = Tracker {
+            inner: Some(Box::new(TrackerState {
+                shared: handle.stripe(),
+                route: route.id.0,
+                start: Tick::now(),
+                method,
+                head_only: req.method() == Method::HEAD,
+                client_ip,
+                user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
+                status: None,
+                classified: Classified::RequiresTrailers,
+                remaining: None,
+                span: span.clone(),
+                session,
+            })),
+        };
+        if span.is_disabled() {
+            return ResponseFuture {
+                inner: self.inner.call(req),
+                tracker,
+            };
+        }
+        // Inner layers that work in `call` (a guard under a `ServiceBuilder`) run in the span.
+        let entered = span.entered();
+        let inner = self.inner.call(req);
+        drop(entered);
+        ResponseFuture { inner, tracker }
+    }
+}
