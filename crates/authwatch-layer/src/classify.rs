@@ -1,4 +1,5 @@
-//! The default classifier: response (and trailers) → [`Outcome`], as DESIGN.md's outcome table.
+//! The default classifier: response (and trailers) → [`Outcome`], by the outcome table of the
+//! [crate docs](crate), which README repeats.
 
 use http::{header, HeaderMap, HeaderName, Response, StatusCode};
 
