@@ -13,8 +13,9 @@ use crate::{active, geo, WindowConfig};
 /// The application's exact count of active sessions ([`active_sessions`](crate::AuthWatchBuilder::active_sessions)).
 pub(crate) type SessionCount = Arc<dyn Fn() -> u64 + Send + Sync>;
 
-/// Distinct active users over the window, with `auth.users.active` (and
-/// `auth.sessions.active` when the application counts its sessions) on every meter.
+/// Distinct active users over the window (the audit logger inserts from every handler thread:
+/// one ring per thread shard), with `auth.users.active` (and `auth.sessions.active` when the
+/// application counts its sessions) on every meter.
 pub(crate) fn active_users(
     window: WindowConfig,
     sessions: Option<&SessionCount>,
@@ -41,11 +42,10 @@ pub(crate) fn active_users(
 /// Distinct sessions over the window from the keyed token hashes the layer and the guards hand
 /// over (on the request path: one ring per thread shard), with `auth.sessions.estimated`.
 pub(crate) fn sessions(window: WindowConfig, meters: &[Meter]) -> Arc<active::Distinct<u64>> {
-    let sessions = Arc::new(active::Distinct::<u64>::with_shards(
+    let sessions = Arc::new(active::Distinct::<u64>::new(
         window.window(),
         window.slots() as usize,
         authwatch_layer::now(),
-        authwatch_hdr::default_shards(),
     ));
     for meter in meters {
         let a = sessions.clone();

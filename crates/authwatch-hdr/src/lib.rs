@@ -8,22 +8,30 @@
 //! # How it works
 //!
 //! A [`WindowedHistogram`] keeps its window as a ring of `slots` time slots (default: 5 minutes in
-//! 10 slots of 30 s). Recording never takes a lock shared by all threads: each thread is given a
+//! 10 slots of 30 s). Recording takes no lock shared by all threads (but in the fallback below):
+//! each thread is given a
 //! *shard* (a cache-padded mutex that, with no more recording threads than shards, only its own
-//! thread takes) and records into the shard's histogram of the current slot. When a shard sees
-//! that its slot has ended, it folds its histogram into the ring once (the only moment it takes
-//! the ring's lock). A [`snapshot`](WindowedHistogram::snapshot_at) merges the ring and the
-//! shards.
+//! thread takes) and records into the shard's histogram of the current slot. Each shard also
+//! keeps a spare histogram: when a shard sees that its slot has ended, it swaps the finished
+//! histogram with the spare (which is empty) and goes on recording, without the ring's lock. A
+//! [`snapshot`](WindowedHistogram::snapshot_at) (the reader) folds the finished histograms it
+//! finds into the ring, empties them for the next swap, and merges the ring and the shards.
+//!
+//! A recorder takes the ring's lock only when its spare still holds an unfolded slot: no snapshot
+//! ran between two slot changes of its shard (no reader for longer than a slot, or a shard that
+//! recorded nothing for most of a slot). It then folds that slot into the ring itself: a rare
+//! fallback that keeps memory at two histograms per shard whatever the reader does, where
+//! queueing finished slots for the reader would grow with the time it has not run.
 //!
 //! Values are nanoseconds with 3 significant digits (relative error ≤ 0.1 %), from 1 ns up to
 //! [`MAX_TRACKABLE`]; longer durations are clamped to it, never rejected.
 //!
 //! # Memory
 //!
-//! Each histogram (one per shard and one per slot) starts at 8 KiB and grows with the largest
+//! Each histogram (two per shard and one per slot) starts at 8 KiB and grows with the largest
 //! value it has seen: 84 KiB once it has held a 1 s value, 132 KiB at the one-hour clamp, never
-//! more. A window therefore takes at most `(shards + slots) × 132 KiB` (1.8 MiB with the default
-//! 10 slots and 4 shards), whatever the traffic.
+//! more. A window therefore takes at most `(2 × shards + slots) × 132 KiB` (2.3 MiB with the
+//! default 10 slots and 4 shards), whatever the traffic.
 //!
 //! # Example
 //!
@@ -49,7 +57,7 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -190,9 +198,6 @@ struct CachePadded<T>(T);
 #[derive(Debug)]
 struct Slot {
     epoch: u64,
-    /// Nanoseconds after `base` at which `epoch` ends (shards only): until then a record needs
-    /// no division to find its slot.
-    ends_at: u64,
     hist: Histogram<u32>,
 }
 
@@ -200,9 +205,47 @@ impl Slot {
     fn new() -> Self {
         Self {
             epoch: 0,
-            ends_at: 0,
             hist: new_histogram(),
         }
+    }
+}
+
+/// What one shard holds: the slot its threads record into and the finished one before it.
+#[derive(Debug)]
+struct Shard {
+    /// The slot being recorded into.
+    current: Slot,
+    /// Nanoseconds after `base` at which `current` ends: until then a record needs no division
+    /// to find its slot.
+    ends_at: u64,
+    /// The shard's finished slot until a snapshot folds it into the ring, empty after that: a
+    /// recorder starting a new slot swaps it with `current` instead of taking the ring's lock to
+    /// fold the finished slot itself.
+    spare: Slot,
+}
+
+impl Shard {
+    fn new() -> Self {
+        Self {
+            current: Slot::new(),
+            ends_at: 0,
+            spare: Slot::new(),
+        }
+    }
+
+    /// Whether starting a new slot needs the ring's lock: the finished slot has values and the
+    /// spare still holds an earlier one that no snapshot has folded.
+    fn needs_fold(&self) -> bool {
+        !self.current.hist.is_empty() && !self.spare.hist.is_empty()
+    }
+
+    /// Starts slot `epoch`, the finished one going to the spare. Only when `!needs_fold()`.
+    fn start_slot(&mut self, epoch: u64) {
+        if !self.current.hist.is_empty() {
+            // Swapping whole histograms keeps both allocations: no allocation on the way.
+            std::mem::swap(&mut self.current, &mut self.spare);
+        }
+        self.current.epoch = epoch;
     }
 }
 
@@ -226,10 +269,10 @@ pub struct WindowedHistogram {
     config: WindowConfig,
     slot_nanos: u64,
     base: Instant,
-    shards: Box<[CachePadded<Mutex<Slot>>]>,
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
+    /// Lock order: the ring, then a shard. A thread that holds a shard and needs the ring lets
+    /// the shard go first (see `fold_spare`).
     ring: Mutex<Box<[Slot]>>,
-    /// How many times a shard moved data into the ring (see `snapshot_at`).
-    moves: AtomicU64,
 }
 
 impl fmt::Debug for WindowedHistogram {
@@ -255,7 +298,7 @@ impl WindowedHistogram {
     #[must_use]
     pub fn with_shards(config: WindowConfig, shards: usize, base: Instant) -> Self {
         let shards = (0..shards.max(1))
-            .map(|_| CachePadded(Mutex::new(Slot::new())))
+            .map(|_| CachePadded(Mutex::new(Shard::new())))
             .collect();
         let ring = (0..config.slots).map(|_| Slot::new()).collect();
         let slot_nanos = u64::try_from(config.slot_len().as_nanos()).unwrap_or(u64::MAX);
@@ -265,7 +308,6 @@ impl WindowedHistogram {
             base,
             shards,
             ring: Mutex::new(ring),
-            moves: AtomicU64::new(0),
         }
     }
 
@@ -291,7 +333,9 @@ impl WindowedHistogram {
     /// Records one duration that ended at `at`.
     ///
     /// Takes only the calling thread's shard lock, which no other thread holds unless there are
-    /// more recording threads than shards. Values above [`MAX_TRACKABLE`] are clamped to it.
+    /// more recording threads than shards or a snapshot is reading the shard (and, when no
+    /// snapshot ran since the shard's previous slot change, the ring's lock: see the
+    /// [crate docs](crate)). Values above [`MAX_TRACKABLE`] are clamped to it.
     pub fn record(&self, value: Duration, at: Instant) {
         self.record_in(thread_shard(self.shards.len()), value, at);
     }
@@ -303,97 +347,100 @@ impl WindowedHistogram {
             .unwrap_or(u64::MAX)
             .min(MAX_TRACKABLE_NANOS);
         let shard = &self.shards[shard % self.shards.len()].0;
-        let mut slot = lock(shard);
-        if since >= slot.ends_at {
+        let mut s = lock(shard);
+        if since >= s.ends_at {
             // Once per slot: find the new one. A record from before the shard's slot (a request
             // that ended a moment earlier on another thread) stays in the current slot.
             let epoch = since / self.slot_nanos;
-            if epoch > slot.epoch {
-                self.rotate(&mut slot, epoch);
+            if epoch > s.current.epoch {
+                if s.needs_fold() {
+                    s = self.fold_spare(shard, s);
+                }
+                // Another thread of this shard may have started the slot while `fold_spare`
+                // let the shard go.
+                if epoch > s.current.epoch {
+                    s.start_slot(epoch);
+                }
             }
-            slot.ends_at = (slot.epoch + 1).saturating_mul(self.slot_nanos);
+            s.ends_at = (s.current.epoch + 1).saturating_mul(self.slot_nanos);
         }
         // `record` (not `saturating_record`, which clamps to the *current* range instead of
         // growing it). It cannot fail: auto-resize is on and the value is clamped to an hour.
-        let _ = slot.hist.record(nanos.max(1));
+        let _ = s.current.hist.record(nanos.max(1));
     }
 
-    /// Moves a shard's finished slot into the ring and starts the new one.
+    /// The fallback when a shard starts a new slot while its spare still holds a slot no
+    /// snapshot has folded: the recorder folds it into the ring itself, and returns with the
+    /// spare empty.
     #[cold]
-    fn rotate(&self, slot: &mut Slot, epoch: u64) {
-        if !slot.hist.is_empty() {
-            let mut ring = lock(&self.ring);
-            let idx = (slot.epoch % u64::from(self.config.slots)) as usize;
-            let target = &mut ring[idx];
-            if target.epoch != slot.epoch {
-                if target.epoch > slot.epoch {
-                    // The ring already moved past this slot: the data is older than the window.
-                    slot.hist.reset();
-                    slot.epoch = epoch;
-                    return;
-                }
-                target.hist.reset();
-                target.epoch = slot.epoch;
-            }
-            merge(&mut target.hist, &slot.hist);
-            slot.hist.reset();
-            self.moves.fetch_add(1, Ordering::Release);
-        }
-        slot.epoch = epoch;
+    fn fold_spare<'a>(
+        &'a self,
+        shard: &'a Mutex<Shard>,
+        s: MutexGuard<'a, Shard>,
+    ) -> MutexGuard<'a, Shard> {
+        // Snapshots hold the ring while they take each shard: take the locks in that order too,
+        // or a snapshot waiting for this shard and this thread waiting for the ring would
+        // deadlock.
+        drop(s);
+        let mut ring = lock(&self.ring);
+        let mut s = lock(shard);
+        // A snapshot may have folded the spare meanwhile (then this does nothing).
+        fold(&mut ring, &mut s.spare);
+        s
     }
 
     /// A snapshot of the window that ends at `now`.
+    ///
+    /// Folds the shards' finished slots into the ring on the way, so that recorders do not have
+    /// to (see the [crate docs](crate)).
     #[must_use]
     pub fn snapshot_at(&self, now: Instant) -> Snapshot {
         let current = self.epoch(now);
         let oldest = current.saturating_sub(u64::from(self.config.slots) - 1);
         let in_window = |epoch: u64| epoch >= oldest && epoch <= current;
-        // A shard that moves its slot into the ring between reading the ring and reading that
-        // shard would be missed; `moves` tells, and the read is done again (moves happen once
-        // per slot per shard, so a second try practically always holds).
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            // Sized once for the largest value in the window, instead of growing bucket by
-            // bucket as values are added: one allocation per snapshot, of the same size from
-            // one snapshot to the next, so the allocator reuses it (a chain of growing
-            // reallocations on the exporting threads made resident memory creep).
-            let shard_max = self
-                .shards
-                .iter()
-                .map(|s| {
-                    let slot = lock(&s.0);
-                    if in_window(slot.epoch) {
-                        slot.hist.max()
-                    } else {
-                        0
-                    }
-                })
-                .max()
-                .unwrap_or(0);
-            let (mut out, before) = {
-                let ring = lock(&self.ring);
-                let max = ring
-                    .iter()
-                    .filter(|s| in_window(s.epoch))
-                    .map(|s| s.hist.max())
-                    .fold(shard_max, u64::max);
-                let mut out = Snapshot::sized_for(max);
-                for slot in ring.iter().filter(|s| in_window(s.epoch)) {
-                    widen(&mut out.hist, &slot.hist);
+        // The ring's lock is held throughout: values move into the ring only under it, so none
+        // can move between reading the ring and reading its shard, and each value is counted
+        // once, from the ring or from the shard that holds it when that shard is read.
+        // Recorders wait for it only in the `fold_spare` fallback.
+        let mut ring = lock(&self.ring);
+        let shard_max = self
+            .shards
+            .iter()
+            .map(|s| {
+                let mut s = lock(&s.0);
+                fold(&mut ring, &mut s.spare);
+                if in_window(s.current.epoch) {
+                    s.current.hist.max()
+                } else {
+                    0
                 }
-                (out, self.moves.load(Ordering::Acquire))
-            };
-            for shard in self.shards.iter() {
-                let slot = lock(&shard.0);
+            })
+            .max()
+            .unwrap_or(0);
+        // Sized once for the largest value in the window, instead of growing bucket by bucket
+        // as values are added: one allocation per snapshot, of the same size from one snapshot
+        // to the next, so the allocator reuses it (a chain of growing reallocations on the
+        // exporting threads made resident memory creep).
+        let max = ring
+            .iter()
+            .filter(|s| in_window(s.epoch))
+            .map(|s| s.hist.max())
+            .fold(shard_max, u64::max);
+        let mut out = Snapshot::sized_for(max);
+        for slot in ring.iter().filter(|s| in_window(s.epoch)) {
+            widen(&mut out.hist, &slot.hist);
+        }
+        for shard in self.shards.iter() {
+            let s = lock(&shard.0);
+            // A recorder may have started a new slot since the fold above: its finished slot
+            // waits in the spare, not yet in the ring.
+            for slot in [&s.current, &s.spare] {
                 if in_window(slot.epoch) {
                     widen(&mut out.hist, &slot.hist);
                 }
             }
-            if self.moves.load(Ordering::Acquire) == before || attempts == 4 {
-                return out;
-            }
         }
+        out
     }
 
     /// A snapshot of the window that ends now.
@@ -403,17 +450,30 @@ impl WindowedHistogram {
     }
 }
 
-fn merge(into: &mut Histogram<u32>, from: &Histogram<u32>) {
-    if from.is_empty() {
+/// Moves a shard's finished slot into the ring and empties it (keeping its allocation for the
+/// next swap). A slot the ring has already moved past is older than the window: dropped.
+fn fold(ring: &mut [Slot], done: &mut Slot) {
+    if done.hist.is_empty() {
         return;
     }
-    // Both histograms auto-resize and share the precision, so `add` cannot fail; if it ever
-    // did, losing one merge is better than panicking in a request thread.
-    let _ = into.add(from);
+    let target = &mut ring[(done.epoch % ring.len() as u64) as usize];
+    if target.epoch < done.epoch {
+        target.hist.reset();
+        target.epoch = done.epoch;
+    }
+    if target.epoch == done.epoch {
+        // Both histograms auto-resize and share the precision, so `add` cannot fail; if it
+        // ever did, losing one merge is better than panicking in a request thread.
+        let _ = target.hist.add(&done.hist);
+    }
+    done.hist.reset();
 }
 
 /// Adds a recording histogram (`u32` counts, half the memory) into a snapshot (`u64` counts).
 fn widen(into: &mut Histogram<u64>, from: &Histogram<u32>) {
+    if from.is_empty() {
+        return;
+    }
     for v in from.iter_recorded() {
         let _ = into.record_n(v.value_iterated_to(), u64::from(v.count_at_value()));
     }
