@@ -13,7 +13,9 @@ use opentelemetry_sdk::Resource;
 use super::exporters::{otlp_logger_provider, otlp_meter_provider, otlp_tracer_provider};
 #[cfg(feature = "grpc")]
 use super::GrpcRuntime;
-use super::{scope, OtlpOptions, Pipeline, PipelineError, Protocol};
+#[cfg(feature = "grpc")]
+use super::Protocol;
+use super::{scope, OtlpOptions, Pipeline, PipelineError};
 
 /// Builds a [`Pipeline`].
 #[derive(Debug, Default)]

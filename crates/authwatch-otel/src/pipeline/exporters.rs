@@ -13,6 +13,7 @@ use opentelemetry_sdk::metrics::{
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 
+#[cfg(feature = "grpc")]
 use super::options::env;
 use super::{HistogramAggregation, OtlpOptions, PipelineError, Protocol, SCOPE};
 

@@ -27,6 +27,7 @@ use opentelemetry_sdk::Resource;
 
 pub use builder::PipelineBuilder;
 pub use error::PipelineError;
+#[cfg(any(feature = "grpc", feature = "http"))]
 pub(crate) use exporters::builder_headers;
 #[cfg(feature = "grpc")]
 pub(crate) use exporters::grpc_tls_config;
