@@ -852,11 +852,73 @@ fn mixed(c: &mut Criterion) {
     g.finish();
 }
 
+/// A request through the token guard (`GET /api/me` with a valid session, as the e2e mix
+/// sends it), paired against the bare app's plain session check: what the guard adds, on one
+/// thread and on two at once (their state is shared, so the second thread shows contention).
+fn token_guard(c: &mut Criterion) {
+    let (watch, _p) = watch_otlp();
+    let me = |_| {
+        http::Request::builder()
+            .uri("/api/me")
+            .header(http::header::AUTHORIZATION, "Bearer tok-ada")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let guarded = bench_app::watched(&watch).with_state(());
+    let mut g = c.benchmark_group("token_guard");
+    paired_on(
+        &mut g,
+        "guarded_minus_bare",
+        guarded.clone(),
+        bench_app::bare().with_state(()),
+        me,
+    );
+    g.bench_function("2_threads/guarded_minus_bare", |b| {
+        b.iter_custom(|iters| {
+            const BLOCK: u64 = 256;
+            let barrier = Arc::new(Barrier::new(2));
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    let (mut svc, mut bare) = (guarded.clone(), bench_app::bare().with_state(()));
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
+                        let mut done = 0;
+                        while done < iters {
+                            let n = BLOCK.min(iters - done);
+                            barrier.wait();
+                            let t = Instant::now();
+                            for i in done..done + n {
+                                run_req(&mut svc, me(i));
+                            }
+                            with += t.elapsed();
+                            barrier.wait();
+                            let t = Instant::now();
+                            for i in done..done + n {
+                                run_req(&mut bare, me(i));
+                            }
+                            without += t.elapsed();
+                            done += n;
+                        }
+                        with.saturating_sub(without).max(Duration::from_nanos(1))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .sum::<Duration>()
+                / 2
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = routers, added, peers, mixed, routers_two_threads, hdr, pieces
+    targets = routers, added, peers, mixed, token_guard, routers_two_threads, hdr, pieces
 }
 criterion_main!(benches);
