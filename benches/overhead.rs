@@ -566,8 +566,7 @@ fn routers_two_threads(c: &mut Criterion) {
     });
     g.finish();
 
-    // The paired difference with two threads: both threads run the same block (watched, then
-    // bare) at the same time, a barrier between blocks; per-thread watched minus bare.
+    // The paired difference with two threads (`two_paired_on`), for a sign-in.
     fn two_paired<S, B>(watched: &S, iters: u64) -> Duration
     where
         S: Service<Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
@@ -575,40 +574,7 @@ fn routers_two_threads(c: &mut Criterion) {
         B: http_body::Body,
         B::Error: std::fmt::Debug,
     {
-        const BLOCK: u64 = 256;
-        let barrier = Arc::new(Barrier::new(2));
-        let handles: Vec<_> = (0..2)
-            .map(|_| {
-                let (mut svc, mut bare) = (watched.clone(), app());
-                let barrier = barrier.clone();
-                std::thread::spawn(move || {
-                    let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
-                    let mut done = 0;
-                    while done < iters {
-                        let n = BLOCK.min(iters - done);
-                        barrier.wait();
-                        let t = Instant::now();
-                        for _ in 0..n {
-                            run(&mut svc, "POST", "/api/auth/sign-in/email");
-                        }
-                        with += t.elapsed();
-                        barrier.wait();
-                        let t = Instant::now();
-                        for _ in 0..n {
-                            run(&mut bare, "POST", "/api/auth/sign-in/email");
-                        }
-                        without += t.elapsed();
-                        done += n;
-                    }
-                    with.saturating_sub(without).max(Duration::from_nanos(1))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .sum::<Duration>()
-            / 2
+        two_paired_on(watched, &app(), sign_in, iters)
     }
     let mut g = c.benchmark_group("added_2_threads");
     g.bench_function("auth/outer_authwatch_minus_bare", |b| {
@@ -852,18 +818,82 @@ fn mixed(c: &mut Criterion) {
     g.finish();
 }
 
+/// A successful sign-in's request (no body: the bench's handler reads none).
+fn sign_in(_: u64) -> Request<Body> {
+    Request::builder()
+        .method("POST")
+        .uri("/api/auth/sign-in/email")
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// The paired difference with two threads: both threads run the same block (`watched`, then
+/// `bare`) at the same time, a barrier between blocks; per-thread watched minus bare. The
+/// `i`-th request of a thread's run is `req(i)` for both.
+fn two_paired_on<S, B, T, C>(
+    watched: &S,
+    bare: &T,
+    req: fn(u64) -> Request<Body>,
+    iters: u64,
+) -> Duration
+where
+    S: Service<Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+    T: Service<Request<Body>, Response = http::Response<C>> + Clone + Send + 'static,
+    T::Error: std::fmt::Debug,
+    C: http_body::Body,
+    C::Error: std::fmt::Debug,
+{
+    const BLOCK: u64 = 256;
+    let barrier = Arc::new(Barrier::new(2));
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let (mut svc, mut bare) = (watched.clone(), bare.clone());
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
+                let mut done = 0;
+                while done < iters {
+                    let n = BLOCK.min(iters - done);
+                    barrier.wait();
+                    let t = Instant::now();
+                    for i in done..done + n {
+                        run_req(&mut svc, req(i));
+                    }
+                    with += t.elapsed();
+                    barrier.wait();
+                    let t = Instant::now();
+                    for i in done..done + n {
+                        run_req(&mut bare, req(i));
+                    }
+                    without += t.elapsed();
+                    done += n;
+                }
+                with.saturating_sub(without).max(Duration::from_nanos(1))
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .sum::<Duration>()
+        / 2
+}
+
 /// A request through the token guard (`GET /api/me` with a valid session, as the e2e mix
 /// sends it), paired against the bare app's plain session check: what the guard adds, on one
 /// thread and on two at once (their state is shared, so the second thread shows contention).
 fn token_guard(c: &mut Criterion) {
     let (watch, _p) = watch_otlp();
-    let me = |_| {
-        http::Request::builder()
+    fn me(_: u64) -> Request<Body> {
+        Request::builder()
             .uri("/api/me")
             .header(http::header::AUTHORIZATION, "Bearer tok-ada")
             .body(Body::empty())
             .unwrap()
-    };
+    }
     let guarded = bench_app::watched(&watch).with_state(());
     let mut g = c.benchmark_group("token_guard");
     paired_on(
@@ -873,43 +903,9 @@ fn token_guard(c: &mut Criterion) {
         bench_app::bare().with_state(()),
         me,
     );
+    let bare = bench_app::bare().with_state(());
     g.bench_function("2_threads/guarded_minus_bare", |b| {
-        b.iter_custom(|iters| {
-            const BLOCK: u64 = 256;
-            let barrier = Arc::new(Barrier::new(2));
-            let handles: Vec<_> = (0..2)
-                .map(|_| {
-                    let (mut svc, mut bare) = (guarded.clone(), bench_app::bare().with_state(()));
-                    let barrier = barrier.clone();
-                    std::thread::spawn(move || {
-                        let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
-                        let mut done = 0;
-                        while done < iters {
-                            let n = BLOCK.min(iters - done);
-                            barrier.wait();
-                            let t = Instant::now();
-                            for i in done..done + n {
-                                run_req(&mut svc, me(i));
-                            }
-                            with += t.elapsed();
-                            barrier.wait();
-                            let t = Instant::now();
-                            for i in done..done + n {
-                                run_req(&mut bare, me(i));
-                            }
-                            without += t.elapsed();
-                            done += n;
-                        }
-                        with.saturating_sub(without).max(Duration::from_nanos(1))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap())
-                .sum::<Duration>()
-                / 2
-        })
+        b.iter_custom(|iters| two_paired_on(&guarded, &bare, me, iters))
     });
     g.finish();
 }

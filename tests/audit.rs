@@ -68,19 +68,6 @@ fn find(pred: impl Fn(&Fields) -> bool) -> Vec<(tracing::Level, Fields)> {
         .collect()
 }
 
-fn tempdir(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!(
-        "authwatch-audit-{tag}-{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
-
 #[test]
 fn every_logger_call_writes_its_fields() {
     let _ = events();
@@ -151,7 +138,7 @@ fn every_logger_call_writes_its_fields() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_layer_writes_a_record_per_auth_request_with_hostile_input_escaped() {
     let _ = events();
-    let dir = tempdir("layer");
+    let dir = tempdir("audit-layer");
     let watch = AuthWatch::builder()
         .otlp(false)
         .audit_file(FileSettings::new(&dir).flush(AuditFlush::EachRecord))
@@ -207,9 +194,9 @@ async fn the_layer_writes_a_record_per_auth_request_with_hostile_input_escaped()
 async fn the_layer_records_successes_only_when_asked() {
     for successes in [false, true] {
         let dir = tempdir(if successes {
-            "successes"
+            "audit-successes"
         } else {
-            "failures-only"
+            "audit-failures-only"
         });
         let watch = AuthWatch::builder()
             .otlp(false)
@@ -301,7 +288,7 @@ fn cli(args: &[&str]) -> (i32, String) {
 
 #[test]
 fn verify_finds_every_kind_of_tampering() {
-    let dir = tempdir("tamper");
+    let dir = tempdir("audit-tamper");
     let file = write_log(&dir, 6, None);
     let good = lines(&file);
     let d = dir.to_str().unwrap();
@@ -360,9 +347,9 @@ fn verify_finds_every_kind_of_tampering() {
 
 #[test]
 fn a_keyed_chain_needs_its_key() {
-    let dir = tempdir("keyed");
+    let dir = tempdir("audit-keyed");
     let file = write_log(&dir, 3, Some("s3cret"));
-    let keyfile = tempdir("keyfile").join("key");
+    let keyfile = tempdir("audit-keyfile").join("key");
     // As `echo s3cret > key` writes it: the newline is not part of the key.
     std::fs::write(&keyfile, "s3cret\n").unwrap();
     let (f, k) = (file.to_str().unwrap(), keyfile.to_str().unwrap());
@@ -390,7 +377,7 @@ fn a_keyed_chain_needs_its_key() {
     assert!(lines(&file)[0].contains("\"user.id\":\"hmac-sha256:"));
     // A forger without the key rewrites the file as an unkeyed chain: refused when checked
     // with the key.
-    let unkeyed = write_log(&tempdir("unkeyed"), 3, None);
+    let unkeyed = write_log(&tempdir("audit-unkeyed"), 3, None);
     std::fs::copy(&unkeyed, &file).unwrap();
     let e = verify(&file, Some(b"s3cret")).unwrap_err();
     assert_eq!((e.line, e.kind), (1, Tamper::WrongKey));
@@ -399,14 +386,14 @@ fn a_keyed_chain_needs_its_key() {
     // Unreadable paths and empty folders are usage errors, not tampering.
     assert_eq!(cli(&["audit", "verify", "/nonexistent/audit"]).0, 2);
     assert_eq!(
-        cli(&["audit", "verify", tempdir("empty").to_str().unwrap()]).0,
+        cli(&["audit", "verify", tempdir("audit-empty").to_str().unwrap()]).0,
         2
     );
 }
 
 #[test]
 fn files_past_their_retention_are_pruned() {
-    let dir = tempdir("prune");
+    let dir = tempdir("audit-prune");
     let day = |d: i64| {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs((20_000 + d) as u64 * 86_400);
         humantime::format_rfc3339_seconds(t).to_string()[..10].to_owned()
@@ -503,7 +490,7 @@ fn a_writer_killed_mid_write_leaves_a_verifiable_prefix() {
     if let Ok(dir) = std::env::var("AUTHWATCH_CRASH_DIR") {
         crash_child(&dir);
     }
-    let dir = tempdir("crash");
+    let dir = tempdir("audit-crash");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",

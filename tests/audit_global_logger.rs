@@ -4,23 +4,13 @@
 //!
 //! One test in its own binary: the process's logger is process-wide.
 
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+mod common;
+
+use std::path::Path;
+
+use common::tempdir;
 
 use authwatch::AuthWatch;
-
-fn tempdir(tag: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!(
-        "authwatch-global-{tag}-{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
 
 /// Every line of the local log in `dir`.
 fn log_text(dir: &Path) -> String {
@@ -41,7 +31,7 @@ fn monitor(dir: &Path) -> AuthWatch {
 
 #[tokio::test]
 async fn the_process_logger_follows_a_restarted_monitor() {
-    let (a, b) = (tempdir("a"), tempdir("b"));
+    let (a, b) = (tempdir("global-a"), tempdir("global-b"));
     let first = monitor(&a);
     // A handler that took the process's logger once, at startup, and kept it.
     let kept = authwatch::get_login_audit_logger();

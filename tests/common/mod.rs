@@ -122,3 +122,17 @@ impl Recorder {
         ev
     }
 }
+
+/// A fresh folder under the system's temp dir, named by `tag`, the process and the time.
+pub fn tempdir(tag: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!(
+        "authwatch-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
