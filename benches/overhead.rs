@@ -313,28 +313,52 @@ fn paired_on<S, B, T, C>(
     C: http_body::Body,
     C::Error: std::fmt::Debug,
 {
-    const BLOCK: u64 = 256;
     g.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
-            let mut done = 0;
-            while done < iters {
-                let n = BLOCK.min(iters - done);
-                let t = Instant::now();
-                for i in done..done + n {
-                    run_req(&mut svc, req(i));
-                }
-                with += t.elapsed();
-                let t = Instant::now();
-                for i in done..done + n {
-                    run_req(&mut bare, req(i));
-                }
-                without += t.elapsed();
-                done += n;
-            }
-            with.saturating_sub(without).max(Duration::from_nanos(1))
-        })
+        b.iter_custom(|iters| paired_blocks(&mut svc, &mut bare, &req, iters, || {}))
     });
+}
+
+/// `iters` requests through `svc` and as many through `bare`, in alternating blocks of 256
+/// (`sync` runs before each block: the two-thread rows wait for each other there); the `i`-th
+/// request is `req(i)` for both. The time `svc` took beyond `bare`: a sample where the bare
+/// side happened to be slower counts as 1 ns (criterion rejects a zero).
+fn paired_blocks<S, B, T, C>(
+    svc: &mut S,
+    bare: &mut T,
+    req: impl Fn(u64) -> Request<Body>,
+    iters: u64,
+    mut sync: impl FnMut(),
+) -> Duration
+where
+    S: Service<Request<Body>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+    T: Service<Request<Body>, Response = http::Response<C>>,
+    T::Error: std::fmt::Debug,
+    C: http_body::Body,
+    C::Error: std::fmt::Debug,
+{
+    const BLOCK: u64 = 256;
+    let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
+    let mut done = 0;
+    while done < iters {
+        let n = BLOCK.min(iters - done);
+        sync();
+        let t = Instant::now();
+        for i in done..done + n {
+            run_req(svc, req(i));
+        }
+        with += t.elapsed();
+        sync();
+        let t = Instant::now();
+        for i in done..done + n {
+            run_req(bare, req(i));
+        }
+        without += t.elapsed();
+        done += n;
+    }
+    with.saturating_sub(without).max(Duration::from_nanos(1))
 }
 
 /// The global `metrics` recorder axum-prometheus records into, installed once; its upkeep
@@ -846,32 +870,15 @@ where
     C: http_body::Body,
     C::Error: std::fmt::Debug,
 {
-    const BLOCK: u64 = 256;
     let barrier = Arc::new(Barrier::new(2));
     let handles: Vec<_> = (0..2)
         .map(|_| {
             let (mut svc, mut bare) = (watched.clone(), bare.clone());
             let barrier = barrier.clone();
             std::thread::spawn(move || {
-                let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
-                let mut done = 0;
-                while done < iters {
-                    let n = BLOCK.min(iters - done);
+                paired_blocks(&mut svc, &mut bare, req, iters, || {
                     barrier.wait();
-                    let t = Instant::now();
-                    for i in done..done + n {
-                        run_req(&mut svc, req(i));
-                    }
-                    with += t.elapsed();
-                    barrier.wait();
-                    let t = Instant::now();
-                    for i in done..done + n {
-                        run_req(&mut bare, req(i));
-                    }
-                    without += t.elapsed();
-                    done += n;
-                }
-                with.saturating_sub(without).max(Duration::from_nanos(1))
+                })
             })
         })
         .collect();
