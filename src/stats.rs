@@ -18,8 +18,11 @@ enum Kind {
     Errors,
     Cancelled,
     LockedOut,
+    /// The sum of the latencies of all but the cancelled, in microseconds (for the alert
+    /// engine's average-latency rules).
+    LatencyUs,
 }
-const KINDS: usize = 7;
+const KINDS: usize = 8;
 
 /// One thread's counters, alone on its cache lines.
 #[repr(align(128))]
@@ -80,6 +83,24 @@ impl Stats {
     pub(crate) fn add_lockout(&self, op: AuthOp) {
         self.counters[thread_shard(self.counters.len())].0[op.index()][Kind::LockedOut as usize]
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts the alert engine reads (its [`CountSource`](authwatch_alerts::CountSource)),
+    /// so that it counts nothing on the request path itself.
+    pub(crate) fn request_counts(&self) -> [authwatch_alerts::RequestCounts; OPS] {
+        std::array::from_fn(|i| {
+            let op = AuthOp::ALL[i];
+            let mut c = authwatch_alerts::RequestCounts::default();
+            c.success = self.total(op, Kind::Success);
+            c.failure = self.total(op, Kind::Failure);
+            c.rate_limited = self.total(op, Kind::RateLimited);
+            c.invalid_token = self.total(op, Kind::InvalidToken);
+            c.locked_out = self.total(op, Kind::LockedOut);
+            c.cancelled = self.total(op, Kind::Cancelled);
+            c.timed = c.success + c.failure + c.rate_limited;
+            c.latency_us = self.total(op, Kind::LatencyUs);
+            c
+        })
     }
 
     /// p50/p95/p99 per operation and of token validation, for the quantile gauges.
@@ -163,8 +184,22 @@ impl EventSink for Stats {
             }
             Outcome::RateLimited => bump(Kind::RateLimited),
             // Cancelled, and anything a later version adds: counted apart.
-            _ => bump(Kind::Cancelled),
+            _ => {
+                bump(Kind::Cancelled);
+                return self.record_latency(e);
+            }
         };
+        counters[Kind::LatencyUs as usize].fetch_add(
+            u64::try_from(e.latency.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.record_latency(e);
+    }
+}
+
+impl Stats {
+    #[inline]
+    fn record_latency(&self, e: &AuthEvent<'_>) {
         // Cancelled requests keep their latency: a login that hangs until the client gives up
         // is exactly what p95 must show.
         match e.source {
@@ -421,6 +456,23 @@ mod tests {
         assert_eq!(snap.op(AuthOp::Logout).total(), 0);
         assert_eq!(snap.op(AuthOp::Logout).p95, None);
         assert_eq!(snap.response_time().count, 21);
+        // What the alert engine reads: the same counts, the timed requests (all but the
+        // cancelled) and their latency sum; a reported lockout counts too.
+        s.add_lockout(AuthOp::Login);
+        let c = s.request_counts()[AuthOp::Login.index()];
+        assert_eq!(
+            (
+                c.success,
+                c.failure,
+                c.invalid_token,
+                c.rate_limited,
+                c.cancelled,
+                c.locked_out
+            ),
+            (5, 6, 2, 4, 6, 1)
+        );
+        assert_eq!((c.timed, c.latency_us), (15, 150_000));
+        assert_eq!(s.request_counts()[AuthOp::Logout.index()].timed, 0);
     }
 
     #[test]

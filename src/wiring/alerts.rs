@@ -29,6 +29,10 @@ pub(crate) fn start(
     cfg = cfg.quantiles(Arc::new(move |op, q| {
         st.op_quantile(op, q, authwatch_layer::now())
     }));
+    // The statistics count every event already: the engine reads their counters instead of
+    // counting each request a second time, and only takes the failing clients.
+    let st = stats.clone();
+    cfg = cfg.counts(Arc::new(move || st.request_counts()));
     // Each tick runs the health checks (when stale), so that `AuthServiceDown` works
     // without probes; a hook of the caller's own replaces this.
     if health.has_checks() && !cfg.has_on_tick() {

@@ -183,8 +183,8 @@ struct RouteSlots {
 impl RouteSlots {
     /// One failure in slot `cur`; `first_in_slot`: the client's first there (a collision can
     /// hide one, never add one).
-    fn count(&mut self, cur: usize, first_in_slot: bool) {
-        self.failures[cur] += 1;
+    fn count(&mut self, cur: usize, n: u64, first_in_slot: bool) {
+        self.failures[cur] += n;
         if first_in_slot {
             self.ips[cur] += 1;
         }
@@ -290,12 +290,22 @@ impl Detector {
 
     /// Counts one failure from `ip` on `route`; returns the client's estimate over the window.
     pub fn record(&mut self, ip: IpAddr, route: &str) -> u64 {
+        self.record_n(ip, route, 1)
+    }
+
+    /// Counts `n` failures from `ip` on `route` at once, exactly as `n` calls of
+    /// [`record`](Self::record) would (a conservative update by `n` raises the same cells to
+    /// the same value as `n` updates by one); returns the client's estimate over the window.
+    pub fn record_n(&mut self, ip: IpAddr, route: &str, n: u32) -> u64 {
+        if n == 0 {
+            return self.estimate(ip);
+        }
         let ip = self.cfg.client_key(ip);
         let idx = self.indexes(&ip);
         let before = self.window_estimate(&idx);
         // Conservative update: raise only the cells below the new minimum.
         let m = self.slot_estimate(self.current, &idx);
-        let new = u16::try_from(m + 1).unwrap_or(u16::MAX);
+        let new = u16::try_from(m + u64::from(n)).unwrap_or(u16::MAX);
         for (r, &col) in idx.iter().enumerate().take(self.cfg.depth) {
             let i = self.row(self.current, r) + col;
             if self.cells[i] < new {
@@ -316,13 +326,13 @@ impl Detector {
             "_OTHER"
         };
         if let Some(e) = self.routes.get_mut(key) {
-            e.count(cur, m == 0);
+            e.count(cur, u64::from(n), m == 0);
         } else {
             let mut e = RouteSlots {
                 failures: vec![0; slots],
                 ips: vec![0; slots],
             };
-            e.count(cur, m == 0);
+            e.count(cur, u64::from(n), m == 0);
             self.routes.insert(key.into(), e);
         }
         if after > self.threshold {
@@ -548,6 +558,65 @@ mod tests {
         let full = BruteForceConfig::default().ipv6_prefix(128);
         let key = full.client_key("2001:db8::7".parse().unwrap());
         assert_eq!(full.client_label(key), "2001:db8::7");
+    }
+
+    /// `record_n(ip, route, n)` leaves the detector as `n` calls of `record` do: estimates,
+    /// suspects, the top count, and per route the failures and distinct clients, across a
+    /// window move.
+    #[test]
+    fn a_batch_of_n_counts_as_n_failures() {
+        let cfg = BruteForceConfig::default()
+            .window(Duration::from_secs(100))
+            .slots(4);
+        let mut one = Detector::new(cfg, 20, Duration::ZERO);
+        let mut batched = Detector::new(cfg, 20, Duration::ZERO);
+        let mut seed = 7_u64;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let routes = ["/login", "/sign-up", "/token"];
+        for step in 0..2_000u64 {
+            if step == 1_000 {
+                one.advance(Duration::from_secs(30));
+                batched.advance(Duration::from_secs(30));
+            }
+            let ip = v4(next(40) as u32);
+            let route = routes[next(3) as usize];
+            let n = 1 + next(6) as u32;
+            for _ in 0..n {
+                one.record(ip, route);
+            }
+            batched.record_n(ip, route, n);
+        }
+        for i in 0..40 {
+            assert_eq!(one.estimate(v4(i)), batched.estimate(v4(i)), "client {i}");
+        }
+        assert_eq!(one.top_failures(), batched.top_failures());
+        let names = |d: &Detector| {
+            let mut v: Vec<(IpAddr, u64)> =
+                d.suspects().iter().map(|s| (s.ip, s.failures)).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&one), names(&batched));
+        assert!(!names(&one).is_empty());
+        let by_route = |d: &Detector| {
+            let mut v: Vec<(String, u64, u64)> = d
+                .routes()
+                .into_iter()
+                .map(|r| (r.route, r.failures, r.ips))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(by_route(&one), by_route(&batched));
+        assert_eq!(
+            batched.record_n(v4(1), "/login", 0),
+            batched.estimate(v4(1))
+        );
     }
 
     #[test]

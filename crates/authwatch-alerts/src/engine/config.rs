@@ -14,6 +14,39 @@ use crate::rules::{default_rules, Rule, RuleKind};
 /// number of requests in the window and the quantile. The facade passes its HDR windows.
 pub type QuantileSource = Arc<dyn Fn(AuthOp, f64) -> (u64, Option<Duration>) + Send + Sync>;
 
+/// The request counts of one operation since start, as a [`CountSource`] reports them.
+///
+/// `failure` includes server errors and every failure reason; `rate_limited` and `cancelled`
+/// are apart. `timed` and `latency_us` are the requests with a latency (all but the cancelled
+/// ones) and the sum of their latencies in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestCounts {
+    /// Successes.
+    pub success: u64,
+    /// Failures, server errors included.
+    pub failure: u64,
+    /// Rate-limited requests.
+    pub rate_limited: u64,
+    /// Failures for an invalid token.
+    pub invalid_token: u64,
+    /// Lockouts: refusals of a locked account, and lockouts the application reported.
+    pub locked_out: u64,
+    /// Requests the client gave up on.
+    pub cancelled: u64,
+    /// Requests with a latency (all but the cancelled).
+    pub timed: u64,
+    /// The sum of their latencies, in microseconds.
+    pub latency_us: u64,
+}
+
+/// Where the engine reads the request counts when something else already counts every event
+/// (the facade's statistics): per operation, indexed by [`AuthOp::index`], cumulative since
+/// start. With one, the engine counts nothing on the request path itself; as an
+/// [`EventSink`](authwatch_layer::EventSink) it only takes the failing clients to the
+/// brute-force detector.
+pub type CountSource = Arc<dyn Fn() -> [RequestCounts; AuthOp::COUNT] + Send + Sync>;
+
 /// Settings of the [`AlertEngine`](crate::AlertEngine).
 #[derive(Clone)]
 pub struct AlertConfig {
@@ -27,6 +60,7 @@ pub struct AlertConfig {
     pub(crate) service: Option<String>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) quantiles: Option<QuantileSource>,
+    pub(crate) counts: Option<CountSource>,
     pub(crate) on_tick: Option<Arc<dyn Fn() + Send + Sync>>,
     pub(crate) queue: usize,
     pub(crate) http_timeout: Duration,
@@ -59,6 +93,7 @@ impl Default for AlertConfig {
             service: None,
             clock: Arc::new(SystemClock::new()),
             quantiles: None,
+            counts: None,
             on_tick: None,
             queue: 1024,
             http_timeout: Duration::from_secs(5),
@@ -184,6 +219,16 @@ impl AlertConfig {
     #[must_use]
     pub fn quantiles(mut self, source: QuantileSource) -> Self {
         self.quantiles = Some(source);
+        self
+    }
+
+    /// Where the engine reads the request counts, instead of counting the events it is given
+    /// (see [`CountSource`]): the source must count every event the engine would have, and
+    /// the lockouts the application reports (the engine's
+    /// [`record_lockout`](crate::AlertEngine::record_lockout) then counts nothing).
+    #[must_use]
+    pub fn counts(mut self, source: CountSource) -> Self {
+        self.counts = Some(source);
         self
     }
 

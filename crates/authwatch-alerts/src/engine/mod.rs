@@ -9,6 +9,7 @@ mod evaluate;
 mod history;
 mod labels;
 mod lifecycle;
+mod pending;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -20,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use authwatch_layer::AuthOp;
 
 pub use alert::{Alert, AlertEvent, AlertState};
-pub use config::{AlertConfig, QuantileSource, DEFAULT_RUNBOOKS};
+pub use config::{AlertConfig, CountSource, QuantileSource, RequestCounts, DEFAULT_RUNBOOKS};
 pub use labels::mask_ip;
 
 use counts::{Counts, Shard, KINDS, LO, OPS};
@@ -51,6 +52,8 @@ struct Inner {
     cfg: AlertConfig,
     shards: Box<[Shard]>,
     detector: Mutex<Detector>,
+    /// The route labels of the failures waiting in the shards.
+    labels: pending::Labels,
     detector_threshold: u64,
     state: Mutex<State>,
     firing: RwLock<Arc<[Alert]>>,
@@ -101,6 +104,7 @@ impl AlertEngine {
         let inner = Arc::new(Inner {
             shards: shards.collect(),
             detector: Mutex::new(Detector::new(cfg.brute_force, threshold, now)),
+            labels: pending::Labels::new(),
             detector_threshold: threshold,
             state: Mutex::new(State {
                 started: now,
@@ -182,6 +186,10 @@ impl AlertEngine {
     /// `AuthLockoutSpike`.
     pub fn record_lockout(&self) {
         let inner = &*self.inner;
+        if inner.cfg.counts.is_some() {
+            // The count source counts it.
+            return;
+        }
         let shard = &inner.shards[authwatch_hdr::thread_shard(inner.shards.len())];
         shard.cells[AuthOp::Login.index()][LO].fetch_add(1, Ordering::Relaxed);
     }
@@ -246,10 +254,6 @@ impl AlertEngine {
 impl Inner {
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn lock_detector(&self) -> std::sync::MutexGuard<'_, Detector> {
-        self.detector.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn wall(&self, t: Duration) -> SystemTime {

@@ -1,0 +1,254 @@
+//! Failures on their way to the brute-force [`Detector`]: each one copied into the recording
+//! thread's shard, and counted into the detector in batches, off the request path.
+//!
+//! A failure is about 24 bytes pushed under the thread's own lock. The detector's sketch
+//! update (several hashes, a read of every slot, the per-route counts) runs when someone reads
+//! the detector ([`Inner::lock_detector`], which the evaluation calls every tick), or on the
+//! recording thread once its shard holds [`FLUSH_AT`] failures, in one batch under one lock.
+//! Until then a failure is in the shard, never lost: nothing reads the detector without
+//! draining the shards first.
+
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use authwatch_layer::{AuthEvent, EventSource, RouteId, MAX_GUARD_ROUTES};
+
+use super::Inner;
+use crate::detector::Detector;
+
+/// How many of the last runs a failure may join.
+const RECENT: usize = 4;
+
+/// Failures a shard holds before its thread counts them itself.
+pub(super) const FLUSH_AT: usize = 256;
+
+/// Route ids of the layer's table below this are numbered here; failures on others (and
+/// events without a route id) go straight to the detector.
+const ROUTE_LABELS: usize = 1024;
+
+/// One thread's failures waiting for the detector: the client, the route's label number and
+/// how many. A client failing again on the same route adds to its entry among the last
+/// [`RECENT`] instead of taking another: an attack is a run of failures from one client,
+/// which the detector then counts in one update ([`Detector::record_n`]). (Joining an earlier
+/// run changes no count: the detector's counts do not depend on the order of failures
+/// between two window moves.)
+pub(super) type Waiting = Mutex<Vec<Run>>;
+
+/// Failures in a row from one client on one route.
+pub(super) struct Run {
+    ip: IpAddr,
+    label: u16,
+    n: u32,
+}
+
+/// The route labels of pending failures, numbered by route id: write-once slots, read with
+/// one atomic load.
+pub(super) struct Labels {
+    slots: Box<[OnceLock<Box<str>>]>,
+}
+
+impl Labels {
+    pub(super) fn new() -> Self {
+        Self {
+            slots: (0..ROUTE_LABELS + MAX_GUARD_ROUTES)
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
+    }
+
+    /// The number of the event's route label, when it has one.
+    #[inline]
+    pub(super) fn number(&self, e: &AuthEvent<'_>) -> Option<u16> {
+        let RouteId(id) = e.route_id?;
+        let i = match e.source {
+            EventSource::Route if usize::from(id) < ROUTE_LABELS => usize::from(id),
+            EventSource::TokenGuard if usize::from(id) < MAX_GUARD_ROUTES => {
+                ROUTE_LABELS + usize::from(id)
+            }
+            _ => return None,
+        };
+        let slot = &self.slots[i];
+        let label = slot.get_or_init(|| e.route.into());
+        if **label == *e.route {
+            u16::try_from(i).ok()
+        } else {
+            // Another table numbered this id for another template: not ours to number.
+            None
+        }
+    }
+
+    fn text(&self, n: u16) -> &str {
+        self.slots[usize::from(n)].get().map_or("_OTHER", |l| l)
+    }
+}
+
+impl Inner {
+    /// Counts a failure from `ip`: into the calling thread's shard, or straight into the
+    /// detector when its route has no number.
+    #[inline]
+    pub(super) fn failed(&self, shard: &Waiting, ip: IpAddr, e: &AuthEvent<'_>) {
+        let Some(label) = self.labels.number(e) else {
+            return self.record_now(ip, e.route);
+        };
+        let mut w = shard.lock().unwrap_or_else(|e| e.into_inner());
+        // The last few runs: a client's failures on a sign-in route and on a token route
+        // interleave.
+        let tail = w.len().saturating_sub(RECENT);
+        match w[tail..]
+            .iter_mut()
+            .rfind(|r| r.ip == ip && r.label == label && r.n < u32::MAX)
+        {
+            Some(r) => r.n += 1,
+            None => w.push(Run { ip, label, n: 1 }),
+        }
+        if w.len() >= FLUSH_AT {
+            let full = std::mem::replace(&mut *w, Vec::with_capacity(FLUSH_AT));
+            drop(w);
+            self.count_batch(full);
+        }
+    }
+
+    #[cold]
+    fn record_now(&self, ip: IpAddr, route: &str) {
+        self.lock_detector().record(ip, route);
+    }
+
+    #[cold]
+    fn count_batch(&self, batch: Vec<Run>) {
+        let mut d = self.detector.lock().unwrap_or_else(|e| e.into_inner());
+        for r in batch {
+            d.record_n(r.ip, self.labels.text(r.label), r.n);
+        }
+    }
+
+    /// The detector, with every waiting failure counted into it first.
+    pub(super) fn lock_detector(&self) -> MutexGuard<'_, Detector> {
+        let mut d = self.detector.lock().unwrap_or_else(|e| e.into_inner());
+        // The order is always detector, then a shard; the recording thread never holds its
+        // shard while it takes the detector.
+        for s in self.shards.iter() {
+            let mut w = s.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            for r in w.drain(..) {
+                d.record_n(r.ip, self.labels.text(r.label), r.n);
+            }
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use authwatch_layer::{AuthOp, EventSink, FailureReason, Outcome};
+
+    use super::*;
+    use crate::{AlertConfig, AlertEngine, ManualClock};
+
+    fn failure(ip: IpAddr, route: &str, id: Option<u16>, source: EventSource) -> AuthEvent<'_> {
+        let mut e = AuthEvent::new(
+            AuthOp::Login,
+            Outcome::Failure(FailureReason::InvalidCredentials),
+            Duration::from_millis(1),
+            Instant::now(),
+        )
+        .with_route(route)
+        .with_client_ip(Some(ip))
+        .with_source(source);
+        e.route_id = id.map(RouteId);
+        e
+    }
+
+    /// Failures wait in their thread's shard (a part of a batch), are counted in full batches
+    /// by the thread that fills one, and every reader of the detector sees all of them: none
+    /// lost, none counted twice, each under its own route's label.
+    #[test]
+    fn every_waiting_failure_is_counted_once_before_any_read() {
+        let engine = AlertEngine::new(
+            AlertConfig::new()
+                .tick(Duration::ZERO)
+                .clock(Arc::new(ManualClock::new())),
+        );
+        let per_thread = FLUSH_AT * 2 + 17;
+        std::thread::scope(|s| {
+            for t in 0..3u8 {
+                let engine = &engine;
+                s.spawn(move || {
+                    let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, t));
+                    for i in 0..per_thread {
+                        let e = if i % 2 == 0 {
+                            failure(ip, "/login", Some(3), EventSource::Route)
+                        } else {
+                            failure(ip, "/api/me", Some(3), EventSource::TokenGuard)
+                        };
+                        engine.record(&e);
+                    }
+                });
+            }
+        });
+        let waiting: usize = engine
+            .inner
+            .shards
+            .iter()
+            .map(|s| s.waiting.lock().unwrap().len())
+            .sum();
+        assert!(waiting > 0 && waiting < 3 * FLUSH_AT, "{waiting} waiting");
+        // A run of failures from one client on one route takes one entry.
+        let runner = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
+        for _ in 0..1_000 {
+            engine.record(&failure(runner, "/login", Some(3), EventSource::Route));
+        }
+        let now_waiting: usize = engine
+            .inner
+            .shards
+            .iter()
+            .map(|s| s.waiting.lock().unwrap().len())
+            .sum();
+        assert_eq!(now_waiting, waiting + 1);
+        // A failure without a route id, and one whose id another template already holds, go
+        // straight to the detector (which counts the waiting ones first).
+        let other = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
+        engine.record(&failure(other, "/hand-made", None, EventSource::Route));
+        engine.record(&failure(other, "/other-table", Some(3), EventSource::Route));
+
+        let mut suspects = engine.suspects();
+        suspects.sort_by_key(|s| s.ip);
+        let counts: Vec<u64> = suspects.iter().map(|s| s.failures).collect();
+        assert_eq!(
+            counts,
+            vec![
+                1_000,
+                per_thread as u64,
+                per_thread as u64,
+                per_thread as u64
+            ],
+            "{suspects:?}"
+        );
+        assert_eq!(engine.top_ip_failures(), 1_000);
+        let mut routes = engine.route_failures();
+        routes.sort_by(|a, b| a.route.cmp(&b.route));
+        let by_route: Vec<(&str, u64)> = routes
+            .iter()
+            .map(|r| (r.route.as_str(), r.failures))
+            .collect();
+        let login = 3 * per_thread.div_ceil(2) as u64;
+        assert_eq!(
+            by_route,
+            vec![
+                ("/api/me", 3 * per_thread as u64 - login),
+                ("/hand-made", 1),
+                ("/login", login + 1_000),
+                ("/other-table", 1),
+            ]
+        );
+        let waiting: usize = engine
+            .inner
+            .shards
+            .iter()
+            .map(|s| s.waiting.lock().unwrap().len())
+            .sum();
+        assert_eq!(waiting, 0);
+    }
+}
