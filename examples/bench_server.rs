@@ -33,7 +33,9 @@
 //! same handlers (`examples/support/bench_app.rs`, which the in-process bench's `mix` rows call
 //! too), which do no I/O: the monitoring's cost is as visible as it can be.
 //! `--sign-in-work-us N` makes each sign-in spend N µs of the thread's CPU time, as checking a
-//! password hash does (real hashes cost milliseconds).
+//! password hash does (real hashes cost milliseconds). `--session-work-us N` makes each session
+//! check spend N µs the same way (every `get-session`, and the check in front of `/api/me`,
+//! whatever its answer), as a session lookup does. Both default to 0 (no work).
 
 use std::net::SocketAddr;
 
@@ -47,7 +49,7 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 #[path = "support/bench_app.rs"]
 mod bench_app;
-use bench_app::SIGN_IN_WORK;
+use bench_app::{SESSION_WORK, SIGN_IN_WORK};
 
 const STACKS: [&str; 11] = [
     "bare",
@@ -150,6 +152,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let workers: usize = arg("--workers").map_or(Ok(1), |p| p.parse())?;
     let work: u64 = arg("--sign-in-work-us").map_or(Ok(0), |p| p.parse())?;
     let _ = SIGN_IN_WORK.set(std::time::Duration::from_micros(work));
+    let session_work: u64 = arg("--session-work-us").map_or(Ok(0), |p| p.parse())?;
+    let _ = SESSION_WORK.set(std::time::Duration::from_micros(session_work));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()

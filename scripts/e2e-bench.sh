@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end throughput and latency, side by side: the same service (examples/bench_server.rs,
 # release build) under each monitoring stack, served over loopback TCP and driven by wrk at a
-# fixed concurrency with mixed auth traffic (scripts/e2e/mix.lua). authwatch exports OTLP
+# fixed concurrency with mixed auth traffic (scripts/e2e/mix.lua, or the session-heavy
+# scripts/e2e/session-mix.lua with --mix session). authwatch exports OTLP
 # metrics and its audit trail to a local rotel collector (every 5 s) while it is measured.
 # Stacks alternate within each round, each round starting one stack later, so the machine's
 # drift and the position in the order hit every stack alike; the table gives medians over the
@@ -20,15 +21,21 @@
 # records were counted lost). authwatch counts any record it loses, and the script shows it.
 #
 # Usage: scripts/e2e-bench.sh [--rounds N] [--duration SECS] [--connections C] [--stacks "a b"]
-#                             [--sign-in-work-us N] [--interleave]
-#        (defaults: 5 rounds, 10 s each, 32 connections, every stack, sign-ins that cost no
-#        CPU; ~10 minutes). `--sign-in-work-us 200` gives each sign-in 200 µs of CPU, as a
-#        (very cheap) password hash would. With --interleave, use slices of a few seconds and
-#        more rounds (`--interleave --duration 3 --rounds 30`). A stack named `S#2` runs
-#        stack S a second time under its own name: `--stacks "bare bare#2"` is an A/A check of
-#        the harness (the two should come out level).
+#                             [--mix auth|session] [--sign-in-work-us N] [--session-work-us N]
+#                             [--interleave]
+#        (defaults: 5 rounds, 10 s each, 32 connections, every stack, the auth mix, sign-ins
+#        and session checks that cost no CPU; ~10 minutes). `--mix session` drives the
+#        session-heavy mix (scripts/e2e/session-mix.lua: 90 % session checks, get-session and
+#        the guarded /api/me, and 10 % sign-ins) instead of the auth mix (mix.lua).
+#        `--sign-in-work-us 200` gives each sign-in 200 µs of CPU, as a (very cheap) password
+#        hash would; `--session-work-us 20` gives each session check (get-session, the guard of
+#        /api/me) 20 µs, as a session lookup would. With --interleave, use slices of a few
+#        seconds and more rounds (`--interleave --duration 3 --rounds 30`). A stack named
+#        `S#2` runs stack S a second time under its own name: `--stacks "bare bare#2"` is an
+#        A/A check of the harness (the two should come out level).
 # The server runs on CPU 0 (one tokio worker), wrk and the collector on CPU 1, so the server's
-# core is the bottleneck being measured. Raw results: target/e2e/results.jsonl.
+# core is the bottleneck being measured. Raw results: target/e2e/results.jsonl (a row per run,
+# with the mix and the sign-in and session work it ran with).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -37,6 +44,8 @@ ROUNDS=5
 SECS=10
 CONNS=32
 WORK=0
+SESSION_WORK=0
+MIX=auth
 INTERLEAVE=no
 STACKS="bare authwatch authwatch-audit-every-request authwatch-no-request-audit authwatch-wrap authwatch-traces trace-layer trace-layer-logging axum-otel-metrics otel-tower axum-prometheus"
 while [ $# -gt 0 ]; do
@@ -46,6 +55,8 @@ while [ $# -gt 0 ]; do
     --connections) CONNS=$2; shift 2 ;;
     --stacks) STACKS=$2; shift 2 ;;
     --sign-in-work-us) WORK=$2; shift 2 ;;
+    --session-work-us) SESSION_WORK=$2; shift 2 ;;
+    --mix) MIX=$2; shift 2 ;;
     --interleave) INTERLEAVE=yes; shift ;;
     *) echo "unknown argument $1"; exit 2 ;;
   esac
@@ -54,6 +65,7 @@ done
 say() { printf 'e2e: %s\n' "$*"; }
 # shellcheck source=e2e/harness.sh
 . scripts/e2e/harness.sh
+MIX_LUA=$(mix_script "$MIX")
 install_debs wrk
 scripts/test-deps.sh >/dev/null
 cargo build --release --locked --example bench_server
@@ -102,11 +114,11 @@ measure() {
   local line t0 s0 t1 s1 steal pid=${SERVERS[$2]}
   [ "$INTERLEAVE" = no ] || kill -CONT "$pid"
   read -r t0 s0 < <(cpu_ticks 0)
-  line=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -s scripts/e2e/mix.lua "http://127.0.0.1:${PORTS[$2]}" | grep '^{')
+  line=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$MIX_LUA" "http://127.0.0.1:${PORTS[$2]}" | grep '^{')
   read -r t1 s1 < <(cpu_ticks 0)
   [ "$INTERLEAVE" = no ] || kill -STOP "$pid"
   steal=$(python3 -c "print(round(($s1 - $s0) / max($t1 - $t0, 1), 4))")
-  echo "{\"round\":$1,\"stack\":\"$2\",\"steal0\":$steal,${line#\{}" >>"$RESULTS"
+  echo "{\"round\":$1,\"stack\":\"$2\",\"mix\":\"$MIX\",\"sign_in_work_us\":$WORK,\"session_work_us\":$SESSION_WORK,\"steal0\":$steal,${line#\{}" >>"$RESULTS"
   say "round $1 $2: steal on CPU 0 $steal, $line"
 }
 
@@ -139,10 +151,11 @@ if [ "$INTERLEAVE" = yes ]; then
   for s in "${order[@]}"; do stop "$s"; done
 fi
 
-python3 - "$RESULTS" "$CONNS" "$SECS" "$ROUNDS" "$WORK" "$INTERLEAVE" <<'EOF'
+python3 - "$RESULTS" "$CONNS" "$SECS" "$ROUNDS" "$WORK" "$INTERLEAVE" "$MIX" "$SESSION_WORK" <<'EOF'
 import json, math, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-conns, secs, rounds, work, interleave = sys.argv[2:7]
+conns, secs, rounds, work, interleave, mix, session_work = sys.argv[2:9]
+traffic = {"auth": "mixed auth traffic", "session": "session-heavy traffic (90 % session checks)"}[mix]
 stacks = list(dict.fromkeys(r["stack"] for r in rows))
 by = {s: [r for r in rows if r["stack"] == s] for s in stacks}
 bare = {r["round"]: r for r in by.get("bare", [])}
@@ -152,7 +165,7 @@ def rps(r): return r["requests"] / r["seconds"]
 # then, so this takes that much of the machine's noise out (not its neighbours' cache and
 # memory traffic, which slow the CPU without stealing it).
 def adj(r): return rps(r) / (1 - r["steal0"])
-print(f"\n{rounds} rounds x {secs} s{' (interleaved: every server up, stopped outside its slices)' if interleave == 'yes' else ''}, wrk -t1 -c{conns}, mixed auth traffic, sign-in CPU {work} µs;"
+print(f"\n{rounds} rounds x {secs} s{' (interleaved: every server up, stopped outside its slices)' if interleave == 'yes' else ''}, wrk -t1 -c{conns}, {traffic}, sign-in CPU {work} µs, session check CPU {session_work} µs;"
       " medians over rounds;"
       " ratios are per round against bare in the same round, then the median\n")
 print("| stack | req/s | vs bare | p50 µs | p99 µs | p99 vs bare | socket errors | steal on CPU 0 | vs bare, steal taken out |")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What each stack costs per request in instructions and in code, counted, not timed: the
 # end-to-end setup of scripts/e2e-bench.sh (the release bench server with one tokio worker,
-# the mixed auth traffic of scripts/e2e/mix.lua from wrk, authwatch exporting to a local
-# rotel collector) with the server run under valgrind's callgrind, which counts every
+# the mixed auth traffic of scripts/e2e/mix.lua, or with --mix session the session-heavy
+# traffic of scripts/e2e/session-mix.lua, from wrk, authwatch exporting to a local rotel
+# collector) with the server run under valgrind's callgrind, which counts every
 # instruction each thread executes. The counts do not depend on the machine's load or its
 # steal, so two builds or two stacks compare to the instruction on this noisy 2-core VM,
 # where wall-clock figures move by a few percent from run to run.
@@ -30,10 +31,18 @@
 # request are printed: valgrind sees no kernel code, so the misses the network stack's evictions cause are
 # not in them, but the difference between two stacks is what each adds.
 #
+# --mix, --sign-in-work-us and --session-work-us are scripts/e2e-bench.sh's: the traffic, and
+# the CPU time each sign-in and each session check spends. That work is a spin on the thread's
+# CPU clock, so its instructions are timed, not counted: they vary with valgrind's speed and
+# the machine's load, and the counts are exact only with both at 0 (the default).
+#
 # Usage: scripts/instructions.sh [--stacks "bare authwatch trace-layer"] [--duration SECS]
+#                                [--mix auth|session] [--sign-in-work-us N] [--session-work-us N]
 #                                [--functions N] [--lines N] [--cache-sim] [--bin PATH]
-#        (defaults: bare authwatch trace-layer, 10 s each, no function list; ~1.5 minutes).
-# Installs valgrind (Debian package) when missing. Raw profiles: target/instructions/<stack>/.
+#        (defaults: bare authwatch trace-layer, 10 s each, the auth mix, no CPU work, no
+#        function list; ~1.5 minutes).
+# Installs valgrind (Debian package) when missing. Raw profiles: target/instructions/<stack>/
+# (wrk.json: the run's wrk summary, with the mix and the work it ran with).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -43,6 +52,9 @@ SECS=10
 FUNCS=0
 LINES=0
 CACHE=no
+MIX=auth
+WORK=0
+SESSION_WORK=0
 BIN=$ROOT/target/release/examples/bench_server
 while [ $# -gt 0 ]; do
   case $1 in
@@ -51,6 +63,9 @@ while [ $# -gt 0 ]; do
     --functions) FUNCS=$2; shift 2 ;;
     --lines) LINES=$2; shift 2 ;;
     --cache-sim) CACHE=yes; shift ;;
+    --mix) MIX=$2; shift 2 ;;
+    --sign-in-work-us) WORK=$2; shift 2 ;;
+    --session-work-us) SESSION_WORK=$2; shift 2 ;;
     --bin) BIN=$2; shift 2 ;;
     *) echo "unknown argument $1"; exit 2 ;;
   esac
@@ -60,6 +75,7 @@ case " $STACKS " in *" bare "*) ;; *) STACKS="bare $STACKS" ;; esac
 say() { printf 'instructions: %s\n' "$*"; }
 # shellcheck source=e2e/harness.sh
 . scripts/e2e/harness.sh
+MIX_LUA=$(mix_script "$MIX")
 install_debs wrk valgrind
 scripts/test-deps.sh >/dev/null
 [ -x "$BIN" ] || cargo build --release --locked --example bench_server
@@ -79,10 +95,10 @@ for stack in $STACKS; do
   # the instruction addresses, which the code footprint is computed from.
   SERVER_WRAP=(valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes
     --dump-instr=yes "--cache-sim=$CACHE" "--callgrind-out-file=$dir/callgrind.out")
-  start_server "$BIN" "$stack" 0 "$dir/server"
+  start_server "$BIN" "$stack" "$WORK" "$dir/server"
   callgrind_control -i on "$SERVER" >/dev/null 2>&1
-  taskset -c 1 wrk -t1 -c32 -d"${SECS}s" -s scripts/e2e/mix.lua "http://127.0.0.1:$PORT" |
-    grep '^{' >"$dir/wrk.json"
+  line=$(taskset -c 1 wrk -t1 -c32 -d"${SECS}s" -s "$MIX_LUA" "http://127.0.0.1:$PORT" | grep '^{')
+  echo "{\"mix\":\"$MIX\",\"sign_in_work_us\":$WORK,\"session_work_us\":$SESSION_WORK,${line#\{}" >"$dir/wrk.json"
   callgrind_control -i off "$SERVER" >/dev/null 2>&1
   kill -INT "$SERVER"
   wait "$SERVER" || { echo "the server under valgrind failed:"; tail -20 "$dir/server.err"; exit 1; }
@@ -91,10 +107,14 @@ for stack in $STACKS; do
   [ "$n" -gt 0 ] || { echo "the server under valgrind answered no request"; exit 1; }
 done
 
-python3 - "$OUT" "$FUNCS" "$LINES" $STACKS <<'EOF'
+python3 - "$OUT" "$FUNCS" "$LINES" "$MIX" "$WORK" "$SESSION_WORK" $STACKS <<'EOF'
 import collections, glob, json, os, re, sys
 
-out, nfuncs, nlines, stacks = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+out, nfuncs, nlines, stacks = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[7:]
+mix, work, session_work = sys.argv[4:7]
+traffic = {'auth': 'mixed auth traffic', 'session': 'session-heavy traffic'}[mix]
+if work != '0' or session_work != '0':
+    traffic += f', sign-in CPU {work} µs, session check CPU {session_work} µs'
 
 def parse(path):
     """Self instructions per instruction address, and each address's function."""
@@ -170,7 +190,7 @@ for s in stacks:
 
 b = res['bare']
 counts = ' / '.join(f"{s} {r['n']:,}" for s, r in res.items())
-print(f"\nPer request, mixed auth traffic ({counts} requests):")
+print(f"\nPer request, {traffic} ({counts} requests):")
 print(f"{'stack':<32} {'worker instr.':>13} {'vs bare':>8} {'code lines':>10} {'vs bare':>8} {'not in bare':>17} {'other threads':>13}")
 for s, r in res.items():
     extra = len(r['hot'] - b['hot'])

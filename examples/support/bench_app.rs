@@ -2,7 +2,8 @@
 //! over TCP under each monitoring stack, `benches/overhead.rs` calls it in-process (its `mix`
 //! rows). Sign-in answers 200 for `ada@example.com` / `correct horse`, 429 for
 //! `limited@example.com`, 401 otherwise; `get-session` and `/api/me` want
-//! `Authorization: Bearer tok-ada`.
+//! `Authorization: Bearer tok-ada`. Sign-ins and session checks can be given CPU work
+//! (`SIGN_IN_WORK`, `SESSION_WORK`).
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use authwatch::AuthWatch;
@@ -24,6 +25,11 @@ struct Credentials {
 pub(crate) static SIGN_IN_WORK: std::sync::OnceLock<std::time::Duration> =
     std::sync::OnceLock::new();
 
+/// CPU time each session check spends looking the session up (`--session-work-us`, default
+/// 0): every `get-session`, and the session check in front of `/api/me`, whatever their answer.
+pub(crate) static SESSION_WORK: std::sync::OnceLock<std::time::Duration> =
+    std::sync::OnceLock::new();
+
 /// The CPU time this thread has used. The sign-in's work is counted in it, not in wall time:
 /// on a virtual machine the host takes the CPU away now and then (steal time), and a spin on
 /// the wall clock would count those pauses as work done, so whichever stack the host paused
@@ -42,16 +48,21 @@ fn thread_cpu_time() -> std::time::Duration {
     START.get_or_init(std::time::Instant::now).elapsed()
 }
 
-async fn sign_in(Json(c): Json<Credentials>) -> Response {
-    // A password hash is CPU work on the request's thread (bcrypt and argon2 take milliseconds;
-    // any figure here is far below them).
-    let work = SIGN_IN_WORK.get().copied().unwrap_or_default();
+/// Spends `work`'s CPU time (none when it is unset) on the request's thread.
+fn spend(work: &std::sync::OnceLock<std::time::Duration>) {
+    let work = work.get().copied().unwrap_or_default();
     if !work.is_zero() {
         let start = thread_cpu_time();
         while thread_cpu_time() - start < work {
             std::hint::spin_loop();
         }
     }
+}
+
+async fn sign_in(Json(c): Json<Credentials>) -> Response {
+    // A password hash is CPU work on the request's thread (bcrypt and argon2 take milliseconds;
+    // any figure here is far below them).
+    spend(&SIGN_IN_WORK);
     match (c.email.as_str(), c.password.as_str()) {
         ("ada@example.com", "correct horse") => {
             Json(serde_json::json!({ "token": "tok-ada" })).into_response()
@@ -79,6 +90,9 @@ fn signed_in(headers: &HeaderMap) -> bool {
 }
 
 async fn get_session(headers: HeaderMap) -> Response {
+    // A session lookup (a store read, a signature check) is CPU work too, and a missing or
+    // expired session costs the lookup as well.
+    spend(&SESSION_WORK);
     if signed_in(&headers) {
         Json(serde_json::json!({ "user": { "email": "ada@example.com" } })).into_response()
     } else {
@@ -87,6 +101,7 @@ async fn get_session(headers: HeaderMap) -> Response {
 }
 
 async fn require_session(req: Request, next: Next) -> Response {
+    spend(&SESSION_WORK);
     if signed_in(req.headers()) {
         next.run(req).await
     } else {
