@@ -163,6 +163,7 @@ impl std::error::Error for ConfigError {}
 /// shards never share one. Other sharded structures (authwatch's counters) use the same number so
 /// that one thread keeps to one set of cache lines.
 #[must_use]
+#[inline]
 pub fn thread_shard(shards: usize) -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
@@ -215,9 +216,9 @@ impl Slot {
 struct Shard {
     /// The slot being recorded into.
     current: Slot,
-    /// Nanoseconds after `base` at which `current` ends: until then a record needs no division
-    /// to find its slot.
-    ends_at: u64,
+    /// When `current` ends (`None` before the first record): until then a record needs only a
+    /// comparison of two instants to know its slot, not a subtraction and a division.
+    ends_at: Option<Instant>,
     /// The shard's finished slot until a snapshot folds it into the ring, empty after that: a
     /// recorder starting a new slot swaps it with `current` instead of taking the ring's lock to
     /// fold the finished slot itself.
@@ -228,7 +229,7 @@ impl Shard {
     fn new() -> Self {
         Self {
             current: Slot::new(),
-            ends_at: 0,
+            ends_at: None,
             spare: Slot::new(),
         }
     }
@@ -330,6 +331,13 @@ impl WindowedHistogram {
         self.since_base(at) / self.slot_nanos
     }
 
+    /// When slot `epoch` ends; `None` past what an `Instant` holds (centuries away: each record
+    /// then finds its slot the long way).
+    fn slot_end(&self, epoch: u64) -> Option<Instant> {
+        let nanos = (epoch + 1).saturating_mul(self.slot_nanos);
+        self.base.checked_add(Duration::from_nanos(nanos))
+    }
+
     /// Records one duration that ended at `at`.
     ///
     /// Takes only the calling thread's shard lock, which no other thread holds unless there are
@@ -342,16 +350,15 @@ impl WindowedHistogram {
 
     /// Records into shard `shard` (taken modulo the shard count).
     fn record_in(&self, shard: usize, value: Duration, at: Instant) {
-        let since = self.since_base(at);
         let nanos = u64::try_from(value.as_nanos())
             .unwrap_or(u64::MAX)
             .min(MAX_TRACKABLE_NANOS);
         let shard = &self.shards[shard % self.shards.len()].0;
         let mut s = lock(shard);
-        if since >= s.ends_at {
+        if s.ends_at.is_none_or(|end| at >= end) {
             // Once per slot: find the new one. A record from before the shard's slot (a request
             // that ended a moment earlier on another thread) stays in the current slot.
-            let epoch = since / self.slot_nanos;
+            let epoch = self.epoch(at);
             if epoch > s.current.epoch {
                 if s.needs_fold() {
                     s = self.fold_spare(shard, s);
@@ -362,7 +369,7 @@ impl WindowedHistogram {
                     s.start_slot(epoch);
                 }
             }
-            s.ends_at = (s.current.epoch + 1).saturating_mul(self.slot_nanos);
+            s.ends_at = self.slot_end(s.current.epoch);
         }
         // `record` (not `saturating_record`, which clamps to the *current* range instead of
         // growing it). It cannot fail: auto-resize is on and the value is clamped to an hour.
