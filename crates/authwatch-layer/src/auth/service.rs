@@ -4,7 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Method, Request, Response};
+use std::net::IpAddr;
+
+use http::{HeaderMap, Method, Request, Response};
 use tower_service::Service;
 
 use super::body::ResponseBody;
@@ -15,7 +17,8 @@ use super::layer::Shared;
 use super::tracker::{Tracker, TrackerState};
 use crate::classify::Classified;
 use crate::clock::Tick;
-use crate::routes::method_label;
+use crate::routes::{method_label, RouteInfo};
+use crate::session::Picked;
 use crate::stripe::Striped;
 
 /// The service [`AuthLayer`] wraps around yours.
@@ -82,37 +85,21 @@ where
         let info = &shared.routes.routes()[usize::from(route.id.0)];
         let method = method_label(req.method());
         let client_ip = shared.client_ip.resolve(&req);
-        // No span at all (one relaxed load) until a subscriber is installed; then disabled
-        // unless it wants authwatch's spans.
-        let span = if tracing::dispatcher::has_been_set() {
-            tracing::info_span!(
-            target: "authwatch::request",
-            "auth.request",
-            otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-            auth.operation = info.op.as_str(),
-            http.route = &*info.template,
-            http.request.method = method,
-            rpc.method = info.rpc_method.as_deref(),
-            auth.outcome = tracing::field::Empty,
-            auth.failure.reason = tracing::field::Empty,
-            http.response.status_code = tracing::field::Empty,
-            client.address = tracing::field::Empty,
-            )
+        // No span at all (one relaxed load) until a subscriber is installed; then none unless
+        // it wants authwatch's spans.
+        let span = if tracing::dispatcher::has_been_set()
+            && tracing::level_enabled!(tracing::Level::INFO)
+        {
+            request_span(shared, info, method, client_ip, req.headers())
         } else {
-            tracing::Span::none()
+            None
         };
-        if !span.is_disabled() {
-            if let Some(hook) = &shared.span_hook {
-                (hook.0)(&span, req.headers());
-            }
-            if shared.span_client_address {
-                if let Some(ip) = client_ip {
-                    span.record("client.address", tracing::field::display(ip));
-                }
-            }
-        }
-        let session = shared.sessions.as_ref().and_then(|k| k.of(req.headers()));
+        let picked = Picked::from(req.headers());
+        let session = shared
+            .sessions
+            .as_ref()
+            .and_then(|k| k.of_picked(&picked, req.headers()));
+        let entered = span.as_ref().map(|s| s.clone().entered());
         let tracker = Tracker {
             inner: Some(Box::new(TrackerState {
                 shared: handle.stripe(),
@@ -121,24 +108,55 @@ where
                 method,
                 head_only: req.method() == Method::HEAD,
                 client_ip,
-                user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
+                user_agent: picked.user_agent.cloned(),
                 status: None,
                 classified: Classified::RequiresTrailers,
                 remaining: None,
-                span: span.clone(),
+                span,
                 session,
             })),
         };
-        if span.is_disabled() {
-            return ResponseFuture {
-                inner: self.inner.call(req),
-                tracker,
-            };
-        }
         // Inner layers that work in `call` (a guard under a `ServiceBuilder`) run in the span.
-        let entered = span.entered();
         let inner = self.inner.call(req);
         drop(entered);
         ResponseFuture { inner, tracker }
     }
+}
+
+/// The request's `auth.request` span, when the subscriber wants it: out of line, so that the
+/// request path without one stays short.
+#[inline(never)]
+fn request_span(
+    shared: &Shared,
+    info: &RouteInfo,
+    method: &'static str,
+    client_ip: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> Option<tracing::Span> {
+    let span = tracing::info_span!(
+        target: "authwatch::request",
+        "auth.request",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        auth.operation = info.op.as_str(),
+        http.route = &*info.template,
+        http.request.method = method,
+        rpc.method = info.rpc_method.as_deref(),
+        auth.outcome = tracing::field::Empty,
+        auth.failure.reason = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        client.address = tracing::field::Empty,
+    );
+    if span.is_disabled() {
+        return None;
+    }
+    if let Some(hook) = &shared.span_hook {
+        (hook.0)(&span, headers);
+    }
+    if shared.span_client_address {
+        if let Some(ip) = client_ip {
+            span.record("client.address", tracing::field::display(ip));
+        }
+    }
+    Some(span)
 }

@@ -38,8 +38,8 @@ pub(super) struct TrackerState {
     pub(super) classified: Classified,
     /// Body bytes still to come, when the response declared its length.
     pub(super) remaining: Option<u64>,
-    /// The `auth.request` span (disabled without a subscriber that wants it).
-    pub(super) span: tracing::Span,
+    /// The `auth.request` span, when a subscriber wants it.
+    pub(super) span: Option<tracing::Span>,
     pub(super) session: Option<u64>,
 }
 
@@ -53,8 +53,8 @@ impl Tracker {
     /// and events then nest under it).
     #[inline]
     pub(crate) fn enter(&self) -> Option<tracing::span::EnteredSpan> {
-        let s = self.inner.as_ref()?;
-        (!s.span.is_disabled()).then(|| s.span.clone().entered())
+        let span = self.inner.as_ref()?.span.as_ref()?;
+        Some(span.clone().entered())
     }
 
     #[inline]
@@ -187,24 +187,30 @@ impl TrackerState {
             source: EventSource::Route,
             session: self.session,
         };
-        let span = &self.span;
-        if !span.is_disabled() {
-            span.record("auth.outcome", outcome.as_str());
-            if let Some(r) = outcome.reason() {
-                span.record("auth.failure.reason", r.as_str());
-            }
-            if let Some(s) = self.status {
-                span.record("http.response.status_code", s);
-            }
-            if outcome == Outcome::Error {
-                span.record("otel.status_code", "ERROR");
-            }
+        match &self.span {
+            None => shared.sinks.record(&event),
+            Some(span) => in_span(span, &event, &shared.sinks),
         }
-        // The sinks run inside the span (an audit record can carry its trace id); the span
-        // ends when this returns.
-        let _in_span = span.enter();
-        shared.sinks.record(&event);
     }
+}
+
+/// Records the outcome on the request's span and runs the sinks inside it (an audit record
+/// can carry its trace id); the span ends when the tracker is dropped, after this.
+#[inline(never)]
+fn in_span(span: &tracing::Span, event: &AuthEvent<'_>, sinks: &crate::event::Sinks) {
+    let outcome = event.outcome;
+    span.record("auth.outcome", outcome.as_str());
+    if let Some(r) = outcome.reason() {
+        span.record("auth.failure.reason", r.as_str());
+    }
+    if let Some(s) = event.status {
+        span.record("http.response.status_code", s);
+    }
+    if outcome == Outcome::Error {
+        span.record("otel.status_code", "ERROR");
+    }
+    let _in_span = span.enter();
+    sinks.record(event);
 }
 
 /// Held across a poll of the inner future or body: if that poll panics, the unwind drops this

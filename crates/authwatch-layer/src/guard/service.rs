@@ -18,6 +18,7 @@ use crate::auth::AuthLayer;
 use crate::clock::Tick;
 use crate::op::{AuthOp, Outcome};
 use crate::routes::method_label;
+use crate::session::Picked;
 use crate::stripe::Striped;
 
 /// The service [`TokenGuardLayer`] produces: your validator, with a [`Probe`] behind it.
@@ -69,7 +70,9 @@ where
         let route = GuardRoute::of(&req, &shared.sinks);
         // A child of the current span (your request span), timing the validator alone; none
         // at all until a subscriber is installed.
-        let span = if !tracing::dispatcher::has_been_set() {
+        let span = if !tracing::dispatcher::has_been_set()
+            || !tracing::level_enabled!(tracing::Level::INFO)
+        {
             tracing::Span::none()
         } else {
             tracing::info_span!(
@@ -88,15 +91,19 @@ where
                 (hook.0)(&span, req.headers());
             }
         }
+        let picked = Picked::from(req.headers());
         let ticket = Arc::new(TicketState {
             shared: self.shared.stripe(),
             start: Tick::now(),
             method: method_label(req.method()),
             client_ip: shared.client_ip.resolve(&req),
-            user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
+            user_agent: picked.user_agent.cloned(),
             route,
             done: AtomicBool::new(false),
-            session: shared.sessions.as_ref().and_then(|k| k.of(req.headers())),
+            session: shared
+                .sessions
+                .as_ref()
+                .and_then(|k| k.of_picked(&picked, req.headers())),
             span: (!span.is_disabled()).then(|| std::sync::Mutex::new(span)),
         });
         req.extensions_mut().insert(Ticket(ticket.clone()));
