@@ -47,11 +47,17 @@ fn failure_reason(o: Outcome) -> Option<FailureReason> {
 impl EventSink for AlertEngine {
     fn record(&self, e: &AuthEvent<'_>) {
         let inner = &*self.inner;
+        let failing = failure_reason(e.outcome).and(e.client_ip);
+        let counting = inner.cfg.counts.is_none();
+        if !counting && failing.is_none() {
+            // Most requests, when something else counts them: nothing to do.
+            return;
+        }
         let shard = &inner.shards[authwatch_hdr::thread_shard(inner.shards.len())];
-        if inner.cfg.counts.is_none() {
+        if counting {
             count(&shard.cells[e.op.index()], e);
         }
-        if let (Some(_), Some(ip)) = (failure_reason(e.outcome), e.client_ip) {
+        if let Some(ip) = failing {
             inner.failed(&shard.waiting, ip, e);
         }
     }
