@@ -28,5 +28,5 @@ pub(crate) fn stats(window: WindowConfig, started: Instant, meters: &[Meter]) ->
 
 /// The sink of the exported instruments (its lockout counter is the audit logger's too).
 pub(crate) fn sink(pipeline: &Pipeline) -> Arc<OtelSink> {
-    Arc::new(OtelSink::new(pipeline.meters()))
+    Arc::new(OtelSink::for_pipeline(pipeline))
 }

@@ -53,7 +53,7 @@ use std::time::Instant;
 pub use authwatch_layer::catalog::{
     attr, def, markdown_table, InstrumentKind, Measure, MetricDef, Quantile, CATALOG,
 };
-pub use log_encode::{AttrValue, LogBatch, RecordWriter, MAX_EXPORT_BATCH};
+pub use log_encode::{AttrValue, LogBatch, LogFields, RecordWriter, MAX_EXPORT_BATCH};
 #[cfg(any(feature = "grpc", feature = "http"))]
 pub use log_export::LogExport;
 pub use pipeline::{

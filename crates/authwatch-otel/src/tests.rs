@@ -636,3 +636,82 @@ fn a_log_export_over_http_sends_protobuf_retries_503_and_counts_rejected_and_ref
     assert!(export.shutdown());
     let _ = p.shutdown();
 }
+
+/// The `/metrics` latency histograms the pipeline's sink counts itself read exactly as the
+/// SDK's exposition of the same events: the same series (cells that differ only by failure
+/// reason in one), buckets (values on a bound included in it), sums and counts; the counters
+/// and the OTLP-side histograms are untouched.
+#[test]
+fn the_pipeline_sinks_own_histograms_expose_what_the_sdk_exposed() {
+    let render = |own: bool| {
+        let p = pipeline();
+        let sink = if own {
+            OtelSink::for_pipeline(&p)
+        } else {
+            OtelSink::new(p.meters())
+        };
+        // Latencies on and between the bounds, and past the last one (quarter milliseconds,
+        // so that every sum is exact whatever the order of its additions).
+        let latencies_us = [250, 500, 750, 1_000, 5_000, 10_000, 12_000_000, 3_250];
+        for i in 0..200usize {
+            let (op, outcome, route, source) = match i % 5 {
+                0 => (
+                    AuthOp::Login,
+                    Outcome::Success,
+                    "/login",
+                    EventSource::Route,
+                ),
+                1 => (
+                    AuthOp::Login,
+                    Outcome::Failure(FailureReason::InvalidCredentials),
+                    "/login",
+                    EventSource::Route,
+                ),
+                2 => (
+                    AuthOp::Login,
+                    Outcome::Failure(FailureReason::LockedOut),
+                    "/login",
+                    EventSource::Route,
+                ),
+                3 => (
+                    AuthOp::TokenValidation,
+                    Outcome::Failure(FailureReason::InvalidToken),
+                    "/api/me",
+                    EventSource::TokenGuard,
+                ),
+                _ => (
+                    AuthOp::TokenValidation,
+                    Outcome::Success,
+                    "/oauth/introspect",
+                    EventSource::Route,
+                ),
+            };
+            let mut e = event(op, outcome, route).with_source(source);
+            e.latency = Duration::from_micros(latencies_us[i % latencies_us.len()]);
+            e.method = "POST";
+            sink.record(&e);
+        }
+        let text = p.render_prometheus().unwrap();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with("process_") && !l.contains("uptime"))
+            .map(String::from)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let (sdk, own) = (render(false), render(true));
+    let histogram_lines = |v: &[String]| {
+        v.iter()
+            .filter(|l| l.contains("_time_ms"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        histogram_lines(&sdk).len() > 4 * 20,
+        "{:#?}",
+        histogram_lines(&sdk)
+    );
+    assert_eq!(histogram_lines(&own), histogram_lines(&sdk));
+    assert_eq!(own, sdk);
+}

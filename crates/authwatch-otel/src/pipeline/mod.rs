@@ -173,6 +173,22 @@ impl Pipeline {
         &self.meters
     }
 
+    /// The meters whose latency histograms the OpenTelemetry SDK aggregates: all but the
+    /// `/metrics` one, whose histograms [`OtelSink::for_pipeline`](crate::OtelSink::for_pipeline)
+    /// counts itself.
+    pub(crate) fn sdk_histogram_meters(&self) -> &[Meter] {
+        match self.prometheus {
+            // The `/metrics` meter is the last one.
+            Some(_) => &self.meters[..self.meters.len() - 1],
+            None => &self.meters,
+        }
+    }
+
+    /// The registry behind `/metrics`, when the exposition is on.
+    pub(crate) fn prometheus_registry(&self) -> Option<&prometheus::Registry> {
+        self.prometheus.as_ref().map(|(_, r)| r)
+    }
+
     /// The OTLP transport in use, `None` when OTLP export is off.
     #[must_use]
     pub fn otlp_protocol(&self) -> Option<Protocol> {
