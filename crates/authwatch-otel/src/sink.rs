@@ -551,7 +551,8 @@ impl OtelSink {
 impl EventSink for OtelSink {
     fn record(&self, e: &AuthEvent<'_>) {
         let ms = duration_ms(e.latency);
-        let key = Key {
+        // Built only for a kind of event seen the first time (or without a route number).
+        let key = || Key {
             op: e.op,
             outcome: e.outcome,
             route: e.route,
@@ -566,7 +567,7 @@ impl EventSink for OtelSink {
         };
         let slot = e.route_id.and_then(|id| slots.get(usize::from(id.0)));
         let Some(slot) = slot else {
-            self.inner.shared_cell(key).record(ms);
+            self.inner.shared_cell(key()).record(ms);
             return;
         };
         let cells = slot.get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
@@ -577,7 +578,7 @@ impl EventSink for OtelSink {
                 // One binder at a time, so two threads seeing a new kind of event at once do not
                 // both bind it.
                 let _g = self.bind_lock.lock().unwrap_or_else(|e| e.into_inner());
-                cell.get_or_init(|| self.inner.new_cell(&key))
+                cell.get_or_init(|| self.inner.new_cell(&key()))
             }
         };
         cell.record(ms);
