@@ -89,6 +89,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod ascii;
 mod auth;
 pub mod catalog;
 mod classify;

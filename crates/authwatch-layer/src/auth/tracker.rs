@@ -183,7 +183,10 @@ impl TrackerState {
             latency: end.since(self.start),
             finished_at: end.instant(),
             client_ip: self.client_ip,
-            user_agent: self.user_agent.as_ref().and_then(|v| v.to_str().ok()),
+            user_agent: self
+                .user_agent
+                .as_ref()
+                .and_then(crate::ascii::visible_text),
             source: EventSource::Route,
             session: self.session,
         };
