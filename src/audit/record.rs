@@ -166,6 +166,89 @@ impl AuditRecord {
     }
 }
 
+/// A record's fields, borrowed: what the worker writes, from an [`AuditRecord`] or straight from
+/// a layer record (no `String` per field, nothing to free).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RecordView<'a> {
+    pub(super) name: &'static str,
+    /// When it happened, in nanoseconds since the Unix epoch (as OTLP has it; 0 before the
+    /// epoch).
+    pub(super) time_unix_nano: u64,
+    pub(super) class: AuditClass,
+    pub(super) source: &'static str,
+    pub(super) user_id: Option<&'a str>,
+    pub(super) client_address: Option<IpAddr>,
+    pub(super) user_agent: Option<&'a str>,
+    pub(super) error_type: Option<&'a str>,
+    pub(super) operation: Option<&'static str>,
+    pub(super) outcome: Option<&'static str>,
+    pub(super) route: Option<&'a str>,
+    pub(super) method: Option<&'static str>,
+    pub(super) duration_ms: Option<f64>,
+    pub(super) token_type: Option<&'a str>,
+    pub(super) db_query: Option<&'a str>,
+    pub(super) trace_id: Option<&'a str>,
+    pub(super) span_id: Option<&'a str>,
+    pub(super) trace: Option<crate::tracing_ctx::TraceCtx>,
+}
+
+impl AuditRecord {
+    pub(super) fn view(&self) -> RecordView<'_> {
+        RecordView {
+            name: self.name,
+            time_unix_nano: unix_nanos(self.time),
+            class: self.class,
+            source: self.source,
+            user_id: self.user_id.as_deref(),
+            client_address: self.client_address,
+            user_agent: self.user_agent.as_deref(),
+            error_type: self.error_type.as_deref(),
+            operation: self.operation,
+            outcome: self.outcome,
+            route: self.route.as_deref(),
+            method: self.method,
+            duration_ms: self.duration_ms,
+            token_type: self.token_type.as_deref(),
+            db_query: self.db_query.as_deref(),
+            trace_id: self.trace_id.as_deref(),
+            span_id: self.span_id.as_deref(),
+            trace: self.trace,
+        }
+    }
+}
+
+impl RecordView<'_> {
+    /// The record, owned (for the local log).
+    pub(super) fn to_record(self) -> AuditRecord {
+        AuditRecord {
+            name: self.name,
+            time: SystemTime::UNIX_EPOCH + Duration::from_nanos(self.time_unix_nano),
+            class: self.class,
+            source: self.source,
+            user_id: self.user_id.map(str::to_owned),
+            client_address: self.client_address,
+            user_agent: self.user_agent.map(str::to_owned),
+            error_type: self.error_type.map(str::to_owned),
+            operation: self.operation,
+            outcome: self.outcome,
+            route: self.route.map(Box::from),
+            method: self.method,
+            duration_ms: self.duration_ms,
+            token_type: self.token_type.map(str::to_owned),
+            db_query: self.db_query.map(str::to_owned),
+            trace_id: self.trace_id.map(str::to_owned),
+            span_id: self.span_id.map(str::to_owned),
+            trace: self.trace,
+        }
+    }
+}
+
+/// `t` in nanoseconds since the Unix epoch: 0 before it, saturated past 2554.
+pub(super) fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// `audit.source` of the records your code writes (the logger, timed queries); the layer's
 /// are `layer` and `token_guard`.
 pub(crate) const FROM_APPLICATION: &str = "application";

@@ -5,12 +5,12 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::buffers::{LayerRecord, LayerRecords};
 use super::file::{self, FileSettings};
-use super::otlp::{otel_record, OtelOut};
-use super::record::{AuditClass, AuditRecord, FROM_APPLICATION};
+use super::otlp::{OtelEncoder, OtelOut};
+use super::record::{AuditClass, AuditRecord, RecordView, FROM_APPLICATION};
 use super::sanitize::UserIdKey;
 
 /// Records the queue holds before new ones are dropped (and counted).
@@ -162,21 +162,26 @@ struct Sinks<'a> {
     batch: authwatch_otel::LogBatch,
     /// When the first record of `batch` was written.
     batch_since: Option<std::time::Instant>,
+    encoder: OtelEncoder,
 }
 
 impl Sinks<'_> {
-    /// Writes `r`; `observed` is when the worker took it (the drain's one clock reading for
-    /// the layer's records; without it the OTLP encoder reads the clock).
-    fn write(&mut self, r: AuditRecord, observed: Option<SystemTime>) {
-        emit_tracing(&r);
+    /// Writes `r` (`owned` when the caller has it as an [`AuditRecord`]); `observed` is when
+    /// the worker took it, in nanoseconds since the Unix epoch (the drain's one clock reading
+    /// for the layer's records; without it the OTLP encoder reads the clock).
+    fn write(&mut self, r: &RecordView<'_>, owned: Option<&AuditRecord>, observed: Option<u64>) {
+        emit_tracing(r);
         if let Some(w) = self.file.as_deref_mut() {
-            w.write(&r);
+            match owned {
+                Some(o) => w.write(o),
+                None => w.write(&r.to_record()),
+            }
         }
         if self.otel.is_some() {
             if self.batch.is_empty() {
                 self.batch_since = Some(std::time::Instant::now());
             }
-            otel_record(&mut self.batch, &r, observed);
+            self.encoder.record(&mut self.batch, r, observed);
             if self.batch.is_full() {
                 self.send_batch();
             }
@@ -184,9 +189,9 @@ impl Sinks<'_> {
     }
 
     /// Writes every record waiting in the layer's shards, observed at the drain's clock
-    /// reading.
+    /// reading: straight from the layer's compact records, with no `AuditRecord` in between.
     fn drain(&mut self, layer: &LayerRecords, spare: &mut Vec<LayerRecord>) {
-        layer.drain(spare, &mut |r, seen| self.write(r, Some(seen)));
+        layer.drain_views(spare, &mut |r, seen| self.write(r, None, Some(seen)));
     }
 
     /// Hands the waiting OTLP records to the export thread.
@@ -241,6 +246,7 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut 
         otel: out.otel,
         batch: authwatch_otel::LogBatch::default(),
         batch_since: None,
+        encoder: OtelEncoder::default(),
     };
     loop {
         // Wake for the next drain of the layer's records, or earlier when a batched flush
@@ -278,7 +284,7 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut 
                 let _ = done.try_send(());
                 return;
             }
-            Some(Msg::Record(r)) => sinks.write(*r, None),
+            Some(Msg::Record(r)) => sinks.write(&r.view(), Some(&r), None),
             Some(Msg::Drain) => {}
             None => {
                 if let Some(w) = sinks.file.as_deref_mut() {
@@ -330,7 +336,7 @@ macro_rules! audit_event {
     };
 }
 
-fn emit_tracing(r: &AuditRecord) {
+fn emit_tracing(r: &RecordView<'_>) {
     // The layer's own records (one per failed request) are INFO: a mistyped password is
     // routine, the alerts are the warnings, and a WARN line per failure under an attack is a
     // log flood (measured end to end, formatting and writing those lines was most of the

@@ -320,6 +320,31 @@ impl RecordWriter<'_> {
     #[inline]
     pub fn attr<'v>(&mut self, key: &str, value: impl Into<AttrValue<'v>>) -> &mut Self {
         let v = value.into();
+        if let AttrValue::Str(s) = v {
+            // The usual case, a short key and value: every length fits in one byte, and the
+            // four bytes before the key and the four before the value are one copy each.
+            let (k, s) = (key.as_bytes(), s.as_bytes());
+            let kv = 6 + k.len() + s.len();
+            if kv < 0x80 {
+                let out = &mut *self.out;
+                out.reserve(kv + 2);
+                out.extend_from_slice(&[
+                    6 << 3 | WireType::LengthDelimited as u8,
+                    kv as u8,
+                    1 << 3 | WireType::LengthDelimited as u8,
+                    k.len() as u8,
+                ]);
+                out.extend_from_slice(k);
+                out.extend_from_slice(&[
+                    2 << 3 | WireType::LengthDelimited as u8,
+                    (2 + s.len()) as u8,
+                    1 << 3 | WireType::LengthDelimited as u8,
+                    s.len() as u8,
+                ]);
+                out.extend_from_slice(s);
+                return self;
+            }
+        }
         let av = any_value_len(v);
         put_key(6, WireType::LengthDelimited, self.out);
         put_varint((field_len(key.len()) + field_len(av)) as u64, self.out);
@@ -533,6 +558,74 @@ mod tests {
         assert_eq!(second.time_unix_nano, 0);
         assert!(second.observed_time_unix_nano > 0, "stamped when added");
         assert!(second.trace_id.is_empty() && second.attributes.is_empty());
+    }
+
+    /// The writer's bytes are prost's for the same `LogRecord`, attribute lengths around the
+    /// one-byte varint limits included, and fields encoded beforehand are the same bytes.
+    #[test]
+    fn records_are_written_as_prost_writes_them() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue as Kv};
+        use opentelemetry_proto::tonic::logs::v1::LogRecord;
+        let kv = |k: &str, v: Value| Kv {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Kv::default()
+        };
+        let t = UNIX_EPOCH + std::time::Duration::from_nanos(1_765_000_000_123_456_789);
+        for n in [
+            0, 1, 60, 61, 62, 63, 120, 121, 122, 123, 124, 125, 126, 127, 128, 300,
+        ] {
+            let key = "k".repeat(n % 70 + 1);
+            let val = "v".repeat(n);
+            let fixed = LogFields::encode(|r| {
+                r.severity(Severity::Warn).event_name("auth.request");
+            });
+            let mut batch = LogBatch::default();
+            batch.push(|r| {
+                r.observed_time(t)
+                    .time(t)
+                    .fields(&fixed)
+                    .attr(&key, val.as_str())
+                    .attr("short", "x")
+                    .attr(&val, -1_i64)
+                    .attr("f", 0.5)
+                    .attr("b", false);
+            });
+            let want = LogRecord {
+                time_unix_nano: nanos(t),
+                observed_time_unix_nano: nanos(t),
+                severity_number: 13,
+                severity_text: "WARN".into(),
+                event_name: "auth.request".into(),
+                attributes: vec![
+                    kv(&key, Value::StringValue(val.clone())),
+                    kv("short", Value::StringValue("x".into())),
+                    kv(&val, Value::IntValue(-1)),
+                    kv("f", Value::DoubleValue(0.5)),
+                    kv("b", Value::BoolValue(false)),
+                ],
+                ..LogRecord::default()
+            };
+            // One record: field 2 of `ScopeLogs`, its length, the message.
+            let mut b = &batch.encoded()[1..];
+            let len = prost::encoding::decode_varint(&mut b).unwrap();
+            assert_eq!(len as usize, b.len());
+            let got = LogRecord::decode(b).expect("decodes");
+            assert_eq!(got, want, "{n}");
+            // (prost leaves an empty key out, as proto3 allows; the writer keeps it.)
+            for a in want.attributes.iter().filter(|a| !a.key.is_empty()) {
+                let mut one = Vec::new();
+                prost::encoding::message::encode(6, a, &mut one);
+                assert!(
+                    batch
+                        .encoded()
+                        .windows(one.len())
+                        .any(|w| w == one.as_slice()),
+                    "attribute {:?} as prost writes it",
+                    a.key
+                );
+            }
+        }
     }
 
     #[test]
