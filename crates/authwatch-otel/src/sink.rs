@@ -174,8 +174,6 @@ struct Cell {
     attrs: Box<[KeyValue]>,
     shards: Box<[OnceLock<Box<Shard>>]>,
     timings: Box<[BoundTimings]>,
-    /// Whether any SDK histogram takes this cell's latencies (else nothing waits in `pending`).
-    sdk_timed: bool,
     /// The `/metrics` histograms this cell counts into itself: response time, validation time.
     exposed: Option<Exposed>,
 }
@@ -220,7 +218,6 @@ impl Cell {
             locked_out: key.outcome == Outcome::Failure(FailureReason::LockedOut),
             attrs: attrs.into(),
             shards: (0..shards).map(|_| OnceLock::new()).collect(),
-            sdk_timed: !histograms.is_empty(),
             exposed: expose.then(|| Exposed {
                 response_time,
                 validation_time,
@@ -253,7 +250,8 @@ impl Cell {
         if self.exposed.is_some() {
             p.exposed.add(ms);
         }
-        if self.sdk_timed {
+        // Only SDK histograms read `pending`.
+        if !self.timings.is_empty() {
             let len = p.len;
             p.values[len] = ms;
             p.len = len + 1;

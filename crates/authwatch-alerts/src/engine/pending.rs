@@ -114,9 +114,14 @@ impl Inner {
     }
 
     #[cold]
-    fn count_batch(&self, batch: Vec<Run>) {
+    fn count_batch(&self, mut batch: Vec<Run>) {
         let mut d = self.detector.lock().unwrap_or_else(|e| e.into_inner());
-        for r in batch {
+        self.count_runs(&mut d, &mut batch);
+    }
+
+    /// Counts `runs` into `d`, leaving `runs` empty (with its capacity).
+    fn count_runs(&self, d: &mut Detector, runs: &mut Vec<Run>) {
+        for r in runs.drain(..) {
             d.record_n(r.ip, self.labels.text(r.label), r.n);
         }
     }
@@ -128,9 +133,7 @@ impl Inner {
         // shard while it takes the detector.
         for s in self.shards.iter() {
             let mut w = s.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            for r in w.drain(..) {
-                d.record_n(r.ip, self.labels.text(r.label), r.n);
-            }
+            self.count_runs(&mut d, &mut w);
         }
         d
     }
@@ -161,6 +164,16 @@ mod tests {
         e
     }
 
+    /// The runs waiting in every shard.
+    fn waiting_runs(engine: &AlertEngine) -> usize {
+        engine
+            .inner
+            .shards
+            .iter()
+            .map(|s| s.waiting.lock().unwrap().len())
+            .sum()
+    }
+
     /// Failures wait in their thread's shard (a part of a batch), are counted in full batches
     /// by the thread that fills one, and every reader of the detector sees all of them: none
     /// lost, none counted twice, each under its own route's label.
@@ -188,25 +201,14 @@ mod tests {
                 });
             }
         });
-        let waiting: usize = engine
-            .inner
-            .shards
-            .iter()
-            .map(|s| s.waiting.lock().unwrap().len())
-            .sum();
+        let waiting = waiting_runs(&engine);
         assert!(waiting > 0 && waiting < 3 * FLUSH_AT, "{waiting} waiting");
         // A run of failures from one client on one route takes one entry.
         let runner = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
         for _ in 0..1_000 {
             engine.record(&failure(runner, "/login", Some(3), EventSource::Route));
         }
-        let now_waiting: usize = engine
-            .inner
-            .shards
-            .iter()
-            .map(|s| s.waiting.lock().unwrap().len())
-            .sum();
-        assert_eq!(now_waiting, waiting + 1);
+        assert_eq!(waiting_runs(&engine), waiting + 1);
         // A failure without a route id, and one whose id another template already holds, go
         // straight to the detector (which counts the waiting ones first).
         let other = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
@@ -243,12 +245,6 @@ mod tests {
                 ("/other-table", 1),
             ]
         );
-        let waiting: usize = engine
-            .inner
-            .shards
-            .iter()
-            .map(|s| s.waiting.lock().unwrap().len())
-            .sum();
-        assert_eq!(waiting, 0);
+        assert_eq!(waiting_runs(&engine), 0);
     }
 }
