@@ -23,6 +23,18 @@ pub type Wrapped = tower::util::MapResponse<
     fn(http::Response<authwatch_layer::ResponseBody<axum::body::Body>>) -> axum::response::Response,
 >;
 
+/// The response as `axum::serve` takes it. A body the layer no longer watches is the router's
+/// own `Body`, passed on as it is; only a watched one is boxed.
+#[cfg(feature = "axum")]
+fn into_axum_response(
+    res: http::Response<authwatch_layer::ResponseBody<axum::body::Body>>,
+) -> axum::response::Response {
+    res.map(|b| match b.into_untracked() {
+        Ok(body) => body,
+        Err(watched) => axum::body::Body::new(watched),
+    })
+}
+
 /// Monitoring for one service's auth routes. Cheap to clone; every clone is the same monitor.
 ///
 /// Build it with [`AuthWatch::builder`], add [`layer`](Self::layer) to your service, read
@@ -182,7 +194,7 @@ impl AuthWatch {
         // every request.
         tower::ServiceExt::<axum::extract::Request>::map_response(
             tower::Layer::layer(&self.inner.layer, app.with_state(())),
-            axum::response::IntoResponse::into_response,
+            into_axum_response,
         )
     }
 

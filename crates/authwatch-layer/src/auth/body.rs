@@ -44,6 +44,19 @@ impl<B> ResponseBody<B> {
         Self { inner, tracker }
     }
 
+    /// The wrapped body itself, when nothing is left to watch: the response of a route the
+    /// layer does not time, or one that ended with its head. Otherwise `Err(self)`, unchanged.
+    ///
+    /// For a server that boxes every response body (axum's `Body::new`), this spares the box
+    /// around a body that is already boxed.
+    pub fn into_untracked(self) -> Result<B, Self> {
+        if self.tracker.is_active() {
+            Err(self)
+        } else {
+            Ok(self.inner)
+        }
+    }
+
     /// The wrapped body.
     pub fn get_ref(&self) -> &B {
         &self.inner
