@@ -466,8 +466,8 @@ impl AuthWatchBuilder {
         let service_name = pipeline.service_name();
         let meters = pipeline.meters();
 
-        let stats = wiring::metrics::stats(self.window, started, meters);
         let otel = wiring::metrics::sink(&pipeline);
+        let stats = wiring::metrics::stats(self.window, started, meters, otel.clone());
         let health = wiring::health::start(
             service_name.clone(),
             started,
@@ -498,13 +498,9 @@ impl AuthWatchBuilder {
             .with_active_users(active_users.clone());
         audit::set_global(&audit);
 
-        // The sinks, in the order they see each event.
-        let mut sinks = Sinks::new().with(stats.clone());
-        // With no meter (no OTLP, no /metrics) the OpenTelemetry sink would count into cells
-        // nobody reads: leave it off the request path.
-        if !meters.is_empty() {
-            sinks = sinks.with(otel);
-        }
+        // The sinks, in the order they see each event. The OpenTelemetry sink's cells are the
+        // one record of each request: the exported instruments and the statistics read them.
+        let mut sinks = Sinks::new().with(otel);
         if self.audit_requests {
             sinks = sinks.with(Arc::new(audit::AuditSink {
                 auditor,

@@ -1,49 +1,49 @@
-//! The in-process stats sink: exact counters and HDR windows per operation.
+//! The in-process stats: exact counters and HDR windows per operation, read from the
+//! OpenTelemetry sink's per-thread cells (each request is recorded once, there).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use authwatch_hdr::{thread_shard, Snapshot as Window, WindowConfig, WindowedHistogram};
-use authwatch_layer::{AuthEvent, AuthOp, EventSink, EventSource, Outcome};
+use authwatch_hdr::{Snapshot as Window, WindowConfig, WindowedHistogram};
+use authwatch_layer::{AuthOp, EventSource};
+use authwatch_otel::{LatencyWindows, OpCounts, OtelSink};
 
 const OPS: usize = AuthOp::COUNT;
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Success,
-    Failure,
-    RateLimited,
-    InvalidToken,
-    Errors,
-    Cancelled,
-    LockedOut,
-    /// The sum of the latencies of all but the cancelled, in microseconds (for the alert
-    /// engine's average-latency rules).
-    LatencyUs,
+/// The HDR windows: response time per operation, and token validation time measured by
+/// `TokenGuard`s. Filled by the OpenTelemetry sink's cells, in batches ([`LatencyWindows`]).
+struct Windows {
+    routes: [WindowedHistogram; OPS],
+    guard: WindowedHistogram,
 }
-const KINDS: usize = 8;
 
-/// One thread's counters, alone on its cache lines.
-#[repr(align(128))]
-struct CounterShard([[AtomicU64; KINDS]; OPS]);
-
-impl CounterShard {
-    fn new() -> Self {
-        Self(std::array::from_fn(|_| {
-            std::array::from_fn(|_| AtomicU64::new(0))
-        }))
+impl LatencyWindows for Windows {
+    fn record_batch(
+        &self,
+        op: AuthOp,
+        source: EventSource,
+        values: &mut dyn Iterator<Item = (Duration, Instant)>,
+    ) {
+        // Cancelled requests keep their latency: a login that hangs until the client gives up
+        // is exactly what p95 must show.
+        match source {
+            EventSource::TokenGuard => self.guard.record_batch(values),
+            _ => self.routes[op.index()].record_batch(values),
+        }
     }
 }
 
-/// Counts and windows for every operation. Recording takes one uncontended atomic add or two,
-/// and one shard lock of the HDR window; no lock or cache line is shared between threads.
+/// Counts and windows for every operation, read from the one record each request makes: the
+/// [`OtelSink`]'s per-thread cells count the events (the counters here are sums over them),
+/// and hand their latencies to the windows in batches. A read flushes the batches first, so it
+/// sees every event recorded before it.
 pub(crate) struct Stats {
-    counters: Box<[CounterShard]>,
-    /// Response time of the auth routes, per operation.
-    routes: [WindowedHistogram; OPS],
-    /// Token validation time measured by `TokenGuard`s.
-    guard: WindowedHistogram,
+    sink: Arc<OtelSink>,
+    windows: Arc<Windows>,
+    /// Lockouts the application reported (not requests the layer saw).
+    app_lockouts: [AtomicU64; OPS],
     window: WindowConfig,
 }
 
@@ -56,15 +56,30 @@ impl fmt::Debug for Stats {
 }
 
 impl Stats {
-    pub(crate) fn new(window: WindowConfig) -> Self {
+    /// The statistics of the events `sink` records (which must be on the request path: it is
+    /// the one record of each request).
+    pub(crate) fn new(window: WindowConfig, sink: Arc<OtelSink>) -> Self {
         let shards = authwatch_hdr::default_shards();
         let base = authwatch_layer::now();
-        Self {
-            counters: (0..shards).map(|_| CounterShard::new()).collect(),
+        let windows = Arc::new(Windows {
             routes: std::array::from_fn(|_| WindowedHistogram::with_shards(window, shards, base)),
             guard: WindowedHistogram::with_shards(window, shards, base),
+        });
+        if !sink.feed_windows(windows.clone()) {
+            tracing::error!("authwatch: the OpenTelemetry sink already feeds other windows");
+        }
+        Self {
+            sink,
+            windows,
+            app_lockouts: std::array::from_fn(|_| AtomicU64::new(0)),
             window,
         }
+    }
+
+    /// The sink that records every event.
+    #[cfg(test)]
+    pub(crate) fn sink(&self) -> &Arc<OtelSink> {
+        &self.sink
     }
 
     /// The window's length.
@@ -72,33 +87,35 @@ impl Stats {
         self.window.window()
     }
 
-    fn total(&self, op: AuthOp, kind: Kind) -> u64 {
-        self.counters
-            .iter()
-            .map(|s| s.0[op.index()][kind as usize].load(Ordering::Relaxed))
-            .sum()
-    }
-
     /// One lockout the application reported (not a request the layer saw).
     pub(crate) fn add_lockout(&self, op: AuthOp) {
-        self.counters[thread_shard(self.counters.len())].0[op.index()][Kind::LockedOut as usize]
-            .fetch_add(1, Ordering::Relaxed);
+        self.app_lockouts[op.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts per operation, the application's lockouts included.
+    fn counts(&self) -> [OpCounts; OPS] {
+        let mut c = self.sink.op_counts();
+        for (c, l) in c.iter_mut().zip(&self.app_lockouts) {
+            c.locked_out += l.load(Ordering::Relaxed);
+        }
+        c
     }
 
     /// The counts the alert engine reads (its [`CountSource`](authwatch_alerts::CountSource)),
     /// so that it counts nothing on the request path itself.
     pub(crate) fn request_counts(&self) -> [authwatch_alerts::RequestCounts; OPS] {
+        let counts = self.counts();
         std::array::from_fn(|i| {
-            let op = AuthOp::ALL[i];
+            let o = counts[i];
             let mut c = authwatch_alerts::RequestCounts::default();
-            c.success = self.total(op, Kind::Success);
-            c.failure = self.total(op, Kind::Failure);
-            c.rate_limited = self.total(op, Kind::RateLimited);
-            c.invalid_token = self.total(op, Kind::InvalidToken);
-            c.locked_out = self.total(op, Kind::LockedOut);
-            c.cancelled = self.total(op, Kind::Cancelled);
+            c.success = o.success;
+            c.failure = o.failure;
+            c.rate_limited = o.rate_limited;
+            c.invalid_token = o.invalid_token;
+            c.locked_out = o.locked_out;
+            c.cancelled = o.cancelled;
             c.timed = c.success + c.failure + c.rate_limited;
-            c.latency_us = self.total(op, Kind::LatencyUs);
+            c.latency_us = o.latency_us;
             c
         })
     }
@@ -118,32 +135,36 @@ impl Stats {
     /// The number of requests of `op` in the window and its `q` quantile (for token validation,
     /// routes and guards together), for the alert engine's percentile rules.
     pub(crate) fn op_quantile(&self, op: AuthOp, q: f64, now: Instant) -> (u64, Option<Duration>) {
-        let mut w = self.routes[op.index()].snapshot_at(now);
+        self.sink.flush();
+        let mut w = self.windows.routes[op.index()].snapshot_at(now);
         if op == AuthOp::TokenValidation {
-            w.merge(&self.guard.snapshot_at(now));
+            w.merge(&self.windows.guard.snapshot_at(now));
         }
         (w.count(), w.quantile(q))
     }
 
     pub(crate) fn snapshot(&self, now: Instant) -> Snapshot {
-        let guard = self.guard.snapshot_at(now);
+        self.sink.flush();
+        let counts = self.counts();
+        let guard = self.windows.guard.snapshot_at(now);
         let mut response_time = Window::empty();
         let ops: [OpStats; OPS] = std::array::from_fn(|i| {
             let op = AuthOp::ALL[i];
-            let mut w = self.routes[i].snapshot_at(now);
+            let mut w = self.windows.routes[i].snapshot_at(now);
             response_time.merge(&w);
             if op == AuthOp::TokenValidation {
                 w.merge(&guard);
             }
+            let c = counts[i];
             OpStats {
                 op,
-                success: self.total(op, Kind::Success),
-                failure: self.total(op, Kind::Failure),
-                rate_limited: self.total(op, Kind::RateLimited),
-                invalid_token: self.total(op, Kind::InvalidToken),
-                errors: self.total(op, Kind::Errors),
-                cancelled: self.total(op, Kind::Cancelled),
-                locked_out: self.total(op, Kind::LockedOut),
+                success: c.success,
+                failure: c.failure,
+                rate_limited: c.rate_limited,
+                invalid_token: c.invalid_token,
+                errors: c.errors,
+                cancelled: c.cancelled,
+                locked_out: c.locked_out,
                 p50: w.p50(),
                 p95: w.p95(),
                 p99: w.p99(),
@@ -156,55 +177,6 @@ impl Stats {
             token_validation_time: ops[AuthOp::TokenValidation.index()].latency,
             window: self.window.window(),
             alerts: Vec::new(),
-        }
-    }
-}
-
-impl EventSink for Stats {
-    fn record(&self, e: &AuthEvent<'_>) {
-        // This thread's counters, found once for the one or two counts below.
-        let counters = &self.counters[thread_shard(self.counters.len())].0[e.op.index()];
-        let bump = |kind: Kind| {
-            counters[kind as usize].fetch_add(1, Ordering::Relaxed);
-        };
-        match e.outcome {
-            Outcome::Success => bump(Kind::Success),
-            Outcome::Failure(_) => {
-                bump(Kind::Failure);
-                if e.outcome.is_invalid_token() {
-                    bump(Kind::InvalidToken);
-                }
-                if e.outcome == Outcome::Failure(authwatch_layer::FailureReason::LockedOut) {
-                    bump(Kind::LockedOut);
-                }
-            }
-            Outcome::Error => {
-                bump(Kind::Failure);
-                bump(Kind::Errors);
-            }
-            Outcome::RateLimited => bump(Kind::RateLimited),
-            // Cancelled, and anything a later version adds: counted apart.
-            _ => {
-                bump(Kind::Cancelled);
-                return self.record_latency(e);
-            }
-        };
-        counters[Kind::LatencyUs as usize].fetch_add(
-            u64::try_from(e.latency.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        self.record_latency(e);
-    }
-}
-
-impl Stats {
-    #[inline]
-    fn record_latency(&self, e: &AuthEvent<'_>) {
-        // Cancelled requests keep their latency: a login that hangs until the client gives up
-        // is exactly what p95 must show.
-        match e.source {
-            EventSource::TokenGuard => self.guard.record(e.latency, e.finished_at),
-            _ => self.routes[e.op.index()].record(e.latency, e.finished_at),
         }
     }
 }
@@ -418,11 +390,16 @@ impl fmt::Display for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use authwatch_layer::FailureReason;
+    use authwatch_layer::{AuthEvent, EventSink, FailureReason, Outcome};
+
+    /// Statistics over a sink with no meter (no OTLP, no `/metrics`).
+    fn stats() -> Stats {
+        Stats::new(WindowConfig::default(), Arc::new(OtelSink::new([])))
+    }
 
     #[test]
     fn each_outcome_lands_in_its_counters() {
-        let s = Stats::new(WindowConfig::default());
+        let s = stats();
         let now = Instant::now();
         let ms = Duration::from_millis;
         for (outcome, n) in [
@@ -434,7 +411,7 @@ mod tests {
             (Outcome::Cancelled, 6),
         ] {
             for _ in 0..n {
-                s.record(&AuthEvent::new(AuthOp::Login, outcome, ms(10), now));
+                s.sink().record(&AuthEvent::new(AuthOp::Login, outcome, ms(10), now));
             }
         }
         let snap = s.snapshot(now);
@@ -477,9 +454,9 @@ mod tests {
 
     #[test]
     fn guard_time_is_validation_time_not_response_time() {
-        let s = Stats::new(WindowConfig::default());
+        let s = stats();
         let now = Instant::now();
-        s.record(
+        s.sink().record(
             &AuthEvent::new(
                 AuthOp::TokenValidation,
                 Outcome::Success,
@@ -488,7 +465,7 @@ mod tests {
             )
             .with_source(EventSource::TokenGuard),
         );
-        s.record(&AuthEvent::new(
+        s.sink().record(&AuthEvent::new(
             AuthOp::Login,
             Outcome::Success,
             Duration::from_millis(80),

@@ -1,6 +1,7 @@
-//! The request statistics and the OpenTelemetry instruments: the in-process [`Stats`] (the
-//! snapshot, the HDR windows), the quantile gauges read from them, the process gauges, and
-//! the [`OtelSink`] that counts every event into the exported instruments.
+//! The request statistics and the OpenTelemetry instruments: the [`OtelSink`] that records
+//! every event once (its cells feed the exported instruments and the statistics), the
+//! in-process [`Stats`] read from it (the snapshot, the HDR windows), the quantile gauges read
+//! from those, and the process gauges.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,9 +12,14 @@ use opentelemetry::metrics::Meter;
 use crate::stats::Stats;
 use crate::WindowConfig;
 
-/// The statistics, with their gauges on every meter.
-pub(crate) fn stats(window: WindowConfig, started: Instant, meters: &[Meter]) -> Arc<Stats> {
-    let stats = Arc::new(Stats::new(window));
+/// The statistics of what `sink` records, with their gauges on every meter.
+pub(crate) fn stats(
+    window: WindowConfig,
+    started: Instant,
+    meters: &[Meter],
+    sink: Arc<OtelSink>,
+) -> Arc<Stats> {
+    let stats = Arc::new(Stats::new(window, sink));
     for meter in meters {
         let s = stats.clone();
         authwatch_otel::register_quantile_gauges(

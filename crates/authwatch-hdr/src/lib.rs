@@ -250,6 +250,17 @@ impl Shard {
     }
 }
 
+/// A duration as the histograms record it: in nanoseconds, at least 1 and at most an hour.
+#[inline]
+fn clamped_nanos(value: Duration) -> u64 {
+    // Whole seconds and nanoseconds apart: no u128 arithmetic.
+    value
+        .as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(value.subsec_nanos()))
+        .clamp(1, MAX_TRACKABLE_NANOS)
+}
+
 fn new_histogram<T: hdrhistogram::Counter>() -> Histogram<T> {
     // Auto-resizing from the smallest range: memory follows the largest value seen.
     let mut h = Histogram::new(SIGNIFICANT_DIGITS).expect("3 significant digits is valid");
@@ -350,30 +361,115 @@ impl WindowedHistogram {
 
     /// Records into shard `shard` (taken modulo the shard count).
     fn record_in(&self, shard: usize, value: Duration, at: Instant) {
-        let nanos = u64::try_from(value.as_nanos())
-            .unwrap_or(u64::MAX)
-            .min(MAX_TRACKABLE_NANOS);
+        let nanos = clamped_nanos(value);
         let shard = &self.shards[shard % self.shards.len()].0;
         let mut s = lock(shard);
         if s.ends_at.is_none_or(|end| at >= end) {
-            // Once per slot: find the new one. A record from before the shard's slot (a request
-            // that ended a moment earlier on another thread) stays in the current slot.
-            let epoch = self.epoch(at);
-            if epoch > s.current.epoch {
-                if s.needs_fold() {
-                    s = self.fold_spare(shard, s);
-                }
-                // Another thread of this shard may have started the slot while `fold_spare`
-                // let the shard go.
-                if epoch > s.current.epoch {
-                    s.start_slot(epoch);
-                }
-            }
-            s.ends_at = self.slot_end(s.current.epoch);
+            // Once per slot. A record from before the shard's slot (a request that ended a
+            // moment earlier on another thread) stays in the current slot.
+            s = self.advance(shard, s, at);
         }
         // `record` (not `saturating_record`, which clamps to the *current* range instead of
         // growing it). It cannot fail: auto-resize is on and the value is clamped to an hour.
-        let _ = s.current.hist.record(nanos.max(1));
+        let _ = s.current.hist.record(nanos);
+    }
+
+    /// Records durations that ended at the paired instants, visiting the calling thread's shard
+    /// once: for a recorder that keeps values a while before it hands them over, late and in
+    /// any order.
+    ///
+    /// Unlike [`record`](Self::record), which keeps a value from before the shard's current
+    /// slot in that slot, each value goes to the slot of its own instant: the shard's, its
+    /// finished one, or the ring's (under the ring's lock). A value older than any window to
+    /// come is dropped.
+    pub fn record_batch(&self, values: impl IntoIterator<Item = (Duration, Instant)>) {
+        let shard = &self.shards[thread_shard(self.shards.len()) % self.shards.len()].0;
+        let mut s = lock(shard);
+        let mut starts_at = self.slot_start(s.current.epoch);
+        for (value, at) in values {
+            let nanos = clamped_nanos(value);
+            if s.ends_at.is_none_or(|end| at >= end) {
+                s = self.advance(shard, s, at);
+                starts_at = self.slot_start(s.current.epoch);
+            }
+            if starts_at.is_none_or(|start| at >= start) {
+                let _ = s.current.hist.record(nanos);
+                continue;
+            }
+            let epoch = self.epoch(at).min(s.current.epoch.saturating_sub(1));
+            if epoch + u64::from(self.config.slots) <= s.current.epoch {
+                continue;
+            }
+            if s.spare.hist.is_empty() || s.spare.epoch == epoch {
+                s.spare.epoch = epoch;
+                let _ = s.spare.hist.record(nanos);
+            } else {
+                s = self.record_late(shard, s, epoch, nanos);
+            }
+        }
+    }
+
+    /// Once per slot change of a shard: starts the slot of `at` when it is later than the
+    /// shard's, and notes when the shard's slot ends.
+    #[cold]
+    #[inline(never)]
+    fn advance<'a>(
+        &'a self,
+        shard: &'a Mutex<Shard>,
+        mut s: MutexGuard<'a, Shard>,
+        at: Instant,
+    ) -> MutexGuard<'a, Shard> {
+        let epoch = self.epoch(at);
+        if epoch > s.current.epoch {
+            if s.needs_fold() {
+                s = self.fold_spare(shard, s);
+            }
+            // Another thread of this shard may have started the slot while `fold_spare` let the
+            // shard go.
+            if epoch > s.current.epoch {
+                s.start_slot(epoch);
+            }
+        }
+        s.ends_at = self.slot_end(s.current.epoch);
+        s
+    }
+
+    /// A late value for an earlier slot than the shard's two: into the ring's slot `epoch`,
+    /// unless the ring has moved past it (then the value is older than the window). Takes the
+    /// ring's lock, letting the shard go first (the lock order).
+    #[cold]
+    #[inline(never)]
+    fn record_late<'a>(
+        &'a self,
+        shard: &'a Mutex<Shard>,
+        s: MutexGuard<'a, Shard>,
+        epoch: u64,
+        nanos: u64,
+    ) -> MutexGuard<'a, Shard> {
+        drop(s);
+        {
+            let mut ring = lock(&self.ring);
+            let len = ring.len() as u64;
+            let target = &mut ring[(epoch % len) as usize];
+            if target.epoch < epoch {
+                target.hist.reset();
+                target.epoch = epoch;
+            }
+            if target.epoch == epoch {
+                let _ = target.hist.record(nanos);
+            }
+        }
+        lock(shard)
+    }
+
+    /// When slot `epoch` starts; `None` for the first slot (which also holds what came before
+    /// `base`) and past what an `Instant` holds.
+    fn slot_start(&self, epoch: u64) -> Option<Instant> {
+        if epoch == 0 {
+            return None;
+        }
+        let nanos = epoch.saturating_mul(self.slot_nanos);
+        self.base.checked_add(Duration::from_nanos(nanos))
     }
 
     /// The fallback when a shard starts a new slot while its spare still holds a slot no

@@ -382,3 +382,58 @@ fn _assert_send_sync() {
     is::<Snapshot>();
     is::<WindowConfig>();
 }
+
+#[test]
+fn a_late_batch_puts_each_value_in_the_slot_of_its_own_instant() {
+    let cfg = WindowConfig::new(Duration::from_secs(10), 10).unwrap();
+    let base = Instant::now();
+    let w = WindowedHistogram::with_shards(cfg, 1, base);
+    let at = |s: u64| base + Duration::from_secs(s) + Duration::from_millis(500);
+    // The shard is already in slot 25 when a batch from slots 12 to 25 arrives, out of order.
+    w.record(Duration::from_millis(100), at(25));
+    let late: Vec<(Duration, Instant)> = (12..=25u64)
+        .rev()
+        .map(|s| (Duration::from_millis(s), at(s)))
+        .collect();
+    w.record_batch(late);
+    // Slots 16..=25 are in the window at 25.9 s: 10 values of the batch (16..=25 ms) and the
+    // 100 ms one; 12..=15 are older than the window, wherever they were put.
+    let snap = w.snapshot_at(at(25) + Duration::from_millis(400));
+    assert_eq!(snap.count(), 11, "{snap:?}");
+    assert!(close(snap.min(), Duration::from_millis(16)), "{snap:?}");
+    // One slot later, slot 16 has left (slots 17..=26).
+    let snap = w.snapshot_at(at(26));
+    assert_eq!(snap.count(), 10, "{snap:?}");
+    assert!(close(snap.min(), Duration::from_millis(17)), "{snap:?}");
+    // A later batch that starts a new slot keeps both: 27 ms in slot 27, 26 ms in slot 26.
+    w.record_batch([
+        (Duration::from_millis(27), at(27)),
+        (Duration::from_millis(26), at(26)),
+    ]);
+    let snap = w.snapshot_at(at(27));
+    assert_eq!(snap.count(), 11, "{snap:?}");
+    assert!(close(snap.min(), Duration::from_millis(18)), "{snap:?}");
+}
+
+#[test]
+fn a_batch_counts_every_value_once_with_snapshots_between() {
+    let cfg = WindowConfig::new(Duration::from_secs(4), 4).unwrap();
+    let base = Instant::now();
+    let w = WindowedHistogram::with_shards(cfg, 2, base);
+    let mut want = 0;
+    for round in 0..12u64 {
+        // Each batch spans the last two slots, the older half first.
+        let batch: Vec<(Duration, Instant)> = (0..20u64)
+            .map(|i| {
+                let at = base + Duration::from_millis(round * 1000 + i * 50);
+                (Duration::from_micros(100 + i), at)
+            })
+            .collect();
+        w.record_batch(batch);
+        want += 20;
+        let now = base + Duration::from_millis(round * 1000 + 999);
+        // The window holds the rounds whose slots are among the last four.
+        let in_window = (round.min(3) + 1) * 20;
+        assert_eq!(w.snapshot_at(now).count(), in_window.min(want), "round {round}");
+    }
+}

@@ -61,8 +61,8 @@ pub use pipeline::{
 };
 pub use resources::register_process_gauges;
 pub use sink::{
-    duration_ms, register_quantile_gauges, OtelSink, QueryTimer, WindowQuantiles,
-    LATENCY_BUCKETS_MS, MAX_QUERY_NAMES,
+    duration_ms, register_quantile_gauges, LatencyWindows, OpCounts, OtelSink, QueryTimer,
+    WindowQuantiles, LATENCY_BUCKETS_MS, MAX_QUERY_NAMES,
 };
 
 /// The OpenTelemetry crates authwatch is built on, so your code uses the same versions.

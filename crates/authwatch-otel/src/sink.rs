@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use authwatch_hdr::thread_shard;
 use authwatch_layer::catalog::{attr, def, Measure, Quantile};
@@ -124,7 +124,12 @@ struct Shard {
 
 struct Pending {
     len: usize,
-    values: [f64; BATCH],
+    /// The latencies waiting for the histograms and the windows, in nanoseconds, and when
+    /// each ended.
+    nanos: [u64; BATCH],
+    ended: [Instant; BATCH],
+    /// The sum of this thread's latencies in whole microseconds, each rounded down.
+    latency_us: u64,
     /// The `/metrics` histogram of this thread's part of the cell, counted here instead of by
     /// the SDK (see [`OtelSink::for_pipeline`]).
     exposed: Buckets,
@@ -163,6 +168,9 @@ struct BoundTimings {
 /// One kind of event (operation, outcome, route, method): its count per thread, its pending
 /// latencies per thread, its attributes, and its histograms bound on every meter.
 struct Cell {
+    op: AuthOp,
+    outcome: Outcome,
+    source: EventSource,
     /// The counter it counts toward.
     counter: Measure,
     /// Cells with the same counter and attributes (a route event and one you recorded
@@ -212,6 +220,9 @@ impl Cell {
         let guard = key.source == EventSource::TokenGuard;
         let (response_time, validation_time) = (!guard, guard || op == AuthOp::TokenValidation);
         Self {
+            op,
+            outcome: key.outcome,
+            source: key.source,
             counter,
             group: OnceLock::new(),
             invalid_token: key.outcome.is_invalid_token(),
@@ -234,29 +245,38 @@ impl Cell {
     }
 
     #[inline]
-    fn record(&self, ms: f64) {
+    fn record(&self, inner: &Inner, latency: Duration, ended: Instant) {
         let shard = self.shards[thread_shard(self.shards.len())].get_or_init(|| {
             Box::new(Shard {
                 count: AtomicU64::new(0),
                 pending: Mutex::new(Pending {
                     len: 0,
-                    values: [0.0; BATCH],
+                    nanos: [0; BATCH],
+                    ended: [inner.created; BATCH],
+                    latency_us: 0,
                     exposed: Buckets::default(),
                 }),
             })
         });
+        // Whole seconds and nanoseconds apart: no u128 arithmetic.
+        let nanos = latency
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(latency.subsec_nanos()));
         shard.count.fetch_add(1, Ordering::Relaxed);
         let mut p = shard.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.latency_us = p.latency_us.wrapping_add(nanos / 1_000);
         if self.exposed.is_some() {
-            p.exposed.add(ms);
+            p.exposed.add(duration_ms(latency));
         }
-        // Only SDK histograms read `pending`.
-        if !self.timings.is_empty() {
+        // Only the SDK histograms and the windows read the batch.
+        if !self.timings.is_empty() || inner.windows.get().is_some() {
             let len = p.len;
-            p.values[len] = ms;
+            p.nanos[len] = nanos;
+            p.ended[len] = ended;
             p.len = len + 1;
             if p.len == BATCH {
-                self.record_pending(&mut p);
+                self.record_pending(&mut p, inner.windows.get());
             }
         }
     }
@@ -276,27 +296,52 @@ impl Cell {
         b
     }
 
-    /// Records the pending latencies into every meter's histograms.
-    fn record_pending(&self, p: &mut Pending) {
-        let values = &p.values[..p.len];
-        for t in &*self.timings {
-            if let Some(h) = &t.response_time {
-                values.iter().for_each(|v| h.record(*v));
+    /// Records the pending latencies into every meter's histograms and into the windows.
+    #[cold]
+    #[inline(never)]
+    fn record_pending(&self, p: &mut Pending, windows: Option<&Arc<dyn LatencyWindows>>) {
+        let nanos = &p.nanos[..p.len];
+        if !self.timings.is_empty() {
+            let mut ms = [0.0; BATCH];
+            for (m, n) in ms.iter_mut().zip(nanos) {
+                *m = duration_ms(Duration::from_nanos(*n));
             }
-            if let Some(h) = &t.validation_time {
-                values.iter().for_each(|v| h.record(*v));
+            let ms = &ms[..nanos.len()];
+            for t in &*self.timings {
+                if let Some(h) = &t.response_time {
+                    ms.iter().for_each(|v| h.record(*v));
+                }
+                if let Some(h) = &t.validation_time {
+                    ms.iter().for_each(|v| h.record(*v));
+                }
             }
+        }
+        if let Some(w) = windows {
+            let mut values = nanos
+                .iter()
+                .zip(&p.ended)
+                .map(|(n, at)| (Duration::from_nanos(*n), *at));
+            w.record_batch(self.op, self.source, &mut values);
         }
         p.len = 0;
     }
 
-    fn flush(&self) {
+    fn flush(&self, windows: Option<&Arc<dyn LatencyWindows>>) {
         for shard in self.shards.iter().filter_map(OnceLock::get) {
             let mut p = shard.pending.lock().unwrap_or_else(|e| e.into_inner());
             if p.len > 0 {
-                self.record_pending(&mut p);
+                self.record_pending(&mut p, windows);
             }
         }
+    }
+
+    /// The sum of the latencies, in microseconds.
+    fn latency_us(&self) -> u64 {
+        self.shards
+            .iter()
+            .filter_map(OnceLock::get)
+            .map(|s| s.pending.lock().unwrap_or_else(|e| e.into_inner()).latency_us)
+            .fold(0, u64::wrapping_add)
     }
 
     fn total(&self) -> u64 {
@@ -341,6 +386,10 @@ struct Inner {
     /// Whether the cells count the `/metrics` latency histograms themselves.
     expose: bool,
     shards: usize,
+    /// Where the latencies go besides the histograms ([`OtelSink::feed_windows`]).
+    windows: OnceLock<Arc<dyn LatencyWindows>>,
+    /// When the sink was made (what an empty batch slot holds).
+    created: Instant,
 }
 
 impl Inner {
@@ -364,8 +413,9 @@ impl Inner {
 
     /// Records every pending latency, so a collection sees all of them.
     fn flush(&self, cells: &[Arc<Cell>]) {
+        let windows = self.windows.get();
         for c in cells {
-            c.flush();
+            c.flush(windows);
         }
     }
 
@@ -473,6 +523,8 @@ impl OtelSink {
             app_lockouts: Arc::new(AtomicU64::new(0)),
             expose: registry.is_some(),
             shards: authwatch_hdr::default_shards(),
+            windows: OnceLock::new(),
+            created: Instant::now(),
         });
         if let Some(registry) = registry {
             let collector = Exposition::new(Arc::downgrade(&inner));
@@ -537,7 +589,95 @@ fn app_lockout_attrs() -> [KeyValue; 3] {
     ]
 }
 
+/// What the cells' latencies also go to: windows kept apart from the OpenTelemetry histograms
+/// (authwatch's in-process statistics, its HDR windows), so that a request is recorded once.
+///
+/// The cells hand their latencies over in batches: when a thread's batch of a cell is full,
+/// and at [`OtelSink::flush`], which a reader calls before it reads the windows.
+pub trait LatencyWindows: Send + Sync {
+    /// `values` (each latency with the instant it ended, in no particular order, some of them
+    /// a while ago) are of `op`, recorded by `source`.
+    fn record_batch(
+        &self,
+        op: AuthOp,
+        source: EventSource,
+        values: &mut dyn Iterator<Item = (Duration, Instant)>,
+    );
+}
+
+/// The events of one operation counted since start, by outcome ([`OtelSink::op_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpCounts {
+    /// Successes.
+    pub success: u64,
+    /// Failures: client failures of every reason, and server errors.
+    pub failure: u64,
+    /// Server errors (also in `failure`).
+    pub errors: u64,
+    /// Failures for an invalid or expired token (also in `failure`).
+    pub invalid_token: u64,
+    /// Failures for a locked account (also in `failure`).
+    pub locked_out: u64,
+    /// Rate-limited requests.
+    pub rate_limited: u64,
+    /// Requests cancelled before their end.
+    pub cancelled: u64,
+    /// The sum of the latencies of all but the cancelled, in whole microseconds (each rounded
+    /// down).
+    pub latency_us: u64,
+}
+
 impl OtelSink {
+    /// Sends every latency the cells record to `windows` too, in batches (see
+    /// [`LatencyWindows`]). Set once, before the first event: returns false, and changes
+    /// nothing, when windows are already set.
+    pub fn feed_windows(&self, windows: Arc<dyn LatencyWindows>) -> bool {
+        self.inner.windows.set(windows).is_ok()
+    }
+
+    /// Hands every latency the cells hold to the histograms and the windows now: a reader of
+    /// the windows calls this first, and then sees every event recorded before the call.
+    pub fn flush(&self) {
+        let cells = self.inner.cells();
+        self.inner.flush(&cells);
+    }
+
+    /// The events counted since start, per operation (indexed by [`AuthOp::index`]).
+    #[must_use]
+    pub fn op_counts(&self) -> [OpCounts; OPS] {
+        let mut out = [OpCounts::default(); OPS];
+        for c in self.inner.cells() {
+            let n = c.total();
+            if n == 0 {
+                continue;
+            }
+            let o = &mut out[c.op.index()];
+            match c.outcome {
+                Outcome::Success => o.success += n,
+                Outcome::Failure(_) | Outcome::Error => {
+                    o.failure += n;
+                    if c.outcome == Outcome::Error {
+                        o.errors += n;
+                    }
+                    if c.invalid_token {
+                        o.invalid_token += n;
+                    }
+                    if c.locked_out {
+                        o.locked_out += n;
+                    }
+                }
+                Outcome::RateLimited => o.rate_limited += n,
+                _ => {
+                    o.cancelled += n;
+                    continue;
+                }
+            }
+            o.latency_us = o.latency_us.wrapping_add(c.latency_us());
+        }
+        out
+    }
+
     /// The counter of lockouts the application reports itself (for example through an audit
     /// logger): each `fetch_add(1)` is one more `auth.lockout.count` with no route label.
     #[must_use]
@@ -548,7 +688,6 @@ impl OtelSink {
 
 impl EventSink for OtelSink {
     fn record(&self, e: &AuthEvent<'_>) {
-        let ms = duration_ms(e.latency);
         // Built only for a kind of event seen the first time (or without a route number).
         let key = || Key {
             op: e.op,
@@ -565,7 +704,9 @@ impl EventSink for OtelSink {
         };
         let slot = e.route_id.and_then(|id| slots.get(usize::from(id.0)));
         let Some(slot) = slot else {
-            self.inner.shared_cell(key()).record(ms);
+            self.inner
+                .shared_cell(key())
+                .record(&self.inner, e.latency, e.finished_at);
             return;
         };
         let cells = slot.get_or_init(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
@@ -579,7 +720,7 @@ impl EventSink for OtelSink {
                 cell.get_or_init(|| self.inner.new_cell(&key()))
             }
         };
-        cell.record(ms);
+        cell.record(&self.inner, e.latency, e.finished_at);
     }
 }
 
