@@ -434,6 +434,10 @@ fn a_batch_counts_every_value_once_with_snapshots_between() {
         let now = base + Duration::from_millis(round * 1000 + 999);
         // The window holds the rounds whose slots are among the last four.
         let in_window = (round.min(3) + 1) * 20;
-        assert_eq!(w.snapshot_at(now).count(), in_window.min(want), "round {round}");
+        assert_eq!(
+            w.snapshot_at(now).count(),
+            in_window.min(want),
+            "round {round}"
+        );
     }
 }
