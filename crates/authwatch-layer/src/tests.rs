@@ -393,6 +393,175 @@ async fn token_guard_counts_validation_not_the_handler() {
     );
 }
 
+/// A validator that hands the request on from its future, after a pending poll (as
+/// `axum::middleware::from_fn` does), or from another task when `spawn` is set.
+fn async_validator<S>(
+    spawn: bool,
+) -> impl Layer<
+    S,
+    Service = tower::util::BoxCloneService<
+        Request<Empty<Bytes>>,
+        Response<Full<Bytes>>,
+        Infallible,
+    >,
+> + Clone
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    tower::layer::layer_fn(move |inner: S| {
+        tower::util::BoxCloneService::new(service_fn(move |req: Request<Empty<Bytes>>| {
+            let mut inner = inner.clone();
+            async move {
+                tokio::task::yield_now().await;
+                if req.headers().get("authorization").is_none() {
+                    return Ok(Response::builder()
+                        .status(401)
+                        .body(Full::new(Bytes::new()))
+                        .unwrap());
+                }
+                if spawn {
+                    // The probe is called on the spawned task, not in the guard's poll.
+                    let handed = tokio::spawn(async move { inner.call(req).await });
+                    Ok(handed.await.unwrap().unwrap())
+                } else {
+                    inner.call(req).await
+                }
+            }
+        }))
+    })
+}
+
+type Timed = Arc<Mutex<Vec<(String, Outcome, Duration)>>>;
+
+fn timed_sinks() -> (Sinks, Timed) {
+    let seen: Timed = Arc::default();
+    let s = seen.clone();
+    let sinks = Sinks::new().with(Arc::new(move |e: &AuthEvent<'_>| {
+        s.lock()
+            .unwrap()
+            .push((e.route.to_owned(), e.outcome, e.latency));
+    }));
+    (sinks, seen)
+}
+
+fn slow_handler() -> impl Service<
+    Request<Empty<Bytes>>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
+       + Send
+       + 'static {
+    service_fn(|_r: Request<Empty<Bytes>>| async {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"me"))))
+    })
+}
+
+fn bearer(path: &str) -> Request<Empty<Bytes>> {
+    let mut req = Request::get(path).body(Empty::new()).unwrap();
+    req.headers_mut()
+        .insert("authorization", HeaderValue::from_static("Bearer good"));
+    req
+}
+
+/// The probe finds its guard's request whether the validator hands the request on in its
+/// `call` or from its future, and through guards nested in each other: each guard's success
+/// is timed at its own probe, not at the end of the handler.
+#[tokio::test]
+async fn each_guard_finds_its_request_from_the_validators_call_or_future() {
+    let (sinks, seen) = timed_sinks();
+    let inner_guard = TokenGuardLayer::new(Validator, sinks.clone()).label("/inner");
+    let outer_guard = TokenGuardLayer::new(async_validator(false), sinks).label("/outer");
+    let svc = outer_guard.layer(inner_guard.layer(slow_handler()));
+    let res = svc.clone().oneshot(bearer("/api/me")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // No token: the outer validator answers by itself, the inner guard never sees the request.
+    let res = svc
+        .oneshot(Request::get("/api/me").body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let seen = seen.lock().unwrap();
+    let got: Vec<_> = seen.iter().map(|e| (e.0.as_str(), e.1)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("/outer", Outcome::Success),
+            ("/inner", Outcome::Success),
+            ("/outer", Outcome::Failure(FailureReason::InvalidToken)),
+        ]
+    );
+    for (route, _, latency) in seen.iter().take(2) {
+        assert!(
+            *latency < Duration::from_millis(60),
+            "{route}: {latency:?} includes the handler"
+        );
+    }
+}
+
+/// A validator that hands the request to another task: the probe there finds no guard, and
+/// the guard decides from the response (a success, timed to the response).
+#[tokio::test]
+async fn a_validator_handing_the_request_to_another_task_is_decided_by_the_response() {
+    let (sinks, seen) = timed_sinks();
+    let guard = TokenGuardLayer::new(async_validator(true), sinks).label("/handoff");
+    let svc = guard.layer(slow_handler());
+    let res = svc.clone().oneshot(bearer("/api/me")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        (seen[0].0.as_str(), seen[0].1),
+        ("/handoff", Outcome::Success)
+    );
+    assert!(seen[0].2 >= Duration::from_millis(60), "{seen:?}");
+}
+
+/// A validator that panics is a server error, once, whether it panics in its `call` or in its
+/// future.
+#[tokio::test]
+async fn a_panicking_validator_is_one_error() {
+    #[derive(Clone)]
+    struct Panics {
+        in_call: bool,
+    }
+    impl<S> Layer<S> for Panics {
+        type Service = PanicService;
+        fn layer(&self, _inner: S) -> PanicService {
+            PanicService(self.in_call)
+        }
+    }
+    #[derive(Clone)]
+    struct PanicService(bool);
+    impl Service<Request<Empty<Bytes>>> for PanicService {
+        type Response = Response<Full<Bytes>>;
+        type Error = Infallible;
+        type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, Infallible>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _req: Request<Empty<Bytes>>) -> Self::Future {
+            assert!(!self.0, "validator panics in call");
+            Box::pin(async { panic!("validator panics in its future") })
+        }
+    }
+    for in_call in [true, false] {
+        let (sinks, seen) = timed_sinks();
+        let svc = TokenGuardLayer::new(Panics { in_call }, sinks).layer(slow_handler());
+        let caught = std::panic::AssertUnwindSafe(svc.oneshot(bearer("/api/me")))
+            .catch_unwind()
+            .await;
+        assert!(caught.is_err());
+        let got: Vec<_> = seen.lock().unwrap().iter().map(|e| e.1).collect();
+        assert_eq!(got, vec![Outcome::Error], "in_call {in_call}");
+    }
+}
+
 #[test]
 fn public_types_are_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}

@@ -4,7 +4,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::Response;
@@ -12,11 +11,12 @@ use pin_project_lite::pin_project;
 
 #[cfg(doc)]
 use super::service::TokenGuard;
-use super::ticket::TicketState;
+use super::ticket::{Current, TicketState};
 use crate::op::{FailureReason, Outcome};
 
-/// Emits `Cancelled` if the guard's future is dropped before anything was decided.
-pub(super) struct DropTicket(pub(super) Option<Arc<TicketState>>);
+/// The guarded request's ticket while nobody has decided: emits the request as cancelled when
+/// the future is dropped before the decision (as an error when dropped by a panic).
+pub(super) struct DropTicket(pub(super) Option<Box<TicketState>>);
 
 impl Drop for DropTicket {
     fn drop(&mut self) {
@@ -26,20 +26,7 @@ impl Drop for DropTicket {
             } else {
                 Outcome::Cancelled
             };
-            t.emit_once(outcome, None);
-        }
-    }
-}
-
-/// Held across a poll of the validator: a panic there is a validation error.
-struct TicketOnPanic<'a>(&'a mut DropTicket);
-
-impl Drop for TicketOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(t) = self.0 .0.take() {
-                t.emit_once(Outcome::Error, None);
-            }
+            t.emit(outcome, None);
         }
     }
 }
@@ -84,16 +71,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let _in_span = this.ticket.0.as_ref().and_then(|t| t.enter());
-        // If the validator panics, an outer catch-panic layer would otherwise make this look
-        // like a cancellation.
-        let guard = TicketOnPanic(this.ticket);
-        let result = ready!(this.inner.poll(cx));
-        drop(guard);
+        if this.ticket.0.is_none() {
+            return this.inner.poll(cx);
+        }
+        let result = {
+            let _in_span = this.ticket.0.as_deref().and_then(TicketState::enter);
+            // The probe behind the validator finds the ticket while the validator runs.
+            let _current = Current::install(&mut this.ticket.0);
+            ready!(this.inner.poll(cx))
+        };
         if let Some(t) = this.ticket.0.take() {
             match &result {
-                Ok(res) => t.emit_once(rejection(res), Some(res.status().as_u16())),
-                Err(_) => t.emit_once(Outcome::Error, None),
+                Ok(res) => t.emit(rejection(res), Some(res.status().as_u16())),
+                Err(_) => t.emit(Outcome::Error, None),
             }
         }
         Poll::Ready(result)

@@ -1,8 +1,7 @@
-//! [`TokenGuard`], which starts a request's [`Ticket`] in front of your validator, and the
+//! [`TokenGuard`], which starts a request's ticket in front of your validator, and the
 //! [`Probe`] behind it, which notes that the validator let the request through.
 
 use std::fmt;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -13,10 +12,10 @@ use super::future::{DropTicket, GuardFuture};
 use super::layer::GuardShared;
 #[cfg(doc)]
 use super::layer::TokenGuardLayer;
-use super::ticket::{GuardRoute, Ticket, TicketState};
+use super::ticket::{probe_passed, Current, GuardRoute, TicketState};
 use crate::auth::AuthLayer;
 use crate::clock::Tick;
-use crate::op::{AuthOp, Outcome};
+use crate::op::AuthOp;
 use crate::routes::method_label;
 use crate::session::Picked;
 use crate::stripe::Striped;
@@ -53,7 +52,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let shared = self.shared.shared();
         if let Some(layer) = &shared.watched_by {
             let route = layer
@@ -92,28 +91,29 @@ where
             }
         }
         let picked = Picked::from(req.headers());
-        let ticket = Arc::new(TicketState {
+        let mut ticket = Some(Box::new(TicketState {
             shared: self.shared.stripe(),
             start: Tick::now(),
             method: method_label(req.method()),
             client_ip: shared.client_ip.resolve(&req),
             user_agent: picked.user_agent.cloned(),
             route,
-            done: AtomicBool::new(false),
             session: shared
                 .sessions
                 .as_ref()
                 .and_then(|k| k.of_picked(&picked, req.headers())),
-            span: (!span.is_disabled()).then(|| std::sync::Mutex::new(span)),
-        });
-        req.extensions_mut().insert(Ticket(ticket.clone()));
-        // The validator runs inside the span (its own spans nest under it).
-        let entered = ticket.enter();
-        let inner = self.inner.call(req);
-        drop(entered);
+            span: (!span.is_disabled()).then_some(span),
+        }));
+        let inner = {
+            // The validator runs inside the span (its own spans nest under it), and one that
+            // hands the request on at once (in its `call`) reaches the probe here.
+            let _in_span = ticket.as_deref().and_then(TicketState::enter);
+            let _current = Current::install(&mut ticket);
+            self.inner.call(req)
+        };
         GuardFuture {
             inner,
-            ticket: DropTicket(Some(ticket)),
+            ticket: DropTicket(ticket),
         }
     }
 }
@@ -130,10 +130,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        if let Some(Ticket(t)) = req.extensions_mut().remove::<Ticket>() {
-            t.emit_once(Outcome::Success, None);
-        }
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        probe_passed();
         self.inner.call(req)
     }
 }
