@@ -518,11 +518,14 @@ impl AuthWatchBuilder {
             let s = sessions.clone();
             // Only credentials that worked: forged or expired tokens are not sessions (an
             // attacker spraying tokens must not move the estimate).
-            sinks = sinks.with(Arc::new(move |e: &AuthEvent<'_>| {
-                if let (Some(k), Outcome::Success) = (e.session, e.outcome) {
-                    s.insert(&k, e.finished_at);
-                }
-            }));
+            sinks = sinks.with(Arc::new(authwatch_layer::Only::new(
+                authwatch_layer::Interest::SUCCESS,
+                move |e: &AuthEvent<'_>| {
+                    if let (Some(k), Outcome::Success) = (e.session, e.outcome) {
+                        s.insert(&k, e.finished_at);
+                    }
+                },
+            )));
         }
         for s in self.sinks {
             sinks = sinks.with(s);

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use authwatch_layer::{AuthEvent, AuthOp, EventSink, Outcome};
+use authwatch_layer::{AuthEvent, AuthOp, EventSink, Interest, Outcome};
 use maxminddb::PathElement;
 
 const CODES: usize = 26 * 26 + 1;
@@ -132,6 +132,13 @@ impl Geo {
 }
 
 impl EventSink for Geo {
+    fn interest(&self) -> Interest {
+        Interest::SUCCESS
+            .or(Interest::FAILURE)
+            .or(Interest::ERROR)
+            .or(Interest::RATE_LIMITED)
+    }
+
     fn record(&self, e: &AuthEvent<'_>) {
         let outcome = match e.outcome {
             Outcome::Success => 0,

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use authwatch_layer::{AuthEvent, EventSink, EventSource};
+use authwatch_layer::{AuthEvent, EventSink, EventSource, Interest};
 
 use super::buffers::{LayerRecord, SHARD_CAP, UA_INLINE};
 use super::record::{class_of, AuditClass};
@@ -21,6 +21,17 @@ pub(crate) struct AuditSink {
 }
 
 impl EventSink for AuditSink {
+    fn interest(&self) -> Interest {
+        if self.successes {
+            Interest::ALL
+        } else {
+            // The security events: what `class_of` does not call authentication.
+            Interest::FAILURE
+                .or(Interest::ERROR)
+                .or(Interest::RATE_LIMITED)
+        }
+    }
+
     fn record(&self, e: &AuthEvent<'_>) {
         if !self.successes && class_of(e.outcome) == AuditClass::Authentication {
             return;

@@ -146,6 +146,56 @@ impl<'a> AuthEvent<'a> {
 pub trait EventSink: Send + Sync + 'static {
     /// Takes one event.
     fn record(&self, event: &AuthEvent<'_>);
+
+    /// The outcomes this sink takes: [`Sinks`] asks once, when the sink joins, and does not
+    /// call it for the others. Every outcome unless a sink says otherwise.
+    fn interest(&self) -> Interest {
+        Interest::ALL
+    }
+}
+
+/// A set of outcomes a sink takes ([`EventSink::interest`]): most requests succeed, and a
+/// sink that keeps only failures then costs them nothing, not even a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Interest(u8);
+
+impl Interest {
+    /// Every outcome.
+    pub const ALL: Self = Self(0b1_1111);
+    /// [`Outcome::Success`].
+    pub const SUCCESS: Self = Self(1);
+    /// [`Outcome::Failure`], whatever the reason.
+    pub const FAILURE: Self = Self(1 << 1);
+    /// [`Outcome::Error`].
+    pub const ERROR: Self = Self(1 << 2);
+    /// [`Outcome::RateLimited`].
+    pub const RATE_LIMITED: Self = Self(1 << 3);
+    /// [`Outcome::Cancelled`].
+    pub const CANCELLED: Self = Self(1 << 4);
+
+    /// Both sets.
+    #[must_use]
+    pub const fn or(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// Whether the set holds `outcome`.
+    #[must_use]
+    #[inline]
+    pub const fn contains(self, outcome: Outcome) -> bool {
+        self.0 & Self::of(outcome).0 != 0
+    }
+
+    #[inline]
+    const fn of(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Success => Self::SUCCESS,
+            Outcome::Failure(_) => Self::FAILURE,
+            Outcome::Error => Self::ERROR,
+            Outcome::RateLimited => Self::RATE_LIMITED,
+            Outcome::Cancelled => Self::CANCELLED,
+        }
+    }
 }
 
 impl<F> EventSink for F
@@ -154,6 +204,43 @@ where
 {
     fn record(&self, event: &AuthEvent<'_>) {
         self(event);
+    }
+}
+
+/// A sink that takes only some outcomes: `sink`, called for those of `interest` alone.
+///
+/// ```
+/// use authwatch_layer::{AuthEvent, Interest, Only, Sinks};
+/// use std::sync::Arc;
+///
+/// let failures = Only::new(Interest::FAILURE.or(Interest::ERROR), |e: &AuthEvent<'_>| {
+///     eprintln!("{} failed", e.op.as_str());
+/// });
+/// let sinks = Sinks::new().with(Arc::new(failures));
+/// # let _ = sinks;
+/// ```
+#[derive(Debug, Clone)]
+pub struct Only<S> {
+    interest: Interest,
+    sink: S,
+}
+
+impl<S: EventSink> Only<S> {
+    /// `sink`, for the outcomes of `interest` alone.
+    pub fn new(interest: Interest, sink: S) -> Self {
+        Self { interest, sink }
+    }
+}
+
+impl<S: EventSink> EventSink for Only<S> {
+    fn record(&self, event: &AuthEvent<'_>) {
+        if self.interest.contains(event.outcome) {
+            self.sink.record(event);
+        }
+    }
+
+    fn interest(&self) -> Interest {
+        Interest(self.interest.0 & self.sink.interest().0)
     }
 }
 
@@ -207,7 +294,8 @@ impl GuardRoutes {
 /// Clones share the sinks and the numbering of guard routes ([`guard_route`](Self::guard_route)).
 #[derive(Clone, Default)]
 pub struct Sinks {
-    sinks: Arc<[Arc<dyn EventSink>]>,
+    /// Each sink with the outcomes it takes.
+    sinks: Arc<[(Interest, Arc<dyn EventSink>)]>,
     guard_routes: Arc<GuardRoutes>,
 }
 
@@ -230,7 +318,7 @@ impl Sinks {
     #[must_use]
     pub fn with(self, sink: Arc<dyn EventSink>) -> Self {
         let mut v: Vec<_> = self.sinks.iter().cloned().collect();
-        v.push(sink);
+        v.push((sink.interest(), sink));
         Self {
             sinks: v.into(),
             guard_routes: self.guard_routes,
@@ -267,9 +355,16 @@ impl Sinks {
 
 impl EventSink for Sinks {
     fn record(&self, event: &AuthEvent<'_>) {
-        for s in self.sinks.iter() {
-            s.record(event);
+        let outcome = Interest::of(event.outcome).0;
+        for (interest, s) in self.sinks.iter() {
+            if interest.0 & outcome != 0 {
+                s.record(event);
+            }
         }
+    }
+
+    fn interest(&self) -> Interest {
+        Interest(self.sinks.iter().fold(0, |a, (i, _)| a | i.0))
     }
 }
 

@@ -107,7 +107,7 @@ pub use auth::{AuthLayer, AuthLayerBuilder, AuthService, ResponseBody, ResponseF
 pub use classify::LOCKOUT_HEADER;
 pub use client_ip::{peer_addr, ClientIp, MAX_TRUSTED_HOPS};
 pub use clock::now;
-pub use event::{AuthEvent, EventSink, EventSource, Sinks, MAX_GUARD_ROUTES};
+pub use event::{AuthEvent, EventSink, EventSource, Interest, Only, Sinks, MAX_GUARD_ROUTES};
 pub use guard::{GuardFuture, Probe, TokenGuard, TokenGuardLayer, DEFAULT_GUARD_ROUTE};
 pub use op::{AuthOp, FailureReason, Outcome};
 pub use routes::{

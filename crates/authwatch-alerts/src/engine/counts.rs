@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use authwatch_layer::{AuthEvent, AuthOp, EventSink, FailureReason, Outcome};
+use authwatch_layer::{AuthEvent, AuthOp, EventSink, FailureReason, Interest, Outcome};
 
 use super::pending::Waiting;
 use super::{AlertEngine, Inner};
@@ -45,6 +45,15 @@ fn failure_reason(o: Outcome) -> Option<FailureReason> {
 }
 
 impl EventSink for AlertEngine {
+    fn interest(&self) -> Interest {
+        if self.inner.cfg.counts.is_none() {
+            Interest::ALL
+        } else {
+            // Only failures feed the detector when something else counts the requests.
+            Interest::FAILURE
+        }
+    }
+
     fn record(&self, e: &AuthEvent<'_>) {
         let inner = &*self.inner;
         let failing = failure_reason(e.outcome).and(e.client_ip);
