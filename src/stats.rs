@@ -411,7 +411,8 @@ mod tests {
             (Outcome::Cancelled, 6),
         ] {
             for _ in 0..n {
-                s.sink().record(&AuthEvent::new(AuthOp::Login, outcome, ms(10), now));
+                s.sink()
+                    .record(&AuthEvent::new(AuthOp::Login, outcome, ms(10), now));
             }
         }
         let snap = s.snapshot(now);

@@ -340,7 +340,12 @@ impl Cell {
         self.shards
             .iter()
             .filter_map(OnceLock::get)
-            .map(|s| s.pending.lock().unwrap_or_else(|e| e.into_inner()).latency_us)
+            .map(|s| {
+                s.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .latency_us
+            })
             .fold(0, u64::wrapping_add)
     }
 
