@@ -41,7 +41,14 @@ pub(super) struct GuardShared {
 ///   [`FailureReason::InvalidToken`] (one invalid-token attempt), or
 ///   [`Outcome::RateLimited`] for a 429, or [`Outcome::Error`] for a 5xx or a service error; the
 ///   latency is the time to its answer;
-/// - when the request is dropped before either, it is [`Outcome::Cancelled`].
+/// - when the request is dropped before either, it is [`Outcome::Cancelled`]; when the validator
+///   panics, [`Outcome::Error`].
+///
+/// The probe notes the success on the thread that runs the validator, while the guard calls it
+/// or polls its future: that is where `axum::middleware::from_fn`, tower-http's auth layers and
+/// plain services hand the request on. A validator that hands it to another task (a `Buffer`
+/// between the guard and the probe) is decided from its response instead: success for a 2xx or
+/// 3xx, timed to the response, handler included.
 ///
 /// The route label is axum's `MatchedPath` when available (feature `axum`, layer added with
 /// `Router::layer` or `route_layer`), else the label set with [`label`](Self::label)
