@@ -11,7 +11,7 @@ use crate::watch::Inner;
 use crate::{
     audit, geo, tracing_ctx, wiring, AlertConfig, AuthEvent, AuthLayer, AuthOp, AuthWatch,
     BuildError, ClientIp, EventSink, HealthCheck, HistogramAggregation, LoginAuditLogger,
-    OtlpOptions, Outcome, Protocol, Routes, Sinks, Temporality, WindowConfig,
+    OtlpOptions, Protocol, Routes, Sinks, Temporality, WindowConfig,
 };
 
 /// Builds an [`AuthWatch`].
@@ -521,7 +521,7 @@ impl AuthWatchBuilder {
             sinks = sinks.with(Arc::new(authwatch_layer::Only::new(
                 authwatch_layer::Interest::SUCCESS,
                 move |e: &AuthEvent<'_>| {
-                    if let (Some(k), Outcome::Success) = (e.session, e.outcome) {
+                    if let Some(k) = e.session {
                         s.insert(&k, e.finished_at);
                     }
                 },

@@ -177,8 +177,6 @@ struct Cell {
     /// yourself with the same template) share a group, and are observed as one sum: an
     /// observable instrument keeps only the last value observed for an attribute set.
     group: OnceLock<usize>,
-    invalid_token: bool,
-    locked_out: bool,
     attrs: Box<[KeyValue]>,
     shards: Box<[OnceLock<Box<Shard>>]>,
     timings: Box<[BoundTimings]>,
@@ -225,8 +223,6 @@ impl Cell {
             source: key.source,
             counter,
             group: OnceLock::new(),
-            invalid_token: key.outcome.is_invalid_token(),
-            locked_out: key.outcome == Outcome::Failure(FailureReason::LockedOut),
             attrs: attrs.into(),
             shards: (0..shards).map(|_| OnceLock::new()).collect(),
             exposed: expose.then(|| Exposed {
@@ -252,7 +248,7 @@ impl Cell {
                 pending: Mutex::new(Pending {
                     len: 0,
                     nanos: [0; BATCH],
-                    ended: [inner.created; BATCH],
+                    ended: [ended; BATCH],
                     latency_us: 0,
                     exposed: Buckets::default(),
                 }),
@@ -357,10 +353,14 @@ impl Cell {
             .sum()
     }
 
+    fn locked_out(&self) -> bool {
+        self.outcome == Outcome::Failure(FailureReason::LockedOut)
+    }
+
     fn counts_toward(&self, m: Measure) -> bool {
         self.counter == m
-            || (m == Measure::InvalidToken && self.invalid_token)
-            || (m == Measure::Lockout && self.locked_out)
+            || (m == Measure::InvalidToken && self.outcome.is_invalid_token())
+            || (m == Measure::Lockout && self.locked_out())
     }
 }
 
@@ -393,8 +393,6 @@ struct Inner {
     shards: usize,
     /// Where the latencies go besides the histograms ([`OtelSink::feed_windows`]).
     windows: OnceLock<Arc<dyn LatencyWindows>>,
-    /// When the sink was made (what an empty batch slot holds).
-    created: Instant,
 }
 
 impl Inner {
@@ -529,7 +527,6 @@ impl OtelSink {
             expose: registry.is_some(),
             shards: authwatch_hdr::default_shards(),
             windows: OnceLock::new(),
-            created: Instant::now(),
         });
         if let Some(registry) = registry {
             let collector = Exposition::new(Arc::downgrade(&inner));
@@ -665,10 +662,10 @@ impl OtelSink {
                     if c.outcome == Outcome::Error {
                         o.errors += n;
                     }
-                    if c.invalid_token {
+                    if c.outcome.is_invalid_token() {
                         o.invalid_token += n;
                     }
-                    if c.locked_out {
+                    if c.locked_out() {
                         o.locked_out += n;
                     }
                 }
