@@ -241,10 +241,16 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut 
     authwatch_otel::lower_thread_priority();
     let mut spare = Vec::new();
     let mut next_drain = std::time::Instant::now() + DRAIN_EVERY;
+    let batch = out
+        .otel
+        .as_ref()
+        .map_or_else(authwatch_otel::LogBatch::default, |o| {
+            o.export.empty_batch()
+        });
     let mut sinks = Sinks {
         file,
         otel: out.otel,
-        batch: authwatch_otel::LogBatch::default(),
+        batch,
         batch_since: None,
         encoder: OtelEncoder::default(),
     };

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use opentelemetry::InstrumentationScope;
 
 use retry::RETRY_BUDGET;
-use settings::schedule_delay;
+use settings::{max_export_batch, schedule_delay};
 use transport::Transport;
 use worker::{run, Ctx};
 
@@ -89,6 +89,7 @@ pub struct LogExport {
     /// Exported batches, emptied, for the caller to fill again.
     empties: Mutex<Receiver<LogBatch>>,
     schedule_delay: Duration,
+    max_batch: usize,
 }
 
 impl std::fmt::Debug for LogExport {
@@ -156,6 +157,7 @@ impl LogExport {
             done: Mutex::new(Some(done_rx)),
             empties: Mutex::new(empties_rx),
             schedule_delay: schedule_delay(env("OTEL_BLRP_SCHEDULE_DELAY").as_deref()),
+            max_batch: max_export_batch(env("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE").as_deref()),
         })
     }
 
@@ -171,8 +173,18 @@ impl LogExport {
         self.schedule_delay
     }
 
-    /// An empty batch to fill for the next [`send`](Self::send): one the export thread has
-    /// exported and emptied when there is one (its buffer kept), a new one otherwise.
+    /// Most records in one batch: `OTEL_BLRP_MAX_EXPORT_BATCH_SIZE` (the SDK batch log
+    /// processor's variable; a positive whole number, surrounding spaces allowed), else
+    /// [`MAX_EXPORT_BATCH`](crate::MAX_EXPORT_BATCH) (2,048). The batches
+    /// [`empty_batch`](Self::empty_batch) hands out are full at this many records, or at 1 MiB.
+    #[must_use]
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// An empty batch to fill for the next [`send`](Self::send), full at
+    /// [`max_batch`](Self::max_batch) records: one the export thread has exported and emptied
+    /// when there is one (its buffer kept), a new one otherwise.
     ///
     /// Reusing batches keeps a steady stream of records from allocating a growing buffer per
     /// batch on the sending thread and freeing it on the export thread, which makes the
@@ -183,7 +195,13 @@ impl LogExport {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .try_recv()
-            .unwrap_or_default()
+            .map_or_else(
+                |_| LogBatch::with_max_records(self.max_batch),
+                |mut b| {
+                    b.set_max_records(self.max_batch);
+                    b
+                },
+            )
     }
 
     /// Queues `batch` for export, as one request: send a batch once it

@@ -35,6 +35,15 @@ pub(super) fn schedule_delay(v: Option<&str>) -> Duration {
         .map_or(DEFAULT_SCHEDULE_DELAY, Duration::from_millis)
 }
 
+/// The value of `OTEL_BLRP_MAX_EXPORT_BATCH_SIZE` (records, spaces trimmed), else
+/// [`MAX_EXPORT_BATCH`](crate::MAX_EXPORT_BATCH). An unreadable value or 0 is ignored, as the
+/// SDK ignores it.
+pub(super) fn max_export_batch(v: Option<&str>) -> usize {
+    v.and_then(|v| v.trim().parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(crate::MAX_EXPORT_BATCH)
+}
+
 /// `key=value` pairs separated by commas, values percent-decoded, as in
 /// `OTEL_EXPORTER_OTLP_HEADERS`; pairs without a key or a value are skipped.
 fn parse_headers(s: &str) -> Vec<(String, String)> {
@@ -170,5 +179,15 @@ mod tests {
         assert_eq!(schedule_delay(Some("0")), Duration::ZERO);
         assert_eq!(schedule_delay(Some("2s")), Duration::from_secs(1));
         assert_eq!(schedule_delay(Some("-5")), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_batch_size_is_a_positive_count_of_records() {
+        assert_eq!(max_export_batch(None), crate::MAX_EXPORT_BATCH);
+        assert_eq!(max_export_batch(Some(" 512 ")), 512);
+        assert_eq!(max_export_batch(Some("1")), 1);
+        assert_eq!(max_export_batch(Some("0")), crate::MAX_EXPORT_BATCH);
+        assert_eq!(max_export_batch(Some("-5")), crate::MAX_EXPORT_BATCH);
+        assert_eq!(max_export_batch(Some("lots")), crate::MAX_EXPORT_BATCH);
     }
 }
