@@ -51,8 +51,9 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 mod bench_app;
 use bench_app::{SESSION_WORK, SIGN_IN_WORK};
 
-const STACKS: [&str; 11] = [
+const STACKS: [&str; 12] = [
     "bare",
+    "identity-layer",
     "authwatch",
     "authwatch-audit-every-request",
     "authwatch-no-request-audit",
@@ -89,6 +90,12 @@ fn app(stack: &str) -> (Router, Option<AuthWatch>) {
             };
             (app.merge(watch.endpoints()), Some(watch))
         }
+        // What `Router::layer` costs by itself: a layer that adds nothing (its service is the
+        // route it gets), so the rest is axum's boxing of the route, per request.
+        "identity-layer" => (
+            bench_app::bare().layer(tower::layer::util::Identity::new()),
+            None,
+        ),
         "trace-layer" | "trace-layer-logging" => (
             bench_app::bare().layer(tower_http::trace::TraceLayer::new_for_http()),
             None,

@@ -559,7 +559,9 @@ impl RouteTable {
                 return self.pick(m.value, method);
             }
         }
-        if self.grpc.is_empty() {
+        // Only a POST can be a gRPC call: the other requests that reach here (every request to
+        // a route that is not an auth route) are answered without scanning their path.
+        if self.grpc.is_empty() || *method != Method::POST {
             return None;
         }
         let (service, name) = path.strip_prefix('/')?.split_once('/')?;
@@ -567,7 +569,7 @@ impl RouteTable {
             return None;
         }
         let (_, id) = self.grpc.iter().find(|(n, _)| **n == *name)?;
-        (*method == Method::POST && is_grpc(headers)).then(|| &self.routes[usize::from(*id)])
+        is_grpc(headers).then(|| &self.routes[usize::from(*id)])
     }
 
     fn pick(&self, ids: &[u16], method: &Method) -> Option<&RouteInfo> {
