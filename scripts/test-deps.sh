@@ -5,6 +5,7 @@
 #   prometheus   Debian's prometheus package (2.42), plus promtool
 #   alertmanager Debian's prometheus-alertmanager package (0.25), plus amtool
 #   chromium     Debian's chromium, run headless by the dashboard test
+#   redis-server Debian's redis-server (7.0), plus redis-cli, for fleet mode
 # Idempotent: a second run only checks that the links still work (well under a second).
 # Nothing is started and no system service is enabled; each test starts its own instance on
 # loopback ports with its own config and data directory.
@@ -82,3 +83,12 @@ if ! command -v chromium >/dev/null; then
 fi
 ln -sf "$(command -v chromium)" "$BIN/chromium"
 say "chromium: $("$BIN/chromium" --version 2>/dev/null | head -1)"
+
+# --- Redis (Debian package), for fleet mode; each test starts its own, without persistence ---
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  say "installing redis-server"
+  apt_install redis-server redis-tools
+fi
+ln -sf "$(command -v redis-server)" "$BIN/redis-server"
+ln -sf "$(command -v redis-cli)" "$BIN/redis-cli"
+say "redis-server: $("$BIN/redis-server" --version 2>&1 | head -1)"

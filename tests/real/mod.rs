@@ -1169,3 +1169,76 @@ pub fn mmdb(networks: &[(&str, &str)]) -> Vec<u8> {
     out.extend_from_slice(&meta);
     out
 }
+
+/// A Redis server of its own (Debian's `redis-server`, installed by `scripts/test-deps.sh`):
+/// on a loopback port, in a directory of its own, without persistence; killed on drop.
+pub struct Redis {
+    pub proc: Proc,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Redis {
+    /// Starts one on a free port.
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Starts one on `port` (again after [`kill`](Self::kill), for an outage).
+    pub fn start_on(port: u16) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("authwatch-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new(dep("redis-server"))
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let proc = Proc {
+            child,
+            name: "redis-server".into(),
+        };
+        let addr: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
+        wait_listening(addr, "redis-server");
+        eventually(20, "redis PING", || {
+            let out = Command::new(dep("redis-cli"))
+                .args(["-p", &port.to_string(), "ping"])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (text.trim() == "PONG").then_some(()).ok_or(text)
+        });
+        Self { proc, port, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `redis-cli` with `args`, its output trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(dep("redis-cli"))
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
