@@ -48,6 +48,7 @@ pub struct AuthWatchBuilder {
     session_estimate: bool,
     session_cookies: Option<Vec<String>>,
     geoip: Option<std::path::PathBuf>,
+    fleet: Option<crate::Fleet>,
 }
 
 impl fmt::Debug for AuthWatchBuilder {
@@ -405,6 +406,16 @@ impl AuthWatchBuilder {
         self
     }
 
+    /// Fleet mode: the replicas of this service (the same service name) share their request
+    /// counts through Redis, and every instance's alert rules evaluate the fleet's totals
+    /// (see [`Fleet`](crate::Fleet)). Without this call, `AUTHWATCH_REDIS_URL` turns it on.
+    /// Requests never wait for Redis; when it is away, each instance reads its own counts and
+    /// says so (`auth.fleet.connected`, the non-critical `fleet` health check).
+    pub fn fleet(mut self, fleet: crate::Fleet) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
     /// Settings with the defaults ([`AuthWatch::builder`]).
     pub(crate) fn new() -> Self {
         Self {
@@ -433,6 +444,7 @@ impl AuthWatchBuilder {
             session_estimate: true,
             session_cookies: None,
             geoip: None,
+            fleet: None,
         }
     }
 
@@ -468,11 +480,20 @@ impl AuthWatchBuilder {
 
         let otel = wiring::metrics::sink(&pipeline);
         let stats = wiring::metrics::stats(self.window, started, meters, otel.clone());
+        let fleet = self
+            .fleet
+            .or_else(crate::Fleet::from_env)
+            .map(|f| wiring::fleet::start(&f, &service_name, &stats, meters))
+            .transpose()?;
+        let mut checks = self.checks;
+        if let Some(f) = &fleet {
+            checks.push(wiring::fleet::health_check(f));
+        }
         let health = wiring::health::start(
             service_name.clone(),
             started,
             wiring::health::Settings {
-                checks: self.checks,
+                checks,
                 cache: self.health_cache,
                 details: self.health_details,
             },
@@ -488,9 +509,9 @@ impl AuthWatchBuilder {
         )?;
         let active_users =
             wiring::users::active_users(self.window, self.active_sessions.as_ref(), meters);
-        let alerts = self
-            .alerts
-            .map(|cfg| wiring::alerts::start(cfg, &service_name, &stats, &health, meters));
+        let alerts = self.alerts.map(|cfg| {
+            wiring::alerts::start(cfg, &service_name, &stats, fleet.as_ref(), &health, meters)
+        });
         let sessions = wiring::users::sessions(self.window, meters);
         let audit = LoginAuditLogger::new(auditor.clone())
             .with_lockouts(otel.application_lockouts(), stats.clone())
@@ -564,6 +585,7 @@ impl AuthWatchBuilder {
                 started,
                 dashboard: self.dashboard,
                 dashboard_unmasked: self.dashboard_unmasked,
+                fleet,
             }),
         })
     }

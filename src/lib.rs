@@ -116,6 +116,7 @@ mod dashboard;
 mod endpoints;
 mod error;
 pub mod export;
+mod fleet;
 mod geo;
 pub mod health;
 pub mod layer;
@@ -145,6 +146,7 @@ pub use stats::{Latency, OpStats, Snapshot};
 
 pub use builder::AuthWatchBuilder;
 pub use error::{BuildError, ShutdownError};
+pub use fleet::{Fleet, FleetInstance, FleetStatus};
 pub use watch::AuthWatch;
 #[cfg(feature = "axum")]
 pub use watch::Wrapped;

@@ -66,6 +66,7 @@ pub(crate) struct Inner {
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) dashboard: bool,
     pub(crate) dashboard_unmasked: bool,
+    pub(crate) fleet: Option<crate::fleet::FleetHandle>,
 }
 
 impl fmt::Debug for AuthWatch {
@@ -98,6 +99,16 @@ impl AuthWatch {
         TokenGuardLayer::new(validator, self.inner.sinks.clone())
             .client_ip(self.inner.client_ip)
             .watched_by(self.inner.layer.clone())
+    }
+
+    /// Where fleet mode stands ([`AuthWatchBuilder::fleet`](crate::AuthWatchBuilder::fleet)):
+    /// whether Redis is reached, and the instances of the fleet. `None` without fleet mode.
+    #[must_use]
+    pub fn fleet_status(&self) -> Option<crate::FleetStatus> {
+        self.inner
+            .fleet
+            .as_ref()
+            .map(crate::fleet::FleetHandle::status)
     }
 
     /// The in-process stats right now: counters since start, percentiles over the window.
@@ -302,6 +313,12 @@ impl AuthWatch {
     /// [`ShutdownError`] when the last export failed (the collector unreachable).
     pub async fn shutdown(&self) -> Result<(), ShutdownError> {
         let watch = self.clone();
+        if let Some(f) = self.inner.fleet.clone() {
+            // A last flush, and out of the fleet (up to 2 s; Redis may be away).
+            tokio::task::spawn_blocking(move || f.stop(Duration::from_secs(2)))
+                .await
+                .map_err(|e| ShutdownError(e.to_string()))?;
+        }
         if let Some(e) = self.inner.alerts.clone() {
             // Up to 2 s for queued notifications to reach Alertmanager and the webhook.
             tokio::task::spawn_blocking(move || e.shutdown(Duration::from_secs(2)))

@@ -79,6 +79,8 @@ fn check_dump(dump: &Dump, want: &Expected) {
 
 fn run(protocol: &str) {
     let rotel = Rotel::start();
+    // Fleet mode on a Redis of its own, for its two instruments.
+    let redis = Redis::start();
     let endpoint = match protocol {
         "grpc" => format!("http://{}", rotel.grpc),
         _ => format!("http://{}", rotel.http),
@@ -87,6 +89,7 @@ fn run(protocol: &str) {
         "axum",
         &["--port", "0"],
         &[
+            ("AUTHWATCH_REDIS_URL", redis.url()),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.into()),
             ("OTEL_METRIC_EXPORT_INTERVAL", "300".into()),

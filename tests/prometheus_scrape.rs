@@ -20,7 +20,16 @@ fn query_value(http: &Http, prom: std::net::SocketAddr, q: &str) -> Result<f64, 
 #[test]
 fn prometheus_scrapes_the_documented_names() {
     let token = "scrape-token-123";
-    let ex = Example::start("axum", &["--port", "0"], &[("METRICS_TOKEN", token.into())]);
+    // Fleet mode on a Redis of its own, for its two instruments.
+    let redis = Redis::start();
+    let ex = Example::start(
+        "axum",
+        &["--port", "0"],
+        &[
+            ("METRICS_TOKEN", token.into()),
+            ("AUTHWATCH_REDIS_URL", redis.url()),
+        ],
+    );
     let prom = Prometheus::start(
         "accounts",
         &[ex.addr],

@@ -8,16 +8,19 @@ use authwatch_otel::{attr, def, register_u64_gauge, Measure};
 use opentelemetry::metrics::Meter;
 use opentelemetry::KeyValue;
 
+use crate::fleet::FleetHandle;
 use crate::health::Health;
 use crate::stats::Stats;
 
 /// The engine of `config`, labelled with `service` unless it names its own, reading the
-/// window percentiles from `stats` and running the health checks at each tick, with its
+/// window percentiles from `stats`, the request counts from `stats` (or, in fleet mode, the
+/// fleet's), and running the health checks at each tick, with its
 /// gauges on every meter.
 pub(crate) fn start(
     config: AlertConfig,
     service: &str,
     stats: &Arc<Stats>,
+    fleet: Option<&FleetHandle>,
     health: &Arc<Health>,
     meters: &[Meter],
 ) -> AlertEngine {
@@ -31,8 +34,17 @@ pub(crate) fn start(
     }));
     // The statistics count every event already: the engine reads their counters instead of
     // counting each request a second time, and only takes the failing clients.
-    let st = stats.clone();
-    cfg = cfg.counts(Arc::new(move || st.request_counts()));
+    // In fleet mode, the fleet's: these plus what the other instances counted.
+    cfg = match fleet {
+        Some(f) => {
+            let f = f.clone();
+            cfg.counts(Arc::new(move || f.counts()))
+        }
+        None => {
+            let st = stats.clone();
+            cfg.counts(Arc::new(move || st.request_counts()))
+        }
+    };
     // Each tick runs the health checks (when stale), so that `AuthServiceDown` works
     // without probes; a hook of the caller's own replaces this.
     if health.has_checks() && !cfg.has_on_tick() {

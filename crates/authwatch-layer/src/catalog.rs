@@ -157,6 +157,10 @@ pub enum Measure {
     AttackFailingIps,
     /// Firing alerts of the in-process engine, per rule.
     AlertsFiring,
+    /// Whether fleet mode's last flush reached Redis.
+    FleetConnected,
+    /// Fleet mode's failed connection attempts and flushes.
+    FleetErrors,
 }
 
 /// The window percentiles exported as gauges.
@@ -286,7 +290,7 @@ const fn quantile_gauge(
     }
 }
 
-const OTHERS: [MetricDef; 29] = [
+const OTHERS: [MetricDef; 31] = [
     MetricDef {
         name: "auth.rate.limit.exceeded.count",
         measure: Measure::RateLimited,
@@ -500,6 +504,22 @@ const OTHERS: [MetricDef; 29] = [
         attributes: &[attr::ALERT_NAME, attr::ALERT_SEVERITY],
     },
     MetricDef {
+        name: "auth.fleet.connected",
+        measure: Measure::FleetConnected,
+        kind: InstrumentKind::Gauge,
+        unit: "",
+        description: "Fleet mode (Fleet::redis, AUTHWATCH_REDIS_URL): 1 when the last flush reached Redis and the alert rules read the fleet's counts, 0 while they read this instance's own. Absent without fleet mode.",
+        attributes: &[],
+    },
+    MetricDef {
+        name: "auth.fleet.errors.count",
+        measure: Measure::FleetErrors,
+        kind: InstrumentKind::Counter,
+        unit: "{error}",
+        description: "Fleet mode's failed connections to Redis and failed flushes (down, slow, or answering garbage). Absent without fleet mode.",
+        attributes: &[],
+    },
+    MetricDef {
         name: "auth.uptime.seconds",
         measure: Measure::Uptime,
         kind: InstrumentKind::Gauge,
@@ -510,8 +530,8 @@ const OTHERS: [MetricDef; 29] = [
 ];
 
 /// Every instrument authwatch exports.
-pub static CATALOG: [MetricDef; 41] = {
-    let mut all = [OTHERS[0]; 41];
+pub static CATALOG: [MetricDef; 43] = {
+    let mut all = [OTHERS[0]; 43];
     let mut i = 0;
     while i < OP_COUNTERS.len() {
         all[i] = OP_COUNTERS[i];

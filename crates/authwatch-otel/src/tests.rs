@@ -88,6 +88,8 @@ fn prometheus_names_match_the_catalog() {
                 | Measure::AttackSuspectedIps
                 | Measure::AttackFailingIps
                 | Measure::AlertsFiring
+                | Measure::FleetConnected
+                | Measure::FleetErrors
         )
     }) {
         let name = d.prometheus_name();

@@ -1,0 +1,288 @@
+//! Fleet mode against a real Redis (Debian's `redis-server`, started per test on a loopback
+//! port without persistence): the instances of one service share their request counts, so a
+//! rule no single instance crosses fires on every one of them; Redis dying and coming back
+//! costs no request and no count; a server that stalls or answers garbage is survived.
+
+mod real;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use authwatch::alerts::ManualClock;
+use authwatch::{
+    AlertConfig, AuthEvent, AuthOp, AuthWatch, FailureReason, Fleet, FleetStatus, Outcome,
+};
+use real::*;
+
+/// A monitor of `service` with a manual alert clock (rules evaluated on demand), in fleet
+/// mode on `redis` (flushing every 100 ms) when given.
+fn monitor(service: &str, redis: Option<&str>, name: &str) -> (AuthWatch, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new());
+    let mut b = AuthWatch::builder()
+        .service_name(service)
+        .health_cache(Duration::ZERO)
+        .alerts(AlertConfig::new().tick(Duration::ZERO).clock(clock.clone()));
+    if let Some(url) = redis {
+        b = b.fleet(
+            Fleet::redis(url)
+                .flush_interval(Duration::from_millis(100))
+                .instance_name(name),
+        );
+    }
+    (b.build().unwrap(), clock)
+}
+
+/// `n` failed sign-ins, each from another address (so no per-address rule is involved).
+fn fail_logins(w: &AuthWatch, n: u8) {
+    for i in 0..n {
+        w.record(
+            &AuthEvent::new(
+                AuthOp::Login,
+                Outcome::Failure(FailureReason::InvalidCredentials),
+                Duration::from_millis(2),
+                authwatch::layer::now(),
+            )
+            .with_route("/login")
+            .with_client_ip(Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, i)))),
+        );
+    }
+}
+
+/// Evaluates `w`'s rules 1 s later on its clock; the firing alert named `name`, if any.
+fn firing(w: &AuthWatch, clock: &ManualClock, name: &str) -> Option<authwatch::Alert> {
+    clock.advance(Duration::from_secs(1));
+    w.evaluate_alerts();
+    w.snapshot()
+        .alerts()
+        .iter()
+        .find(|a| a.name == name)
+        .cloned()
+}
+
+fn status(w: &AuthWatch) -> FleetStatus {
+    w.fleet_status().expect("fleet mode is on")
+}
+
+/// Waits until `w` is connected and sees `n` instances.
+fn wait_fleet(w: &AuthWatch, n: usize) {
+    eventually(20, "the fleet forms", || {
+        let s = status(w);
+        (s.connected && s.instances.len() == n)
+            .then_some(())
+            .ok_or(format!("{s:?}"))
+    });
+}
+
+const RATE: &str = "AuthLoginFailureRateHigh";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_rule_no_instance_crosses_alone_fires_on_every_instance() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let (a, clock_a) = monitor("accounts", Some(&url), "a");
+    let (b, clock_b) = monitor("accounts", Some(&url), "b");
+    // The control: the same traffic on an instance of its own.
+    let (alone, clock_alone) = monitor("accounts", None, "alone");
+    wait_fleet(&a, 2);
+    wait_fleet(&b, 2);
+    let s = status(&a);
+    let names: Vec<(&str, bool)> = s.instances.iter().map(|i| (&*i.name, i.this)).collect();
+    assert_eq!(names, [("a", true), ("b", false)]);
+    assert!(
+        s.instances
+            .iter()
+            .all(|i| i.last_flush < Duration::from_secs(5)),
+        "{s:?}"
+    );
+    assert!(a.fleet_status().is_some() && alone.fleet_status().is_none());
+
+    // 12 failed sign-ins on each: under the rule's minimum of 20 attempts on either, 24 in all.
+    fail_logins(&a, 12);
+    fail_logins(&b, 12);
+    fail_logins(&alone, 12);
+    for (w, clock) in [(&a, &clock_a), (&b, &clock_b)] {
+        let alert = eventually(20, "the fleet's rate fires", || {
+            firing(w, clock, RATE).ok_or_else(|| "not firing".to_owned())
+        });
+        assert!(
+            alert.annotations["description"].contains("(24 of 24 attempts)"),
+            "{alert}"
+        );
+    }
+    assert!(
+        firing(&alone, &clock_alone, RATE).is_none(),
+        "12 attempts alone fire nothing"
+    );
+    // The instance's own figures stay its own; the fleet's are in its status.
+    assert_eq!(a.snapshot().op(AuthOp::Login).failure, 12);
+    let s = status(&a);
+    assert_eq!((s.requests, s.failures), (24, 24), "{s:?}");
+
+    // The gauges and the health check say so.
+    let text = a.metrics_text().unwrap();
+    assert_eq!(
+        metric_value(&text, "auth_fleet_connected"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "auth_fleet_errors_count_total"),
+        Some(0.0)
+    );
+    let h = a.health().await;
+    let check = h.checks.iter().find(|c| c.name == "fleet").unwrap();
+    assert_eq!(check.status, authwatch::health::Status::Healthy);
+    assert!(!check.critical);
+    assert_eq!(check.details["instances"], 2);
+
+    // Redis holds two keys for the fleet, both expiring.
+    let keys = redis.cli(&["--scan", "--pattern", "authwatch:*"]);
+    let mut keys: Vec<&str> = keys.lines().collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["authwatch:{accounts}:counts", "authwatch:{accounts}:seen"]
+    );
+    for k in keys {
+        let ttl: i64 = redis.cli(&["pttl", k]).parse().unwrap();
+        assert!(ttl > 0 && ttl <= 60_000, "{k} expires in {ttl} ms");
+    }
+
+    // An instance that stops leaves the fleet; what it counted stays counted.
+    a.shutdown().await.unwrap();
+    eventually(20, "a leaves", || {
+        let s = status(&b);
+        (s.instances.len() == 1)
+            .then_some(())
+            .ok_or(format!("{s:?}"))
+    });
+    assert!(
+        firing(&b, &clock_b, RATE).is_some(),
+        "a's failures still count"
+    );
+    b.shutdown().await.unwrap();
+    alone.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_dying_and_coming_back_costs_no_count() {
+    let mut redis = Redis::start();
+    let port = redis.port;
+    let url = redis.url();
+    let (a, clock_a) = monitor("orders", Some(&url), "a");
+    let (b, _clock_b) = monitor("orders", Some(&url), "b");
+    wait_fleet(&a, 2);
+    wait_fleet(&b, 2);
+    fail_logins(&b, 8);
+    eventually(20, "a reads b's counts", || {
+        let s = status(&a);
+        (s.failures == 8).then_some(()).ok_or(format!("{s:?}"))
+    });
+    assert!(
+        firing(&a, &clock_a, RATE).is_none(),
+        "8 attempts are under the minimum"
+    );
+
+    redis.kill();
+    eventually(20, "a notices", || {
+        let s = status(&a);
+        (!s.connected && s.errors > 0 && s.last_error.is_some())
+            .then_some(())
+            .ok_or(format!("{s:?}"))
+    });
+    let text = a.metrics_text().unwrap();
+    assert_eq!(
+        metric_value(&text, "auth_fleet_connected"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(metric_value(&text, "auth_fleet_errors_count_total").unwrap() >= 1.0);
+    let h = a.health().await;
+    let check = h.checks.iter().find(|c| c.name == "fleet").unwrap();
+    assert_eq!(check.status, authwatch::health::Status::Unhealthy);
+    assert!(
+        check
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("Redis unreachable"),
+        "{check:?}"
+    );
+    assert_eq!(
+        h.status,
+        authwatch::health::Status::Degraded,
+        "not critical"
+    );
+
+    // During the outage a counts on, with b's 8 as last read.
+    fail_logins(&a, 12);
+    assert_eq!(a.snapshot().op(AuthOp::Login).failure, 12);
+    let alert = eventually(20, "the rate fires from the local view", || {
+        firing(&a, &clock_a, RATE).ok_or_else(|| "not firing".to_owned())
+    });
+    assert!(
+        alert.annotations["description"].contains("(20 of 20 attempts)"),
+        "{alert}"
+    );
+
+    // Redis comes back (empty: no persistence): the fleet forms again.
+    let _redis = Redis::start_on(port);
+    wait_fleet(&a, 2);
+    wait_fleet(&b, 2);
+    assert!(status(&a).last_error.is_none());
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// A server that accepts connections and then says nothing, or answers garbage: the monitor
+/// builds, counts every event, and reports the fleet unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalling_or_garbage_server_is_survived() {
+    for garbage in [false, true] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                if garbage {
+                    use std::io::Write as _;
+                    let _ = conn.write_all(b"%%% not RESP at all\r\n\xff\xfe\r\n");
+                }
+                held.push(conn);
+            }
+        });
+        let url = format!("redis://127.0.0.1:{port}");
+        let started = Instant::now();
+        let (w, _clock) = monitor("hostile", Some(&url), "h");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "building never waits for Redis"
+        );
+        fail_logins(&w, 50);
+        assert_eq!(w.snapshot().op(AuthOp::Login).failure, 50);
+        eventually(20, "the fleet is reported unreachable", || {
+            let s = status(&w);
+            (!s.connected && s.errors > 0)
+                .then_some(())
+                .ok_or(format!("{s:?}"))
+        });
+        let started = Instant::now();
+        w.shutdown().await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "shutdown waits at most its bound for Redis"
+        );
+    }
+}
+
+#[test]
+fn a_bad_url_is_a_clear_build_error() {
+    let err = AuthWatch::builder()
+        .fleet(Fleet::redis("postgres://db/1"))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fleet: Redis URL postgres://db/1"), "{err}");
+}
