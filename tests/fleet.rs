@@ -18,11 +18,23 @@ use real::*;
 /// A monitor of `service` with a manual alert clock (rules evaluated on demand), in fleet
 /// mode on `redis` (flushing every 100 ms) when given.
 fn monitor(service: &str, redis: Option<&str>, name: &str) -> (AuthWatch, Arc<ManualClock>) {
+    monitor_with(service, redis, name, |c| c)
+}
+
+/// [`monitor`], with its alert settings changed by `alerts`.
+fn monitor_with(
+    service: &str,
+    redis: Option<&str>,
+    name: &str,
+    alerts: impl FnOnce(AlertConfig) -> AlertConfig,
+) -> (AuthWatch, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new());
     let mut b = AuthWatch::builder()
         .service_name(service)
         .health_cache(Duration::ZERO)
-        .alerts(AlertConfig::new().tick(Duration::ZERO).clock(clock.clone()));
+        .alerts(alerts(
+            AlertConfig::new().tick(Duration::ZERO).clock(clock.clone()),
+        ));
     if let Some(url) = redis {
         b = b.fleet(
             Fleet::redis(url)
@@ -163,6 +175,90 @@ async fn a_rate_rule_no_instance_crosses_alone_fires_on_every_instance() {
     );
     b.shutdown().await.unwrap();
     alone.shutdown().await.unwrap();
+}
+
+/// Three instances see the same fleet-wide incident: the webhook gets one message when it
+/// fires and one when it resolves, per alert, not one per instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_incident_sends_one_webhook_message_per_change() {
+    use axum::routing::post;
+    let got: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let g = got.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |body: String| {
+            let g = g.clone();
+            async move {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                g.lock()
+                    .unwrap()
+                    .push(v["text"].as_str().unwrap().to_owned());
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let redis = Redis::start();
+    let url = redis.url();
+    let fleet: Vec<(AuthWatch, Arc<ManualClock>)> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            monitor_with("billing", Some(&url), n, |c| {
+                c.webhook(format!("http://{hook}/hook"))
+            })
+        })
+        .collect();
+    for (w, _) in &fleet {
+        wait_fleet(w, 3);
+    }
+    // 8 failed sign-ins on each: 24 in the fleet, over both login failure-rate rules.
+    for (w, _) in &fleet {
+        fail_logins(w, 8);
+    }
+    for (w, clock) in &fleet {
+        eventually(20, "the rate fires on every instance", || {
+            firing(w, clock, RATE)
+                .map(|_| ())
+                .ok_or_else(|| "not firing".to_owned())
+        });
+    }
+    let sent = |word: &str| {
+        let mut v: Vec<String> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| t.starts_with(&format!("[{word}]")))
+            .map(|t| t.split(' ').nth(1).unwrap().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let both = ["AuthLoginFailureRateElevated", "AuthLoginFailureRateHigh"];
+    eventually(20, "the firing messages", || {
+        (sent("FIRING") == both)
+            .then_some(())
+            .ok_or(format!("{:?}", got.lock().unwrap()))
+    });
+    // Five minutes on, the failures are out of every instance's window.
+    for (w, clock) in &fleet {
+        clock.advance(Duration::from_secs(301));
+        w.evaluate_alerts();
+        assert!(w.snapshot().alerts().is_empty());
+    }
+    eventually(20, "the resolved messages", || {
+        (sent("RESOLVED") == both)
+            .then_some(())
+            .ok_or(format!("{:?}", got.lock().unwrap()))
+    });
+    // Nothing more comes: one message per alert and change, not one per instance.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(got.lock().unwrap().len(), 4, "{:?}", got.lock().unwrap());
+    for (w, _) in &fleet {
+        w.shutdown().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

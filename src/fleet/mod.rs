@@ -171,6 +171,10 @@ struct Shared {
     stop: Mutex<bool>,
     wake: Condvar,
     done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// The notification gate's connection (the engine's thread, apart from the flush's).
+    gate: Mutex<Option<redis::Connection>>,
+    client: redis::Client,
+    alert_prefix: String,
 }
 
 /// A running fleet: its flush thread and what it last read.
@@ -209,6 +213,9 @@ impl FleetHandle {
             stop: Mutex::new(false),
             wake: Condvar::new(),
             done: Mutex::new(Some(done_rx)),
+            gate: Mutex::new(None),
+            client: client.clone(),
+            alert_prefix: keys.alert.clone(),
         });
         let worker = Worker {
             shared: shared.clone(),
@@ -236,6 +243,43 @@ impl FleetHandle {
     pub(crate) fn counts(&self) -> [RequestCounts; AuthOp::COUNT] {
         let local = (self.local)();
         lock(&self.shared.peers).total(&local)
+    }
+
+    /// The alert engine's [`NotifyGate`](authwatch_alerts::NotifyGate): of the instances
+    /// that see an alert change state, the first to report the new state sends the webhook
+    /// message, the others skip it. When Redis cannot answer, every instance sends its own:
+    /// a message twice rather than none.
+    pub(crate) fn notify_gate(&self) -> authwatch_alerts::NotifyGate {
+        let h = self.clone();
+        Arc::new(move |a: &authwatch_alerts::Alert| h.first_to_notify(a))
+    }
+
+    fn first_to_notify(&self, a: &authwatch_alerts::Alert) -> bool {
+        let state = match a.state {
+            authwatch_alerts::AlertState::Firing => "firing",
+            authwatch_alerts::AlertState::Resolved => "resolved",
+            _ => return true,
+        };
+        let key = format!("{}{}", self.shared.alert_prefix, fingerprint(a));
+        let mut conn = lock(&self.shared.gate);
+        if conn.is_none() {
+            *conn = connect(&self.shared.client).ok();
+        }
+        let answer = conn.as_mut().map(|c| {
+            redis::Script::new(NOTIFY)
+                .key(&key)
+                .arg(state)
+                .arg(u64::try_from(ALERT_STATE_TTL.as_millis()).unwrap_or(u64::MAX))
+                .invoke::<i64>(c)
+        });
+        match answer {
+            Some(Ok(n)) => n == 1,
+            Some(Err(_)) | None => {
+                *conn = None;
+                self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+        }
     }
 
     /// Whether the last flush reached Redis.
@@ -314,6 +358,8 @@ fn default_name() -> String {
 struct Keys {
     counts: String,
     seen: String,
+    /// Followed by an alert's fingerprint: the last state notified.
+    alert: String,
 }
 
 impl Keys {
@@ -326,6 +372,7 @@ impl Keys {
         Self {
             counts: format!("authwatch:{{{tag}}}:counts"),
             seen: format!("authwatch:{{{tag}}}:seen"),
+            alert: format!("authwatch:{{{tag}}}:alert:"),
         }
     }
 }
@@ -359,6 +406,45 @@ redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return {redis.call('HGETALL', KEYS[1]), redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES'), now}
 ";
 
+/// The notification gate: set the alert's last notified state, and say whether it changed
+/// (1: this instance sends the message).
+///
+/// KEYS: the alert's key. ARGV: its new state, the key's expiry (ms).
+const NOTIFY: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+/// How long an alert's last notified state is kept: longer than any incident is expected to
+/// stay unresolved. After it, a change is notified again.
+const ALERT_STATE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// An alert's identity across instances: its name and labels, hashed (the labels may hold an
+/// address; the key holds none).
+fn fingerprint(a: &authwatch_alerts::Alert) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(a.name.as_bytes());
+    for (k, v) in &a.labels {
+        h.update([0]);
+        h.update(k.as_bytes());
+        h.update([b'=']);
+        h.update(v.as_bytes());
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
+    let c = client.get_connection_with_timeout(IO_TIMEOUT)?;
+    c.set_read_timeout(Some(IO_TIMEOUT))?;
+    c.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(c)
+}
+
 struct Worker {
     shared: Arc<Shared>,
     local: LocalCounts,
@@ -380,7 +466,7 @@ impl Worker {
         loop {
             let stopping = self.wait();
             if conn.is_none() && (Instant::now() >= next_try || stopping) {
-                match self.connect() {
+                match connect(&self.client) {
                     Ok(c) => conn = Some(c),
                     Err(e) => {
                         self.failed(&e, &mut reported);
@@ -440,13 +526,6 @@ impl Worker {
             .wait_timeout(stop, self.every)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *stop
-    }
-
-    fn connect(&self) -> redis::RedisResult<redis::Connection> {
-        let c = self.client.get_connection_with_timeout(IO_TIMEOUT)?;
-        c.set_read_timeout(Some(IO_TIMEOUT))?;
-        c.set_write_timeout(Some(IO_TIMEOUT))?;
-        Ok(c)
     }
 
     fn failed(&self, e: &redis::RedisError, reported: &mut Option<bool>) {

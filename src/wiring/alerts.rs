@@ -34,9 +34,13 @@ pub(crate) fn start(
     }));
     // The statistics count every event already: the engine reads their counters instead of
     // counting each request a second time, and only takes the failing clients.
-    // In fleet mode, the fleet's: these plus what the other instances counted.
+    // In fleet mode, the fleet's: these plus what the other instances counted; and one
+    // webhook message per change of state for the whole fleet.
     cfg = match fleet {
         Some(f) => {
+            if !cfg.has_notify_gate() {
+                cfg = cfg.notify_gate(f.notify_gate());
+            }
             let f = f.clone();
             cfg.counts(Arc::new(move || f.counts()))
         }

@@ -221,6 +221,7 @@ pub(crate) struct Notifiers {
     alertmanager: Option<Worker>,
     webhook: Option<Worker>,
     resend: Duration,
+    gate: Option<crate::engine::NotifyGate>,
     /// When the firing alerts were last sent, and how many sends there have been (each one
     /// starts one alert further, see `deliver`).
     last_sent: Mutex<(Option<Duration>, usize)>,
@@ -293,6 +294,7 @@ impl Notifiers {
                 .as_deref()
                 .and_then(|u| start(Kind::Webhook, u, cfg)),
             resend: cfg.resend.max(cfg.tick),
+            gate: cfg.notify_gate.clone(),
             last_sent: Mutex::new((None, 0)),
         }
     }
@@ -309,7 +311,9 @@ impl Notifiers {
         }
         if let Some(w) = &self.webhook {
             for e in events {
-                w.shared.push(String::new(), slack_message(&e.alert));
+                if self.gate.as_ref().is_none_or(|g| g(&e.alert)) {
+                    w.shared.push(String::new(), slack_message(&e.alert));
+                }
             }
         }
         if let Some(w) = &self.alertmanager {

@@ -47,6 +47,11 @@ pub struct RequestCounts {
 /// brute-force detector.
 pub type CountSource = Arc<dyn Fn() -> [RequestCounts; AuthOp::COUNT] + Send + Sync>;
 
+/// Asked once per change of an alert's state (fired, resolved) before the webhook message is
+/// sent: `false` skips the message. Instances of one fleet share one, so that one incident
+/// sends one message rather than one per instance (see [`AlertConfig::notify_gate`]).
+pub type NotifyGate = Arc<dyn Fn(&crate::Alert) -> bool + Send + Sync>;
+
 /// Settings of the [`AlertEngine`](crate::AlertEngine).
 #[derive(Clone)]
 pub struct AlertConfig {
@@ -62,6 +67,7 @@ pub struct AlertConfig {
     pub(crate) quantiles: Option<QuantileSource>,
     pub(crate) counts: Option<CountSource>,
     pub(crate) on_tick: Option<Arc<dyn Fn() + Send + Sync>>,
+    pub(crate) notify_gate: Option<NotifyGate>,
     pub(crate) queue: usize,
     pub(crate) http_timeout: Duration,
 }
@@ -95,6 +101,7 @@ impl Default for AlertConfig {
             quantiles: None,
             counts: None,
             on_tick: None,
+            notify_gate: None,
             queue: 1024,
             http_timeout: Duration::from_secs(5),
         }
@@ -238,6 +245,22 @@ impl AlertConfig {
     pub fn on_tick(mut self, f: Arc<dyn Fn() + Send + Sync>) -> Self {
         self.on_tick = Some(f);
         self
+    }
+
+    /// Decides, for each change of an alert's state, whether this engine sends the webhook
+    /// message ([`NotifyGate`]). The log line is written either way, and Alertmanager gets the
+    /// alert either way (it merges the same alert from several senders into one
+    /// notification). Fleet mode sets one that lets exactly one instance through per change.
+    #[must_use]
+    pub fn notify_gate(mut self, gate: NotifyGate) -> Self {
+        self.notify_gate = Some(gate);
+        self
+    }
+
+    /// Whether a [`notify_gate`](Self::notify_gate) is set.
+    #[must_use]
+    pub fn has_notify_gate(&self) -> bool {
+        self.notify_gate.is_some()
     }
 
     /// Whether an [`on_tick`](Self::on_tick) hook is set.

@@ -21,7 +21,9 @@ use std::time::{Duration, SystemTime};
 use authwatch_layer::AuthOp;
 
 pub use alert::{Alert, AlertEvent, AlertState};
-pub use config::{AlertConfig, CountSource, QuantileSource, RequestCounts, DEFAULT_RUNBOOKS};
+pub use config::{
+    AlertConfig, CountSource, NotifyGate, QuantileSource, RequestCounts, DEFAULT_RUNBOOKS,
+};
 pub use labels::mask_ip;
 
 use counts::{Counts, Shard, KINDS, LO, OPS};
