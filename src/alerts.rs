@@ -20,7 +20,7 @@
 pub use authwatch_alerts::generate;
 pub use authwatch_alerts::{
     default_rules, mask_ip, Alert, AlertConfig, AlertEngine, AlertEvent, AlertState,
-    BruteForceConfig, Channel, Clock, ManualClock, NotifierStats, NotifyGate, QuantileSource,
-    RouteFailures, Rule, RuleKind, Severity, Signal, Suspect, SystemClock, DEFAULT_RUNBOOKS,
-    SPEC_ALERTS,
+    BruteForceConfig, Channel, Clock, Detections, FailureOutbox, FailureRun, ManualClock,
+    NotifierStats, NotifyGate, QuantileSource, RouteFailures, Rule, RuleKind, Severity,
+    SharedDetections, Signal, Suspect, SystemClock, DEFAULT_RUNBOOKS, SPEC_ALERTS,
 };

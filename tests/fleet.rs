@@ -148,17 +148,35 @@ async fn a_rate_rule_no_instance_crosses_alone_fires_on_every_instance() {
     assert!(!check.critical);
     assert_eq!(check.details["instances"], 2);
 
-    // Redis holds two keys for the fleet, both expiring.
+    // What Redis holds for the fleet: the counts and who is alive (expiring a minute after
+    // the last flush), and the brute-force detection's slot keys and seed (expiring with the
+    // 10-minute window); every key expires.
     let keys = redis.cli(&["--scan", "--pattern", "authwatch:*"]);
-    let mut keys: Vec<&str> = keys.lines().collect();
-    keys.sort_unstable();
+    let mut kinds: Vec<String> = keys
+        .lines()
+        .map(|k| {
+            let rest = k.strip_prefix("authwatch:{accounts}:").unwrap_or(k);
+            let kind: Vec<&str> = rest.split(':').take(2).collect();
+            kind.join(":")
+                .trim_end_matches(|c: char| c.is_ascii_digit())
+                .to_owned()
+        })
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
     assert_eq!(
-        keys,
-        ["authwatch:{accounts}:counts", "authwatch:{accounts}:seen"]
+        kinds,
+        ["bf:cms", "bf:hll", "bf:rf", "bf:seed", "bf:top", "counts", "seen"],
+        "{keys}"
     );
-    for k in keys {
+    for k in keys.lines() {
         let ttl: i64 = redis.cli(&["pttl", k]).parse().unwrap();
-        assert!(ttl > 0 && ttl <= 60_000, "{k} expires in {ttl} ms");
+        let most = if k.contains(":bf:") {
+            1_200_000
+        } else {
+            60_000
+        };
+        assert!(ttl > 0 && ttl <= most, "{k} expires in {ttl} ms");
     }
 
     // An instance that stops leaves the fleet; what it counted stays counted.
@@ -259,6 +277,110 @@ async fn one_incident_sends_one_webhook_message_per_change() {
     for (w, _) in &fleet {
         w.shutdown().await.unwrap();
     }
+}
+
+/// `n` failed sign-ins from `ip` on `/login`.
+fn fail_from(w: &AuthWatch, ip: IpAddr, n: usize) {
+    for _ in 0..n {
+        w.record(
+            &AuthEvent::new(
+                AuthOp::Login,
+                Outcome::Failure(FailureReason::InvalidCredentials),
+                Duration::from_millis(2),
+                authwatch::layer::now(),
+            )
+            .with_route("/login")
+            .with_client_ip(Some(ip)),
+        );
+    }
+}
+
+/// 60 failures from one address, round-robin over three instances: no instance sees more
+/// than 20, every instance names the address with the fleet's count; three instances on
+/// their own, with the same 20 each, name nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brute_force_spread_over_the_fleet_is_named_by_every_instance() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let fleet: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| monitor("gateway", Some(&url), n))
+        .collect();
+    let alone: Vec<_> = ["x", "y", "z"]
+        .iter()
+        .map(|n| monitor("gateway", None, n))
+        .collect();
+    for (w, _) in &fleet {
+        wait_fleet(w, 3);
+    }
+    let attacker: IpAddr = "203.0.113.9".parse().unwrap();
+    for _ in 0..20 {
+        for (w, _) in fleet.iter().chain(&alone) {
+            fail_from(w, attacker, 1);
+        }
+    }
+    for (w, clock) in &fleet {
+        let alert = eventually(20, "every instance names the attacker", || {
+            firing(w, clock, "AuthBruteForceSuspected").ok_or_else(|| "not firing".to_owned())
+        });
+        assert_eq!(alert.labels["client_ip"], "203.0.113.9");
+        assert!(alert.value >= 60.0, "{alert}");
+        let engine = w.alert_engine().unwrap();
+        assert_eq!(engine.suspects()[0].ip, attacker);
+        assert!(engine.top_ip_failures() >= 60);
+        let text = w.metrics_text().unwrap();
+        assert_eq!(metric_value(&text, "auth_attack_suspected_ips"), Some(1.0));
+    }
+    for (w, clock) in &alone {
+        assert!(firing(w, clock, "AuthBruteForceSuspected").is_none());
+        assert_eq!(w.alert_engine().unwrap().top_ip_failures(), 20);
+    }
+    for (w, _) in fleet.iter().chain(&alone) {
+        w.shutdown().await.unwrap();
+    }
+}
+
+/// 60 addresses with 2 failures each on one route, round-robin over three instances (40
+/// failures from 40 addresses on each): the fleet sees 60 addresses and 120 failures, over
+/// the rule's 50 and 100.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distributed_attack_over_the_fleet_fires() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let fleet: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| monitor("portal", Some(&url), n))
+        .collect();
+    let (alone, alone_clock) = monitor("portal", None, "alone");
+    for (w, _) in &fleet {
+        wait_fleet(w, 3);
+    }
+    let mut turn = 0;
+    for i in 0..60u8 {
+        let ip = IpAddr::V4(Ipv4Addr::new(198, 18, 0, i));
+        for _ in 0..2 {
+            fail_from(&fleet[turn % 3].0, ip, 1);
+            if turn % 3 == 0 {
+                fail_from(&alone, ip, 1);
+            }
+            turn += 1;
+        }
+    }
+    for (w, clock) in &fleet {
+        let alert = eventually(20, "the distributed attack", || {
+            firing(w, clock, "AuthDistributedBruteForce").ok_or_else(|| "not firing".to_owned())
+        });
+        assert_eq!(alert.labels["http_route"], "/login");
+        // Distinct addresses from Redis' HyperLogLog: 0.81 % standard error.
+        assert!((57.0..=63.0).contains(&alert.value), "{alert}");
+        let routes = w.alert_engine().unwrap().route_failures();
+        assert_eq!(routes[0].failures, 120, "{routes:?}");
+    }
+    assert!(firing(&alone, &alone_clock, "AuthDistributedBruteForce").is_none());
+    for (w, _) in &fleet {
+        w.shutdown().await.unwrap();
+    }
+    alone.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

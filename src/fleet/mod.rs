@@ -16,6 +16,7 @@
 //! few hundred bytes and one sorted-set entry; both keys expire when no instance has written
 //! for a minute.
 
+mod detect;
 mod merge;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -175,6 +176,10 @@ struct Shared {
     gate: Mutex<Option<redis::Connection>>,
     client: redis::Client,
     alert_prefix: String,
+    /// What brute-force detection shares, once the alert engine is attached.
+    detect: std::sync::OnceLock<detect::Detect>,
+    /// The fleet's detections at the last flush.
+    detections: Mutex<Option<authwatch_alerts::Detections>>,
 }
 
 /// A running fleet: its flush thread and what it last read.
@@ -216,6 +221,8 @@ impl FleetHandle {
             gate: Mutex::new(None),
             client: client.clone(),
             alert_prefix: keys.alert.clone(),
+            detect: std::sync::OnceLock::new(),
+            detections: Mutex::new(None),
         });
         let worker = Worker {
             shared: shared.clone(),
@@ -282,6 +289,34 @@ impl FleetHandle {
         }
     }
 
+    /// Shares the alert engine's failures (`outbox`, which it fills) with the fleet, for a
+    /// detector sized by `cfg` with the engine's brute-force `threshold`.
+    pub(crate) fn attach_detection(
+        &self,
+        outbox: Arc<authwatch_alerts::FailureOutbox>,
+        cfg: authwatch_alerts::BruteForceConfig,
+        threshold: u64,
+    ) {
+        let _ = self.shared.detect.set(detect::Detect {
+            outbox,
+            cfg,
+            threshold,
+        });
+    }
+
+    /// The engine's source of the fleet's detections: those of the last flush, while
+    /// connected; none (the engine's own only) while Redis is away.
+    pub(crate) fn shared_detections(&self) -> authwatch_alerts::SharedDetections {
+        let h = self.clone();
+        Arc::new(move || {
+            if h.connected() {
+                lock(&h.shared.detections).clone()
+            } else {
+                None
+            }
+        })
+    }
+
     /// Whether the last flush reached Redis.
     pub(crate) fn connected(&self) -> bool {
         self.shared.connected.load(Ordering::Relaxed)
@@ -328,7 +363,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// A number that differs between two starts of the same instance.
-fn nonce() -> u64 {
+pub(crate) fn nonce() -> u64 {
     use std::hash::{BuildHasher as _, Hasher as _};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -360,6 +395,8 @@ struct Keys {
     seen: String,
     /// Followed by an alert's fingerprint: the last state notified.
     alert: String,
+    /// The brute-force detection's keys start so.
+    detect: String,
 }
 
 impl Keys {
@@ -373,6 +410,7 @@ impl Keys {
             counts: format!("authwatch:{{{tag}}}:counts"),
             seen: format!("authwatch:{{{tag}}}:seen"),
             alert: format!("authwatch:{{{tag}}}:alert:"),
+            detect: format!("authwatch:{{{tag}}}:bf:"),
         }
     }
 }
@@ -465,6 +503,10 @@ impl Worker {
         let mut reported: Option<bool> = None;
         loop {
             let stopping = self.wait();
+            // Every handle is gone (the monitor was dropped without a shutdown): stop.
+            if Arc::strong_count(&self.shared) == 1 {
+                return;
+            }
             if conn.is_none() && (Instant::now() >= next_try || stopping) {
                 match connect(&self.client) {
                     Ok(c) => conn = Some(c),
@@ -478,13 +520,16 @@ impl Worker {
             if let Some(c) = conn.as_mut() {
                 // Stopping: a last flush of the counts, then out of the fleet (the others keep
                 // what this instance counted).
-                let flushed = self.flush(c, &script, false).and_then(|()| {
-                    if stopping {
-                        self.flush(c, &script, true)
-                    } else {
-                        Ok(())
-                    }
-                });
+                let flushed = self
+                    .flush(c, &script, false)
+                    .and_then(|()| self.flush_detections(c))
+                    .and_then(|()| {
+                        if stopping {
+                            self.flush(c, &script, true)
+                        } else {
+                            Ok(())
+                        }
+                    });
                 match flushed {
                     Ok(()) => {
                         backoff = self.every;
@@ -512,6 +557,15 @@ impl Worker {
                 return;
             }
         }
+    }
+
+    /// Shares the engine's failures and reads the fleet's detections, once attached.
+    fn flush_detections(&self, c: &mut redis::Connection) -> redis::RedisResult<()> {
+        if let Some(d) = self.shared.detect.get() {
+            let found = detect::flush(c, &self.keys.detect, d)?;
+            *lock(&self.shared.detections) = Some(found);
+        }
+        Ok(())
     }
 
     /// Sleeps one flush interval, or until told to stop; true when stopping.

@@ -34,6 +34,7 @@ pub(crate) fn start(
     }));
     // The statistics count every event already: the engine reads their counters instead of
     // counting each request a second time, and only takes the failing clients.
+    let outbox = Arc::new(authwatch_alerts::FailureOutbox::new());
     // In fleet mode, the fleet's: these plus what the other instances counted; and one
     // webhook message per change of state for the whole fleet.
     cfg = match fleet {
@@ -41,6 +42,11 @@ pub(crate) fn start(
             if !cfg.has_notify_gate() {
                 cfg = cfg.notify_gate(f.notify_gate());
             }
+            // The failing clients too: the detector's failures go to the fleet, and the
+            // fleet's suspects and routes come back.
+            cfg = cfg
+                .failure_outbox(outbox.clone())
+                .shared_detections(f.shared_detections());
             let f = f.clone();
             cfg.counts(Arc::new(move || f.counts()))
         }
@@ -63,6 +69,13 @@ pub(crate) fn start(
         }));
     }
     let engine = AlertEngine::new(cfg);
+    if let Some(f) = fleet {
+        f.attach_detection(
+            outbox,
+            *engine.config().brute_force_config(),
+            engine.brute_force_threshold(),
+        );
+    }
     let e = engine.clone();
     let _ = health.on_run.set(Arc::new(move |ok| e.observe_health(ok)));
     for meter in meters {

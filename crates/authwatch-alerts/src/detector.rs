@@ -102,6 +102,31 @@ impl BruteForceConfig {
         self
     }
 
+    /// How many slots the window is cut into ([`slots`](Self::slots)).
+    #[must_use]
+    pub fn slot_count(&self) -> u32 {
+        self.slots
+    }
+
+    /// Cells per sketch row ([`capacity`](Self::capacity)), a power of two.
+    #[must_use]
+    pub fn row_cells(&self) -> usize {
+        self.capacity
+    }
+
+    /// Rows per sketch ([`depth`](Self::depth)).
+    #[must_use]
+    pub fn rows(&self) -> usize {
+        self.depth
+    }
+
+    /// How many clients over the threshold are kept by name
+    /// ([`max_suspects`](Self::max_suspects)).
+    #[must_use]
+    pub fn suspects_kept(&self) -> usize {
+        self.max_suspects
+    }
+
     /// How IPv6 clients are grouped: by their first `bits` bits (default 64, a /64; 128 counts
     /// every address apart).
     #[must_use]

@@ -64,8 +64,9 @@ mod rules;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use detector::{BruteForceConfig, RouteFailures, Suspect};
 pub use engine::{
-    mask_ip, Alert, AlertConfig, AlertEngine, AlertEvent, AlertState, CountSource, NotifyGate,
-    QuantileSource, RequestCounts, DEFAULT_RUNBOOKS,
+    mask_ip, Alert, AlertConfig, AlertEngine, AlertEvent, AlertState, CountSource, Detections,
+    FailureOutbox, FailureRun, NotifyGate, QuantileSource, RequestCounts, SharedDetections,
+    DEFAULT_RUNBOOKS,
 };
 pub use notify::{alertmanager_alert, slack_message, NotifierStats};
 pub use rules::{default_rules, Channel, Rule, RuleKind, Severity, Signal, SPEC_ALERTS};

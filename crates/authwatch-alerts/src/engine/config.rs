@@ -68,6 +68,8 @@ pub struct AlertConfig {
     pub(crate) counts: Option<CountSource>,
     pub(crate) on_tick: Option<Arc<dyn Fn() + Send + Sync>>,
     pub(crate) notify_gate: Option<NotifyGate>,
+    pub(crate) failure_outbox: Option<Arc<super::FailureOutbox>>,
+    pub(crate) shared_detections: Option<super::SharedDetections>,
     pub(crate) queue: usize,
     pub(crate) http_timeout: Duration,
 }
@@ -102,6 +104,8 @@ impl Default for AlertConfig {
             counts: None,
             on_tick: None,
             notify_gate: None,
+            failure_outbox: None,
+            shared_detections: None,
             queue: 1024,
             http_timeout: Duration::from_secs(5),
         }
@@ -255,6 +259,32 @@ impl AlertConfig {
     pub fn notify_gate(mut self, gate: NotifyGate) -> Self {
         self.notify_gate = Some(gate);
         self
+    }
+
+    /// Where the engine also puts every failure it counts into its brute-force detector (the
+    /// client key, the route, how many), for a fleet's flush to share
+    /// ([`FailureOutbox::take`](super::FailureOutbox::take)).
+    #[must_use]
+    pub fn failure_outbox(mut self, outbox: Arc<super::FailureOutbox>) -> Self {
+        self.failure_outbox = Some(outbox);
+        self
+    }
+
+    /// Where the engine reads a fleet's brute-force detections, merged with its own at each
+    /// evaluation and in [`suspects`](crate::AlertEngine::suspects),
+    /// [`top_ip_failures`](crate::AlertEngine::top_ip_failures) and
+    /// [`route_failures`](crate::AlertEngine::route_failures): per client and per route, the
+    /// larger figure wins.
+    #[must_use]
+    pub fn shared_detections(mut self, source: super::SharedDetections) -> Self {
+        self.shared_detections = Some(source);
+        self
+    }
+
+    /// The brute-force detector's sizing ([`brute_force`](Self::brute_force)).
+    #[must_use]
+    pub fn brute_force_config(&self) -> &BruteForceConfig {
+        &self.brute_force
     }
 
     /// Whether a [`notify_gate`](Self::notify_gate) is set.

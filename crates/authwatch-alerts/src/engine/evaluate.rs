@@ -47,6 +47,14 @@ impl Inner {
             d.advance(now);
             (d.suspects(), d.routes())
         };
+        // In a fleet, the fleet's detections too.
+        let (suspects, routes) = match self.shared() {
+            Some(d) => (
+                self.with_shared_suspects(suspects),
+                super::shared::merge_routes(routes, &d.routes),
+            ),
+            None => (suspects, routes),
+        };
         let mut st = self.lock_state();
         // Time never goes back within the engine, whatever the clock does.
         if let Some((last, _)) = st.history.back() {

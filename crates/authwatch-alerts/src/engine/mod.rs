@@ -10,6 +10,7 @@ mod history;
 mod labels;
 mod lifecycle;
 mod pending;
+mod shared;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -25,6 +26,7 @@ pub use config::{
     AlertConfig, CountSource, NotifyGate, QuantileSource, RequestCounts, DEFAULT_RUNBOOKS,
 };
 pub use labels::mask_ip;
+pub use shared::{Detections, FailureOutbox, FailureRun, SharedDetections};
 
 use counts::{Counts, Shard, KINDS, LO, OPS};
 use evaluate::ticker;
@@ -207,20 +209,28 @@ impl AlertEngine {
     /// [`BruteForceConfig::ipv6_prefix`](crate::BruteForceConfig::ipv6_prefix)).
     #[must_use]
     pub fn suspects(&self) -> Vec<Suspect> {
-        self.inner.lock_detector().suspects()
+        let local = self.inner.lock_detector().suspects();
+        self.inner.with_shared_suspects(local)
     }
 
     /// The most failures from one address over the window (an upper bound; the
     /// `auth.attack.top_ip.failures` gauge).
     #[must_use]
     pub fn top_ip_failures(&self) -> u64 {
-        self.inner.lock_detector().top_failures()
+        let local = self.inner.lock_detector().top_failures();
+        self.inner
+            .shared()
+            .map_or(local, |d| local.max(d.top_failures))
     }
 
     /// Per route: failures and distinct failing addresses over the window.
     #[must_use]
     pub fn route_failures(&self) -> Vec<RouteFailures> {
-        self.inner.lock_detector().routes()
+        let local = self.inner.lock_detector().routes();
+        match self.inner.shared() {
+            Some(d) => shared::merge_routes(local, &d.routes),
+            None => local,
+        }
     }
 
     /// The brute-force threshold: the smallest `above` of the enabled per-IP rules.
@@ -256,6 +266,20 @@ impl AlertEngine {
 impl Inner {
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The fleet's detections, when the engine has a source and it answers.
+    fn shared(&self) -> Option<Detections> {
+        self.cfg.shared_detections.as_ref().and_then(|f| f())
+    }
+
+    fn with_shared_suspects(&self, local: Vec<Suspect>) -> Vec<Suspect> {
+        match self.shared() {
+            Some(d) => {
+                shared::merge_suspects(local, &d.suspects, self.cfg.brute_force.suspects_kept())
+            }
+            None => local,
+        }
     }
 
     fn wall(&self, t: Duration) -> SystemTime {

@@ -110,7 +110,11 @@ impl Inner {
 
     #[cold]
     fn record_now(&self, ip: IpAddr, route: &str) {
-        self.lock_detector().record(ip, route);
+        let mut d = self.lock_detector();
+        d.record(ip, route);
+        if let Some(o) = &self.cfg.failure_outbox {
+            o.add(d.config().client_key(ip), route, 1);
+        }
     }
 
     #[cold]
@@ -122,7 +126,12 @@ impl Inner {
     /// Counts `runs` into `d`, leaving `runs` empty (with its capacity).
     fn count_runs(&self, d: &mut Detector, runs: &mut Vec<Run>) {
         for r in runs.drain(..) {
-            d.record_n(r.ip, self.labels.text(r.label), r.n);
+            let route = self.labels.text(r.label);
+            d.record_n(r.ip, route, r.n);
+            // In a fleet, shared too.
+            if let Some(o) = &self.cfg.failure_outbox {
+                o.add(d.config().client_key(r.ip), route, r.n);
+            }
         }
     }
 

@@ -1,0 +1,234 @@
+//! What an engine shares with the other instances of a fleet: the failures it counted, in an
+//! outbox that the fleet's flush empties, and the fleet's detections, which it reads back and
+//! merges with its own.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::detector::{RouteFailures, Suspect};
+
+/// Most (client, route) entries an outbox holds between two flushes; beyond, failures are
+/// counted in [`FailureOutbox::dropped`] (they still count locally).
+const MAX_OUTBOX: usize = 200_000;
+
+/// Failures from one client on one route, counted since the last flush.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FailureRun {
+    /// The client key ([`BruteForceConfig::client_key`](crate::BruteForceConfig::client_key)).
+    pub client: IpAddr,
+    /// The route template.
+    pub route: String,
+    /// How many failures.
+    pub n: u32,
+}
+
+/// The failures an engine counted into its detector, waiting for a fleet's flush
+/// ([`AlertConfig::failure_outbox`](crate::AlertConfig::failure_outbox)). Bounded: at most
+/// 200,000 (client, route) pairs wait; beyond, new ones are dropped and counted.
+#[derive(Debug, Default)]
+pub struct FailureOutbox {
+    runs: Mutex<HashMap<(IpAddr, Box<str>), u32>>,
+    dropped: AtomicU64,
+}
+
+impl FailureOutbox {
+    /// An empty outbox.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn add(&self, client: IpAddr, route: &str, n: u32) {
+        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = runs.get_mut(&(client, Box::from(route))) {
+            *v = v.saturating_add(n);
+        } else if runs.len() < MAX_OUTBOX {
+            runs.insert((client, route.into()), n);
+        } else {
+            self.dropped.fetch_add(u64::from(n), Ordering::Relaxed);
+        }
+    }
+
+    /// Everything counted since the last call.
+    #[must_use]
+    pub fn take(&self) -> Vec<FailureRun> {
+        let runs = std::mem::take(&mut *self.runs.lock().unwrap_or_else(|e| e.into_inner()));
+        runs.into_iter()
+            .map(|((client, route), n)| FailureRun {
+                client,
+                route: route.into(),
+                n,
+            })
+            .collect()
+    }
+
+    /// Failures that found the outbox full (counted locally, not shared).
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// A fleet's brute-force detections over the window, as shared storage computed them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Detections {
+    /// Clients over the threshold, with the fleet's estimate.
+    pub suspects: Vec<Suspect>,
+    /// Per route: the fleet's failures and distinct failing clients.
+    pub routes: Vec<RouteFailures>,
+    /// The most failures from one client.
+    pub top_failures: u64,
+}
+
+impl Detections {
+    /// Detections of `suspects`, `routes` and `top_failures`.
+    #[must_use]
+    pub fn new(suspects: Vec<Suspect>, routes: Vec<RouteFailures>, top_failures: u64) -> Self {
+        Self {
+            suspects,
+            routes,
+            top_failures,
+        }
+    }
+}
+
+/// Where an engine reads a fleet's detections: `None` when there are none to read (the
+/// shared storage is unreachable), and the engine goes on with its own.
+pub type SharedDetections = Arc<dyn Fn() -> Option<Detections> + Send + Sync>;
+
+/// `local` and `shared` suspects, each client once with the larger of its two estimates (both
+/// are never below their truth, and the fleet's truth includes this instance's), most failures
+/// first, at most `max`.
+pub(crate) fn merge_suspects(local: Vec<Suspect>, shared: &[Suspect], max: usize) -> Vec<Suspect> {
+    let mut by_ip: HashMap<IpAddr, u64> = local.into_iter().map(|s| (s.ip, s.failures)).collect();
+    for s in shared {
+        let e = by_ip.entry(s.ip).or_insert(0);
+        *e = (*e).max(s.failures);
+    }
+    let mut v: Vec<Suspect> = by_ip
+        .into_iter()
+        .map(|(ip, failures)| Suspect { ip, failures })
+        .collect();
+    v.sort_by(|a, b| b.failures.cmp(&a.failures).then(a.ip.cmp(&b.ip)));
+    v.truncate(max);
+    v
+}
+
+/// `local` and `shared` routes, each once with the larger of each figure.
+pub(crate) fn merge_routes(
+    local: Vec<RouteFailures>,
+    shared: &[RouteFailures],
+) -> Vec<RouteFailures> {
+    let mut by_route: HashMap<String, (u64, u64)> = local
+        .into_iter()
+        .map(|r| (r.route, (r.failures, r.ips)))
+        .collect();
+    for r in shared {
+        let e = by_route.entry(r.route.clone()).or_insert((0, 0));
+        e.0 = e.0.max(r.failures);
+        e.1 = e.1.max(r.ips);
+    }
+    let mut v: Vec<RouteFailures> = by_route
+        .into_iter()
+        .map(|(route, (failures, ips))| RouteFailures {
+            route,
+            failures,
+            ips,
+        })
+        .collect();
+    v.sort_by(|a, b| b.failures.cmp(&a.failures).then(a.route.cmp(&b.route)));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(198, 51, 100, n))
+    }
+
+    #[test]
+    fn merges_keep_each_key_once_with_the_larger_figures() {
+        let s = merge_suspects(
+            vec![
+                Suspect {
+                    ip: ip(1),
+                    failures: 70,
+                },
+                Suspect {
+                    ip: ip(2),
+                    failures: 55,
+                },
+            ],
+            &[
+                Suspect {
+                    ip: ip(1),
+                    failures: 65,
+                },
+                Suspect {
+                    ip: ip(3),
+                    failures: 90,
+                },
+            ],
+            2,
+        );
+        assert_eq!(
+            s,
+            [
+                Suspect {
+                    ip: ip(3),
+                    failures: 90
+                },
+                Suspect {
+                    ip: ip(1),
+                    failures: 70
+                },
+            ]
+        );
+        let r = merge_routes(
+            vec![RouteFailures {
+                route: "/login".into(),
+                failures: 40,
+                ips: 30,
+            }],
+            &[RouteFailures {
+                route: "/login".into(),
+                failures: 120,
+                ips: 20,
+            }],
+        );
+        assert_eq!(
+            r,
+            [RouteFailures {
+                route: "/login".into(),
+                failures: 120,
+                ips: 30
+            }]
+        );
+    }
+
+    #[test]
+    fn the_outbox_adds_up_runs_and_is_bounded() {
+        let o = FailureOutbox::new();
+        o.add(ip(1), "/login", 2);
+        o.add(ip(1), "/login", 3);
+        o.add(ip(1), "/token", 1);
+        let mut runs = o.take();
+        runs.sort_by(|a, b| a.route.cmp(&b.route));
+        assert_eq!(runs.len(), 2);
+        assert_eq!((runs[0].route.as_str(), runs[0].n), ("/login", 5));
+        assert!(o.take().is_empty(), "taken once");
+        for i in 0..MAX_OUTBOX {
+            o.add(IpAddr::V6((i as u128).into()), "/r", 1);
+        }
+        o.add(ip(9), "/r", 4);
+        assert_eq!(o.dropped(), 4);
+        assert_eq!(o.take().len(), MAX_OUTBOX);
+    }
+}
