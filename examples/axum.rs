@@ -4,6 +4,7 @@
 //! cargo run --example axum                       # http://127.0.0.1:3000, /metrics, /auth/health
 //! cargo run --example axum -- --port 0           # an ephemeral port (printed)
 //! OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 cargo run --example axum   # + OTLP export
+//! AUTHWATCH_REDIS_URL=redis://127.0.0.1:6379 cargo run --example axum -- --port 0  # a replica
 //! ```
 //!
 //! Routes: `POST /api/auth/sign-in/email` and `POST /api/auth/sign-up/email` (JSON
@@ -11,7 +12,8 @@
 //! `POST /api/auth/get-access-token` and `GET /api/me` (bearer token; `/api/me` sits behind a
 //! `TokenGuard`), `POST /api/auth/request-password-reset` (JSON `{"email"}`, slow: it "sends an
 //! e-mail"). Users: `ada@example.com` / `correct horse`. `GEOIP_DB=GeoLite2-Country.mmdb` counts
-//! attempts per country. Ctrl-C (or SIGTERM)
+//! attempts per country; `ALERT_WEBHOOK=http://…` sends alert changes as Slack-compatible
+//! messages; `AUTHWATCH_REDIS_URL` runs it as one replica of a fleet. Ctrl-C (or SIGTERM)
 //! flushes the exporters and exits.
 
 use std::collections::HashMap;
@@ -248,6 +250,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The spec: limit access to metrics. Prometheus sends it with `authorization: {credentials: …}`.
     if let Ok(token) = std::env::var("METRICS_TOKEN") {
         builder = builder.metrics_bearer_token(token);
+    }
+    // Alert changes as Slack-compatible messages (one per incident for a whole fleet, when
+    // AUTHWATCH_REDIS_URL puts the replicas in fleet mode).
+    if let Ok(url) = std::env::var("ALERT_WEBHOOK") {
+        builder = builder.alert_webhook(url);
     }
     let watch = builder
         // The user store answers (here: its lock is usable); a real service would ping its

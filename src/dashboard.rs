@@ -38,7 +38,8 @@ impl AuthWatch {
     /// The in-process view as the JSON `/auth/stats` serves: counters since start and window
     /// percentiles per operation, the firing alerts, the top offending client addresses (masked
     /// unless [`AuthWatchBuilder::dashboard_unmasked_ips`](crate::AuthWatchBuilder::dashboard_unmasked_ips)),
-    /// the last health status and the active-user estimate.
+    /// the last health status, the active-user estimate, and in fleet mode the instances and
+    /// the fleet's totals (`fleet`, `null` without).
     #[must_use]
     pub fn stats_json(&self) -> Value {
         let s = self.snapshot();
@@ -135,6 +136,21 @@ impl AuthWatch {
                 _ => None,
             })
             .unwrap_or(std::time::Duration::from_secs(300));
+        // In fleet mode: the instances and the fleet's totals the rules read (the figures
+        // above are this instance's).
+        let fleet = self.fleet_status().map(|f| {
+            json!({
+                "connected": f.connected,
+                "errors": f.errors,
+                "requests": f.requests,
+                "failures": f.failures,
+                "instances": f.instances.iter().map(|i| json!({
+                    "name": i.name,
+                    "this": i.this,
+                    "last_flush_ms": u64::try_from(i.last_flush.as_millis()).unwrap_or(u64::MAX),
+                })).collect::<Vec<_>>(),
+            })
+        });
         let health = self
             .inner
             .health
@@ -155,6 +171,7 @@ impl AuthWatch {
             "ips_masked": !unmask,
             "health": health,
             "active_users": self.active_users(),
+            "fleet": fleet,
         })
     }
 }

@@ -504,3 +504,106 @@ fn a_bad_url_is_a_clear_build_error() {
         .to_string();
     assert!(err.contains("fleet: Redis URL postgres://db/1"), "{err}");
 }
+
+/// The issue's case, with three replicas as separate processes (the axum example, in fleet
+/// mode through `AUTHWATCH_REDIS_URL`) and a webhook: 60 failed sign-ins from one address,
+/// round-robin over them, and every replica lists `AuthBruteForceSuspected` for the address
+/// with a count of at least 60 within two ticks of its engine (5 s each), while exactly one
+/// message per alert reaches the webhook. Three replicas without fleet mode, the same
+/// traffic: no replica names the address.
+#[test]
+fn three_replica_processes_see_one_brute_force_and_notify_once() {
+    use axum::routing::post;
+    let http = Http::new();
+    let got: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let g = got.clone();
+    let hook = http.rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/hook",
+            post(move |body: String| {
+                let g = g.clone();
+                async move {
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    g.lock()
+                        .unwrap()
+                        .push(v["text"].as_str().unwrap().to_owned());
+                    "ok"
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    });
+    let redis = Redis::start();
+    let start = |fleet: bool| -> Vec<Example> {
+        (0..3)
+            .map(|_| {
+                let mut env = vec![("ALERT_WEBHOOK", format!("http://{hook}/hook"))];
+                if fleet {
+                    env.push(("AUTHWATCH_REDIS_URL", redis.url()));
+                }
+                Example::start("axum", &["--port", "0"], &env)
+            })
+            .collect()
+    };
+    let fleet = start(true);
+    let alone = start(false);
+    let stats = |ex: &Example| -> serde_json::Value {
+        serde_json::from_str(&http.get(&format!("http://{}/auth/stats", ex.addr)).1).unwrap()
+    };
+    eventually(20, "the fleet forms", || {
+        let n: Vec<usize> = fleet
+            .iter()
+            .map(|ex| {
+                stats(ex)["fleet"]["instances"]
+                    .as_array()
+                    .map_or(0, Vec::len)
+            })
+            .collect();
+        (n == [3, 3, 3]).then_some(()).ok_or(format!("{n:?}"))
+    });
+    assert!(stats(&alone[0])["fleet"].is_null());
+    // A credential-stuffing run: another e-mail each time (the example limits attempts per
+    // e-mail, not per address).
+    for i in 0..60 {
+        let wrong = format!(r#"{{"email":"user{i}@example.com","password":"wrong"}}"#);
+        for group in [&fleet, &alone] {
+            let ex = &group[i % 3];
+            let url = format!("http://{}/api/auth/sign-in/email", ex.addr);
+            assert_eq!(http.post_json(&url, &wrong, &[]), 401);
+        }
+    }
+    let brute = |ex: &Example| -> Option<f64> {
+        stats(ex)["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["name"] == "AuthBruteForceSuspected")
+            .and_then(|a| a["value"].as_f64())
+    };
+    let sent = std::time::Instant::now();
+    for ex in &fleet {
+        let v = eventually(20, "every replica names the address", || {
+            brute(ex).ok_or_else(|| "not yet".to_owned())
+        });
+        assert!(v >= 60.0, "{v}");
+    }
+    assert!(
+        sent.elapsed() < Duration::from_secs(15),
+        "within two ticks of 5 s (and a flush): {:?}",
+        sent.elapsed()
+    );
+    // Wait out a further tick on every replica: still one message per alert.
+    std::thread::sleep(Duration::from_secs(6));
+    let msgs = got.lock().unwrap().clone();
+    let firing: Vec<&String> = msgs
+        .iter()
+        .filter(|m| m.starts_with("[FIRING] AuthBruteForceSuspected"))
+        .collect();
+    assert_eq!(firing.len(), 1, "{msgs:#?}");
+    assert!(firing[0].contains("127.0.0.1"), "{}", firing[0]);
+    for ex in &alone {
+        assert!(brute(ex).is_none(), "20 failures per replica name nobody");
+    }
+}
