@@ -144,6 +144,10 @@ impl AuthWatch {
                 "errors": f.errors,
                 "requests": f.requests,
                 "failures": f.failures,
+                "p95_ms": authwatch_layer::AuthOp::ALL
+                    .iter()
+                    .map(|op| (op.as_str().to_owned(), ms(f.p95(*op))))
+                    .collect::<serde_json::Map<String, Value>>(),
                 "instances": f.instances.iter().map(|i| json!({
                     "name": i.name,
                     "this": i.this,

@@ -135,12 +135,24 @@ impl Stats {
     /// The number of requests of `op` in the window and its `q` quantile (for token validation,
     /// routes and guards together), for the alert engine's percentile rules.
     pub(crate) fn op_quantile(&self, op: AuthOp, q: f64, now: Instant) -> (u64, Option<Duration>) {
+        let w = self.op_window(op, now);
+        (w.count(), w.quantile(q))
+    }
+
+    /// The window of `op` ending at `now` (for token validation, routes and guards together),
+    /// as the percentile rules read it.
+    pub(crate) fn op_window(&self, op: AuthOp, now: Instant) -> Window {
         self.sink.flush();
         let mut w = self.windows.routes[op.index()].snapshot_at(now);
         if op == AuthOp::TokenValidation {
             w.merge(&self.windows.guard.snapshot_at(now));
         }
-        (w.count(), w.quantile(q))
+        w
+    }
+
+    /// [`op_window`](Self::op_window) of every operation, for a fleet's flush.
+    pub(crate) fn op_windows(&self, now: Instant) -> [Window; OPS] {
+        std::array::from_fn(|i| self.op_window(AuthOp::ALL[i], now))
     }
 
     pub(crate) fn snapshot(&self, now: Instant) -> Snapshot {

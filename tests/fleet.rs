@@ -166,7 +166,7 @@ async fn a_rate_rule_no_instance_crosses_alone_fires_on_every_instance() {
     kinds.dedup();
     assert_eq!(
         kinds,
-        ["bf:cms", "bf:hll", "bf:rf", "bf:seed", "bf:top", "counts", "seen"],
+        ["bf:cms", "bf:hll", "bf:rf", "bf:seed", "bf:top", "counts", "seen", "windows"],
         "{keys}"
     );
     for k in keys.lines() {
@@ -381,6 +381,66 @@ async fn a_distributed_attack_over_the_fleet_fires() {
         w.shutdown().await.unwrap();
     }
     alone.shutdown().await.unwrap();
+}
+
+/// Three instances with different latencies: the fleet's p95, which every instance's
+/// percentile rules read, is the p95 of the union of their samples (here: what one lone
+/// instance that recorded all of them reports), to HDR's 3 significant digits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_p95_is_the_p95_of_the_union() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let fleet: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| monitor("search", Some(&url), n))
+        .collect();
+    let (union, _) = monitor("search", None, "union");
+    for (w, _) in &fleet {
+        wait_fleet(w, 3);
+    }
+    let sign_in = |w: &AuthWatch, us: u64| {
+        w.record(
+            &AuthEvent::new(
+                AuthOp::Login,
+                Outcome::Success,
+                Duration::from_micros(us),
+                authwatch::layer::now(),
+            )
+            .with_route("/login"),
+        );
+    };
+    // a: fast (1-2 ms), b: medium (5-15 ms), c: a slow tail (40-240 ms), 100 each.
+    for i in 0..100u64 {
+        for (k, (w, _)) in fleet.iter().enumerate() {
+            let us = match k {
+                0 => 1_000 + i * 10,
+                1 => 5_000 + i * 100,
+                _ => 40_000 + i * 2_000,
+            };
+            sign_in(w, us);
+            sign_in(&union, us);
+        }
+    }
+    let want = union.snapshot().op(AuthOp::Login).p95.unwrap();
+    let own = fleet[0].0.snapshot().op(AuthOp::Login).p95.unwrap();
+    assert!(
+        own < Duration::from_millis(3),
+        "a's own p95 is a's: {own:?}"
+    );
+    for (w, _) in &fleet {
+        eventually(20, "the fleet's p95", || {
+            let got = status(w).p95(AuthOp::Login);
+            (got == Some(want))
+                .then_some(())
+                .ok_or(format!("{got:?}, want {want:?}"))
+        });
+    }
+    let stats = fleet[1].0.stats_json();
+    let shown = stats["fleet"]["p95_ms"]["login"].as_f64().unwrap();
+    assert!((shown - want.as_secs_f64() * 1e3).abs() < 0.001, "{shown}");
+    for (w, _) in &fleet {
+        w.shutdown().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

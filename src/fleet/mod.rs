@@ -18,6 +18,7 @@
 
 mod detect;
 mod merge;
+mod windows;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -158,10 +159,26 @@ pub struct FleetStatus {
     pub requests: u64,
     /// Failures (server errors included) among them.
     pub failures: u64,
+    p95: [Option<Duration>; AuthOp::COUNT],
+}
+
+impl FleetStatus {
+    /// The p95 of `op` over the fleet's windows: this instance's values and the others' (as
+    /// of their last flush) together, exact to 3 significant digits (HDR histograms merge
+    /// exactly); this instance's alone while Redis is away. What the percentile rules read.
+    #[must_use]
+    pub fn p95(&self, op: AuthOp) -> Option<Duration> {
+        self.p95[op.index()]
+    }
 }
 
 /// This instance's cumulative counts (the statistics').
 pub(crate) type LocalCounts = Arc<dyn Fn() -> [RequestCounts; AuthOp::COUNT] + Send + Sync>;
+
+/// This instance's latency windows now, per operation (token validation with its guards'),
+/// as the percentile rules read them.
+pub(crate) type LocalWindows =
+    Arc<dyn Fn() -> [authwatch_hdr::Snapshot; AuthOp::COUNT] + Send + Sync>;
 
 struct Shared {
     connected: AtomicBool,
@@ -180,6 +197,8 @@ struct Shared {
     detect: std::sync::OnceLock<detect::Detect>,
     /// The fleet's detections at the last flush.
     detections: Mutex<Option<authwatch_alerts::Detections>>,
+    /// The other instances' latency windows at the last flush, per operation.
+    windows: Mutex<Vec<Vec<authwatch_hdr::Snapshot>>>,
 }
 
 /// A running fleet: its flush thread and what it last read.
@@ -187,6 +206,7 @@ struct Shared {
 pub(crate) struct FleetHandle {
     shared: Arc<Shared>,
     local: LocalCounts,
+    local_windows: LocalWindows,
 }
 
 impl std::fmt::Debug for FleetHandle {
@@ -201,6 +221,7 @@ impl FleetHandle {
         fleet: &Fleet,
         service: &str,
         local: LocalCounts,
+        local_windows: LocalWindows,
     ) -> Result<Self, crate::BuildError> {
         let client = redis::Client::open(fleet.url.as_str()).map_err(|e| {
             crate::BuildError::Config(format!("fleet: Redis URL {}: {e}", fleet.shown_url()))
@@ -223,10 +244,12 @@ impl FleetHandle {
             alert_prefix: keys.alert.clone(),
             detect: std::sync::OnceLock::new(),
             detections: Mutex::new(None),
+            windows: Mutex::new(Vec::new()),
         });
         let worker = Worker {
             shared: shared.clone(),
             local: local.clone(),
+            local_windows: local_windows.clone(),
             client,
             keys,
             id,
@@ -243,7 +266,11 @@ impl FleetHandle {
             .map_err(|e| {
                 crate::BuildError::Config(format!("fleet: cannot start its thread: {e}"))
             })?;
-        Ok(Self { shared, local })
+        Ok(Self {
+            shared,
+            local,
+            local_windows,
+        })
     }
 
     /// The fleet's counts: this instance's own, plus what the others counted since it joined.
@@ -317,6 +344,26 @@ impl FleetHandle {
         })
     }
 
+    /// The requests of `op` in the fleet's windows and their `q` quantile: `local` (this
+    /// instance's window now) merged with the other instances' at the last flush, while
+    /// connected; `local` alone while Redis is away. HDR histograms merge exactly: this is the
+    /// quantile of the union of every instance's values, to 3 significant digits.
+    pub(crate) fn op_quantile(
+        &self,
+        op: AuthOp,
+        q: f64,
+        mut local: authwatch_hdr::Snapshot,
+    ) -> (u64, Option<Duration>) {
+        if self.connected() {
+            for w in lock(&self.shared.windows).iter() {
+                if let Some(s) = w.get(op.index()) {
+                    local.merge(s);
+                }
+            }
+        }
+        (local.count(), local.quantile(q))
+    }
+
     /// Whether the last flush reached Redis.
     pub(crate) fn connected(&self) -> bool {
         self.shared.connected.load(Ordering::Relaxed)
@@ -336,6 +383,10 @@ impl FleetHandle {
                 .map(|c| c.success + c.failure + c.rate_limited + c.cancelled)
                 .sum(),
             failures: counts.iter().map(|c| c.failure).sum(),
+            p95: {
+                let local = (self.local_windows)();
+                std::array::from_fn(|i| self.op_quantile(AuthOp::ALL[i], 0.95, local[i].clone()).1)
+            },
             connected,
             errors: self.errors(),
             instances: lock(&self.shared.instances).clone(),
@@ -393,6 +444,8 @@ fn default_name() -> String {
 struct Keys {
     counts: String,
     seen: String,
+    /// Every instance's latency windows.
+    windows: String,
     /// Followed by an alert's fingerprint: the last state notified.
     alert: String,
     /// The brute-force detection's keys start so.
@@ -409,39 +462,44 @@ impl Keys {
         Self {
             counts: format!("authwatch:{{{tag}}}:counts"),
             seen: format!("authwatch:{{{tag}}}:seen"),
+            windows: format!("authwatch:{{{tag}}}:windows"),
             alert: format!("authwatch:{{{tag}}}:alert:"),
             detect: format!("authwatch:{{{tag}}}:bf:"),
         }
     }
 }
 
-/// One flush, atomically: store this instance's counts and the time it was seen (Redis'
-/// clock), forget the instances not seen within the stale time, renew the keys' expiry, and
-/// return every instance's counts, when each was seen, and now.
+/// One flush, atomically: store this instance's counts, its latency windows and the time it
+/// was seen (Redis' clock), forget the instances not seen within the stale time, renew the
+/// keys' expiry, and return every instance's counts, when each was seen, now, and every
+/// instance's windows.
 ///
-/// KEYS: counts hash, seen sorted set. ARGV: instance id, its join time (0 on the first
-/// flush: now), its counts, stale after (ms), key expiry (ms), leaving (1: remove this
-/// instance instead).
+/// KEYS: counts hash, seen sorted set, windows hash. ARGV: instance id, its join time (0 on
+/// the first flush: now), its counts, stale after (ms), key expiry (ms), leaving (1: remove
+/// this instance instead), its windows ([`windows::encode`]).
 const FLUSH: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[6] == '1' then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
-  return {{}, {}, now}
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  return {{}, {}, now, {}}
 end
 local joined = tonumber(ARGV[2])
 if joined == 0 then joined = now end
 redis.call('HSET', KEYS[1], ARGV[1], joined .. ';' .. ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[7])
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - tonumber(ARGV[4])))
 for _, id in ipairs(stale) do
   redis.call('HDEL', KEYS[1], id)
+  redis.call('HDEL', KEYS[3], id)
   redis.call('ZREM', KEYS[2], id)
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-return {redis.call('HGETALL', KEYS[1]), redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES'), now}
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+return {redis.call('HGETALL', KEYS[1]), redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES'), now,
+  redis.call('HGETALL', KEYS[3])}
 ";
 
 /// The notification gate: set the alert's last notified state, and say whether it changed
@@ -486,6 +544,7 @@ fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
 struct Worker {
     shared: Arc<Shared>,
     local: LocalCounts,
+    local_windows: LocalWindows,
     client: redis::Client,
     keys: Keys,
     id: String,
@@ -607,19 +666,29 @@ impl Worker {
         let joined = lock(&self.shared.peers).joined_ms().unwrap_or(0);
         let stale = self.every * STALE_FLUSHES;
         let ttl = (stale * 2).max(MIN_KEY_TTL);
-        let (fields, seen, now): (Vec<String>, Vec<String>, u64) = script
+        let windows = windows::encode(&(self.local_windows)());
+        let (fields, seen, now, hdr): (Vec<String>, Vec<String>, u64, Vec<Vec<u8>>) = script
             .key(&self.keys.counts)
             .key(&self.keys.seen)
+            .key(&self.keys.windows)
             .arg(&self.id)
             .arg(joined)
             .arg(counts)
             .arg(u64::try_from(stale.as_millis()).unwrap_or(u64::MAX))
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
             .arg(if leaving { "1" } else { "0" })
+            .arg(windows)
             .invoke(c)?;
         if leaving {
             return Ok(());
         }
+        // The others' windows (this instance reads its own live).
+        let others: Vec<Vec<authwatch_hdr::Snapshot>> = hdr
+            .chunks_exact(2)
+            .filter(|kv| kv[0] != self.id.as_bytes())
+            .filter_map(|kv| windows::decode(&kv[1]))
+            .collect();
+        *lock(&self.shared.windows) = others;
         let reports: Vec<Report> = fields
             .chunks_exact(2)
             .filter_map(|kv| {
@@ -680,6 +749,7 @@ mod tests {
             &Fleet::redis("http://not-redis"),
             "svc",
             Arc::new(|| [RequestCounts::default(); AuthOp::COUNT]),
+            Arc::new(|| std::array::from_fn(|_| authwatch_hdr::Snapshot::empty())),
         )
         .unwrap_err()
         .to_string();

@@ -29,9 +29,18 @@ pub(crate) fn start(
         cfg = cfg.service(service.to_owned());
     }
     let st = stats.clone();
-    cfg = cfg.quantiles(Arc::new(move |op, q| {
-        st.op_quantile(op, q, authwatch_layer::now())
-    }));
+    cfg = match fleet {
+        // The fleet's: this instance's window merged with the others' (HDR merges exactly).
+        Some(f) => {
+            let f = f.clone();
+            cfg.quantiles(Arc::new(move |op, q| {
+                f.op_quantile(op, q, st.op_window(op, authwatch_layer::now()))
+            }))
+        }
+        None => cfg.quantiles(Arc::new(move |op, q| {
+            st.op_quantile(op, q, authwatch_layer::now())
+        })),
+    };
     // The statistics count every event already: the engine reads their counters instead of
     // counting each request a second time, and only takes the failing clients.
     let outbox = Arc::new(authwatch_alerts::FailureOutbox::new());

@@ -19,7 +19,13 @@ pub(crate) fn start(
     meters: &[Meter],
 ) -> Result<FleetHandle, BuildError> {
     let st = stats.clone();
-    let handle = FleetHandle::start(fleet, service, Arc::new(move || st.request_counts()))?;
+    let windows = stats.clone();
+    let handle = FleetHandle::start(
+        fleet,
+        service,
+        Arc::new(move || st.request_counts()),
+        Arc::new(move || windows.op_windows(authwatch_layer::now())),
+    )?;
     for meter in meters {
         let h = handle.clone();
         register_u64_gauge(meter, Measure::FleetConnected, move || {

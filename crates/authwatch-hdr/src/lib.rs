@@ -612,6 +612,27 @@ fn nanos(v: u64) -> Duration {
     Duration::from_nanos(v)
 }
 
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn take_varint(rest: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, tail) = rest.split_first()?;
+        *rest = tail;
+        v |= u64::from(b & 0x7f).checked_shl(shift)?;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
 impl Snapshot {
     /// A snapshot with no values.
     #[must_use]
@@ -630,6 +651,44 @@ impl Snapshot {
             })
             .unwrap_or_else(|_| new_histogram());
         Self { hist }
+    }
+
+    /// The snapshot as bytes, for another process to read back with
+    /// [`from_bytes`](Self::from_bytes) and [`merge`](Self::merge) (the replicas of a fleet
+    /// share their windows so): for each recorded bucket, its highest equivalent value (as the
+    /// difference from the previous bucket's) and its count, as LEB128 varints. A window's
+    /// values cluster, so this is small, a few hundred bytes for a typical latency window. Read
+    /// back, every bucket holds the same count, so every quantile, the count, minimum, maximum
+    /// and mean are exactly the original's.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut last = 0u64;
+        for v in self.hist.iter_recorded() {
+            let value = v.value_iterated_to();
+            put_varint(&mut out, value - last);
+            put_varint(&mut out, v.count_at_value());
+            last = value;
+        }
+        out
+    }
+
+    /// A snapshot read from [`to_bytes`](Self::to_bytes); `None` when `bytes` are not that
+    /// (truncated, or values out of range).
+    #[must_use]
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let mut s = Self::empty();
+        let mut rest = bytes;
+        let mut value = 0u64;
+        while !rest.is_empty() {
+            value = value.checked_add(take_varint(&mut rest)?)?;
+            let count = take_varint(&mut rest)?;
+            if value > MAX_TRACKABLE_NANOS {
+                return None;
+            }
+            s.hist.record_n(value, count).ok()?;
+        }
+        Some(s)
     }
 
     /// Adds every value of `other` into this snapshot.

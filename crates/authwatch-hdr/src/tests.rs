@@ -441,3 +441,47 @@ fn a_batch_counts_every_value_once_with_snapshots_between() {
         );
     }
 }
+
+/// A snapshot read back from its bytes is the same snapshot, alone and merged: what a fleet's
+/// replicas exchange gives exactly the quantiles of the union of their values.
+#[test]
+fn a_snapshot_round_trips_through_its_bytes() {
+    let w = WindowedHistogram::new(WindowConfig::default());
+    let other = WindowedHistogram::new(WindowConfig::default());
+    let now = Instant::now();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for i in 0..20_000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // 0 to ~4 s, clustered low, with a long tail.
+        let v = (x % 1_000_000) * (1 + i % 4_000);
+        w.record(Duration::from_nanos(v), now);
+        other.record(Duration::from_nanos(v / 3 + 1), now);
+    }
+    let (a, b) = (w.snapshot_at(now), other.snapshot_at(now));
+    let bytes = a.to_bytes();
+    assert!(bytes.len() < 64 * 1024, "{} bytes", bytes.len());
+    let back = Snapshot::from_bytes(&bytes).unwrap();
+    for q in [0.0, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0] {
+        assert_eq!(back.quantile(q), a.quantile(q), "q {q}");
+    }
+    assert_eq!(
+        (back.count(), back.min(), back.max(), back.mean()),
+        (a.count(), a.min(), a.max(), a.mean())
+    );
+    let mut merged = a.clone();
+    merged.merge(&b);
+    let mut merged_back = Snapshot::from_bytes(&a.to_bytes()).unwrap();
+    merged_back.merge(&Snapshot::from_bytes(&b.to_bytes()).unwrap());
+    for q in [0.5, 0.95, 0.99] {
+        assert_eq!(merged_back.quantile(q), merged.quantile(q), "merged q {q}");
+    }
+    assert!(Snapshot::from_bytes(&[]).unwrap().is_empty());
+    assert!(Snapshot::from_bytes(&[0x80]).is_none(), "truncated");
+    assert!(Snapshot::from_bytes(&[0xff; 11]).is_none(), "too long");
+    let mut huge = Vec::new();
+    put_varint(&mut huge, u64::MAX);
+    put_varint(&mut huge, 1);
+    assert!(Snapshot::from_bytes(&huge).is_none(), "out of range");
+}
