@@ -667,3 +667,153 @@ fn three_replica_processes_see_one_brute_force_and_notify_once() {
         assert!(brute(ex).is_none(), "20 failures per replica name nobody");
     }
 }
+
+/// A client's failures in an earlier slot of the window count with a few more in the
+/// current one, even when those few alone would not make it worth estimating (fewer than
+/// threshold / slots): it was kept near the threshold and is estimated again at each flush.
+/// The failures go through two instances and are read on a third that saw none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_spread_over_slots_add_up() {
+    use authwatch::alerts::BruteForceConfig;
+    let redis = Redis::start();
+    let url = redis.url();
+    // A 10-s window in two slots of 5 s: near the threshold (50) from 25 in a slot.
+    let small = |c: AlertConfig| {
+        c.brute_force(
+            BruteForceConfig::default()
+                .window(Duration::from_secs(10))
+                .slots(2),
+        )
+    };
+    let fleet: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| monitor_with("slots", Some(&url), n, small))
+        .collect();
+    for (w, _) in &fleet {
+        wait_fleet(w, 3);
+    }
+    // Redis' clock decides the slot: start right after a slot begins.
+    let slot = || -> u64 {
+        let t = redis.cli(&["time"]);
+        let secs: u64 = t.lines().next().unwrap().parse().unwrap();
+        secs / 5
+    };
+    let first = slot();
+    eventually(10, "a new slot", || {
+        (slot() > first).then_some(()).ok_or_else(String::new)
+    });
+    let x: IpAddr = "192.0.2.77".parse().unwrap();
+    fail_from(&fleet[0].0, x, 30);
+    let (c, c_clock) = &fleet[2];
+    eventually(4, "x near the threshold in the fleet", || {
+        c.evaluate_alerts();
+        let s = c.alert_engine().unwrap().suspects();
+        s.is_empty().then_some(()).ok_or(format!("{s:?}"))?;
+        let r = c.alert_engine().unwrap().route_failures();
+        (r.first().map(|r| r.failures) == Some(30))
+            .then_some(())
+            .ok_or(format!("{r:?}"))
+    });
+    // The next slot: 21 more, through b.
+    let now = slot();
+    eventually(10, "the next slot", || {
+        (slot() > now).then_some(()).ok_or_else(String::new)
+    });
+    fail_from(&fleet[1].0, x, 21);
+    let alert = eventually(4, "51 failures in the window", || {
+        firing(c, c_clock, "AuthBruteForceSuspected").ok_or_else(|| "not firing".to_owned())
+    });
+    assert_eq!(alert.labels["client_ip"], "192.0.2.77");
+    assert_eq!(alert.value, 51.0);
+    for (w, _) in &fleet {
+        w.shutdown().await.unwrap();
+    }
+}
+
+/// `used_memory` of `redis`, in bytes.
+fn redis_memory(redis: &Redis) -> u64 {
+    let info = redis.cli(&["info", "memory"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory in INFO memory")
+}
+
+/// A spray of 1,000,000 addresses with one failure each, and one attacker with 51, through
+/// three instances: Redis grows by less than 32 MiB, every failure reaches the fleet's counts,
+/// exactly the attacker is named, and every key the fleet wrote expires with its window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_address_spray_stays_small_in_redis() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let fleet: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| monitor("spray", Some(&url), n))
+        .collect();
+    let (reader, reader_clock) = monitor("spray", Some(&url), "reader");
+    wait_fleet(&reader, 4);
+    let before = redis_memory(&redis);
+    let attacker: IpAddr = "203.0.113.50".parse().unwrap();
+    let started = Instant::now();
+    const N: u32 = 1_000_000;
+    const ROUND: u32 = 30_000;
+    for round in 0..N.div_ceil(ROUND) {
+        for i in round * ROUND..((round + 1) * ROUND).min(N) {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            fail_from(&fleet[(i % 3) as usize].0, ip, 1);
+        }
+        // The attacker's 51, spread over the rounds and the instances.
+        let attacks = 51 * (round + 1) / N.div_ceil(ROUND) - 51 * round / N.div_ceil(ROUND);
+        for k in 0..attacks {
+            fail_from(&fleet[((round + k) % 3) as usize].0, attacker, 1);
+        }
+        // Each instance's engine hands its failures over at its tick (here: each round).
+        for (w, _) in &fleet {
+            w.evaluate_alerts();
+        }
+        // Let the flushes keep up (each instance holds at most 200,000 between two).
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let total = u64::from(N) + 51;
+    eventually(120, "every failure in the fleet's counts", || {
+        for (w, _) in &fleet {
+            w.evaluate_alerts();
+        }
+        let r = reader.alert_engine().unwrap().route_failures();
+        let n = r.first().map_or(0, |r| r.failures);
+        let errors: Vec<(u64, Option<String>)> = fleet
+            .iter()
+            .map(|(w, _)| {
+                let s = status(w);
+                (s.errors, s.last_error)
+            })
+            .collect();
+        (n == total)
+            .then_some(())
+            .ok_or(format!("{n} of {total}; errors {errors:?}"))
+    });
+    let alert = eventually(20, "the attacker named", || {
+        firing(&reader, &reader_clock, "AuthBruteForceSuspected")
+            .ok_or_else(|| "not firing".to_owned())
+    });
+    assert_eq!(alert.labels["client_ip"], "203.0.113.50");
+    assert!(alert.value >= 51.0, "{alert}");
+    let suspects = reader.alert_engine().unwrap().suspects();
+    assert_eq!(suspects.len(), 1, "only the attacker: {suspects:?}");
+    let grown = redis_memory(&redis).saturating_sub(before);
+    eprintln!(
+        "1,000,051 failures from 1,000,001 addresses through 3 instances in {:?}: Redis grew by {:.1} MiB",
+        started.elapsed(),
+        grown as f64 / 1048576.0
+    );
+    assert!(grown < 32 << 20, "Redis grew by {grown} bytes");
+    let keys = redis.cli(&["--scan", "--pattern", "authwatch:*"]);
+    for k in keys.lines() {
+        let ttl: i64 = redis.cli(&["pttl", k]).parse().unwrap();
+        assert!(ttl > 0 && ttl <= 1_200_000, "{k} expires in {ttl} ms");
+    }
+    for (w, _) in &fleet {
+        w.shutdown().await.unwrap();
+    }
+    reader.shutdown().await.unwrap();
+}

@@ -31,11 +31,16 @@ pub(crate) struct Detect {
 }
 
 /// Counts a chunk of failures into the current slot's sketch (conservative update), the
-/// route's failures and distinct clients, and the suspects (clients whose estimate over the
-/// window is above the threshold, with the cells to estimate them again); with `read`, also
-/// estimates every suspect again (dropping those no longer above, keeping the largest
-/// `max_suspects`) and returns the suspects, the routes over the window and the largest
-/// estimate seen.
+/// routes' failures and distinct clients, and the suspects: a client is estimated over the
+/// whole window only when its count in the current slot reaches `threshold / slots` (below
+/// that in every slot, its window total cannot pass the threshold), then kept, with its
+/// cells, among the suspects (above the threshold) or the clients near it. With `read`, both
+/// sets are estimated again (a client near the threshold that fails a little in each later
+/// slot is caught so; each set keeps its largest, `max_suspects` and four times that), and
+/// the suspects, the routes over the window and the largest estimate seen are returned.
+///
+/// A spray of one or two failures per address costs two `BITFIELD` calls per address, and
+/// one `HINCRBY` and one `PFADD` per route and thousand addresses.
 ///
 /// KEYS: the key prefix. ARGV: slot length (ms), slots, rows, threshold, max suspects,
 /// failures in this call, read (1/0), then per failure: client, route, count, its cell
@@ -52,6 +57,7 @@ local k = tonumber(ARGV[6])
 local p = KEYS[1]
 local cur = math.floor(now / slot_ms)
 local ttl = (slots + 1) * slot_ms
+local near_at = threshold / slots
 local function slot_min(key, idx)
   local args = {}
   for r = 1, depth do
@@ -74,6 +80,9 @@ local function window(idx)
   return sum
 end
 local cms = p .. 'cms:' .. cur
+local top = 0
+local route_n = {}
+local route_ips = {}
 local i = 8
 for c = 1, k do
   local label, route, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
@@ -92,55 +101,87 @@ for c = 1, k do
     end
   end
   if #args > 0 then redis.call('BITFIELD', cms, unpack(args)) end
+  route_n[route] = (route_n[route] or 0) + n
+  local ips = route_ips[route]
+  if not ips then
+    ips = {}
+    route_ips[route] = ips
+  end
+  ips[#ips + 1] = label
+  if new > top then top = new end
+  -- Over the window a client is above the threshold only if one slot holds more than
+  -- threshold / slots of its failures: estimated then, and kept near for later flushes.
+  if new >= near_at then
+    local est = window(idx)
+    if est > top then top = est end
+    local cells = table.concat(idx, ',')
+    if est > threshold then
+      redis.call('ZADD', p .. 'suspects', est, label)
+      redis.call('HSET', p .. 'cells', label, cells)
+    else
+      redis.call('ZADD', p .. 'near', est, label)
+      redis.call('HSET', p .. 'nearcells', label, cells)
+    end
+  end
+end
+for route, n in pairs(route_n) do
   redis.call('HINCRBY', p .. 'rf:' .. cur, route, n)
   local hll = p .. 'hll:' .. cur .. ':' .. route
-  redis.call('PFADD', hll, label)
-  redis.call('PEXPIRE', hll, ttl)
-  local est = window(idx)
-  local top = tonumber(redis.call('GET', p .. 'top:' .. cur) or '0')
-  if est > top then redis.call('SET', p .. 'top:' .. cur, est, 'PX', ttl) end
-  if est > threshold then
-    redis.call('ZADD', p .. 'suspects', est, label)
-    redis.call('HSET', p .. 'cells', label, table.concat(idx, ','))
+  local ips = route_ips[route]
+  for j = 1, #ips, 1000 do
+    redis.call('PFADD', hll, unpack(ips, j, math.min(j + 999, #ips)))
   end
+  redis.call('PEXPIRE', hll, ttl)
 end
 if k > 0 then
-  redis.call('PEXPIRE', cms, ttl)
-  redis.call('PEXPIRE', p .. 'rf:' .. cur, ttl)
+  local tk = p .. 'top:' .. cur
+  if top > tonumber(redis.call('GET', tk) or '0') then redis.call('SET', tk, top) end
+  for _, key in ipairs({cms, p .. 'rf:' .. cur, tk}) do redis.call('PEXPIRE', key, ttl) end
 end
 if ARGV[7] ~= '1' then return {{}, {}, 0} end
-for _, label in ipairs(redis.call('ZRANGE', p .. 'suspects', 0, -1)) do
-  local cells = redis.call('HGET', p .. 'cells', label)
-  local est = 0
-  if cells then
-    local idx = {}
-    for x in string.gmatch(cells, '[^,]+') do idx[#idx + 1] = x end
-    est = window(idx)
-  end
-  if est > threshold then
-    redis.call('ZADD', p .. 'suspects', est, label)
-  else
-    redis.call('ZREM', p .. 'suspects', label)
-    redis.call('HDEL', p .. 'cells', label)
+-- Estimate the suspects and the clients near the threshold again: a client moves between
+-- them, leaves both once under the threshold and not near, and each set keeps its largest.
+local function again(set, cells_key)
+  for _, label in ipairs(redis.call('ZRANGE', p .. set, 0, -1)) do
+    local cells = redis.call('HGET', p .. cells_key, label)
+    local est = 0
+    if cells then
+      local idx = {}
+      for x in string.gmatch(cells, '[^,]+') do idx[#idx + 1] = x end
+      est = window(idx)
+    end
+    redis.call('ZREM', p .. set, label)
+    redis.call('HDEL', p .. cells_key, label)
+    if est > threshold then
+      redis.call('ZADD', p .. 'suspects', est, label)
+      redis.call('HSET', p .. 'cells', label, cells)
+    elseif est >= near_at then
+      redis.call('ZADD', p .. 'near', est, label)
+      redis.call('HSET', p .. 'nearcells', label, cells)
+    end
   end
 end
-local extra = redis.call('ZCARD', p .. 'suspects') - max_s
-if extra > 0 then
-  local gone = redis.call('ZPOPMIN', p .. 'suspects', extra)
-  for j = 1, #gone, 2 do redis.call('HDEL', p .. 'cells', gone[j]) end
+again('near', 'nearcells')
+again('suspects', 'cells')
+for _, sc in ipairs({{'suspects', 'cells', max_s}, {'near', 'nearcells', 4 * max_s}}) do
+  local extra = redis.call('ZCARD', p .. sc[1]) - sc[3]
+  if extra > 0 then
+    local gone = redis.call('ZPOPMIN', p .. sc[1], extra)
+    for j = 1, #gone, 2 do redis.call('HDEL', p .. sc[2], gone[j]) end
+  end
+  redis.call('PEXPIRE', p .. sc[1], ttl)
+  redis.call('PEXPIRE', p .. sc[2], ttl)
 end
-redis.call('PEXPIRE', p .. 'suspects', ttl)
-redis.call('PEXPIRE', p .. 'cells', ttl)
 local suspects = redis.call('ZRANGE', p .. 'suspects', 0, -1, 'WITHSCORES')
 local failures = {}
-local top = 0
+local most = 0
 for s = cur - slots + 1, cur do
   local rf = redis.call('HGETALL', p .. 'rf:' .. s)
   for j = 1, #rf, 2 do
     failures[rf[j]] = (failures[rf[j]] or 0) + tonumber(rf[j + 1])
   end
   local tp = tonumber(redis.call('GET', p .. 'top:' .. s) or '0')
-  if tp > top then top = tp end
+  if tp > most then most = tp end
 end
 local routes = {}
 for route, n in pairs(failures) do
@@ -150,7 +191,7 @@ for route, n in pairs(failures) do
   routes[#routes + 1] = tostring(n)
   routes[#routes + 1] = tostring(redis.call('PFCOUNT', unpack(keys)))
 end
-return {suspects, routes, top}
+return {suspects, routes, most}
 ";
 
 /// The sketch's seed: drawn by the first instance (`SET NX`), kept two windows past the last
