@@ -42,6 +42,13 @@
 //!   with two threads calling clones of one service at once (contention on shared state shows
 //!   here); `added_2_threads/auth/*_minus_bare`: the paired difference with both threads
 //!   running the same block at once, to compare with the one-thread `added` and `peers` rows.
+//! - `fleet/sign_in/{off,on}`: the auth request through the layer around the router, without
+//!   and with fleet mode (a `redis-server` of the bench's own from `scripts/test-deps.sh` when
+//!   installed, else an address where nothing listens: the request path is the same, it never
+//!   touches Redis); `fleet/request/{success,failure}/{1_thread,2_threads}`: per thread, one
+//!   sign-in through the layer in fleet mode that succeeds or fails, from one of 10,000
+//!   addresses (a flood), with one thread or two at once: failures next to successes, and the
+//!   2-thread/1-thread ratio shows contention on the detector.
 //! - `hdr/record/{1_thread,2_threads}`: one `WindowedHistogram::record`, per thread, with one
 //!   thread or two recording at once; `hdr/mutex_shared/2_threads` is the design we avoid (one
 //!   `Mutex<Histogram>` shared by both threads), for reference.
@@ -917,11 +924,120 @@ fn token_guard(c: &mut Criterion) {
     g.finish();
 }
 
+/// A `redis-server` of the bench's own (killed on drop), when `scripts/test-deps.sh` installed
+/// one.
+struct BenchRedis(Option<std::process::Child>, String);
+
+impl BenchRedis {
+    fn start() -> Self {
+        let bin =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".test-deps/bin/redis-server");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(16_379);
+        let child = bin.exists().then(|| {
+            std::process::Command::new(&bin)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .ok()
+        });
+        match child.flatten() {
+            Some(c) => {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                for _ in 0..100 {
+                    if std::net::TcpStream::connect(addr).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Self(Some(c), format!("redis://127.0.0.1:{port}"))
+            }
+            None => {
+                eprintln!("fleet bench: no .test-deps/bin/redis-server; fleet mode on an address where nothing listens");
+                Self(None, "redis://127.0.0.1:1".into())
+            }
+        }
+    }
+}
+
+impl Drop for BenchRedis {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn fleet(c: &mut Criterion) {
+    let redis = BenchRedis::start();
+    let off = AuthWatch::builder().otlp(false).build().unwrap();
+    let on = AuthWatch::builder()
+        .otlp(false)
+        .fleet(authwatch::Fleet::redis(redis.1.clone()))
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("fleet");
+    let mut s = off.layer().layer(app());
+    g.bench_function("sign_in/off", |b| {
+        b.iter(|| run(&mut s, "POST", "/api/auth/sign-in/email"))
+    });
+    let mut s = on.layer().layer(app());
+    g.bench_function("sign_in/on", |b| {
+        b.iter(|| run(&mut s, "POST", "/api/auth/sign-in/email"))
+    });
+    // Sign-ins through the layer, from one of 10,000 addresses (trusted X-Forwarded-For): the
+    // failures take the detector's path (the thread's shard, the fleet's outbox).
+    let flood = AuthWatch::builder()
+        .otlp(false)
+        .client_ip(authwatch::ClientIp::x_forwarded_for(1))
+        .route("/login/ok", authwatch::AuthOp::Login)
+        .route("/login/bad", authwatch::AuthOp::Login)
+        .fleet(authwatch::Fleet::redis(redis.1.clone()))
+        .build()
+        .unwrap();
+    let flood_app = flood.layer().layer(
+        Router::new()
+            .route("/login/ok", post(|| async { "signed in" }))
+            .route(
+                "/login/bad",
+                post(|| async { http::StatusCode::UNAUTHORIZED }),
+            ),
+    );
+    for (name, path) in [("success", "/login/ok"), ("failure", "/login/bad")] {
+        for threads in [1, 2] {
+            let app = flood_app.clone();
+            let record: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |i| {
+                let ip = std::net::Ipv4Addr::from(0x0a00_0000 + (i % 10_000) as u32);
+                let req = Request::builder()
+                    .method("POST")
+                    .uri(path)
+                    .header("x-forwarded-for", ip.to_string())
+                    .body(Body::empty())
+                    .unwrap();
+                run_req(&mut app.clone(), req);
+            });
+            let id = format!(
+                "request/{name}/{threads}_thread{}",
+                if threads > 1 { "s" } else { "" }
+            );
+            g.bench_function(id, |b| {
+                b.iter_custom(|iters| per_thread(threads, iters, record.clone()))
+            });
+        }
+    }
+    g.finish();
+    drop(redis);
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = routers, added, peers, mixed, token_guard, routers_two_threads, hdr, pieces
+    targets = routers, added, peers, mixed, token_guard, routers_two_threads, hdr, pieces, fleet
 }
 criterion_main!(benches);
