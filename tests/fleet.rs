@@ -739,6 +739,20 @@ fn redis_memory(redis: &Redis) -> u64 {
         .expect("used_memory in INFO memory")
 }
 
+/// CPU seconds `redis` has used (user and system).
+fn redis_cpu(redis: &Redis) -> f64 {
+    let info = redis.cli(&["info", "cpu"]);
+    ["used_cpu_sys:", "used_cpu_user:"]
+        .iter()
+        .map(|k| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        })
+        .sum()
+}
+
 /// A spray of 1,000,000 addresses with one failure each, and one attacker with 51, through
 /// three instances: Redis grows by less than 32 MiB, every failure reaches the fleet's counts,
 /// exactly the attacker is named, and every key the fleet wrote expires with its window.
@@ -753,6 +767,7 @@ async fn a_million_address_spray_stays_small_in_redis() {
     let (reader, reader_clock) = monitor("spray", Some(&url), "reader");
     wait_fleet(&reader, 4);
     let before = redis_memory(&redis);
+    let cpu_before = redis_cpu(&redis);
     let attacker: IpAddr = "203.0.113.50".parse().unwrap();
     let started = Instant::now();
     const N: u32 = 1_000_000;
@@ -802,9 +817,11 @@ async fn a_million_address_spray_stays_small_in_redis() {
     assert_eq!(suspects.len(), 1, "only the attacker: {suspects:?}");
     let grown = redis_memory(&redis).saturating_sub(before);
     eprintln!(
-        "1,000,051 failures from 1,000,001 addresses through 3 instances in {:?}: Redis grew by {:.1} MiB",
+        "1,000,051 failures from 1,000,001 addresses through 3 instances in {:?}: Redis grew by \
+         {:.1} MiB and used {:.2} s of CPU",
         started.elapsed(),
-        grown as f64 / 1048576.0
+        grown as f64 / 1048576.0,
+        redis_cpu(&redis) - cpu_before
     );
     assert!(grown < 32 << 20, "Redis grew by {grown} bytes");
     let keys = redis.cli(&["--scan", "--pattern", "authwatch:*"]);
