@@ -834,3 +834,69 @@ async fn a_million_address_spray_stays_small_in_redis() {
     }
     reader.shutdown().await.unwrap();
 }
+
+/// `rediss://` with a password: a replica (the axum example) joins over TLS when it trusts
+/// the server's CA (`SSL_CERT_FILE`, read for the system's roots) and knows the password;
+/// with a wrong password, or without the CA, it runs on its own and says it is not connected.
+#[test]
+fn tls_and_a_password() {
+    let http = Http::new();
+    let dir = real::tempdir::Dir::new("redis-tls");
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (ca, key) = (dir.path().join("ca.pem"), dir.path().join("key.pem"));
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+    let port = free_port();
+    let (ca_s, key_s) = (ca.to_str().unwrap(), key.to_str().unwrap());
+    let tls_port = port.to_string();
+    let _redis = Redis::start_with(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            ca_s,
+            "--tls-key-file",
+            key_s,
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            "s3cret",
+        ],
+    );
+    let replica = |password: &str, trust: bool| {
+        let mut env = vec![(
+            "AUTHWATCH_REDIS_URL",
+            format!("rediss://:{password}@localhost:{port}"),
+        )];
+        if trust {
+            env.push(("SSL_CERT_FILE", ca_s.to_owned()));
+        }
+        Example::start("axum", &["--port", "0"], &env)
+    };
+    let fleet = |ex: &Example| -> serde_json::Value {
+        let stats: serde_json::Value =
+            serde_json::from_str(&http.get(&format!("http://{}/auth/stats", ex.addr)).1).unwrap();
+        stats["fleet"].clone()
+    };
+    let good = replica("s3cret", true);
+    eventually(20, "connected over TLS", || {
+        let f = fleet(&good);
+        (f["connected"] == true).then_some(()).ok_or(format!("{f}"))
+    });
+    for (password, trust) in [("wrong", true), ("s3cret", false)] {
+        let bad = replica(password, trust);
+        let f = eventually(20, "an error counted", || {
+            let f = fleet(&bad);
+            (f["errors"].as_u64() > Some(0))
+                .then_some(f.clone())
+                .ok_or(format!("{f}"))
+        });
+        assert_eq!(f["connected"], false, "{password} {trust}: {f}");
+        let (status, _) = http.get(&format!("http://{}/api/auth/get-session", bad.addr));
+        assert_eq!(status, 401, "the replica serves on its own");
+    }
+}

@@ -1186,6 +1186,12 @@ impl Redis {
 
     /// Starts one on `port` (again after [`kill`](Self::kill), for an outage).
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// Starts one listening on `port` with `args` added (`--port 0 --tls-port N …` for TLS
+    /// only, `--requirepass …`); without `args` it also waits for a plain `PING`.
+    pub fn start_with(port: u16, args: &[&str]) -> Self {
         let dir =
             std::env::temp_dir().join(format!("authwatch-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -1194,6 +1200,7 @@ impl Redis {
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(&dir)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -1204,6 +1211,9 @@ impl Redis {
         };
         let addr: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
         wait_listening(addr, "redis-server");
+        if !args.is_empty() {
+            return Self { proc, port, dir };
+        }
         eventually(20, "redis PING", || {
             let out = Command::new(dep("redis-cli"))
                 .args(["-p", &port.to_string(), "ping"])
