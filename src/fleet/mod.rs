@@ -560,8 +560,16 @@ impl Worker {
         let mut next_try = Instant::now();
         // Whether the state was ever reported: the first failure is logged too.
         let mut reported: Option<bool> = None;
+        // The first flush at once: the fleet forms (and the health check passes) without
+        // waiting a flush interval.
+        let mut first = true;
         loop {
-            let stopping = self.wait();
+            let stopping = if first {
+                first = false;
+                *lock(&self.shared.stop)
+            } else {
+                self.wait()
+            };
             // Every handle is gone (the monitor was dropped without a shutdown): stop.
             if Arc::strong_count(&self.shared) == 1 {
                 return;
