@@ -118,6 +118,7 @@ impl LogBatch {
     }
 
     /// Sets the records at which the batch is full (at least 1).
+    #[cfg_attr(not(any(feature = "grpc", feature = "http")), allow(dead_code))]
     pub(crate) fn set_max_records(&mut self, max_records: usize) {
         self.max_records = max_records.max(1);
     }
