@@ -281,8 +281,8 @@ impl FleetHandle {
 
     /// The alert engine's [`NotifyGate`](authwatch_alerts::NotifyGate): of the instances
     /// that see an alert change state, the first to report the new state sends the webhook
-    /// message, the others skip it. When Redis cannot answer, every instance sends its own:
-    /// a message twice rather than none.
+    /// message, the others skip it. When Redis cannot answer (or the last flush did not reach
+    /// it), every instance sends its own: a message twice rather than none.
     pub(crate) fn notify_gate(&self) -> authwatch_alerts::NotifyGate {
         let h = self.clone();
         Arc::new(move |a: &authwatch_alerts::Alert| h.first_to_notify(a))
@@ -294,6 +294,11 @@ impl FleetHandle {
             authwatch_alerts::AlertState::Resolved => "resolved",
             _ => return true,
         };
+        // Redis away: no attempt (each would hold the engine's thread up to the timeout), and
+        // this instance sends its own message.
+        if !self.connected() {
+            return true;
+        }
         let key = format!("{}{}", self.shared.alert_prefix, fingerprint(a));
         let mut conn = lock(&self.shared.gate);
         if conn.is_none() {
