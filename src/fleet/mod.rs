@@ -539,11 +539,40 @@ fn fingerprint(a: &authwatch_alerts::Alert) -> String {
         .collect()
 }
 
+/// A connection with the round-trip timeout set. Never panics: a panic inside the client (a
+/// TLS setup it cannot make) is returned as an error.
 fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
-    let c = client.get_connection_with_timeout(IO_TIMEOUT)?;
+    if matches!(
+        client.get_connection_info().addr(),
+        redis::ConnectionAddr::TcpTls { .. }
+    ) {
+        ensure_crypto_provider();
+    }
+    let connected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        client.get_connection_with_timeout(IO_TIMEOUT)
+    }))
+    .map_err(|p| {
+        let why = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        redis::RedisError::from((redis::ErrorKind::Client, "the Redis client failed", why))
+    })?;
+    let c = connected?;
     c.set_read_timeout(Some(IO_TIMEOUT))?;
     c.set_write_timeout(Some(IO_TIMEOUT))?;
     Ok(c)
+}
+
+/// The Redis client builds its TLS configuration on rustls' process-wide provider. When the
+/// process has several built in (ring and aws-lc-rs, as other crates' features may bring) and
+/// has not chosen one, rustls cannot pick: authwatch then installs ring, the provider its own
+/// OTLP TLS uses. A provider the application installed first is left alone.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
 }
 
 struct Worker {
