@@ -45,19 +45,32 @@ fn monitor_with(
     (b.build().unwrap(), clock)
 }
 
+/// Three monitors of `service` in fleet mode on `url` (named a, b, c), once each sees the
+/// three.
+fn three(service: &str, url: &str) -> Vec<(AuthWatch, Arc<ManualClock>)> {
+    three_with(service, url, |c| c)
+}
+
+/// [`three`], with their alert settings changed by `alerts`.
+fn three_with(
+    service: &str,
+    url: &str,
+    alerts: impl Fn(AlertConfig) -> AlertConfig,
+) -> Vec<(AuthWatch, Arc<ManualClock>)> {
+    let fleet: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| monitor_with(service, Some(url), n, &alerts))
+        .collect();
+    for (w, _) in &fleet {
+        wait_fleet(w, 3);
+    }
+    fleet
+}
+
 /// `n` failed sign-ins, each from another address (so no per-address rule is involved).
 fn fail_logins(w: &AuthWatch, n: u8) {
     for i in 0..n {
-        w.record(
-            &AuthEvent::new(
-                AuthOp::Login,
-                Outcome::Failure(FailureReason::InvalidCredentials),
-                Duration::from_millis(2),
-                authwatch::layer::now(),
-            )
-            .with_route("/login")
-            .with_client_ip(Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, i)))),
-        );
+        fail_from(w, IpAddr::V4(Ipv4Addr::new(198, 51, 100, i)), 1);
     }
 }
 
@@ -221,17 +234,9 @@ async fn one_incident_sends_one_webhook_message_per_change() {
 
     let redis = Redis::start();
     let url = redis.url();
-    let fleet: Vec<(AuthWatch, Arc<ManualClock>)> = ["a", "b", "c"]
-        .iter()
-        .map(|n| {
-            monitor_with("billing", Some(&url), n, |c| {
-                c.webhook(format!("http://{hook}/hook"))
-            })
-        })
-        .collect();
-    for (w, _) in &fleet {
-        wait_fleet(w, 3);
-    }
+    let fleet = three_with("billing", &url, |c| {
+        c.webhook(format!("http://{hook}/hook"))
+    });
     // 8 failed sign-ins on each: 24 in the fleet, over both login failure-rate rules.
     for (w, _) in &fleet {
         fail_logins(w, 8);
@@ -302,17 +307,11 @@ fn fail_from(w: &AuthWatch, ip: IpAddr, n: usize) {
 async fn a_brute_force_spread_over_the_fleet_is_named_by_every_instance() {
     let redis = Redis::start();
     let url = redis.url();
-    let fleet: Vec<_> = ["a", "b", "c"]
-        .iter()
-        .map(|n| monitor("gateway", Some(&url), n))
-        .collect();
+    let fleet = three("gateway", &url);
     let alone: Vec<_> = ["x", "y", "z"]
         .iter()
         .map(|n| monitor("gateway", None, n))
         .collect();
-    for (w, _) in &fleet {
-        wait_fleet(w, 3);
-    }
     let attacker: IpAddr = "203.0.113.9".parse().unwrap();
     for _ in 0..20 {
         for (w, _) in fleet.iter().chain(&alone) {
@@ -347,14 +346,8 @@ async fn a_brute_force_spread_over_the_fleet_is_named_by_every_instance() {
 async fn a_distributed_attack_over_the_fleet_fires() {
     let redis = Redis::start();
     let url = redis.url();
-    let fleet: Vec<_> = ["a", "b", "c"]
-        .iter()
-        .map(|n| monitor("portal", Some(&url), n))
-        .collect();
+    let fleet = three("portal", &url);
     let (alone, alone_clock) = monitor("portal", None, "alone");
-    for (w, _) in &fleet {
-        wait_fleet(w, 3);
-    }
     let mut turn = 0;
     for i in 0..60u8 {
         let ip = IpAddr::V4(Ipv4Addr::new(198, 18, 0, i));
@@ -390,14 +383,8 @@ async fn a_distributed_attack_over_the_fleet_fires() {
 async fn the_fleet_p95_is_the_p95_of_the_union() {
     let redis = Redis::start();
     let url = redis.url();
-    let fleet: Vec<_> = ["a", "b", "c"]
-        .iter()
-        .map(|n| monitor("search", Some(&url), n))
-        .collect();
+    let fleet = three("search", &url);
     let (union, _) = monitor("search", None, "union");
-    for (w, _) in &fleet {
-        wait_fleet(w, 3);
-    }
     let sign_in = |w: &AuthWatch, us: u64| {
         w.record(
             &AuthEvent::new(
@@ -685,13 +672,7 @@ async fn failures_spread_over_slots_add_up() {
                 .slots(2),
         )
     };
-    let fleet: Vec<_> = ["a", "b", "c"]
-        .iter()
-        .map(|n| monitor_with("slots", Some(&url), n, small))
-        .collect();
-    for (w, _) in &fleet {
-        wait_fleet(w, 3);
-    }
+    let fleet = three_with("slots", &url, small);
     // Redis' clock decides the slot: start right after a slot begins.
     let slot = || -> u64 {
         let t = redis.cli(&["time"]);

@@ -1,5 +1,5 @@
-//! An instance's latency windows as one Redis value: per operation, the length of its
-//! [`Snapshot::to_bytes`] as a LEB128 varint, then the bytes.
+//! An instance's latency windows as one Redis value: per operation, its
+//! [`Snapshot::append_to`].
 
 use authwatch_hdr::Snapshot;
 use authwatch_layer::AuthOp;
@@ -8,14 +8,7 @@ use authwatch_layer::AuthOp;
 pub(crate) fn encode(windows: &[Snapshot; AuthOp::COUNT]) -> Vec<u8> {
     let mut out = Vec::new();
     for w in windows {
-        let b = w.to_bytes();
-        let mut n = b.len() as u64;
-        while n >= 0x80 {
-            out.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        out.push(n as u8);
-        out.extend_from_slice(&b);
+        w.append_to(&mut out);
     }
     out
 }
@@ -24,30 +17,10 @@ pub(crate) fn encode(windows: &[Snapshot; AuthOp::COUNT]) -> Vec<u8> {
 /// garbage): such a value is ignored.
 pub(crate) fn decode(bytes: &[u8]) -> Option<Vec<Snapshot>> {
     let mut rest = bytes;
-    let mut out = Vec::with_capacity(AuthOp::COUNT);
-    for _ in 0..AuthOp::COUNT {
-        let mut n = 0usize;
-        let mut shift = 0;
-        loop {
-            let (&b, tail) = rest.split_first()?;
-            rest = tail;
-            n |= usize::from(b & 0x7f).checked_shl(shift)?;
-            if b & 0x80 == 0 {
-                break;
-            }
-            shift += 7;
-            if shift > 28 {
-                return None;
-            }
-        }
-        if n > rest.len() {
-            return None;
-        }
-        let (w, tail) = rest.split_at(n);
-        out.push(Snapshot::from_bytes(w)?);
-        rest = tail;
-    }
-    rest.is_empty().then_some(out)
+    let out: Option<Vec<Snapshot>> = (0..AuthOp::COUNT)
+        .map(|_| Snapshot::read_from(&mut rest))
+        .collect();
+    out.filter(|_| rest.is_empty())
 }
 
 #[cfg(test)]

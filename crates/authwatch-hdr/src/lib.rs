@@ -691,6 +691,27 @@ impl Snapshot {
         Some(s)
     }
 
+    /// Appends [`to_bytes`](Self::to_bytes) to `out`, preceded by its length as a LEB128
+    /// varint, so that several snapshots can follow each other in one value.
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        let b = self.to_bytes();
+        put_varint(out, b.len() as u64);
+        out.extend_from_slice(&b);
+    }
+
+    /// Reads one snapshot written by [`append_to`](Self::append_to) from the front of `rest`,
+    /// and moves `rest` past it; `None` when the bytes are not that.
+    #[must_use]
+    pub fn read_from(rest: &mut &[u8]) -> Option<Self> {
+        let n = usize::try_from(take_varint(rest)?).ok()?;
+        if n > rest.len() {
+            return None;
+        }
+        let (w, tail) = rest.split_at(n);
+        *rest = tail;
+        Self::from_bytes(w)
+    }
+
     /// Adds every value of `other` into this snapshot.
     pub fn merge(&mut self, other: &Self) {
         // Same precision, both auto-resizing: cannot fail.
