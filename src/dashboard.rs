@@ -34,15 +34,41 @@ fn latency(l: &Latency) -> Value {
     })
 }
 
+fn ops_json(s: &crate::Snapshot) -> Vec<Value> {
+    s.ops()
+        .iter()
+        .map(|o| {
+            json!({
+                "op": o.op.as_str(),
+                "success": o.success,
+                "failure": o.failure,
+                "rate_limited": o.rate_limited,
+                "invalid_token": o.invalid_token,
+                "errors": o.errors,
+                "cancelled": o.cancelled,
+                "locked_out": o.locked_out,
+                "latency": latency(&o.latency),
+            })
+        })
+        .collect()
+}
+
 impl AuthWatch {
     /// The in-process view as the JSON `/auth/stats` serves: counters since start and window
     /// percentiles per operation, the firing alerts, the top offending client addresses (masked
     /// unless [`AuthWatchBuilder::dashboard_unmasked_ips`](crate::AuthWatchBuilder::dashboard_unmasked_ips)),
     /// the last health status, the active-user estimate, and in fleet mode the instances and
     /// the fleet's totals (`fleet`, `null` without).
+    ///
+    /// `scope` says whose figures `ops`, `response_time` and `token_validation` are: in fleet
+    /// mode the fleet's ([`AuthWatch::fleet_snapshot`]), with this instance's own under
+    /// `this_instance`; otherwise this instance's (`"local"`, `this_instance` is `null`).
     #[must_use]
     pub fn stats_json(&self) -> Value {
-        let s = self.snapshot();
+        let (s, local) = match self.fleet_snapshot() {
+            Some(fleet) => (fleet, Some(self.snapshot())),
+            None => (self.snapshot(), None),
+        };
         let unmask = self.inner.dashboard_unmasked;
         let engine = self.inner.alerts.as_ref();
         let show = |ip: std::net::IpAddr| {
@@ -66,23 +92,7 @@ impl AuthWatch {
                 },
             )
         };
-        let ops: Vec<Value> = s
-            .ops()
-            .iter()
-            .map(|o| {
-                json!({
-                    "op": o.op.as_str(),
-                    "success": o.success,
-                    "failure": o.failure,
-                    "rate_limited": o.rate_limited,
-                    "invalid_token": o.invalid_token,
-                    "errors": o.errors,
-                    "cancelled": o.cancelled,
-                    "locked_out": o.locked_out,
-                    "latency": latency(&o.latency),
-                })
-            })
-            .collect();
+        let ops = ops_json(&s);
         let alerts: Vec<Value> = s
             .alerts()
             .iter()
@@ -166,7 +176,13 @@ impl AuthWatch {
             "at_ms": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
             "window_seconds": s.window().as_secs_f64(),
             "login_failure_window_seconds": login_window.as_secs_f64(),
+            "scope": s.scope().as_str(),
             "ops": ops,
+            "this_instance": local.map(|l| json!({
+                "ops": ops_json(&l),
+                "response_time": latency(l.response_time()),
+                "token_validation": latency(l.token_validation_time()),
+            })),
             "response_time": latency(s.response_time()),
             "token_validation": latency(s.token_validation_time()),
             "alerts": alerts,

@@ -142,7 +142,7 @@ pub use dashboard::{DashboardService, StatsService};
 pub use endpoints::{EndpointBody, HealthService, MetricsService, PROMETHEUS_CONTENT_TYPE};
 pub use health::{HealthCheck, HealthReport};
 pub use opentelemetry_sdk::metrics::Temporality;
-pub use stats::{Latency, OpStats, Snapshot};
+pub use stats::{Latency, OpStats, Scope, Snapshot};
 
 pub use builder::AuthWatchBuilder;
 pub use error::{BuildError, ShutdownError};

@@ -116,6 +116,7 @@ impl Stats {
             c.cancelled = o.cancelled;
             c.timed = c.success + c.failure + c.rate_limited;
             c.latency_us = o.latency_us;
+            c.errors = o.errors;
             c
         })
     }
@@ -189,6 +190,67 @@ impl Stats {
             token_validation_time: ops[AuthOp::TokenValidation.index()].latency,
             window: self.window.window(),
             alerts: Vec::new(),
+            scope: Scope::Local,
+        }
+    }
+}
+
+/// Whose figures a [`Snapshot`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Scope {
+    /// This instance's own requests ([`AuthWatch::snapshot`](crate::AuthWatch::snapshot)).
+    Local,
+    /// The fleet's: every instance's requests that this instance knows of
+    /// ([`AuthWatch::fleet_snapshot`](crate::AuthWatch::fleet_snapshot)).
+    Fleet,
+}
+
+impl Scope {
+    /// `"local"` or `"fleet"`, as `/auth/stats` says it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Fleet => "fleet",
+        }
+    }
+}
+
+impl Snapshot {
+    /// A fleet's snapshot from its `counts` and latency `windows` per operation (token
+    /// validation's with the guards'). Response time is every operation's window together.
+    pub(crate) fn fleet(
+        counts: &[authwatch_alerts::RequestCounts; OPS],
+        windows: &[Window; OPS],
+        window: Duration,
+    ) -> Self {
+        let mut response_time = Window::empty();
+        let ops: [OpStats; OPS] = std::array::from_fn(|i| {
+            let (c, w) = (&counts[i], &windows[i]);
+            response_time.merge(w);
+            OpStats {
+                op: AuthOp::ALL[i],
+                success: c.success,
+                failure: c.failure,
+                rate_limited: c.rate_limited,
+                invalid_token: c.invalid_token,
+                errors: c.errors,
+                cancelled: c.cancelled,
+                locked_out: c.locked_out,
+                p50: w.p50(),
+                p95: w.p95(),
+                p99: w.p99(),
+                latency: Latency::from(w),
+            }
+        });
+        Self {
+            ops,
+            response_time: Latency::from(&response_time),
+            token_validation_time: ops[AuthOp::TokenValidation.index()].latency,
+            window,
+            alerts: Vec::new(),
+            scope: Scope::Fleet,
         }
     }
 }
@@ -286,6 +348,7 @@ pub struct Snapshot {
     token_validation_time: Latency,
     window: Duration,
     pub(crate) alerts: Vec<authwatch_alerts::Alert>,
+    scope: Scope,
 }
 
 impl Snapshot {
@@ -324,6 +387,13 @@ impl Snapshot {
     #[must_use]
     pub fn window(&self) -> Duration {
         self.window
+    }
+
+    /// Whether the figures are this instance's ([`Scope::Local`]) or its fleet's
+    /// ([`Scope::Fleet`]).
+    #[must_use]
+    pub fn scope(&self) -> Scope {
+        self.scope
     }
 
     /// The firing alerts, as of the alert engine's last evaluation (every tick, 5 s by

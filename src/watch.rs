@@ -112,9 +112,37 @@ impl AuthWatch {
     }
 
     /// The in-process stats right now: counters since start, percentiles over the window.
+    /// This instance's own requests, in fleet mode too ([`Scope::Local`](crate::Scope::Local);
+    /// the fleet's are [`fleet_snapshot`](Self::fleet_snapshot)).
     #[must_use]
     pub fn snapshot(&self) -> Snapshot {
         self.snapshot_at(authwatch_layer::now())
+    }
+
+    /// In fleet mode ([`AuthWatchBuilder::fleet`](crate::AuthWatchBuilder::fleet)), the
+    /// fleet's figures, what the alert rules read ([`Snapshot::scope`] is
+    /// [`Scope::Fleet`](crate::Scope::Fleet)); `None` without fleet mode.
+    ///
+    /// - The counters are this instance's plus what every other instance counted since this
+    ///   one joined the fleet (as of their last flush, a second ago by default).
+    /// - The percentiles are over every instance's window merged: HDR histograms merge
+    ///   exactly, so a p95 is the p95 of the union of their requests, to 3 significant
+    ///   digits. While Redis is away, this instance's window alone
+    ///   ([`FleetStatus::connected`](crate::FleetStatus::connected) says so).
+    /// - The response time is every operation's window together (token validation's with
+    ///   the `TokenGuard`s').
+    /// - The alerts are the same as [`snapshot`](Self::snapshot)'s: each instance evaluates
+    ///   the fleet's figures.
+    ///
+    /// [`snapshot`](Self::snapshot) keeps this instance's own, to find a slow replica.
+    #[must_use]
+    pub fn fleet_snapshot(&self) -> Option<Snapshot> {
+        let f = self.inner.fleet.as_ref()?;
+        let mut s = f.snapshot(self.inner.stats.window());
+        if let Some(e) = &self.inner.alerts {
+            s.alerts = e.firing();
+        }
+        Some(s)
     }
 
     /// The stats with the window ending at `now` (on authwatch's clock,

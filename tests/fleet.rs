@@ -425,6 +425,45 @@ async fn the_fleet_p95_is_the_p95_of_the_union() {
     let stats = fleet[1].0.stats_json();
     let shown = stats["fleet"]["p95_ms"]["login"].as_f64().unwrap();
     assert!((shown - want.as_secs_f64() * 1e3).abs() < 0.001, "{shown}");
+    // The fleet's snapshot: the union's counts and percentiles, and it says so; the
+    // instance's own stays its own.
+    let b = &fleet[1].0;
+    eventually(20, "the fleet's snapshot", || {
+        let f = b.fleet_snapshot().unwrap().op(AuthOp::Login);
+        (f.success == 300 && f.p95 == Some(want))
+            .then_some(())
+            .ok_or(format!("{} sign-ins, p95 {:?}", f.success, f.p95))
+    });
+    let f = b.fleet_snapshot().unwrap();
+    assert_eq!(f.scope(), authwatch::Scope::Fleet);
+    let u = union.snapshot().op(AuthOp::Login);
+    assert_eq!(
+        (f.op(AuthOp::Login).p50, f.op(AuthOp::Login).p99),
+        (u.p50, u.p99)
+    );
+    assert_eq!(f.response_time().count, 300);
+    let own = b.snapshot();
+    assert_eq!(own.scope(), authwatch::Scope::Local);
+    assert_eq!(own.op(AuthOp::Login).success, 100);
+    assert!(
+        union.fleet_snapshot().is_none(),
+        "no fleet, no fleet snapshot"
+    );
+    let stats = b.stats_json();
+    assert_eq!(stats["scope"], "fleet");
+    let login = |ops: &serde_json::Value| {
+        ops.as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["op"] == "login")
+            .unwrap()["success"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(login(&stats["ops"]), 300, "the figures are the fleet's");
+    assert_eq!(login(&stats["this_instance"]["ops"]), 100);
+    assert_eq!(union.stats_json()["scope"], "local");
+    assert!(union.stats_json()["this_instance"].is_null());
     for (w, _) in &fleet {
         w.shutdown().await.unwrap();
     }

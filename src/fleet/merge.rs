@@ -21,7 +21,7 @@ use authwatch_layer::AuthOp;
 pub(crate) type Counts = [[u64; FIELDS]; AuthOp::COUNT];
 
 /// Counters per operation.
-pub(crate) const FIELDS: usize = 8;
+pub(crate) const FIELDS: usize = 9;
 
 /// The fields of a [`RequestCounts`], in a fixed order.
 pub(crate) fn fields(c: &RequestCounts) -> [u64; FIELDS] {
@@ -34,6 +34,7 @@ pub(crate) fn fields(c: &RequestCounts) -> [u64; FIELDS] {
         c.cancelled,
         c.timed,
         c.latency_us,
+        c.errors,
     ]
 }
 
@@ -47,6 +48,7 @@ fn counts_of(f: &[u64; FIELDS]) -> RequestCounts {
     c.cancelled = f[5];
     c.timed = f[6];
     c.latency_us = f[7];
+    c.errors = f[8];
     c
 }
 

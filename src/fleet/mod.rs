@@ -369,6 +369,22 @@ impl FleetHandle {
         (local.count(), local.quantile(q))
     }
 
+    /// The fleet's figures for a snapshot: its counts, and per operation this instance's
+    /// window merged with the others' at the last flush (this instance's alone while Redis is
+    /// away).
+    pub(crate) fn snapshot(&self, window: Duration) -> crate::Snapshot {
+        let counts = self.counts();
+        let mut windows = (self.local_windows)();
+        if self.connected() {
+            for other in lock(&self.shared.windows).iter() {
+                for (w, o) in windows.iter_mut().zip(other) {
+                    w.merge(o);
+                }
+            }
+        }
+        crate::Snapshot::fleet(&counts, &windows, window)
+    }
+
     /// Whether the last flush reached Redis.
     pub(crate) fn connected(&self) -> bool {
         self.shared.connected.load(Ordering::Relaxed)

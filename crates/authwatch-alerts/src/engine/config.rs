@@ -38,6 +38,9 @@ pub struct RequestCounts {
     pub timed: u64,
     /// The sum of their latencies, in microseconds.
     pub latency_us: u64,
+    /// Server errors (a subset of `failure`). No rule reads them; a fleet shares them for its
+    /// statistics.
+    pub errors: u64,
 }
 
 /// Where the engine reads the request counts when something else already counts every event

@@ -181,6 +181,7 @@ mod tests {
                         cancelled: 6,
                         timed: 12,
                         latency_us: 12_000,
+                        errors: 1,
                     };
                     let mut all = [RequestCounts::default(); OPS];
                     all[AuthOp::Login.index()] = login;
