@@ -5,11 +5,21 @@
 //! cargo run --release --example demo                  # the story in 20 minutes, real windows
 //! cargo run --release --example demo -- --speed       # windows scaled 1/20: about a minute
 //! cargo run --release --example demo -- --no-traffic  # serve only (try the dashboard)
+//! cargo run --release --example demo -- --speed --replicas 3  # a fleet of 3 on one Redis
 //! ```
 //!
 //! Flags: `--port N` (default 3000, 0 for any), `--duration SECONDS` (the whole story),
 //! `--speed`, `--no-traffic`, `--alertmanager URL` (alerts also go there), `--plain` (one line
-//! per second instead of the live view; the default when stdout is not a terminal).
+//! per second instead of the live view; the default when stdout is not a terminal),
+//! `--replicas N` (N instances of the service in fleet mode, on ports N, N+1, …; the traffic
+//! goes round-robin over them, as behind a load balancer), `--redis URL` (their Redis;
+//! default `AUTHWATCH_REDIS_URL`, else a `redis-server` the demo starts from `PATH` or
+//! `.test-deps/bin`, which `scripts/test-deps.sh` installs).
+//!
+//! With replicas, the brute-force phase sends 40 failures per replica: no replica alone sees
+//! the 50 the rule asks for, the fleet sees them all. Each replica's alert webhook goes to a
+//! receiver in the demo, and the summary says how many replicas fired each alert and how
+//! many messages it sent: one per incident.
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` exports everything to a collector. While it runs, open
 //! `http://127.0.0.1:3000/auth/dashboard`; `/metrics`, `/auth/health` and `/auth/stats` are
 //! served too.
@@ -33,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use authwatch::alerts::SystemClock;
 use authwatch::health::HealthCheck;
-use authwatch::{AlertConfig, AlertState, AuthWatch, ClientIp, WindowConfig};
+use authwatch::{AlertConfig, AlertEvent, AlertState, AuthWatch, ClientIp, Fleet, WindowConfig};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -52,15 +62,18 @@ use tower_http::validate_request::ValidateRequestHeaderLayer;
 // ---------------------------------------------------------------------------------------------
 // The service
 
+/// One replica of the service: its own monitor, and what every replica shares (the database,
+/// the sessions, the rate limiter, the story's switches), as a real service keeps them in a
+/// database and a cache.
 struct App {
     pool: SqlitePool,
     watch: AuthWatch,
-    db_down: AtomicBool,
-    extra_latency_ms: AtomicU64,
-    sessions: Mutex<HashMap<String, String>>,
+    db_down: Arc<AtomicBool>,
+    extra_latency_ms: Arc<AtomicU64>,
+    sessions: Arc<Mutex<HashMap<String, String>>>,
     /// Per client: (start of the current second, requests in it), for the refresh limit.
-    limiter: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-    next_token: AtomicU64,
+    limiter: Arc<Mutex<HashMap<IpAddr, (Instant, u32)>>>,
+    next_token: Arc<AtomicU64>,
 }
 
 type Shared = Arc<App>;
@@ -239,10 +252,21 @@ async fn sign_out(State(app): State<Shared>, headers: HeaderMap) -> StatusCode {
     }
 }
 
+/// Where the replicas of a fleet meet.
+struct FleetSetup {
+    redis: String,
+    namespace: String,
+    /// The alert webhook every replica posts to (the demo's own receiver).
+    webhook: String,
+}
+
+/// The service: one replica, or `replicas` of them sharing one backend (in fleet mode on
+/// `fleet`'s Redis).
 async fn build(
     args: &Args,
     scale: f64,
-) -> Result<(Shared, Router, AuthWatch), Box<dyn std::error::Error>> {
+    fleet: Option<&FleetSetup>,
+) -> Result<Vec<(Shared, Router, AuthWatch)>, Box<dyn std::error::Error>> {
     // One connection: an in-memory SQLite database lives as long as its connection.
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
@@ -258,85 +282,194 @@ async fn build(
             .execute(&pool)
             .await?;
     }
-    let down = Arc::new(AtomicBool::new(false));
-    let (check_pool, check_down) = (pool.clone(), down.clone());
-    let mut alerts = AlertConfig::new()
-        .time_scale(scale)
-        .clock(Arc::new(SystemClock::new()));
-    if let Some(url) = &args.alertmanager {
-        alerts = alerts.alertmanager(url.clone());
-    }
-    let watch = AuthWatch::builder()
-        .service_name("authwatch-demo")
-        .client_ip(ClientIp::x_forwarded_for(1))
-        .window(WindowConfig::new(
-            Duration::from_secs(300).mul_f64(scale),
-            10,
-        )?)
-        .health_cache(Duration::from_secs(2).mul_f64(scale))
-        .health_check(
-            HealthCheck::new("database", move || {
-                let (pool, down) = (check_pool.clone(), check_down.clone());
-                async move {
-                    if down.load(Ordering::Relaxed) {
-                        return Err("database unreachable: connection refused".to_owned());
-                    }
-                    sqlx::query("SELECT 1")
-                        .execute(&pool)
-                        .await
-                        .map(|_| Default::default())
-                        .map_err(|e| e.to_string())
-                }
-            })
-            .timeout(Duration::from_secs(1)),
-        )
-        .alerts(alerts)
-        .build()?;
-    let app = Arc::new(App {
-        pool,
-        watch: watch.clone(),
-        db_down: AtomicBool::new(false),
-        extra_latency_ms: AtomicU64::new(0),
-        sessions: Mutex::new(HashMap::new()),
-        limiter: Mutex::new(HashMap::new()),
-        next_token: AtomicU64::new(1),
-    });
-    // The health check reads the same switch as the handlers.
-    let (a, d) = (app.clone(), down);
-    tokio::spawn(async move {
-        loop {
-            d.store(a.db_down.load(Ordering::Relaxed), Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    let db_down = Arc::new(AtomicBool::new(false));
+    let extra_latency_ms = Arc::new(AtomicU64::new(0));
+    let sessions = Arc::new(Mutex::new(HashMap::new()));
+    let limiter = Arc::new(Mutex::new(HashMap::new()));
+    let next_token = Arc::new(AtomicU64::new(1));
+    let mut out = Vec::new();
+    for k in 0..args.replicas.max(1) {
+        let (check_pool, check_down) = (pool.clone(), db_down.clone());
+        let mut alerts = AlertConfig::new()
+            .time_scale(scale)
+            .clock(Arc::new(SystemClock::new()));
+        if let Some(url) = &args.alertmanager {
+            alerts = alerts.alertmanager(url.clone());
         }
-    });
-    let guarded_app = app.clone();
-    let guard = watch.token_guard(ValidateRequestHeaderLayer::custom(
-        #[allow(clippy::result_large_err)] // the signature tower-http asks for
-        move |req: &mut Request| -> Result<(), Response> {
-            if guarded_app.session(req.headers()).is_some() {
-                Ok(())
-            } else {
-                Err(StatusCode::UNAUTHORIZED.into_response())
+        if let Some(f) = fleet {
+            alerts = alerts.webhook(f.webhook.clone());
+        }
+        let builder = AuthWatch::builder()
+            .service_name("authwatch-demo")
+            .client_ip(ClientIp::x_forwarded_for(1))
+            .window(WindowConfig::new(
+                Duration::from_secs(300).mul_f64(scale),
+                10,
+            )?)
+            .health_cache(Duration::from_secs(2).mul_f64(scale))
+            .health_check(
+                HealthCheck::new("database", move || {
+                    let (pool, down) = (check_pool.clone(), check_down.clone());
+                    async move {
+                        if down.load(Ordering::Relaxed) {
+                            return Err("database unreachable: connection refused".to_owned());
+                        }
+                        sqlx::query("SELECT 1")
+                            .execute(&pool)
+                            .await
+                            .map(|_| Default::default())
+                            .map_err(|e| e.to_string())
+                    }
+                })
+                .timeout(Duration::from_secs(1)),
+            )
+            .alerts(alerts);
+        let builder = match fleet {
+            Some(f) => builder.fleet(
+                Fleet::redis(f.redis.clone())
+                    .namespace(f.namespace.clone())
+                    .instance_name(format!("replica-{}", k + 1))
+                    .flush_interval(Duration::from_secs(1).mul_f64(scale)),
+            ),
+            None => builder,
+        };
+        let watch = builder.build()?;
+        let app = Arc::new(App {
+            pool: pool.clone(),
+            watch: watch.clone(),
+            db_down: db_down.clone(),
+            extra_latency_ms: extra_latency_ms.clone(),
+            sessions: sessions.clone(),
+            limiter: limiter.clone(),
+            next_token: next_token.clone(),
+        });
+        let guarded_app = app.clone();
+        let guard = watch.token_guard(ValidateRequestHeaderLayer::custom(
+            #[allow(clippy::result_large_err)] // the signature tower-http asks for
+            move |req: &mut Request| -> Result<(), Response> {
+                if guarded_app.session(req.headers()).is_some() {
+                    Ok(())
+                } else {
+                    Err(StatusCode::UNAUTHORIZED.into_response())
+                }
+            },
+        ));
+        let protected = Router::new()
+            .route(
+                "/api/me",
+                get(|| async { Json(serde_json::json!({ "user": "you" })) }),
+            )
+            .route("/api/orders", get(|| async { Json(serde_json::json!([])) }))
+            .layer(guard);
+        let router = Router::new()
+            .route("/api/auth/sign-in/email", post(sign_in))
+            .route("/api/auth/sign-up/email", post(sign_up))
+            .route("/api/auth/get-session", get(get_session))
+            .route("/api/auth/refresh-token", post(refresh_token))
+            .route("/api/auth/sign-out", post(sign_out))
+            .with_state(app.clone())
+            .merge(protected)
+            .merge(watch.endpoints());
+        out.push((app, router, watch));
+    }
+    Ok(out)
+}
+
+/// A `redis-server` the demo started, stopped when the demo ends.
+struct OwnRedis(std::process::Child);
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The Redis of `--replicas`: `--redis`, else `AUTHWATCH_REDIS_URL`, else a `redis-server`
+/// started here (from `PATH`, or `.test-deps/bin` where `scripts/test-deps.sh` puts it) on a
+/// free loopback port, without persistence.
+fn redis_for_replicas(args: &Args) -> Result<(String, Option<OwnRedis>), String> {
+    if let Some(url) = args.redis.clone().or_else(|| {
+        std::env::var("AUTHWATCH_REDIS_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+    }) {
+        return Ok((url, None));
+    }
+    let local =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".test-deps/bin/redis-server");
+    let bin = if local.exists() {
+        local
+    } else {
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|d| d.join("redis-server"))
+            .find(|p| p.exists())
+            .ok_or(
+                "--replicas needs a Redis and none was found: run scripts/test-deps.sh \
+                 (it installs redis-server into .test-deps/bin), or name one with \
+                 --redis URL or AUTHWATCH_REDIS_URL",
+            )?
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port for Redis: {e}"))?
+        .port();
+    let child = std::process::Command::new(&bin)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args([
+            "--appendonly",
+            "no",
+            "--dir",
+            &std::env::temp_dir().to_string_lossy(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let own = OwnRedis(child);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{} did not start on port {port}", bin.display()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((format!("redis://127.0.0.1:{port}"), Some(own)))
+}
+
+/// The alert webhook of the replicas: keeps the text of every message.
+async fn webhook_receiver() -> std::io::Result<(String, Arc<Mutex<Vec<String>>>)> {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move |body: Bytes| {
+            let g = g.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                    g.lock()
+                        .unwrap()
+                        .push(v["text"].as_str().unwrap_or_default().to_owned());
+                }
+                StatusCode::OK
             }
-        },
-    ));
-    let protected = Router::new()
-        .route(
-            "/api/me",
-            get(|| async { Json(serde_json::json!({ "user": "you" })) }),
-        )
-        .route("/api/orders", get(|| async { Json(serde_json::json!([])) }))
-        .layer(guard);
-    let router = Router::new()
-        .route("/api/auth/sign-in/email", post(sign_in))
-        .route("/api/auth/sign-up/email", post(sign_up))
-        .route("/api/auth/get-session", get(get_session))
-        .route("/api/auth/refresh-token", post(refresh_token))
-        .route("/api/auth/sign-out", post(sign_out))
-        .with_state(app.clone())
-        .merge(protected)
-        .merge(watch.endpoints());
-    Ok((app, router, watch))
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, got))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -354,7 +487,12 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 #[derive(Clone)]
 struct Traffic {
     client: HttpClient,
-    base: String,
+    /// Every replica's address; requests go round-robin over them.
+    bases: Arc<Vec<String>>,
+    next: Arc<AtomicU64>,
+    /// With replicas: the brute-force failures sent to each so far (sent round-robin on
+    /// their own, so each replica gets its exact share).
+    brute: Arc<Vec<AtomicU64>>,
     inflight: Arc<Semaphore>,
     sent: Arc<AtomicU64>,
     tokens: Arc<Mutex<Vec<String>>>,
@@ -370,10 +508,24 @@ struct Traffic {
 }
 
 impl Traffic {
-    /// Sends one request in the background (at most 256 at a time; when the service is slow,
-    /// the generator waits rather than piling up).
+    /// Sends one request in the background to the next replica (at most 256 at a time; when
+    /// the service is slow, the generator waits rather than piling up).
     async fn send(
         &self,
+        method: &str,
+        path: &str,
+        ip: String,
+        token: Option<String>,
+        body: Option<String>,
+    ) {
+        let replica = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.bases.len();
+        self.send_to(replica, method, path, ip, token, body).await;
+    }
+
+    /// [`send`](Self::send) to one replica.
+    async fn send_to(
+        &self,
+        replica: usize,
         method: &str,
         path: &str,
         ip: String,
@@ -385,7 +537,7 @@ impl Traffic {
         };
         let mut req = http::Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base))
+            .uri(format!("{}{path}", self.bases[replica]))
             .header("x-forwarded-for", ip)
             .header("user-agent", "authwatch-demo/1.0");
         if let Some(t) = token {
@@ -575,8 +727,34 @@ const PHASES: [Phase; 7] = [
 const ATTACKER: &str = "203.0.113.66";
 const STORM: &str = "198.51.100.23";
 
-async fn attack(t: &Traffic, app: &App, kind: Kind, tick: u64) {
+/// Brute-force failures per replica with `--replicas`: under the rule's 50, while the fleet
+/// sees them all.
+const BRUTE_PER_REPLICA: u64 = 40;
+
+/// One tick of the phase `kind`, `done` (0 to 1) of the way through it.
+async fn attack(t: &Traffic, app: &App, kind: Kind, tick: u64, done: f64) {
     match kind {
+        Kind::BruteForce if t.bases.len() > 1 => {
+            // Spread over the phase, round-robin: each replica gets BRUTE_PER_REPLICA.
+            let n = t.bases.len() as u64;
+            let want =
+                ((done * (BRUTE_PER_REPLICA * n) as f64).ceil() as u64).min(BRUTE_PER_REPLICA * n);
+            let mut sent: u64 = t.brute.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+            while sent < want {
+                let replica = (sent % n) as usize;
+                t.brute[replica].fetch_add(1, Ordering::Relaxed);
+                t.send_to(
+                    replica,
+                    "POST",
+                    "/api/auth/sign-in/email",
+                    ATTACKER.into(),
+                    None,
+                    Traffic::sign_in_body(sent as usize % USERS, false),
+                )
+                .await;
+                sent += 1;
+            }
+        }
         Kind::BruteForce => {
             // 3 wrong passwords per tick (60 a second) against random accounts.
             for k in 0..3 {
@@ -638,18 +816,41 @@ fn ms(d: Option<Duration>) -> String {
 }
 
 fn view(
-    watch: &AuthWatch,
-    url: &str,
+    watches: &[AuthWatch],
+    urls: &[String],
     phase: usize,
     in_phase: f64,
     phase_len: f64,
     elapsed: f64,
 ) -> String {
-    let s = watch.snapshot();
+    let (watch, url) = (&watches[0], &urls[0]);
+    // With replicas, the fleet's figures (what the rules read).
+    let s = watch.fleet_snapshot().unwrap_or_else(|| watch.snapshot());
     let mut out = String::new();
     out += &format!(
         "authwatch demo  {url}  (dashboard {url}/auth/dashboard, /metrics, /auth/health)\n\n"
     );
+    if watches.len() > 1 {
+        out += &format!(
+            "a fleet of {}: the figures below are the fleet's; each replica alone:\n",
+            watches.len()
+        );
+        for (w, u) in watches.iter().zip(urls) {
+            let own = w.snapshot();
+            let requests: u64 = own.ops().iter().map(|o| o.total()).sum();
+            let fleet = w.fleet_status();
+            out += &format!(
+                "  {u:<24} {requests:>7} requests  p95 {:>6} ms  Redis {}\n",
+                ms(own.response_time().p95),
+                if fleet.is_some_and(|f| f.connected) {
+                    "reached"
+                } else {
+                    "unreachable"
+                }
+            );
+        }
+        out += "\n";
+    }
     let p = &PHASES[phase];
     out += &format!(
         "phase {}/{} {:<26} [{}] {:>5.1}/{:.1} s   elapsed {:.0} s\n\n",
@@ -710,6 +911,8 @@ fn view(
 
 struct Args {
     port: u16,
+    replicas: usize,
+    redis: Option<String>,
     duration: Option<f64>,
     speed: bool,
     no_traffic: bool,
@@ -720,6 +923,8 @@ struct Args {
 fn args() -> Result<Args, String> {
     let mut a = Args {
         port: 3000,
+        replicas: 1,
+        redis: None,
         duration: None,
         speed: false,
         no_traffic: false,
@@ -742,6 +947,14 @@ fn args() -> Result<Args, String> {
             "--no-traffic" => a.no_traffic = true,
             "--plain" => a.plain = true,
             "--alertmanager" => a.alertmanager = Some(it.next().ok_or("--alertmanager URL")?),
+            "--replicas" => {
+                a.replicas = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| (1..=16).contains(n))
+                    .ok_or("--replicas N (1 to 16)")?;
+            }
+            "--redis" => a.redis = Some(it.next().ok_or("--redis URL")?),
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -749,7 +962,7 @@ fn args() -> Result<Args, String> {
     Ok(a)
 }
 
-const USAGE: &str = "usage: demo [--port N] [--duration SECONDS] [--speed] [--no-traffic] [--plain] [--alertmanager URL]";
+const USAGE: &str = "usage: demo [--port N] [--duration SECONDS] [--speed] [--no-traffic] [--plain] [--alertmanager URL] [--replicas N] [--redis URL]";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -771,7 +984,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // at least one 5-minute window before its own, so it can fire from the 10th minute on,
         // inside its phase (9 to 11.4 minutes).
         .unwrap_or(if args.speed { 60.0 } else { 1200.0 });
-    let (app, router, watch) = build(&args, scale).await?;
+    // With replicas: a Redis (found, named or started here) and a webhook receiver that
+    // counts the messages the fleet sends.
+    let mut _own_redis = None;
+    let mut hook = None;
+    let fleet = if args.replicas > 1 {
+        let (redis, own) = match redis_for_replicas(&args) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("demo: {e}");
+                std::process::exit(2);
+            }
+        };
+        _own_redis = own;
+        let (webhook, got) = webhook_receiver().await?;
+        hook = Some(got);
+        Some(FleetSetup {
+            redis,
+            namespace: format!("demo-{}", std::process::id()),
+            webhook,
+        })
+    } else {
+        None
+    };
+    let replicas = build(&args, scale, fleet.as_ref()).await?;
+    let (app, _, watch) = replicas[0].clone();
+    let watches: Vec<AuthWatch> = replicas.iter().map(|r| r.2.clone()).collect();
     // Alerts and health failures go to stderr (off the live view); with OTLP on, the
     // `auth.request` spans are exported as traces too.
     {
@@ -797,33 +1035,57 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with(traces)
             .init();
     }
-    let listener =
-        tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.port))).await?;
-    let addr = listener.local_addr()?;
-    let url = format!("http://{addr}");
-    println!("listening on {url}");
-    println!(
-        "dashboard: {url}/auth/dashboard   metrics: {url}/metrics   health: {url}/auth/health"
-    );
-    let service = watch.wrap(router);
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-                SocketAddr,
-            >(service),
-        )
-        .await;
-    });
+    let mut urls = Vec::new();
+    for (k, (_, router, w)) in replicas.iter().enumerate() {
+        let port = if args.port == 0 {
+            0
+        } else {
+            args.port.saturating_add(k as u16)
+        };
+        let listener =
+            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        if k == 0 {
+            println!("listening on {url}");
+            println!(
+                "dashboard: {url}/auth/dashboard   metrics: {url}/metrics   health: {url}/auth/health"
+            );
+        } else {
+            println!("replica {} on {url}", k + 1);
+        }
+        let service = w.wrap(router.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(
+                listener,
+                axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                    SocketAddr,
+                >(service),
+            )
+            .await;
+        });
+        urls.push(url);
+    }
+    if let Some(f) = &fleet {
+        println!(
+            "a fleet of {} replicas on {} (namespace {}), traffic round-robin over them",
+            replicas.len(),
+            f.redis,
+            f.namespace
+        );
+    }
     if args.no_traffic {
         println!("serving only (--no-traffic); Ctrl-C to stop");
         tokio::signal::ctrl_c().await?;
-        watch.shutdown().await?;
+        for w in &watches {
+            w.shutdown().await?;
+        }
         return Ok(());
     }
     let traffic = Traffic {
         client: Client::builder(TokioExecutor::new()).build_http(),
-        base: url.clone(),
+        bases: Arc::new(urls.clone()),
+        next: Arc::new(AtomicU64::new(0)),
+        brute: Arc::new((0..urls.len()).map(|_| AtomicU64::new(0)).collect()),
         inflight: Arc::new(Semaphore::new(256)),
         sent: Arc::new(AtomicU64::new(0)),
         tokens: Arc::new(Mutex::new(Vec::new())),
@@ -853,8 +1115,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             phase += 1;
         }
         let kind = PHASES[phase].kind;
+        let (from, to) = bounds[phase];
         traffic.normal(tick).await;
-        attack(&traffic, &app, kind, tick).await;
+        attack(&traffic, &app, kind, tick, (elapsed - from) / (to - from)).await;
         if last_view.elapsed() >= Duration::from_millis(if args.plain { 1000 } else { 250 }) {
             last_view = Instant::now();
             if args.plain {
@@ -867,10 +1130,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     names.join(", ")
                 );
             } else {
-                let (from, to) = bounds[phase];
                 print!(
                     "\x1b[H\x1b[J{}",
-                    view(&watch, &url, phase, elapsed - from, to - from, elapsed)
+                    view(&watches, &urls, phase, elapsed - from, to - from, elapsed)
                 );
                 let _ = std::io::stdout().flush();
             }
@@ -886,7 +1148,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (from, to) = bounds[PHASES.len() - 1];
         print!(
             "\x1b[H\x1b[J{}",
-            view(&watch, &url, PHASES.len() - 1, to - from, to - from, total)
+            view(
+                &watches,
+                &urls,
+                PHASES.len() - 1,
+                to - from,
+                to - from,
+                total
+            )
         );
     }
     // The summary: which alert fired in which phase, and when.
@@ -959,11 +1228,85 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             still.join(", ")
         }
     );
+    if let Some(hook) = &hook {
+        fleet_summary(&watches, &traffic, &hook.lock().unwrap());
+    }
     if missing.is_empty() {
         println!("RESULT every phase fired its alert");
     } else {
         println!("RESULT missing: {}", missing.join(", "));
     }
-    watch.shutdown().await?;
+    for w in &watches {
+        w.shutdown().await?;
+    }
     Ok(())
+}
+
+/// With replicas: per alert that fired, how many replicas fired it, its largest value, and
+/// how many webhook messages the fleet sent for it (one per incident).
+fn fleet_summary(watches: &[AuthWatch], traffic: &Traffic, messages: &[String]) {
+    let sent: Vec<String> = traffic
+        .brute
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed).to_string())
+        .collect();
+    println!(
+        "\nfleet of {}: the brute-force phase sent {} failures to the replicas (the rule fires above 50)",
+        watches.len(),
+        sent.join(", ")
+    );
+    let histories: Vec<Vec<AlertEvent>> = watches
+        .iter()
+        .map(|w| w.alert_engine().map(|e| e.history()).unwrap_or_default())
+        .collect();
+    // Every alert (name and labels) that fired on some replica, in order of first firing.
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for e in histories.iter().flatten() {
+        let key = (e.alert.name.clone(), e.alert.own_labels());
+        if e.alert.state == AlertState::Firing && !seen.contains(&key) {
+            seen.push(key);
+        }
+    }
+    for (name, labels) in seen {
+        let firing = |e: &&AlertEvent| {
+            e.alert.state == AlertState::Firing
+                && e.alert.name == name
+                && e.alert.own_labels() == labels
+        };
+        let on = histories
+            .iter()
+            .filter(|h| h.iter().any(|e| firing(&e)))
+            .count();
+        // How many times it fired (resolving in between), on the replica that saw it most.
+        let incidents = histories
+            .iter()
+            .map(|h| h.iter().filter(|e| firing(e)).count())
+            .max()
+            .unwrap_or(0);
+        let value = histories
+            .iter()
+            .flatten()
+            .filter(firing)
+            .map(|e| e.alert.value)
+            .fold(f64::NAN, f64::max);
+        let head = format!("[FIRING] {name} (");
+        let messages = messages
+            .iter()
+            .filter(|m| m.starts_with(&head) && (labels.is_empty() || m.contains(&labels)))
+            .count();
+        let value = if (value - value.round()).abs() < 1e-9 {
+            format!("{value:.0}")
+        } else {
+            format!("{value:.3}")
+        };
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        println!(
+            "FLEET {name}{}{labels}: fired on {on} of {} replicas (value at firing {value}), \
+             {incidents} incident{}, {messages} webhook message{}",
+            if labels.is_empty() { "" } else { " " },
+            watches.len(),
+            plural(incidents),
+            plural(messages)
+        );
+    }
 }

@@ -7,7 +7,6 @@
 mod real;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,55 +19,6 @@ use axum::routing::post;
 use axum::Router;
 use real::*;
 
-struct Alertmanager {
-    _proc: Proc,
-    url: String,
-    _dir: tempdir::Dir,
-}
-
-impl Alertmanager {
-    fn start(port: u16) -> Self {
-        let dir = tempdir::Dir::new("alertmanager");
-        let cfg = dir.path().join("am.yml");
-        std::fs::write(
-            &cfg,
-            "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n",
-        )
-        .unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let log = std::fs::File::create(dir.path().join("am.log")).unwrap();
-        let child = Command::new(dep("alertmanager"))
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--cluster.listen-address=")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start alertmanager");
-        wait_listening(addr, "alertmanager");
-        Self {
-            _proc: Proc {
-                child,
-                name: "alertmanager".into(),
-            },
-            url: format!("http://{addr}"),
-            _dir: dir,
-        }
-    }
-
-    /// The alerts Alertmanager lists (active ones; resolved alerts drop out of the list).
-    fn alerts(&self, http: &Http) -> Vec<serde_json::Value> {
-        let (status, body) = http.get(&format!("{}/api/v2/alerts", self.url));
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap()
-    }
-}
-
-/// An auth app on its own runtime, with the alerts configured by `alerts`.
 fn app(rt: &tokio::runtime::Runtime, alerts: AlertConfig) -> (AuthWatch, SocketAddr) {
     let _g = rt.enter();
     let watch = AuthWatch::builder()

@@ -339,6 +339,108 @@ async fn a_brute_force_spread_over_the_fleet_is_named_by_every_instance() {
     }
 }
 
+/// Alertmanager and a fleet: every instance posts the fleet's alert, with the same labels (no
+/// instance among them), and a real Alertmanager lists one alert and sends one notification
+/// for it, however often the three post it.
+#[test]
+fn alertmanager_gets_the_alert_from_every_instance_and_notifies_once() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let redis = Redis::start();
+    let url = redis.url();
+    // What Alertmanager notifies: its webhook's bodies.
+    let got = Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let g = got.clone();
+    let receiver = axum::Router::new().route(
+        "/am",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let g = g.clone();
+            async move {
+                g.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let hook = listener.local_addr().unwrap();
+    rt.spawn(async move { axum::serve(listener, receiver).await });
+    let am = Alertmanager::start_with(
+        free_port(),
+        &format!(
+            "route:\n  receiver: hook\n  group_by: [alertname, client_ip]\n  group_wait: 1s\n  \
+             group_interval: 1m\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    \
+             webhook_configs:\n      - url: http://{hook}/am\n        send_resolved: false\n"
+        ),
+    );
+    let fleet = three_with("vault", &url, |c| {
+        c.alertmanager(am.url.clone())
+            .resend_interval(Duration::from_secs(1))
+    });
+    let attacker: IpAddr = "203.0.113.77".parse().unwrap();
+    for (w, _) in &fleet {
+        fail_from(w, attacker, 20);
+    }
+    for (w, clock) in &fleet {
+        eventually(20, "every instance fires", || {
+            firing(w, clock, "AuthBruteForceSuspected").ok_or_else(|| "not firing".to_owned())
+        });
+    }
+    let brute = |n: &serde_json::Value| {
+        n["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["labels"]["alertname"] == "AuthBruteForceSuspected")
+            .count()
+    };
+    eventually(20, "Alertmanager notifies", || {
+        let n = got.lock().unwrap().iter().map(brute).sum::<usize>();
+        (n > 0)
+            .then_some(())
+            .ok_or("no notification yet".to_owned())
+    });
+    // Every instance posts again (a re-send each evaluation here), for longer than the group
+    // wait: still one alert, one notification.
+    for _ in 0..4 {
+        for (w, clock) in &fleet {
+            assert!(firing(w, clock, "AuthBruteForceSuspected").is_some());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let http = Http::new();
+    let listed: Vec<serde_json::Value> = am
+        .alerts(&http)
+        .into_iter()
+        .filter(|a| a["labels"]["alertname"] == "AuthBruteForceSuspected")
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    assert_eq!(listed[0]["labels"]["client_ip"], "203.0.113.77");
+    let notified = got.lock().unwrap().clone();
+    assert_eq!(
+        notified.iter().map(brute).sum::<usize>(),
+        1,
+        "{notified:#?}"
+    );
+    let posted: u64 = fleet
+        .iter()
+        .map(|(w, _)| {
+            w.alert_engine()
+                .unwrap()
+                .notifier_stats()
+                .iter()
+                .map(|s| s.sent)
+                .sum::<u64>()
+        })
+        .sum();
+    assert!(posted >= 6, "every instance posted, repeatedly: {posted}");
+    for (w, _) in &fleet {
+        rt.block_on(w.shutdown()).unwrap();
+    }
+}
+
 /// 60 addresses with 2 failures each on one route, round-robin over three instances (40
 /// failures from 40 addresses on each): the fleet sees 60 addresses and 120 failures, over
 /// the rule's 50 and 100.
@@ -919,4 +1021,57 @@ fn tls_and_a_password() {
         let (status, _) = http.get(&format!("http://{}/api/auth/get-session", bad.addr));
         assert_eq!(status, 401, "the replica serves on its own");
     }
+}
+
+/// The demo's fleet (`--speed --replicas 3`) on a Redis of the test's: the brute-force phase
+/// sends 40 failures to each replica, under the rule's 50, and the fleet fires it on every
+/// replica with one webhook message; every phase still fires its alert.
+#[test]
+fn the_demo_runs_a_fleet_of_three_replicas() {
+    let redis = Redis::start();
+    let mut ex = Example::start(
+        "demo",
+        &["--speed", "--port", "0", "--plain", "--replicas", "3"],
+        &[("AUTHWATCH_REDIS_URL", redis.url())],
+    );
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        if let Ok(Some(status)) = ex.proc.child.try_wait() {
+            assert!(status.success(), "{}", ex.stderr_text());
+            break;
+        }
+        assert!(Instant::now() < deadline, "the demo did not finish");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out: Vec<String> = ex.lines.try_iter().collect();
+    let text = out.join("\n");
+    assert!(
+        out.iter().filter(|l| l.starts_with("replica ")).count() == 2,
+        "two more replicas:\n{text}"
+    );
+    assert!(
+        text.contains("the brute-force phase sent 40, 40, 40 failures"),
+        "{text}"
+    );
+    let brute = out
+        .iter()
+        .find(|l| l.starts_with("FLEET AuthBruteForceSuspected client_ip=203.0.113.66:"))
+        .unwrap_or_else(|| panic!("the fleet's brute force:\n{text}"));
+    assert!(
+        brute.contains("fired on 3 of 3 replicas")
+            && brute.ends_with("1 incident, 1 webhook message"),
+        "{brute}"
+    );
+    let value: f64 = brute
+        .split("value at firing ")
+        .nth(1)
+        .and_then(|v| v.split(')').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{brute}"));
+    assert!(value > 50.0, "more than any replica saw (40): {brute}");
+    assert!(
+        out.iter()
+            .any(|l| l == "RESULT every phase fired its alert"),
+        "{text}"
+    );
 }

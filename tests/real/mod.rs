@@ -608,6 +608,61 @@ impl Example {
     }
 }
 
+/// A real Alertmanager on loopback, with its own directory.
+pub struct Alertmanager {
+    _proc: Proc,
+    pub url: String,
+    _dir: tempdir::Dir,
+}
+
+impl Alertmanager {
+    /// On `port`, notifying nobody.
+    pub fn start(port: u16) -> Self {
+        Self::start_with(
+            port,
+            "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n",
+        )
+    }
+
+    /// On `port`, with `config` (its YAML).
+    pub fn start_with(port: u16, config: &str) -> Self {
+        let dir = tempdir::Dir::new("alertmanager");
+        let cfg = dir.path().join("am.yml");
+        std::fs::write(&cfg, config).unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let log = std::fs::File::create(dir.path().join("am.log")).unwrap();
+        let child = Command::new(dep("alertmanager"))
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start alertmanager");
+        wait_listening(addr, "alertmanager");
+        Self {
+            _proc: Proc {
+                child,
+                name: "alertmanager".into(),
+            },
+            url: format!("http://{addr}"),
+            _dir: dir,
+        }
+    }
+
+    /// The alerts Alertmanager lists (active ones; resolved alerts drop out of the list).
+    pub fn alerts(&self, http: &Http) -> Vec<serde_json::Value> {
+        let (status, body) = http.get(&format!("{}/api/v2/alerts", self.url));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap()
+    }
+}
+
+/// An auth app on its own runtime, with the alerts configured by `alerts`.
 /// A real Prometheus scraping `targets` every second.
 pub struct Prometheus {
     pub proc: Proc,
