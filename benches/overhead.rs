@@ -48,7 +48,10 @@
 //!   touches Redis); `fleet/request/{success,failure}/{1_thread,2_threads}`: per thread, one
 //!   sign-in through the layer in fleet mode that succeeds or fails, from one of 10,000
 //!   addresses (a flood), with one thread or two at once: failures next to successes, and the
-//!   2-thread/1-thread ratio shows contention on the detector.
+//!   2-thread/1-thread ratio shows contention on the detector;
+//!   `fleet/flush/{10k,100k}_failures_per_s`: the time the fleet's flush thread spends on one
+//!   second of failures from as many new addresses (Redis' scripts included; Redis' own CPU
+//!   per address is printed beside). Needs the `redis-server` above.
 //! - `hdr/record/{1_thread,2_threads}`: one `WindowedHistogram::record`, per thread, with one
 //!   thread or two recording at once; `hdr/mutex_shared/2_threads` is the design we avoid (one
 //!   `Mutex<Histogram>` shared by both threads), for reference.
@@ -1030,7 +1033,112 @@ fn fleet(c: &mut Criterion) {
         }
     }
     g.finish();
+    flush_cost(&redis);
     drop(redis);
+}
+
+/// `fleet/flush/{10k,100k}_failures_per_s`: what one second of failures from as many new
+/// addresses costs the fleet's flush: the time its thread spends in the flushes that carry
+/// them (this instance's encoding and Redis' scripts, round trips included; the flush runs
+/// every 100 ms here, so an iteration also holds about one flush with nothing new). Redis' CPU
+/// for them is printed beside (`INFO cpu`).
+fn flush_cost(redis: &BenchRedis) {
+    if redis.0.is_none() {
+        eprintln!("fleet/flush: skipped (no redis-server: scripts/test-deps.sh installs it)");
+        return;
+    }
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .configure_from_args();
+    let mut g = c.benchmark_group("fleet/flush");
+    g.sampling_mode(criterion::SamplingMode::Flat);
+    let watch = AuthWatch::builder()
+        .otlp(false)
+        .service_name("flush-bench")
+        .fleet(authwatch::Fleet::redis(redis.1.clone()).flush_interval(Duration::from_millis(100)))
+        .build()
+        .unwrap();
+    let status = || watch.fleet_status().unwrap();
+    let wait = |flushes: u64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while status().flushes < flushes && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    wait(1);
+    let mut next_ip = 0x0b00_0000u32;
+    let mut redis_cpu = Duration::ZERO;
+    let mut failures = 0u64;
+    for (name, per_s) in [
+        ("10k_failures_per_s", 10_000u32),
+        ("100k_failures_per_s", 100_000),
+    ] {
+        g.throughput(criterion::Throughput::Elements(u64::from(per_s)));
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let before = status();
+                    let cpu = redis_cpu_now(&redis.1);
+                    for _ in 0..per_s {
+                        let ip = std::net::Ipv4Addr::from(next_ip);
+                        next_ip = next_ip.wrapping_add(1);
+                        watch.record(
+                            &authwatch::AuthEvent::new(
+                                authwatch::AuthOp::Login,
+                                authwatch::Outcome::Failure(
+                                    authwatch::FailureReason::InvalidCredentials,
+                                ),
+                                Duration::from_millis(2),
+                                authwatch::layer::now(),
+                            )
+                            .with_route("/login")
+                            .with_client_ip(Some(ip.into())),
+                        );
+                    }
+                    // The alert engine hands its failures to the fleet when it counts them:
+                    // every tick, and here now.
+                    let _ = watch
+                        .alert_engine()
+                        .map(authwatch::alerts::AlertEngine::suspects);
+                    wait(before.flushes + 2);
+                    spent += status().flush_time.saturating_sub(before.flush_time);
+                    redis_cpu += redis_cpu_now(&redis.1).saturating_sub(cpu);
+                    failures += u64::from(per_s);
+                }
+                spent
+            });
+        });
+        if failures > 0 {
+            eprintln!(
+                "fleet/flush/{name}: Redis CPU {:.2} µs per failing address ({failures} addresses)",
+                redis_cpu.as_secs_f64() * 1e6 / failures as f64
+            );
+        }
+        (redis_cpu, failures) = (Duration::ZERO, 0);
+    }
+    g.finish();
+}
+
+/// Redis' CPU time so far (`used_cpu_sys` + `used_cpu_user`), zero when unreachable.
+fn redis_cpu_now(url: &str) -> Duration {
+    let port = url.rsplit(':').next().unwrap_or("6379");
+    let out = std::process::Command::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".test-deps/bin/redis-cli"),
+    )
+    .args(["-p", port, "info", "cpu"])
+    .output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let secs: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
+        .sum();
+    Duration::from_secs_f64(secs)
 }
 
 criterion_group! {

@@ -152,6 +152,9 @@ impl AuthWatch {
             json!({
                 "connected": f.connected,
                 "errors": f.errors,
+                "flushes": f.flushes,
+                "mean_flush_ms": (f.flushes > 0)
+                    .then(|| f.flush_time.as_secs_f64() * 1e3 / f.flushes as f64),
                 "requests": f.requests,
                 "failures": f.failures,
                 "p95_ms": authwatch_layer::AuthOp::ALL

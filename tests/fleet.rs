@@ -564,6 +564,10 @@ async fn the_fleet_p95_is_the_p95_of_the_union() {
     };
     assert_eq!(login(&stats["ops"]), 300, "the figures are the fleet's");
     assert_eq!(login(&stats["this_instance"]["ops"]), 100);
+    let st = status(b);
+    assert!(st.flushes > 0 && st.flush_time > Duration::ZERO, "{st:?}");
+    assert!(stats["fleet"]["flushes"].as_u64().unwrap() > 0);
+    assert!(stats["fleet"]["mean_flush_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(union.stats_json()["scope"], "local");
     assert!(union.stats_json()["this_instance"].is_null());
     for (w, _) in &fleet {

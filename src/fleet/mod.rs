@@ -149,6 +149,11 @@ pub struct FleetStatus {
     pub connected: bool,
     /// Failed connection attempts and flushes since start.
     pub errors: u64,
+    /// Successful flushes since start.
+    pub flushes: u64,
+    /// The time they took together, on the flush's own thread: this instance's encoding and
+    /// Redis' scripts (one round trip each). Per flush, `flush_time / flushes`.
+    pub flush_time: Duration,
     /// The instances alive at the last successful flush, this one included, by name.
     pub instances: Vec<FleetInstance>,
     /// The last error, while not connected.
@@ -183,6 +188,9 @@ pub(crate) type LocalWindows =
 struct Shared {
     connected: AtomicBool,
     errors: AtomicU64,
+    /// Successful flushes, and the time they took (Redis' work included), in nanoseconds.
+    flushes: AtomicU64,
+    flush_nanos: AtomicU64,
     peers: Mutex<Peers>,
     instances: Mutex<Vec<FleetInstance>>,
     last_error: Mutex<Option<String>>,
@@ -233,6 +241,8 @@ impl FleetHandle {
         let shared = Arc::new(Shared {
             connected: AtomicBool::new(false),
             errors: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            flush_nanos: AtomicU64::new(0),
             peers: Mutex::new(Peers::new(id.clone())),
             instances: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
@@ -410,6 +420,8 @@ impl FleetHandle {
             },
             connected,
             errors: self.errors(),
+            flushes: self.shared.flushes.load(Ordering::Relaxed),
+            flush_time: Duration::from_nanos(self.shared.flush_nanos.load(Ordering::Relaxed)),
             instances: lock(&self.shared.instances).clone(),
             last_error: if connected {
                 None
@@ -637,6 +649,7 @@ impl Worker {
             if let Some(c) = conn.as_mut() {
                 // Stopping: a last flush of the counts, then out of the fleet (the others keep
                 // what this instance counted).
+                let started = Instant::now();
                 let flushed = self
                     .flush(c, &script, false)
                     .and_then(|()| self.flush_detections(c))
@@ -649,6 +662,9 @@ impl Worker {
                     });
                 match flushed {
                     Ok(()) => {
+                        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        self.shared.flush_nanos.fetch_add(took, Ordering::Relaxed);
+                        self.shared.flushes.fetch_add(1, Ordering::Relaxed);
                         backoff = self.every;
                         if reported != Some(true) {
                             let n = lock(&self.shared.instances).len();

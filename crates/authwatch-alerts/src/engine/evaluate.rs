@@ -1,32 +1,50 @@
 //! One evaluation of the rules, and the engine's thread that runs one every tick.
 
 use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::conditions::Condition;
 use super::counts::{add_into, KINDS, OPS};
 use super::history::HISTORY_ENTRIES;
-use super::{Alert, AlertEvent, AlertState, Inner};
+use super::{Alert, AlertEvent, AlertState, Inner, Wake};
 
 const HISTORY_EVENTS: usize = 512;
 
-pub(super) fn ticker(weak: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), tick: Duration) {
+/// The engine's thread: evaluates the rules every `tick`, and in between counts the batches
+/// of failures the recording threads hand it ([`Inner::count_ready`]), woken by them.
+pub(super) fn ticker(weak: &Weak<Inner>, stop: &(Mutex<Wake>, Condvar), tick: Duration) {
+    let mut next = Instant::now() + tick;
     loop {
         {
             // Wait without holding the engine, so that dropping it ends the thread.
             let (m, cv) = stop;
-            let stopped = m.lock().unwrap_or_else(|e| e.into_inner());
-            if *stopped {
-                return;
-            }
-            let (stopped, _) = cv
-                .wait_timeout(stopped, tick)
-                .unwrap_or_else(|e| e.into_inner());
-            if *stopped {
-                return;
+            let mut wake = m.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if wake.stopped {
+                    return;
+                }
+                if wake.work {
+                    // A recording thread handed a batch of failures over.
+                    wake.work = false;
+                    break;
+                }
+                let left = next.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                wake = cv
+                    .wait_timeout(wake, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
         }
         let Some(inner) = weak.upgrade() else { return };
+        inner.count_ready();
+        let now = Instant::now();
+        if now < next {
+            continue;
+        }
+        next = (next + tick).max(now);
         // A panicking rule source must not end the thread.
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.evaluate()));
         if r.is_err() {

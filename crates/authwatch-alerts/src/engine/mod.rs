@@ -15,7 +15,7 @@ mod shared;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -56,6 +56,10 @@ struct Inner {
     cfg: AlertConfig,
     shards: Box<[Shard]>,
     detector: Mutex<Detector>,
+    /// Full batches of failures handed to the engine's thread.
+    ready: Mutex<Vec<Vec<pending::Run>>>,
+    /// Whether the engine's thread runs, to take them.
+    handoff: AtomicBool,
     /// The route labels of the failures waiting in the shards.
     labels: pending::Labels,
     detector_threshold: u64,
@@ -65,9 +69,18 @@ struct Inner {
     notifiers: Notifiers,
     wall0: SystemTime,
     t0: Duration,
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    stop: Arc<(Mutex<Wake>, Condvar)>,
     /// One evaluation at a time (the engine's thread and callers of `evaluate`).
     evaluating: Mutex<()>,
+}
+
+/// What the engine's thread is woken for.
+#[derive(Default)]
+struct Wake {
+    /// The engine is shut down.
+    stopped: bool,
+    /// Batches of failures were handed over ([`Inner::count_ready`]).
+    work: bool,
 }
 
 /// The alert engine. It is an [`EventSink`](authwatch_layer::EventSink): give it to the layer's
@@ -108,6 +121,8 @@ impl AlertEngine {
         let inner = Arc::new(Inner {
             shards: shards.collect(),
             detector: Mutex::new(Detector::new(cfg.brute_force, threshold, now)),
+            ready: Mutex::new(Vec::new()),
+            handoff: AtomicBool::new(false),
             labels: pending::Labels::new(),
             detector_threshold: threshold,
             state: Mutex::new(State {
@@ -122,7 +137,7 @@ impl AlertEngine {
             notifiers: Notifiers::start(&cfg),
             wall0: SystemTime::now(),
             t0: now,
-            stop: Arc::new((Mutex::new(false), Condvar::new())),
+            stop: Arc::new((Mutex::new(Wake::default()), Condvar::new())),
             evaluating: Mutex::new(()),
             cfg,
         });
@@ -133,8 +148,11 @@ impl AlertEngine {
             let spawned = std::thread::Builder::new()
                 .name("authwatch-alerts".into())
                 .spawn(move || ticker(&weak, &stop, tick));
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "authwatch: could not start the alert thread; alerts are evaluated only on demand");
+            match spawned {
+                Ok(_) => inner.handoff.store(true, Ordering::Relaxed),
+                Err(e) => {
+                    tracing::error!(error = %e, "authwatch: could not start the alert thread; alerts are evaluated only on demand");
+                }
             }
         }
         Self { inner }
@@ -255,8 +273,10 @@ impl AlertEngine {
     /// hold.
     pub fn shutdown(&self, timeout: Duration) {
         {
+            // Batches recorded from now on are counted by their threads.
+            self.inner.handoff.store(false, Ordering::Relaxed);
             let (m, cv) = &*self.inner.stop;
-            *m.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            m.lock().unwrap_or_else(|e| e.into_inner()).stopped = true;
             cv.notify_all();
         }
         self.inner.notifiers.flush(timeout);

@@ -3,12 +3,18 @@
 //!
 //! A failure is about 24 bytes pushed under the thread's own lock. The detector's sketch
 //! update (several hashes, a read of every slot, the per-route counts) runs when someone reads
-//! the detector ([`Inner::lock_detector`], which the evaluation calls every tick), or on the
-//! recording thread once its shard holds [`FLUSH_AT`] failures, in one batch under one lock.
-//! Until then a failure is in the shard, never lost: nothing reads the detector without
-//! draining the shards first.
+//! the detector ([`Inner::lock_detector`], which the evaluation calls every tick), or once a
+//! thread's shard holds [`FLUSH_AT`] failures: the thread counts the batch under one lock if
+//! the detector is free, and otherwise (the tick moving the window, `/metrics` counting
+//! suspects, another thread's batch) hands it to the engine's thread, which counts it
+//! ([`Inner::count_ready`]): in a flood, no request waits for the detector. Only when
+//! [`READY_MAX`] batches already wait (the engine's thread behind), or the engine has no
+//! thread (a zero tick), does a recording thread wait for the lock. Until counted a failure is
+//! in a shard or a handed batch, never lost: nothing reads the detector without counting both
+//! first.
 
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use authwatch_layer::{AuthEvent, EventSource, RouteId, MAX_GUARD_ROUTES};
@@ -19,8 +25,12 @@ use crate::detector::Detector;
 /// How many of the last runs a failure may join.
 const RECENT: usize = 4;
 
-/// Failures a shard holds before its thread counts them itself.
+/// Failures a shard holds before its thread hands them over.
 pub(super) const FLUSH_AT: usize = 256;
+
+/// Handed batches that may wait for the engine's thread (4 MiB at most); beyond, a recording
+/// thread counts its batch itself.
+pub(super) const READY_MAX: usize = 64;
 
 /// Route ids of the layer's table below this are numbered here; failures on others (and
 /// events without a route id) go straight to the detector.
@@ -119,8 +129,47 @@ impl Inner {
 
     #[cold]
     fn count_batch(&self, mut batch: Vec<Run>) {
+        // Free: counted here, as a batch. Busy (the tick moving the window, a reader, another
+        // thread's batch): handed to the engine's thread rather than waited for.
+        match self.detector.try_lock() {
+            Ok(mut d) => return self.count_runs(&mut d, &mut batch),
+            Err(std::sync::TryLockError::Poisoned(e)) => {
+                return self.count_runs(&mut e.into_inner(), &mut batch)
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        if self.handoff.load(Ordering::Relaxed) {
+            let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+            if ready.len() < READY_MAX {
+                ready.push(batch);
+                drop(ready);
+                let (m, cv) = &*self.stop;
+                m.lock().unwrap_or_else(|e| e.into_inner()).work = true;
+                cv.notify_one();
+                return;
+            }
+        }
         let mut d = self.detector.lock().unwrap_or_else(|e| e.into_inner());
         self.count_runs(&mut d, &mut batch);
+    }
+
+    /// Counts the batches handed over (the engine's thread, when woken and every tick).
+    pub(super) fn count_ready(&self) {
+        if self
+            .ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
+            return;
+        }
+        // The detector first, then the batches: a reader never sees a batch taken and not
+        // yet counted.
+        let mut d = self.detector.lock().unwrap_or_else(|e| e.into_inner());
+        let batches = std::mem::take(&mut *self.ready.lock().unwrap_or_else(|e| e.into_inner()));
+        for mut b in batches {
+            self.count_runs(&mut d, &mut b);
+        }
     }
 
     /// Counts `runs` into `d`, leaving `runs` empty (with its capacity).
@@ -138,8 +187,12 @@ impl Inner {
     /// The detector, with every waiting failure counted into it first.
     pub(super) fn lock_detector(&self) -> MutexGuard<'_, Detector> {
         let mut d = self.detector.lock().unwrap_or_else(|e| e.into_inner());
-        // The order is always detector, then a shard; the recording thread never holds its
-        // shard while it takes the detector.
+        let batches = std::mem::take(&mut *self.ready.lock().unwrap_or_else(|e| e.into_inner()));
+        for mut b in batches {
+            self.count_runs(&mut d, &mut b);
+        }
+        // The order is always detector, then the handed batches, then a shard; a recording
+        // thread never holds its shard while it takes either.
         for s in self.shards.iter() {
             let mut w = s.waiting.lock().unwrap_or_else(|e| e.into_inner());
             self.count_runs(&mut d, &mut w);
@@ -181,6 +234,49 @@ mod tests {
             .iter()
             .map(|s| s.waiting.lock().unwrap().len())
             .sum()
+    }
+
+    /// With the engine's thread running, a full batch that finds the detector busy is handed
+    /// to it: the thread counts it once the detector is free, without any reader asking, and
+    /// the recording thread never waits for the detector's lock (held here by the test, as
+    /// while a tick moves the window). A batch that finds it free is counted at once.
+    #[test]
+    fn batches_that_find_the_detector_busy_are_counted_by_the_engine_thread() {
+        let engine = AlertEngine::new(
+            AlertConfig::new()
+                .tick(Duration::from_secs(3_600))
+                .clock(Arc::new(ManualClock::new())),
+        );
+        let record = |n: usize, first: u32| {
+            for i in 0..n {
+                let ip = IpAddr::V4(Ipv4Addr::from(first + i as u32));
+                engine.record(&failure(ip, "/login", Some(3), EventSource::Route));
+            }
+        };
+        let counted = || -> u64 {
+            let d = engine.inner.detector.lock().unwrap();
+            d.routes().iter().map(|r| r.failures).sum()
+        };
+        record(FLUSH_AT, 0xc611_0000);
+        assert_eq!(
+            counted(),
+            FLUSH_AT as u64,
+            "free: counted by the recording thread"
+        );
+        {
+            let _busy = engine.inner.detector.lock().unwrap();
+            record(FLUSH_AT * 3 + 5, 0xc612_0000);
+            assert_eq!(engine.inner.ready.lock().unwrap().len(), 3, "three handed");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while counted() != (FLUSH_AT * 4) as u64 {
+            assert!(Instant::now() < deadline, "{} counted", counted());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(engine.inner.ready.lock().unwrap().is_empty());
+        assert_eq!(waiting_runs(&engine), 5);
+        let all: u64 = engine.route_failures().iter().map(|r| r.failures).sum();
+        assert_eq!(all, (FLUSH_AT * 4 + 5) as u64, "a reader counts the rest");
     }
 
     /// Failures wait in their thread's shard (a part of a batch), are counted in full batches
