@@ -83,46 +83,85 @@ local cms = p .. 'cms:' .. cur
 local top = 0
 local route_n = {}
 local route_ips = {}
+-- The clients go in chunks: one BITFIELD_RO reads every cell of a chunk, one BITFIELD writes
+-- the cells it raised (a cell two clients share is read once, and raised in order).
+local pending = {}
+local function write()
+  if #pending > 0 then
+    redis.call('BITFIELD', cms, unpack(pending))
+    pending = {}
+  end
+end
 local i = 8
-for c = 1, k do
-  local label, route, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local idx = {}
-  for r = 1, depth do idx[r] = ARGV[i + 2 + r] end
-  i = i + 3 + depth
-  local m, v = slot_min(cms, idx)
-  local new = math.min(m + n, 65535)
-  local args = {}
-  for r = 1, depth do
-    if v[r] < new then
-      args[#args + 1] = 'SET'
-      args[#args + 1] = 'u16'
-      args[#args + 1] = '#' .. idx[r]
-      args[#args + 1] = new
+local first = 1
+while first <= k do
+  local last = math.min(first + 255, k)
+  local cache = {}
+  local gets = {}
+  local j = i
+  for _ = first, last do
+    for r = 1, depth do
+      local off = '#' .. ARGV[j + 2 + r]
+      if cache[off] == nil then
+        cache[off] = false
+        gets[#gets + 1] = 'GET'
+        gets[#gets + 1] = 'u16'
+        gets[#gets + 1] = off
+      end
+    end
+    j = j + 3 + depth
+  end
+  local got = redis.call('BITFIELD_RO', cms, unpack(gets))
+  for x = 1, #got do cache[gets[3 * x]] = got[x] end
+  for _ = first, last do
+    local label, route, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+    local idx = {}
+    local offs = {}
+    for r = 1, depth do
+      idx[r] = ARGV[i + 2 + r]
+      offs[r] = '#' .. idx[r]
+    end
+    i = i + 3 + depth
+    local m = cache[offs[1]]
+    for r = 2, depth do
+      if cache[offs[r]] < m then m = cache[offs[r]] end
+    end
+    local new = math.min(m + n, 65535)
+    for r = 1, depth do
+      if cache[offs[r]] < new then
+        cache[offs[r]] = new
+        pending[#pending + 1] = 'SET'
+        pending[#pending + 1] = 'u16'
+        pending[#pending + 1] = offs[r]
+        pending[#pending + 1] = new
+      end
+    end
+    route_n[route] = (route_n[route] or 0) + n
+    local ips = route_ips[route]
+    if not ips then
+      ips = {}
+      route_ips[route] = ips
+    end
+    ips[#ips + 1] = label
+    if new > top then top = new end
+    -- Over the window a client is above the threshold only if one slot holds more than
+    -- threshold / slots of its failures: estimated then, and kept near for later flushes.
+    if new >= near_at then
+      write()
+      local est = window(idx)
+      if est > top then top = est end
+      local cells = table.concat(idx, ',')
+      if est > threshold then
+        redis.call('ZADD', p .. 'suspects', est, label)
+        redis.call('HSET', p .. 'cells', label, cells)
+      else
+        redis.call('ZADD', p .. 'near', est, label)
+        redis.call('HSET', p .. 'nearcells', label, cells)
+      end
     end
   end
-  if #args > 0 then redis.call('BITFIELD', cms, unpack(args)) end
-  route_n[route] = (route_n[route] or 0) + n
-  local ips = route_ips[route]
-  if not ips then
-    ips = {}
-    route_ips[route] = ips
-  end
-  ips[#ips + 1] = label
-  if new > top then top = new end
-  -- Over the window a client is above the threshold only if one slot holds more than
-  -- threshold / slots of its failures: estimated then, and kept near for later flushes.
-  if new >= near_at then
-    local est = window(idx)
-    if est > top then top = est end
-    local cells = table.concat(idx, ',')
-    if est > threshold then
-      redis.call('ZADD', p .. 'suspects', est, label)
-      redis.call('HSET', p .. 'cells', label, cells)
-    else
-      redis.call('ZADD', p .. 'near', est, label)
-      redis.call('HSET', p .. 'nearcells', label, cells)
-    end
-  end
+  write()
+  first = last + 1
 end
 for route, n in pairs(route_n) do
   redis.call('HINCRBY', p .. 'rf:' .. cur, route, n)
