@@ -12,6 +12,8 @@
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT`), the alert engine, session estimate, the token guard.
 //!   The layer writes an audit record for each failed, rate-limited or refused request (the
 //!   default);
+//! - `authwatch-fleet`: the same in fleet mode on `BENCH_FLEET_URL` (default
+//!   `redis://127.0.0.1:1`, where nothing listens: Redis down);
 //! - `authwatch-audit-every-request`: the same with a record for every auth request
 //!   (`audit_request_successes(true)`);
 //! - `authwatch-no-request-audit`: the same without the layer's audit records
@@ -51,10 +53,11 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 mod bench_app;
 use bench_app::{SESSION_WORK, SIGN_IN_WORK};
 
-const STACKS: [&str; 12] = [
+const STACKS: [&str; 13] = [
     "bare",
     "identity-layer",
     "authwatch",
+    "authwatch-fleet",
     "authwatch-audit-every-request",
     "authwatch-no-request-audit",
     "authwatch-wrap",
@@ -71,16 +74,26 @@ fn app(stack: &str) -> (Router, Option<AuthWatch>) {
     match stack {
         "bare" => (bench_app::bare(), None),
         "authwatch"
+        | "authwatch-fleet"
         | "authwatch-audit-every-request"
         | "authwatch-no-request-audit"
         | "authwatch-wrap"
         | "authwatch-traces" => {
-            let watch = AuthWatch::builder()
+            let builder = AuthWatch::builder()
                 .service_name("bench")
                 .audit_requests(stack != "authwatch-no-request-audit")
-                .audit_request_successes(stack == "authwatch-audit-every-request")
-                .build()
-                .expect("authwatch");
+                .audit_request_successes(stack == "authwatch-audit-every-request");
+            // Fleet mode on `BENCH_FLEET_URL`, by default an address where nothing listens:
+            // Redis down.
+            let builder = if stack == "authwatch-fleet" {
+                builder.fleet(authwatch::Fleet::redis(
+                    std::env::var("BENCH_FLEET_URL")
+                        .unwrap_or_else(|_| "redis://127.0.0.1:1".into()),
+                ))
+            } else {
+                builder
+            };
+            let watch = builder.build().expect("authwatch");
             let app = bench_app::watched(&watch);
             // `authwatch-wrap` is wrapped where it is served (`main`), endpoints included.
             let app = if stack == "authwatch-wrap" {
