@@ -7,20 +7,25 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use authwatch::alerts::{default_rules, AlertConfig, BruteForceConfig, SPEC_ALERTS};
+//! use authwatch::alerts::{
+//!     default_rules, AccountConfig, AlertConfig, BruteForceConfig, ACCOUNT_ALERTS, SPEC_ALERTS,
+//! };
 //!
 //! let config = AlertConfig::new()
 //!     .tick(Duration::from_secs(1))
 //!     .brute_force(BruteForceConfig::default().window(Duration::from_secs(600)))
+//!     .accounts(AccountConfig::default().window(Duration::from_secs(900)))
 //!     .disable("AuthRegistrationSpike");
-//! assert_eq!(default_rules().len(), SPEC_ALERTS.len() + 2);
+//! // The spec's 14, two of authwatch's own, and the 4 account-level rules.
+//! assert_eq!(default_rules().len(), SPEC_ALERTS.len() + 2 + ACCOUNT_ALERTS.len());
 //! # drop(config);
 //! ```
 
 pub use authwatch_alerts::generate;
 pub use authwatch_alerts::{
-    default_rules, mask_ip, Alert, AlertConfig, AlertEngine, AlertEvent, AlertState,
-    BruteForceConfig, Channel, Clock, Detections, FailureOutbox, FailureRun, ManualClock,
-    NotifierStats, NotifyGate, QuantileSource, RouteFailures, Rule, RuleKind, Severity,
-    SharedDetections, Signal, Suspect, SystemClock, DEFAULT_RUNBOOKS, SPEC_ALERTS,
+    default_rules, mask_ip, AccountConfig, AccountDetections, AccountUnderAttack, Alert,
+    AlertConfig, AlertEngine, AlertEvent, AlertState, BruteForceConfig, Channel, Clock, Detections,
+    FailureOutbox, FailureRun, ManualClock, NotifierStats, NotifyGate, QuantileSource,
+    RouteFailures, Rule, RuleKind, Severity, SharedDetections, Signal, SprayingClient, Suspect,
+    SystemClock, ACCOUNT_ALERTS, DEFAULT_RUNBOOKS, SPEC_ALERTS,
 };

@@ -324,8 +324,9 @@ impl AuthWatchBuilder {
         self
     }
 
-    /// Shows the top offending client addresses in full on the dashboard and in `/auth/stats`
-    /// (default: masked to their first two octets or groups, `203.0.x.x`).
+    /// Shows the top offending client addresses, and the accounts under attack, in full on the
+    /// dashboard and in `/auth/stats` (default: addresses masked to their first two octets or
+    /// groups, `203.0.x.x`; accounts to a first letter and their domain, `a***@example.com`).
     pub fn dashboard_unmasked_ips(mut self, unmasked: bool) -> Self {
         self.dashboard_unmasked = unmasked;
         self
@@ -513,6 +514,9 @@ impl AuthWatchBuilder {
             wiring::alerts::start(cfg, &service_name, &stats, fleet.as_ref(), &health, meters)
         });
         let sessions = wiring::users::sessions(self.window, meters);
+        if let Some(engine) = &alerts {
+            auditor.feed_accounts(engine.clone());
+        }
         let audit = LoginAuditLogger::new(auditor.clone())
             .with_lockouts(otel.application_lockouts(), stats.clone())
             .with_alerts(alerts.clone())

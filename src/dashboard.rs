@@ -34,6 +34,19 @@ fn latency(l: &Latency) -> Value {
     })
 }
 
+/// An account as the dashboard shows it by default: `a***@example.com` for an e-mail, the
+/// first 8 hex digits of a keyed hash (`hmac-sha256:1f2e3d4c…`), else its first two characters
+/// (`us***`).
+fn mask_account(account: &str) -> String {
+    if let Some(hash) = account.strip_prefix("hmac-sha256:") {
+        return format!("hmac-sha256:{}…", hash.chars().take(8).collect::<String>());
+    }
+    if let Some((user, domain)) = account.split_once('@') {
+        return format!("{}***@{domain}", user.chars().next().unwrap_or('*'));
+    }
+    format!("{}***", account.chars().take(2).collect::<String>())
+}
+
 fn ops_json(s: &crate::Snapshot) -> Vec<Value> {
     s.ops()
         .iter()
@@ -57,8 +70,10 @@ impl AuthWatch {
     /// The in-process view as the JSON `/auth/stats` serves: counters since start and window
     /// percentiles per operation, the firing alerts, the top offending client addresses (masked
     /// unless [`AuthWatchBuilder::dashboard_unmasked_ips`](crate::AuthWatchBuilder::dashboard_unmasked_ips)),
-    /// the last health status, the active-user estimate, and in fleet mode the instances and
-    /// the fleet's totals (`fleet`, `null` without).
+    /// the last health status, the active-user estimate, the accounts under attack and the
+    /// addresses spraying logins over many accounts (`accounts_under_attack`, `spraying_ips`;
+    /// masked, `a***@example.com`, unless unmasked), and in fleet mode the instances and the
+    /// fleet's totals (`fleet`, `null` without).
     ///
     /// `scope` says whose figures `ops`, `response_time` and `token_validation` are: in fleet
     /// mode the fleet's ([`AuthWatch::fleet_snapshot`]), with this instance's own under
@@ -130,6 +145,29 @@ impl AuthWatch {
                 e.top_ip_failures(),
             )
         });
+        // The account-level detections: accounts under attack and addresses spraying, masked
+        // like the addresses unless unmasked.
+        let (accounts, spraying) = engine.map_or((Vec::new(), Vec::new()), |e| {
+            let d = e.account_detections();
+            (
+                d.accounts
+                    .iter()
+                    .take(20)
+                    .map(|a| {
+                        json!({
+                            "account": if unmask { a.account.clone() } else { mask_account(&a.account) },
+                            "failures": a.failures,
+                            "addresses": a.addresses,
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+                d.clients
+                    .iter()
+                    .take(20)
+                    .map(|c| json!({"ip": show(c.ip), "accounts": c.accounts, "failures": c.failures}))
+                    .collect::<Vec<_>>(),
+            )
+        });
         // The headline login failure ratio covers the window of the alert on it.
         let login_window = self
             .inner
@@ -192,6 +230,8 @@ impl AuthWatch {
             "top_ips": top_ips,
             "top_ip_failures": top_failures,
             "ips_masked": !unmask,
+            "accounts_under_attack": accounts,
+            "spraying_ips": spraying,
             "health": health,
             "active_users": self.active_users(),
             "fleet": fleet,

@@ -64,7 +64,17 @@ const RL: &str = r#"auth_rate_limit_exceeded_count_total{job="auth",http_route="
 const IT: &str = r#"auth_invalid_token_attempts_count_total{job="auth"}"#;
 const LOCK: &str = r#"auth_lockout_count_total{job="auth"}"#;
 
+const TOP_ACCOUNT: &str = r#"auth_attack_top_account_failures{job="auth"}"#;
+
 const CASES: &[Case] = &[
+    Case {
+        alert: "AuthAccountBruteForce",
+        interval: "1m",
+        fire: &[(TOP_ACCOUNT, "0 5 21x10")],
+        miss: &[(TOP_ACCOUNT, "0 5 20x10")],
+        eval: "5m",
+        labels: &[],
+    },
     Case {
         alert: "AuthServiceDown",
         interval: "10s",
@@ -288,7 +298,7 @@ fn generated_rules_pass_promtool_with_a_firing_case_and_a_near_miss_per_alert() 
         "promtool",
         &["check", "rules", rules_path.to_str().unwrap()],
     );
-    assert!(ok && out.contains("SUCCESS: 16 rules found"), "{out}");
+    assert!(ok && out.contains("SUCCESS: 17 rules found"), "{out}");
 
     let rules = generate::prometheus_rules(&default_rules(), DEFAULT_RUNBOOKS);
     let tested: BTreeSet<&str> = CASES.iter().map(|c| c.alert).collect();

@@ -479,3 +479,72 @@ async fn a_for_duration_keeps_an_alert_pending() {
     // Evaluating again changes nothing and notifies nothing.
     assert!(r.watch.evaluate_alerts().is_empty());
 }
+
+/// The account-level rules through the audit logger: the handler reports who failed from
+/// where, the audit worker feeds the engine off the handler's thread, and with an audit key
+/// the `user_id` label is the keyed hash the audit records carry, never the raw id.
+#[test]
+fn the_audit_loggers_login_failures_fire_the_account_rules_with_keyed_labels() {
+    let clock = Arc::new(ManualClock::new());
+    let watch = AuthWatch::builder()
+        .otlp(false)
+        .audit_key(b"an audit key of 32 bytes or more, for the test")
+        .alerts(AlertConfig::new().tick(Duration::ZERO).clock(clock.clone()))
+        .build()
+        .unwrap();
+    let audit = watch.audit_logger();
+    let sprayer = "203.0.113.44".parse().ok();
+    for a in 0..20 {
+        audit.log_login_failure(
+            &format!("user{a}@example.com"),
+            sprayer,
+            None,
+            "Invalid credentials",
+        );
+    }
+    for i in 0..10u8 {
+        let ip = std::net::IpAddr::from([198, 51, 100, i]);
+        audit.log_login_failure("victim@example.com", Some(ip), None, "Invalid credentials");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (spray, spread) = loop {
+        clock.advance(Duration::from_secs(1));
+        watch.evaluate_alerts();
+        let firing = watch.snapshot().alerts().to_vec();
+        let find = |n: &str| firing.iter().find(|a| a.name == n).cloned();
+        if let (Some(s), Some(d)) = (
+            find("AuthPasswordSpraying"),
+            find("AuthAccountDistributedAttack"),
+        ) {
+            break (s, d);
+        }
+        assert!(std::time::Instant::now() < deadline, "{firing:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(spray.labels["client_ip"], "203.0.113.44");
+    let user = &spread.labels["user_id"];
+    assert!(user.starts_with("hmac-sha256:"), "{user}");
+    assert!(
+        !format!("{spread}").contains("victim@example.com"),
+        "{spread}"
+    );
+    // The dashboard's lists, masked: the account to the start of its keyed hash, the address
+    // to its first two octets.
+    let stats = watch.stats_json();
+    let shown = stats["accounts_under_attack"][0]["account"]
+        .as_str()
+        .unwrap();
+    assert!(
+        shown.starts_with("hmac-sha256:") && shown.ends_with('…') && shown.len() < user.len(),
+        "{stats}"
+    );
+    assert_eq!(stats["accounts_under_attack"][0]["addresses"], 10);
+    assert_eq!(stats["spraying_ips"][0]["ip"], "203.0.x.x");
+    assert_eq!(stats["spraying_ips"][0]["accounts"], 20);
+    // The layer's metrics never carry an account.
+    let text = watch.metrics_text().unwrap();
+    assert!(
+        !text.contains("example.com") && !text.contains("hmac-sha256"),
+        "{text}"
+    );
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::buffers::{LayerRecord, LayerRecords};
 use super::file::{self, FileSettings};
 use super::otlp::{OtelEncoder, OtelOut};
-use super::record::{AuditClass, AuditRecord, RecordView, FROM_APPLICATION};
+use super::record::{AuditClass, AuditRecord, RecordView, FROM_APPLICATION, LOGIN_FAILURE};
 use super::sanitize::UserIdKey;
 
 /// Records the queue holds before new ones are dropped (and counted).
@@ -36,6 +36,9 @@ pub(crate) struct Auditor {
     pub(super) closed: std::sync::atomic::AtomicBool,
     pub(super) dropped: AtomicU64,
     pub(super) key: UserIdKey,
+    /// The alert engine the application's login failures go to, for the account-level rules
+    /// (set once the engine exists); the worker tells it, off the handler's thread.
+    accounts: Arc<std::sync::OnceLock<authwatch_alerts::AlertEngine>>,
     /// The worker, joined at shutdown.
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -72,9 +75,11 @@ impl Auditor {
         };
         let layer = Arc::new(LayerRecords::new());
         let drain = layer.clone();
+        let accounts = Arc::new(std::sync::OnceLock::new());
+        let engine = accounts.clone();
         let worker = std::thread::Builder::new()
             .name("authwatch-audit".into())
-            .spawn(move || run(rx, &drain, outputs, writer.as_mut()))?;
+            .spawn(move || run(rx, &drain, outputs, writer.as_mut(), &engine))?;
         Ok(Arc::new(Self {
             tx,
             layer,
@@ -82,6 +87,7 @@ impl Auditor {
             dropped: AtomicU64::new(0),
             // Its own key, derived: a user-id hash is never a valid chain hash.
             key: UserIdKey(key.map(|k| file::derive(&k, "user-id").into())),
+            accounts,
             worker: Mutex::new(Some(worker)),
         }))
     }
@@ -99,8 +105,15 @@ impl Auditor {
             closed: std::sync::atomic::AtomicBool::new(closed),
             dropped: AtomicU64::new(0),
             key: UserIdKey(None),
+            accounts: Arc::new(std::sync::OnceLock::new()),
             worker: Mutex::new(None),
         })
+    }
+
+    /// Sends the application's login failures to `engine` from now on (its account-level
+    /// rules), as the worker takes them.
+    pub(crate) fn feed_accounts(&self, engine: authwatch_alerts::AlertEngine) {
+        let _ = self.accounts.set(engine);
     }
 
     pub(super) fn send(&self, r: AuditRecord) {
@@ -235,7 +248,13 @@ impl Sinks<'_> {
     }
 }
 
-fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut file::Writer>) {
+fn run(
+    rx: Receiver<Msg>,
+    layer: &LayerRecords,
+    out: Outputs,
+    file: Option<&mut file::Writer>,
+    accounts: &std::sync::OnceLock<authwatch_alerts::AlertEngine>,
+) {
     use std::sync::mpsc::RecvTimeoutError;
     // Writing records is background work: under full load it yields to the requests.
     authwatch_otel::lower_thread_priority();
@@ -290,7 +309,16 @@ fn run(rx: Receiver<Msg>, layer: &LayerRecords, out: Outputs, file: Option<&mut 
                 let _ = done.try_send(());
                 return;
             }
-            Some(Msg::Record(r)) => sinks.write(&r.view(), Some(&r), None),
+            Some(Msg::Record(r)) => {
+                // A failed login the application reported: who and from where, for the
+                // account-level rules (the user id keyed, as the record holds it).
+                if r.name == LOGIN_FAILURE.name && r.source == FROM_APPLICATION {
+                    if let (Some(e), Some(user)) = (accounts.get(), &r.user_id) {
+                        e.record_account_failure(user, r.client_address);
+                    }
+                }
+                sinks.write(&r.view(), Some(&r), None);
+            }
             Some(Msg::Drain) => {}
             None => {
                 if let Some(w) = sinks.file.as_deref_mut() {

@@ -136,13 +136,16 @@ while first <= k do
         pending[#pending + 1] = new
       end
     end
-    route_n[route] = (route_n[route] or 0) + n
-    local ips = route_ips[route]
-    if not ips then
-      ips = {}
-      route_ips[route] = ips
+    -- A token failure (no route) counts for its client only.
+    if route ~= '' then
+      route_n[route] = (route_n[route] or 0) + n
+      local ips = route_ips[route]
+      if not ips then
+        ips = {}
+        route_ips[route] = ips
+      end
+      ips[#ips + 1] = label
     end
-    ips[#ips + 1] = label
     if new > top then top = new end
     -- Over the window a client is above the threshold only if one slot holds more than
     -- threshold / slots of its failures: estimated then, and kept near for later flushes.

@@ -103,6 +103,14 @@ fn register(meter: &Meter, engine: &AlertEngine) {
         e.suspects().len() as u64
     });
     let e = engine.clone();
+    register_u64_gauge(meter, Measure::AttackTopAccountFailures, move || {
+        e.account_detections().top_account_failures
+    });
+    let e = engine.clone();
+    register_u64_gauge(meter, Measure::AttackAccountsUnderAttack, move || {
+        e.accounts_under_attack()
+    });
+    let e = engine.clone();
     let d = def(Measure::AttackFailingIps);
     meter
         .u64_observable_gauge(d.name)

@@ -251,7 +251,7 @@ pub struct Detector {
 /// lazily: each page would become resident the first time an attack's hash lands on it,
 /// slot after slot, so resident memory would creep up for a whole window (10 minutes by
 /// default) and a container's memory limit would be met during an attack instead of at start.
-fn resident_zeroes(n: usize) -> Vec<u16> {
+pub(crate) fn resident_zeroes(n: usize) -> Vec<u16> {
     let mut cells = vec![0u16; n];
     // One store per 4 KiB page; `black_box` keeps the compiler from proving it redundant.
     for page in cells.chunks_mut(2048) {
@@ -322,6 +322,13 @@ impl Detector {
     /// [`record`](Self::record) would (a conservative update by `n` raises the same cells to
     /// the same value as `n` updates by one); returns the client's estimate over the window.
     pub fn record_n(&mut self, ip: IpAddr, route: &str, n: u32) -> u64 {
+        self.record_on(ip, Some(route), n)
+    }
+
+    /// Counts `n` failures from `ip`, on `route` for the per-route counts, or on no route:
+    /// a token failure counts for its client (brute force) but not for the distributed-attack
+    /// signal, which counts credential failures only (see `docs/runbooks.md`).
+    pub fn record_on(&mut self, ip: IpAddr, route: Option<&str>, n: u32) -> u64 {
         if n == 0 {
             return self.estimate(ip);
         }
@@ -345,6 +352,12 @@ impl Detector {
         }
         // Routes are bounded: past `max_routes`, new ones count under `_OTHER`. Below the cap
         // a known route is one lookup.
+        let Some(route) = route else {
+            if after > self.threshold {
+                self.note_suspect(ip, after);
+            }
+            return after;
+        };
         let key = if self.routes.len() < self.cfg.max_routes || self.routes.contains_key(route) {
             route
         } else {

@@ -90,18 +90,39 @@ pub struct PromRule {
     pub comment: String,
 }
 
-/// The Prometheus form of each enabled rule. `runbook_base` prefixes the `runbook_url`s
+/// The Prometheus form of each enabled rule that the exported series can express (see
+/// [`in_process_only`]). `runbook_base` prefixes the `runbook_url`s
 /// (`{base}#{alert in lower case}`).
 #[must_use]
 pub fn prometheus_rules(rules: &[Rule], runbook_base: &str) -> Vec<PromRule> {
     rules
         .iter()
         .filter(|r| r.enabled)
-        .map(|r| prometheus_rule(r, runbook_base))
+        .filter_map(|r| prometheus_rule(r, runbook_base))
         .collect()
 }
 
-fn prometheus_rule(r: &Rule, runbook_base: &str) -> PromRule {
+/// Why a rule has no Prometheus form, when it has none: three of the account-level rules read
+/// who failed from where, which no metric carries (accounts and addresses never become
+/// labels; `AuthAccountBruteForce` has the top account's count as a gauge). The generated
+/// file says so in a comment; the in-process engine fires them.
+#[must_use]
+pub fn in_process_only(r: &Rule) -> Option<&'static str> {
+    match r.kind {
+        RuleKind::PerIpAccounts { .. } => {
+            Some("distinct accounts per address: no exported series carries accounts or addresses")
+        }
+        RuleKind::PerAccountAddresses { .. } => {
+            Some("distinct addresses per account: no exported series carries accounts or addresses")
+        }
+        RuleKind::CredentialStuffing { .. } => Some(
+            "distinct failing accounts against their baseline: no exported series carries accounts",
+        ),
+        _ => None,
+    }
+}
+
+fn prometheus_rule(r: &Rule, runbook_base: &str) -> Option<PromRule> {
     let mut for_ = (!r.for_.is_zero()).then(|| prom_duration(r.for_));
     let (expr, description, comment) = match r.kind {
         RuleKind::FailureRatio {
@@ -249,6 +270,17 @@ fn prometheus_rule(r: &Rule, runbook_base: &str) -> PromRule {
             ),
             format!("The engine also requires {min_failures} failures on the route."),
         ),
+        RuleKind::PerAccountFailures { above } => (
+            format!(
+                "max by (job) ({}) > {above}",
+                prom(Measure::AttackTopAccountFailures)
+            ),
+            format!("One account had more than {above} failed logins in 10 minutes."),
+            "Metrics never carry accounts: this fires on the largest per-account count. The in-process engine fires one alert per account, with the account in the user_id label.".to_owned(),
+        ),
+        RuleKind::PerIpAccounts { .. }
+        | RuleKind::PerAccountAddresses { .. }
+        | RuleKind::CredentialStuffing { .. } => return None,
         RuleKind::HealthFailures { above } => {
             // `above + 1` consecutive evaluations at a 10 s interval, unless the rule says.
             if for_.is_none() && above > 0 {
@@ -270,7 +302,7 @@ fn prometheus_rule(r: &Rule, runbook_base: &str) -> PromRule {
             )
         }
     };
-    PromRule {
+    Some(PromRule {
         alert: r.name.to_string(),
         expr,
         for_,
@@ -288,7 +320,7 @@ fn prometheus_rule(r: &Rule, runbook_base: &str) -> PromRule {
             ),
         ],
         comment,
-    }
+    })
 }
 
 fn yaml_str(s: &str) -> String {
@@ -303,6 +335,15 @@ pub fn prometheus_rules_yaml(rules: &[Rule], runbook_base: &str) -> String {
          # Every name comes from authwatch's metric catalog; regenerate after upgrading authwatch.\n\
          groups:\n  - name: authwatch\n    rules:\n",
     );
+    for r in rules.iter().filter(|r| r.enabled) {
+        if let Some(why) = in_process_only(r) {
+            let _ = writeln!(
+                out,
+                "      # {}: in-process only ({why}); authwatch's engine fires it.",
+                r.name
+            );
+        }
+    }
     for r in prometheus_rules(rules, runbook_base) {
         let _ = writeln!(out, "      # {}", r.comment);
         let _ = writeln!(out, "      - alert: {}", r.alert);

@@ -54,6 +54,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod accounts;
 mod clock;
 pub mod detector;
 mod engine;
@@ -61,6 +62,7 @@ pub mod generate;
 mod notify;
 mod rules;
 
+pub use accounts::{AccountConfig, AccountDetections, AccountUnderAttack, SprayingClient};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use detector::{BruteForceConfig, RouteFailures, Suspect};
 pub use engine::{
@@ -69,4 +71,6 @@ pub use engine::{
     DEFAULT_RUNBOOKS,
 };
 pub use notify::{alertmanager_alert, slack_message, NotifierStats};
-pub use rules::{default_rules, Channel, Rule, RuleKind, Severity, Signal, SPEC_ALERTS};
+pub use rules::{
+    default_rules, Channel, Rule, RuleKind, Severity, Signal, ACCOUNT_ALERTS, SPEC_ALERTS,
+};

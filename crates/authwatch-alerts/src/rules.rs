@@ -176,6 +176,40 @@ pub enum RuleKind {
         /// Failures on the route, reached or exceeded.
         min_failures: u64,
     },
+    /// One client address failed logins on at least `accounts` distinct accounts in the
+    /// account detector's window (password spraying). One alert per address (label
+    /// `client_ip`); fed by the application's login failures
+    /// ([`AlertEngine::record_account_failure`](crate::AlertEngine::record_account_failure)), the
+    /// window and memory are [`AccountConfig`](crate::AccountConfig)'s.
+    PerIpAccounts {
+        /// Distinct accounts, reached or exceeded.
+        accounts: u64,
+    },
+    /// One account has more than `above` failed logins in the account detector's window, from
+    /// any addresses. One alert per account (label `user_id`).
+    PerAccountFailures {
+        /// Failed logins of one account, strictly exceeded.
+        above: u64,
+    },
+    /// One account failed from at least `addresses` distinct client addresses in the account
+    /// detector's window. One alert per account (label `user_id`).
+    PerAccountAddresses {
+        /// Distinct client addresses, reached or exceeded.
+        addresses: u64,
+    },
+    /// Credential stuffing: the distinct accounts with a failed login in the account
+    /// detector's window are at least `factor` times their baseline (their average per window
+    /// over the [`AccountConfig::baseline`](crate::AccountConfig::baseline) before it) and at
+    /// least `min_accounts`, while the login failure ratio over the window is above
+    /// `failure_ratio`.
+    CredentialStuffing {
+        /// The factor over the baseline, reached or exceeded.
+        factor: f64,
+        /// Distinct failing accounts, reached or exceeded.
+        min_accounts: u64,
+        /// The login failure ratio over the window, strictly exceeded.
+        failure_ratio: f64,
+    },
     /// The health checks failed (`/auth/health` would answer 503) in more than `above`
     /// consecutive runs.
     HealthFailures {
@@ -295,9 +329,20 @@ pub const SPEC_ALERTS: [&str; 14] = [
     "AuthRegistrationSpike",
 ];
 
-/// The default rule set: the spec's 14 alerts ([`SPEC_ALERTS`]) plus two of authwatch's own,
-/// `AuthDistributedBruteForce` (failures from many addresses against one route) and
-/// `AuthLockoutSpike` (account lockouts 3× their baseline).
+/// The account-level alerts: they read the login failures the application reports through
+/// its audit logger (who, from where), which the layer cannot see.
+pub const ACCOUNT_ALERTS: [&str; 4] = [
+    "AuthPasswordSpraying",
+    "AuthAccountBruteForce",
+    "AuthAccountDistributedAttack",
+    "AuthCredentialStuffing",
+];
+
+/// The default rule set: the spec's 14 alerts ([`SPEC_ALERTS`]) plus six of authwatch's own:
+/// `AuthDistributedBruteForce` (failures from many addresses against one route),
+/// `AuthLockoutSpike` (account lockouts 3× their baseline), and the account-level rules
+/// [`ACCOUNT_ALERTS`] (password spraying, an account under attack by count or from many
+/// addresses, credential stuffing), which read the login failures the application reports.
 ///
 /// Minimum volumes: 20 attempts for the failure ratios, 10 requests for the latency rules,
 /// 20 events for the spikes. Windows and thresholds are the spec's.
@@ -435,6 +480,34 @@ pub fn default_rules() -> Vec<Rule> {
             },
         )
         .summary("Account lockouts at 3 times their baseline over 10 minutes"),
+        Rule::new(
+            "AuthPasswordSpraying",
+            Critical,
+            RuleKind::PerIpAccounts { accounts: 20 },
+        )
+        .summary("One IP failed logins on 20 or more accounts in 10 minutes"),
+        Rule::new(
+            "AuthAccountBruteForce",
+            Critical,
+            RuleKind::PerAccountFailures { above: 20 },
+        )
+        .summary("More than 20 failed logins for one account in 10 minutes"),
+        Rule::new(
+            "AuthAccountDistributedAttack",
+            Critical,
+            RuleKind::PerAccountAddresses { addresses: 10 },
+        )
+        .summary("One account failed logins from 10 or more IPs in 10 minutes"),
+        Rule::new(
+            "AuthCredentialStuffing",
+            Critical,
+            RuleKind::CredentialStuffing {
+                factor: 5.0,
+                min_accounts: 50,
+                failure_ratio: 0.5,
+            },
+        )
+        .summary("Failing accounts at 5 times their baseline, with most logins failing"),
     ]
 }
 
@@ -445,8 +518,12 @@ mod tests {
     #[test]
     fn defaults_hold_the_spec_names_once_each() {
         let rules = default_rules();
-        for name in SPEC_ALERTS {
-            assert_eq!(rules.iter().filter(|r| r.name == name).count(), 1, "{name}");
+        for name in SPEC_ALERTS.iter().chain(&ACCOUNT_ALERTS) {
+            assert_eq!(
+                rules.iter().filter(|r| r.name == *name).count(),
+                1,
+                "{name}"
+            );
         }
         let mut names: Vec<_> = rules.iter().map(|r| r.name.clone()).collect();
         names.sort();

@@ -155,6 +155,10 @@ pub enum Measure {
     AttackSuspectedIps,
     /// Distinct client IPs failing on a route over the brute-force window.
     AttackFailingIps,
+    /// The most failed logins of one account over the account window.
+    AttackTopAccountFailures,
+    /// Accounts over an account-level threshold (failures or distinct addresses) now.
+    AttackAccountsUnderAttack,
     /// Firing alerts of the in-process engine, per rule.
     AlertsFiring,
     /// Whether fleet mode's last flush reached Redis.
@@ -290,7 +294,7 @@ const fn quantile_gauge(
     }
 }
 
-const OTHERS: [MetricDef; 31] = [
+const OTHERS: [MetricDef; 33] = [
     MetricDef {
         name: "auth.rate.limit.exceeded.count",
         measure: Measure::RateLimited,
@@ -496,6 +500,22 @@ const OTHERS: [MetricDef; 31] = [
         attributes: &[attr::HTTP_ROUTE],
     },
     MetricDef {
+        name: "auth.attack.top_account.failures",
+        measure: Measure::AttackTopAccountFailures,
+        kind: InstrumentKind::Gauge,
+        unit: "",
+        description: "Failed logins of the one account with the most, over the account window (10 min), from the failures the application reports (LoginAuditLogger::log_login_failure): an estimate never below the truth. The account itself is only in alert labels, logs and the audit trail.",
+        attributes: &[],
+    },
+    MetricDef {
+        name: "auth.attack.accounts_under_attack",
+        measure: Measure::AttackAccountsUnderAttack,
+        kind: InstrumentKind::Gauge,
+        unit: "",
+        description: "Accounts over an account-level threshold now: more than 20 failed logins, or failures from 10 or more addresses, in 10 minutes.",
+        attributes: &[],
+    },
+    MetricDef {
         name: "auth.alerts.firing",
         measure: Measure::AlertsFiring,
         kind: InstrumentKind::Gauge,
@@ -530,8 +550,8 @@ const OTHERS: [MetricDef; 31] = [
 ];
 
 /// Every instrument authwatch exports.
-pub static CATALOG: [MetricDef; 43] = {
-    let mut all = [OTHERS[0]; 43];
+pub static CATALOG: [MetricDef; 45] = {
+    let mut all = [OTHERS[0]; 45];
     let mut i = 0;
     while i < OP_COUNTERS.len() {
         all[i] = OP_COUNTERS[i];

@@ -87,6 +87,8 @@ fn prometheus_names_match_the_catalog() {
                 | Measure::AttackTopIpFailures
                 | Measure::AttackSuspectedIps
                 | Measure::AttackFailingIps
+                | Measure::AttackTopAccountFailures
+                | Measure::AttackAccountsUnderAttack
                 | Measure::AlertsFiring
                 | Measure::FleetConnected
                 | Measure::FleetErrors

@@ -8,6 +8,7 @@ use authwatch_layer::AuthOp;
 
 use super::counts::{Counts, F, IT, LAT_N, LAT_US, LO, RL, S};
 use super::{Inner, State};
+use crate::accounts::AccountDetections;
 use crate::detector::{RouteFailures, Suspect};
 use crate::rules::{Rule, RuleKind, Signal};
 
@@ -27,6 +28,13 @@ fn human(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
+/// What the detectors hold at this evaluation.
+pub(super) struct Detected<'a> {
+    pub(super) suspects: &'a [Suspect],
+    pub(super) routes: &'a [RouteFailures],
+    pub(super) accounts: &'a AccountDetections,
+}
+
 pub(super) struct Condition {
     pub(super) labels: Vec<(String, String)>,
     pub(super) value: f64,
@@ -39,10 +47,11 @@ impl Inner {
         st: &State,
         rule: &Rule,
         now: Duration,
-        suspects: &[Suspect],
-        routes: &[RouteFailures],
+        seen: &Detected<'_>,
         quantiles: &mut Vec<((AuthOp, u64), (u64, Option<Duration>))>,
     ) -> Vec<Condition> {
+        let (suspects, routes, accounts) = (seen.suspects, seen.routes, seen.accounts);
+        let account_window = human(self.cfg.accounts.window_len());
         let window_sum = |w: Duration| {
             let from = now.checked_sub(w).filter(|f| *f > st.started);
             Self::sum(st, from, now)
@@ -226,6 +235,79 @@ impl Inner {
                     ),
                 })
                 .collect(),
+            RuleKind::PerIpAccounts { accounts: at_least } => accounts
+                .clients
+                .iter()
+                .filter(|c| c.accounts >= at_least)
+                .map(|c| {
+                    let client = self.cfg.brute_force.client_label(c.ip);
+                    Condition {
+                        description: format!(
+                            "{client} failed logins on {} distinct accounts ({} failures) in {account_window}, {at_least} or more",
+                            c.accounts, c.failures
+                        ),
+                        labels: vec![("client_ip".into(), client)],
+                        value: c.accounts as f64,
+                    }
+                })
+                .collect(),
+            RuleKind::PerAccountFailures { above } => accounts
+                .accounts
+                .iter()
+                .filter(|a| a.failures > above)
+                .map(|a| Condition {
+                    description: format!(
+                        "{} failed logins for account {} in {account_window} (from {} addresses), above {above}",
+                        a.failures, a.account, a.addresses
+                    ),
+                    labels: vec![("user_id".into(), a.account.clone())],
+                    value: a.failures as f64,
+                })
+                .collect(),
+            RuleKind::PerAccountAddresses { addresses } => accounts
+                .accounts
+                .iter()
+                .filter(|a| a.addresses >= addresses)
+                .map(|a| Condition {
+                    description: format!(
+                        "account {} failed logins from {} distinct addresses ({} failures) in {account_window}, {addresses} or more",
+                        a.account, a.addresses, a.failures
+                    ),
+                    labels: vec![("user_id".into(), a.account.clone())],
+                    value: a.addresses as f64,
+                })
+                .collect(),
+            RuleKind::CredentialStuffing {
+                factor,
+                min_accounts,
+                failure_ratio,
+            } => {
+                let (n, Some(base)) = (accounts.failing_accounts, accounts.baseline_accounts)
+                else {
+                    return Vec::new();
+                };
+                let c = window_sum(self.cfg.accounts.window_len());
+                let (s, f) = (
+                    c[AuthOp::Login.index()][S],
+                    c[AuthOp::Login.index()][F],
+                );
+                let ratio = if s + f > 0 {
+                    f as f64 / (s + f) as f64
+                } else {
+                    0.0
+                };
+                if n >= min_accounts.max(1) && n as f64 >= factor * base && ratio > failure_ratio {
+                    return plain(
+                        if base > 0.0 { n as f64 / base } else { f64::INFINITY },
+                        format!(
+                            "{n} accounts with failed logins in {account_window}, against a baseline of {base:.1} per {account_window} ({factor}× or more), with {:.0}% of {} logins failing",
+                            ratio * 100.0,
+                            s + f
+                        ),
+                    );
+                }
+                Vec::new()
+            }
             RuleKind::HealthFailures { above } => {
                 let n = self.health_failures.load(Ordering::Relaxed);
                 if n > above {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use authwatch_layer::AuthOp;
 
+use crate::accounts::AccountConfig;
 use crate::clock::{Clock, SystemClock};
 use crate::detector::BruteForceConfig;
 use crate::rules::{default_rules, Rule, RuleKind};
@@ -61,6 +62,7 @@ pub struct AlertConfig {
     pub(crate) rules: Vec<Rule>,
     pub(crate) tick: Duration,
     pub(crate) brute_force: BruteForceConfig,
+    pub(crate) accounts: AccountConfig,
     pub(crate) alertmanager: Option<String>,
     pub(crate) webhook: Option<String>,
     pub(crate) resend: Duration,
@@ -97,6 +99,7 @@ impl Default for AlertConfig {
             rules: default_rules(),
             tick: Duration::from_secs(5),
             brute_force: BruteForceConfig::default(),
+            accounts: AccountConfig::default(),
             alertmanager: None,
             webhook: None,
             resend: Duration::from_secs(60),
@@ -181,6 +184,14 @@ impl AlertConfig {
     #[must_use]
     pub fn brute_force(mut self, cfg: BruteForceConfig) -> Self {
         self.brute_force = cfg;
+        self
+    }
+
+    /// Sizing and window of the account-level detector (password spraying, accounts under
+    /// attack, credential stuffing).
+    #[must_use]
+    pub fn accounts(mut self, cfg: AccountConfig) -> Self {
+        self.accounts = cfg;
         self
     }
 
@@ -290,6 +301,12 @@ impl AlertConfig {
         &self.brute_force
     }
 
+    /// The account-level detector's settings ([`accounts`](Self::accounts)).
+    #[must_use]
+    pub fn account_config(&self) -> &AccountConfig {
+        &self.accounts
+    }
+
     /// Whether a [`notify_gate`](Self::notify_gate) is set.
     #[must_use]
     pub fn has_notify_gate(&self) -> bool {
@@ -352,6 +369,11 @@ impl AlertConfig {
         }
         let bf = mul(self.brute_force.window_len());
         self.brute_force = self.brute_force.window(bf);
+        let (aw, ab) = (
+            mul(self.accounts.window_len()),
+            mul(self.accounts.baseline_len()),
+        );
+        self.accounts = self.accounts.window(aw).baseline(ab);
         if !self.tick.is_zero() {
             scale(&mut self.tick);
         }

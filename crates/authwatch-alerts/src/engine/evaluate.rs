@@ -73,6 +73,16 @@ impl Inner {
             ),
             None => (suspects, routes),
         };
+        let accounts = {
+            let mut a = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+            a.advance(now);
+            a.detections()
+        };
+        let seen = super::conditions::Detected {
+            suspects: &suspects,
+            routes: &routes,
+            accounts: &accounts,
+        };
         let mut st = self.lock_state();
         // Time never goes back within the engine, whatever the clock does.
         if let Some((last, _)) = st.history.back() {
@@ -108,7 +118,7 @@ impl Inner {
             if !rule.enabled {
                 continue;
             }
-            for c in self.conditions(&st, rule, now, &suspects, &routes, &mut quantiles) {
+            for c in self.conditions(&st, rule, now, &seen, &mut quantiles) {
                 conditions.push((i, c));
             }
         }

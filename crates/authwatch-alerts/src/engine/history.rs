@@ -11,11 +11,13 @@ use crate::rules::{Rule, RuleKind};
 /// Most entries of the per-evaluation history (3 MiB); older ones are merged.
 pub(super) const HISTORY_ENTRIES: usize = 8192;
 
-/// How far back the rules look (the longest window, a spike's baseline included).
-fn max_span(rules: &[Rule]) -> Duration {
+/// How far back the rules look (the longest window, a spike's baseline included; credential
+/// stuffing reads the login ratio over the account window).
+fn max_span(rules: &[Rule], accounts: Duration) -> Duration {
     rules
         .iter()
         .map(|r| match r.kind {
+            RuleKind::CredentialStuffing { .. } => accounts,
             RuleKind::FailureRatio { window, .. }
             | RuleKind::Count { window, .. }
             | RuleKind::Mean { window, .. } => window,
@@ -35,7 +37,7 @@ pub(super) fn history_for(cfg: &AlertConfig) -> VecDeque<(Duration, Counts)> {
     let ticks = if cfg.tick.is_zero() {
         0
     } else {
-        (max_span(&cfg.rules).as_nanos() / cfg.tick.as_nanos()) as usize
+        (max_span(&cfg.rules, cfg.accounts.window_len()).as_nanos() / cfg.tick.as_nanos()) as usize
     };
     let n = ticks.saturating_add(16).min(HISTORY_ENTRIES);
     let mut h = VecDeque::with_capacity(n);
@@ -46,7 +48,7 @@ pub(super) fn history_for(cfg: &AlertConfig) -> VecDeque<(Duration, Counts)> {
 
 impl Inner {
     pub(super) fn max_span(&self) -> Duration {
-        max_span(&self.cfg.rules)
+        max_span(&self.cfg.rules, self.cfg.accounts.window_len())
     }
 
     /// The counts recorded in `(from_excl, to_incl]`; `None` reaches back to the start.

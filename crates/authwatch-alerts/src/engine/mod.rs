@@ -32,9 +32,10 @@ use counts::{Counts, Shard, KINDS, LO, OPS};
 use evaluate::ticker;
 use history::history_for;
 
+use crate::accounts::{AccountDetections, AccountDetector, AccountLevels};
 use crate::detector::{Detector, RouteFailures, Suspect};
 use crate::notify::{NotifierStats, Notifiers};
-use crate::rules::RuleKind;
+use crate::rules::{Rule, RuleKind};
 
 #[derive(Debug)]
 struct Instance {
@@ -56,6 +57,8 @@ struct Inner {
     cfg: AlertConfig,
     shards: Box<[Shard]>,
     detector: Mutex<Detector>,
+    /// The account-level detector, fed by the application's login failures.
+    accounts: Mutex<AccountDetector>,
     /// Full batches of failures handed to the engine's thread.
     ready: Mutex<Vec<Vec<pending::Run>>>,
     /// Whether the engine's thread runs, to take them.
@@ -72,6 +75,43 @@ struct Inner {
     stop: Arc<(Mutex<Wake>, Condvar)>,
     /// One evaluation at a time (the engine's thread and callers of `evaluate`).
     evaluating: Mutex<()>,
+}
+
+/// The levels from which the account detector reports: the lowest thresholds of the enabled
+/// account rules (the defaults' when none).
+fn account_levels(rules: &[Rule]) -> AccountLevels {
+    let d = AccountLevels::default();
+    let min = |f: &dyn Fn(&RuleKind) -> Option<u64>, default: u64| {
+        rules
+            .iter()
+            .filter(|r| r.enabled)
+            .filter_map(|r| f(&r.kind))
+            .min()
+            .unwrap_or(default)
+    };
+    AccountLevels {
+        account_failures_above: min(
+            &|k| match k {
+                RuleKind::PerAccountFailures { above } => Some(*above),
+                _ => None,
+            },
+            d.account_failures_above,
+        ),
+        account_addresses: min(
+            &|k| match k {
+                RuleKind::PerAccountAddresses { addresses } => Some(*addresses),
+                _ => None,
+            },
+            d.account_addresses,
+        ),
+        client_accounts: min(
+            &|k| match k {
+                RuleKind::PerIpAccounts { accounts } => Some(*accounts),
+                _ => None,
+            },
+            d.client_accounts,
+        ),
+    }
 }
 
 /// What the engine's thread is woken for.
@@ -121,6 +161,11 @@ impl AlertEngine {
         let inner = Arc::new(Inner {
             shards: shards.collect(),
             detector: Mutex::new(Detector::new(cfg.brute_force, threshold, now)),
+            accounts: Mutex::new(AccountDetector::new(
+                cfg.accounts,
+                account_levels(&cfg.rules),
+                now,
+            )),
             ready: Mutex::new(Vec::new()),
             handoff: AtomicBool::new(false),
             labels: pending::Labels::new(),
@@ -220,6 +265,41 @@ impl AlertEngine {
     #[must_use]
     pub fn client_label(&self, ip: IpAddr) -> String {
         self.inner.cfg.brute_force.client_label(ip)
+    }
+
+    /// Counts a failed login of `account` (the application's id, or its keyed hash) from `ip`,
+    /// for the account-level rules (password spraying, accounts under attack, credential
+    /// stuffing). The facade calls it from the audit trail's worker for every
+    /// `log_login_failure`, off the handler's thread. IPv6 addresses are grouped as for brute
+    /// force ([`BruteForceConfig::client_key`](crate::BruteForceConfig::client_key)).
+    pub fn record_account_failure(&self, account: &str, ip: Option<IpAddr>) {
+        let client = ip.map(|ip| self.inner.cfg.brute_force.client_key(ip));
+        self.inner
+            .accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record_failure(account, client);
+    }
+
+    /// The accounts and addresses the account-level rules look at now: accounts with many
+    /// failures or failing from many addresses, addresses failing on many accounts, and the
+    /// distinct failing accounts against their baseline.
+    #[must_use]
+    pub fn account_detections(&self) -> AccountDetections {
+        let mut d = self
+            .inner
+            .accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        d.advance(self.inner.cfg.clock.now());
+        d.detections()
+    }
+
+    /// Accounts over an account-level threshold now (failures, or distinct addresses): the
+    /// `auth.attack.accounts_under_attack` gauge.
+    #[must_use]
+    pub fn accounts_under_attack(&self) -> u64 {
+        self.account_detections().accounts.len() as u64
     }
 
     /// Clients over the brute-force threshold now, most failures first (never exported as

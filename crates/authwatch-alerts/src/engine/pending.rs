@@ -17,7 +17,9 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use authwatch_layer::{AuthEvent, EventSource, RouteId, MAX_GUARD_ROUTES};
+use authwatch_layer::{
+    AuthEvent, AuthOp, EventSource, FailureReason, Outcome, RouteId, MAX_GUARD_ROUTES,
+};
 
 use super::Inner;
 use crate::detector::Detector;
@@ -49,6 +51,15 @@ pub(super) struct Run {
     ip: IpAddr,
     label: u16,
     n: u32,
+    /// Token failures (an invalid token, or a failed token validation): counted for the
+    /// client, not for the route's distributed-attack signal.
+    token: bool,
+}
+
+/// Whether `e` is a token failure rather than a credential one.
+fn token_failure(e: &AuthEvent<'_>) -> bool {
+    e.op == AuthOp::TokenValidation
+        || matches!(e.outcome, Outcome::Failure(FailureReason::InvalidToken))
 }
 
 /// The route labels of pending failures, numbered by route id: write-once slots, read with
@@ -97,8 +108,9 @@ impl Inner {
     /// detector when its route has no number.
     #[inline]
     pub(super) fn failed(&self, shard: &Waiting, ip: IpAddr, e: &AuthEvent<'_>) {
+        let token = token_failure(e);
         let Some(label) = self.labels.number(e) else {
-            return self.record_now(ip, e.route);
+            return self.record_now(ip, e.route, token);
         };
         let mut w = shard.lock().unwrap_or_else(|e| e.into_inner());
         // The last few runs: a client's failures on a sign-in route and on a token route
@@ -106,10 +118,15 @@ impl Inner {
         let tail = w.len().saturating_sub(RECENT);
         match w[tail..]
             .iter_mut()
-            .rfind(|r| r.ip == ip && r.label == label && r.n < u32::MAX)
+            .rfind(|r| r.ip == ip && r.label == label && r.token == token && r.n < u32::MAX)
         {
             Some(r) => r.n += 1,
-            None => w.push(Run { ip, label, n: 1 }),
+            None => w.push(Run {
+                ip,
+                label,
+                n: 1,
+                token,
+            }),
         }
         if w.len() >= FLUSH_AT {
             let full = std::mem::replace(&mut *w, Vec::with_capacity(FLUSH_AT));
@@ -119,11 +136,12 @@ impl Inner {
     }
 
     #[cold]
-    fn record_now(&self, ip: IpAddr, route: &str) {
+    fn record_now(&self, ip: IpAddr, route: &str, token: bool) {
         let mut d = self.lock_detector();
-        d.record(ip, route);
+        let route = (!token).then_some(route);
+        d.record_on(ip, route, 1);
         if let Some(o) = &self.cfg.failure_outbox {
-            o.add(d.config().client_key(ip), route, 1);
+            o.add(d.config().client_key(ip), route.unwrap_or(""), 1);
         }
     }
 
@@ -175,11 +193,11 @@ impl Inner {
     /// Counts `runs` into `d`, leaving `runs` empty (with its capacity).
     fn count_runs(&self, d: &mut Detector, runs: &mut Vec<Run>) {
         for r in runs.drain(..) {
-            let route = self.labels.text(r.label);
-            d.record_n(r.ip, route, r.n);
-            // In a fleet, shared too.
+            let route = (!r.token).then(|| self.labels.text(r.label));
+            d.record_on(r.ip, route, r.n);
+            // In a fleet, shared too (a token failure on no route: "").
             if let Some(o) = &self.cfg.failure_outbox {
-                o.add(d.config().client_key(r.ip), route, r.n);
+                o.add(d.config().client_key(r.ip), route.unwrap_or(""), r.n);
             }
         }
     }
@@ -234,6 +252,51 @@ mod tests {
             .iter()
             .map(|s| s.waiting.lock().unwrap().len())
             .sum()
+    }
+
+    /// The decision of `docs/runbooks.md`: a token failure counts for its client (brute force
+    /// on tokens is brute force) but not for its route's distributed-attack signal (many
+    /// addresses with a bad token are usually expired sessions).
+    #[test]
+    fn token_failures_count_for_their_client_and_not_for_the_route() {
+        let engine = AlertEngine::new(
+            AlertConfig::new()
+                .tick(Duration::ZERO)
+                .clock(Arc::new(ManualClock::new())),
+        );
+        let token = |ip: IpAddr, op: AuthOp, reason: FailureReason| {
+            let mut e = failure(ip, "/session", Some(5), EventSource::Route);
+            e.op = op;
+            e.outcome = Outcome::Failure(reason);
+            engine.record(&e);
+        };
+        for i in 0..60u32 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0xc000_0200 + i));
+            token(
+                ip,
+                AuthOp::TokenValidation,
+                FailureReason::InvalidCredentials,
+            );
+            token(ip, AuthOp::Login, FailureReason::InvalidToken);
+        }
+        let one = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 250));
+        for _ in 0..51 {
+            token(one, AuthOp::TokenValidation, FailureReason::InvalidToken);
+        }
+        assert!(
+            engine.route_failures().is_empty(),
+            "{:?}",
+            engine.route_failures()
+        );
+        let s = engine.suspects();
+        assert_eq!((s.len(), s[0].ip, s[0].failures), (1, one, 51));
+        // Credential failures from 60 addresses do count for the route.
+        for i in 0..60u32 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0xc000_0300 + i));
+            engine.record(&failure(ip, "/login", Some(6), EventSource::Route));
+        }
+        let r = engine.route_failures();
+        assert_eq!((r.len(), r[0].route.as_str(), r[0].ips), (1, "/login", 60));
     }
 
     /// With the engine's thread running, a full batch that finds the detector busy is handed

@@ -19,7 +19,8 @@ const MAX_OUTBOX: usize = 200_000;
 pub struct FailureRun {
     /// The client key ([`BruteForceConfig::client_key`](crate::BruteForceConfig::client_key)).
     pub client: IpAddr,
-    /// The route template.
+    /// The route template; empty for token failures, which count for their client but not
+    /// for the route's distributed-attack signal.
     pub route: String,
     /// How many failures.
     pub n: u32,
