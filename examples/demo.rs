@@ -677,6 +677,9 @@ struct Phase {
     share: f64,
     /// The alert this phase must fire.
     expect: Option<&'static str>,
+    /// The other alerts its traffic explains; any other that fires in it is marked in the
+    /// summary as a side effect to look at.
+    explains: &'static [&'static str],
 }
 
 const PHASES: [Phase; 7] = [
@@ -685,42 +688,58 @@ const PHASES: [Phase; 7] = [
         name: "normal traffic",
         share: 0.20,
         expect: None,
+        explains: &[],
     },
     Phase {
         kind: Kind::BruteForce,
         name: "brute force from one IP",
         share: 0.13,
         expect: Some("AuthBruteForceSuspected"),
+        explains: &[
+            "AuthLoginFailureRateElevated",
+            "AuthLoginFailureRateHigh",
+            // 3 wrong passwords a tick against the 40 accounts in turn: spraying too.
+            "AuthPasswordSpraying",
+        ],
     },
     Phase {
         kind: Kind::RateLimitStorm,
         name: "rate-limit storm",
         share: 0.12,
         expect: Some("AuthRateLimitUnderAttack"),
+        explains: &["AuthRateLimitEvents"],
     },
     Phase {
         kind: Kind::InvalidTokens,
         name: "invalid-token spike",
         share: 0.12,
         expect: Some("AuthInvalidTokenSpike"),
+        explains: &["AuthTokenValidationFailureRateHigh"],
     },
     Phase {
         kind: Kind::Latency,
         name: "latency regression",
         share: 0.13,
         expect: Some("AuthResponseTimeP95High"),
+        explains: &["AuthResponseTimeP95Critical"],
     },
     Phase {
         kind: Kind::DatabaseOutage,
         name: "database outage",
         share: 0.12,
         expect: Some("AuthServiceDown"),
+        explains: &[
+            "AuthLoginFailureRateElevated",
+            "AuthLoginFailureRateHigh",
+            "AuthRegistrationFailureRateHigh",
+        ],
     },
     Phase {
         kind: Kind::Recovery,
         name: "recovery",
         share: 0.18,
         expect: None,
+        explains: &[],
     },
 ];
 
@@ -735,10 +754,12 @@ const BRUTE_PER_REPLICA: u64 = 40;
 async fn attack(t: &Traffic, app: &App, kind: Kind, tick: u64, done: f64) {
     match kind {
         Kind::BruteForce if t.bases.len() > 1 => {
-            // Spread over the phase, round-robin: each replica gets BRUTE_PER_REPLICA.
+            // Spread over the first 90 % of the phase (a late tick must not leave any out),
+            // round-robin: each replica gets BRUTE_PER_REPLICA.
             let n = t.bases.len() as u64;
+            let share = (done / 0.9).min(1.0);
             let want =
-                ((done * (BRUTE_PER_REPLICA * n) as f64).ceil() as u64).min(BRUTE_PER_REPLICA * n);
+                ((share * (BRUTE_PER_REPLICA * n) as f64).ceil() as u64).min(BRUTE_PER_REPLICA * n);
             let mut sent: u64 = t.brute.iter().map(|c| c.load(Ordering::Relaxed)).sum();
             while sent < want {
                 let replica = (sent % n) as usize;
@@ -1187,7 +1208,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .label("client_ip")
                     .map(|ip| format!(" {ip}"))
                     .unwrap_or_default();
-                format!("{}{who} ({:.1})", e.alert.name, e.at.as_secs_f64())
+                let name = e.alert.name.as_str();
+                // A side effect this phase does not explain.
+                let mark = if p.expect == Some(name) || p.explains.contains(&name) {
+                    ""
+                } else {
+                    " [unexplained]"
+                };
+                format!("{name}{who} ({:.1}){mark}", e.at.as_secs_f64())
             })
             .collect();
         fired.dedup();
@@ -1214,6 +1242,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         );
     }
+    println!(
+        "\n[unexplained]: fired in a phase whose traffic does not explain it (a side effect to look at)."
+    );
     let still: Vec<String> = watch
         .snapshot()
         .alerts()
