@@ -644,7 +644,11 @@ pub fn grafana_dashboards() -> Vec<(String, Value)> {
             (&format!("sum by (geo_country_iso_code, auth_outcome) (increase({}{j}[$__range]))", prom(Measure::GeoAttempts)), "{{geo_country_iso_code}} {{auth_outcome}}"),
         ]),
         panel(7, "Security alerts firing", "table", "short", &[
-            (&format!("sum by (alert_name) ({}{{job=~\"$job\", alert_name=~\"AuthBruteForceSuspected|AuthDistributedBruteForce|AuthRateLimit.*|AuthInvalidTokenSpike|AuthLockoutSpike\"}}) > 0", prom(Measure::AlertsFiring)), "{{alert_name}}"),
+            (&format!("sum by (alert_name) ({}{{job=~\"$job\", alert_name=~\"AuthBruteForceSuspected|AuthDistributedBruteForce|AuthRateLimit.*|AuthInvalidTokenSpike|AuthLockoutSpike|AuthPasswordSpraying|AuthAccount.*|AuthCredentialStuffing\"}}) > 0", prom(Measure::AlertsFiring)), "{{alert_name}}"),
+        ]),
+        panel(9, "Failed logins of the top account (account brute force at > 20 in 10 min)", "timeseries", "short", &[
+            (&format!("max by (job) ({}{j})", prom(Measure::AttackTopAccountFailures)), "top account {{job}}"),
+            (&format!("max by (job) ({}{j})", prom(Measure::AttackAccountsUnderAttack)), "accounts under attack {{job}}"),
         ]),
     ];
     let performance = vec![
