@@ -30,9 +30,11 @@
 //! `TokenGuard`. Users live in SQLite (in memory), checked by a health check. Clients are told
 //! apart by `X-Forwarded-For` (one trusted proxy), as behind a load balancer.
 //!
-//! The phases: normal traffic; a brute-force burst from one IP; a rate-limit storm; an
-//! invalid-token spike; a latency regression; a database outage; recovery. Normal traffic runs
-//! throughout.
+//! The phases: normal traffic; a brute-force burst from one IP; password spraying (one IP, one
+//! password, 30 accounts); a rate-limit storm; an invalid-token spike; a latency regression; a
+//! database outage; credential stuffing (leaked pairs from many addresses); recovery. Normal
+//! traffic runs throughout. The account-level rules count over 2 minutes here (10 by default),
+//! so that credential stuffing has windows before it to compare with.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -41,7 +43,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use authwatch::alerts::SystemClock;
+use authwatch::alerts::{AccountConfig, SystemClock};
 use authwatch::health::HealthCheck;
 use authwatch::{AlertConfig, AlertEvent, AlertState, AuthWatch, ClientIp, Fleet, WindowConfig};
 use axum::extract::{Request, State};
@@ -290,7 +292,11 @@ async fn build(
     let mut out = Vec::new();
     for k in 0..args.replicas.max(1) {
         let (check_pool, check_down) = (pool.clone(), db_down.clone());
+        // The account-level rules over 2 minutes instead of 10: credential stuffing compares a
+        // window with the windows before it, and a 20-minute story has room for a few of
+        // 2 minutes (a few of 6 s with --speed) but not of 10.
         let mut alerts = AlertConfig::new()
+            .accounts(AccountConfig::default().window(Duration::from_secs(120)))
             .time_scale(scale)
             .clock(Arc::new(SystemClock::new()));
         if let Some(url) = &args.alertmanager {
@@ -493,6 +499,9 @@ struct Traffic {
     /// With replicas: the brute-force failures sent to each so far (sent round-robin on
     /// their own, so each replica gets its exact share).
     brute: Arc<Vec<AtomicU64>>,
+    /// Spraying attempts and stuffed pairs sent so far.
+    sprayed: Arc<AtomicU64>,
+    stuffed: Arc<AtomicU64>,
     inflight: Arc<Semaphore>,
     sent: Arc<AtomicU64>,
     tokens: Arc<Mutex<Vec<String>>>,
@@ -663,6 +672,8 @@ impl Traffic {
 enum Kind {
     Normal,
     BruteForce,
+    Spraying,
+    Stuffing,
     RateLimitStorm,
     InvalidTokens,
     Latency,
@@ -682,18 +693,18 @@ struct Phase {
     explains: &'static [&'static str],
 }
 
-const PHASES: [Phase; 7] = [
+const PHASES: [Phase; 9] = [
     Phase {
         kind: Kind::Normal,
         name: "normal traffic",
-        share: 0.20,
+        share: 0.17,
         expect: None,
         explains: &[],
     },
     Phase {
         kind: Kind::BruteForce,
         name: "brute force from one IP",
-        share: 0.13,
+        share: 0.11,
         expect: Some("AuthBruteForceSuspected"),
         explains: &[
             "AuthLoginFailureRateElevated",
@@ -703,30 +714,37 @@ const PHASES: [Phase; 7] = [
         ],
     },
     Phase {
+        kind: Kind::Spraying,
+        name: "password spraying",
+        share: 0.10,
+        expect: Some("AuthPasswordSpraying"),
+        explains: &["AuthLoginFailureRateElevated", "AuthLoginFailureRateHigh"],
+    },
+    Phase {
         kind: Kind::RateLimitStorm,
         name: "rate-limit storm",
-        share: 0.12,
+        share: 0.10,
         expect: Some("AuthRateLimitUnderAttack"),
         explains: &["AuthRateLimitEvents"],
     },
     Phase {
         kind: Kind::InvalidTokens,
         name: "invalid-token spike",
-        share: 0.12,
+        share: 0.10,
         expect: Some("AuthInvalidTokenSpike"),
         explains: &["AuthTokenValidationFailureRateHigh"],
     },
     Phase {
         kind: Kind::Latency,
         name: "latency regression",
-        share: 0.13,
+        share: 0.11,
         expect: Some("AuthResponseTimeP95High"),
         explains: &["AuthResponseTimeP95Critical"],
     },
     Phase {
         kind: Kind::DatabaseOutage,
         name: "database outage",
-        share: 0.12,
+        share: 0.10,
         expect: Some("AuthServiceDown"),
         explains: &[
             "AuthLoginFailureRateElevated",
@@ -735,9 +753,21 @@ const PHASES: [Phase; 7] = [
         ],
     },
     Phase {
+        kind: Kind::Stuffing,
+        name: "credential stuffing",
+        share: 0.10,
+        expect: Some("AuthCredentialStuffing"),
+        explains: &[
+            "AuthLoginFailureRateElevated",
+            "AuthLoginFailureRateHigh",
+            // Many addresses failing on the sign-in route.
+            "AuthDistributedBruteForce",
+        ],
+    },
+    Phase {
         kind: Kind::Recovery,
         name: "recovery",
-        share: 0.18,
+        share: 0.11,
         expect: None,
         explains: &[],
     },
@@ -745,6 +775,16 @@ const PHASES: [Phase; 7] = [
 
 const ATTACKER: &str = "203.0.113.66";
 const STORM: &str = "198.51.100.23";
+const SPRAYER: &str = "198.51.100.77";
+
+/// Accounts the spraying phase tries, once each, with one common password: under the brute-force
+/// rule's 50 failures from one address, over the spraying rule's 20 accounts. With replicas,
+/// each replica gets them all (the account-level counts are each replica's own).
+const SPRAYED: u64 = 30;
+
+/// Leaked pairs tried per tick in the credential-stuffing phase (40 a second), each account
+/// once, each from its own address; 1 in 25 is a real user's real password.
+const STUFFED_PER_TICK: u64 = 2;
 
 /// Brute-force failures per replica with `--replicas`: under the rule's 50, while the fleet
 /// sees them all.
@@ -788,6 +828,48 @@ async fn attack(t: &Traffic, app: &App, kind: Kind, tick: u64, done: f64) {
                     Traffic::sign_in_body(i, false),
                 )
                 .await;
+            }
+        }
+        Kind::Spraying => {
+            app.extra_latency_ms.store(0, Ordering::Relaxed);
+            app.db_down.store(false, Ordering::Relaxed);
+            // One common password against SPRAYED accounts, spread over 90 % of the phase.
+            let n = t.bases.len() as u64;
+            let want =
+                (((done / 0.9).min(1.0) * (SPRAYED * n) as f64).ceil() as u64).min(SPRAYED * n);
+            while t.sprayed.load(Ordering::Relaxed) < want {
+                let k = t.sprayed.fetch_add(1, Ordering::Relaxed);
+                let body = format!(
+                    "{{\"email\":\"{}\",\"password\":\"Summer2026!\"}}",
+                    user((k % SPRAYED) as usize)
+                );
+                t.send_to(
+                    (k / SPRAYED) as usize,
+                    "POST",
+                    "/api/auth/sign-in/email",
+                    SPRAYER.into(),
+                    None,
+                    Some(body),
+                )
+                .await;
+            }
+        }
+        Kind::Stuffing => {
+            // The database is back.
+            app.extra_latency_ms.store(0, Ordering::Relaxed);
+            app.db_down.store(false, Ordering::Relaxed);
+            for _ in 0..STUFFED_PER_TICK {
+                let k = t.stuffed.fetch_add(1, Ordering::Relaxed);
+                let ip = format!("100.64.{}.{}", (k / 250) % 250, k % 250 + 1);
+                let body = if k % 25 == 24 {
+                    Traffic::sign_in_body((k as usize) % USERS, true)
+                } else {
+                    Some(format!(
+                        "{{\"email\":\"leaked{k}@example.net\",\"password\":\"hunter{k}\"}}"
+                    ))
+                };
+                t.send("POST", "/api/auth/sign-in/email", ip, None, body)
+                    .await;
             }
         }
         Kind::RateLimitStorm => {
@@ -1107,6 +1189,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         bases: Arc::new(urls.clone()),
         next: Arc::new(AtomicU64::new(0)),
         brute: Arc::new((0..urls.len()).map(|_| AtomicU64::new(0)).collect()),
+        sprayed: Arc::new(AtomicU64::new(0)),
+        stuffed: Arc::new(AtomicU64::new(0)),
         inflight: Arc::new(Semaphore::new(256)),
         sent: Arc::new(AtomicU64::new(0)),
         tokens: Arc::new(Mutex::new(Vec::new())),
@@ -1285,6 +1369,9 @@ fn fleet_summary(watches: &[AuthWatch], traffic: &Traffic, messages: &[String]) 
         "\nfleet of {}: the brute-force phase sent {} failures to the replicas (the rule fires above 50)",
         watches.len(),
         sent.join(", ")
+    );
+    println!(
+        "the account-level counts are each replica's own (not fleet-wide yet): the spraying phase sent its {SPRAYED} accounts to every replica"
     );
     let histories: Vec<Vec<AlertEvent>> = watches
         .iter()

@@ -195,7 +195,7 @@ fn the_demo_runs_its_story_and_the_dashboard_renders_live_in_chromium() {
         "the charts were drawn"
     );
 
-    // A screenshot, kept as a test artifact, during the brute-force phase (12 s to 20 s).
+    // A screenshot, kept as a test artifact, during the brute-force phase (10.2 s to 16.8 s).
     if let Some(wait) = Duration::from_secs(15).checked_sub(started.elapsed()) {
         std::thread::sleep(wait);
     }
@@ -238,10 +238,12 @@ fn the_demo_runs_its_story_and_the_dashboard_renders_live_in_chromium() {
     let text = out.join("\n");
     for (phase, alert) in [
         ("brute force from one IP", "AuthBruteForceSuspected"),
+        ("password spraying", "AuthPasswordSpraying"),
         ("rate-limit storm", "AuthRateLimitUnderAttack"),
         ("invalid-token spike", "AuthInvalidTokenSpike"),
         ("latency regression", "AuthResponseTimeP95High"),
         ("database outage", "AuthServiceDown"),
+        ("credential stuffing", "AuthCredentialStuffing"),
     ] {
         let line = out
             .iter()
