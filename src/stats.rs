@@ -169,20 +169,19 @@ impl Stats {
                 w.merge(&guard);
             }
             let c = counts[i];
-            OpStats {
+            OpStats::of(
                 op,
-                success: c.success,
-                failure: c.failure,
-                rate_limited: c.rate_limited,
-                invalid_token: c.invalid_token,
-                errors: c.errors,
-                cancelled: c.cancelled,
-                locked_out: c.locked_out,
-                p50: w.p50(),
-                p95: w.p95(),
-                p99: w.p99(),
-                latency: Latency::from(&w),
-            }
+                [
+                    c.success,
+                    c.failure,
+                    c.rate_limited,
+                    c.invalid_token,
+                    c.errors,
+                    c.cancelled,
+                    c.locked_out,
+                ],
+                &w,
+            )
         });
         Snapshot {
             ops,
@@ -229,20 +228,19 @@ impl Snapshot {
         let ops: [OpStats; OPS] = std::array::from_fn(|i| {
             let (c, w) = (&counts[i], &windows[i]);
             response_time.merge(w);
-            OpStats {
-                op: AuthOp::ALL[i],
-                success: c.success,
-                failure: c.failure,
-                rate_limited: c.rate_limited,
-                invalid_token: c.invalid_token,
-                errors: c.errors,
-                cancelled: c.cancelled,
-                locked_out: c.locked_out,
-                p50: w.p50(),
-                p95: w.p95(),
-                p99: w.p99(),
-                latency: Latency::from(w),
-            }
+            OpStats::of(
+                AuthOp::ALL[i],
+                [
+                    c.success,
+                    c.failure,
+                    c.rate_limited,
+                    c.invalid_token,
+                    c.errors,
+                    c.cancelled,
+                    c.locked_out,
+                ],
+                w,
+            )
         });
         Self {
             ops,
@@ -326,6 +324,27 @@ pub struct OpStats {
 }
 
 impl OpStats {
+    /// The row of `op` from its counters (`success`, `failure`, `rate_limited`,
+    /// `invalid_token`, `errors`, `cancelled`, `locked_out`) and its latency window: a local
+    /// snapshot's and a fleet's alike.
+    fn of(op: AuthOp, counts: [u64; 7], w: &Window) -> Self {
+        let [success, failure, rate_limited, invalid_token, errors, cancelled, locked_out] = counts;
+        Self {
+            op,
+            success,
+            failure,
+            rate_limited,
+            invalid_token,
+            errors,
+            cancelled,
+            locked_out,
+            p50: w.p50(),
+            p95: w.p95(),
+            p99: w.p99(),
+            latency: Latency::from(w),
+        }
+    }
+
     /// Every request since start.
     #[must_use]
     pub fn total(&self) -> u64 {

@@ -104,7 +104,7 @@ fn register(meter: &Meter, engine: &AlertEngine) {
     });
     let e = engine.clone();
     register_u64_gauge(meter, Measure::AttackTopAccountFailures, move || {
-        e.account_detections().top_account_failures
+        e.top_account_failures()
     });
     let e = engine.clone();
     register_u64_gauge(meter, Measure::AttackAccountsUnderAttack, move || {

@@ -549,6 +549,23 @@ impl AccountDetector {
         }
     }
 
+    /// Accounts at or above a level now (what [`detections`](Self::detections) lists),
+    /// counted without building the list.
+    #[must_use]
+    pub fn accounts_at_levels(&self) -> usize {
+        let slots = u64::from(self.cfg.slots);
+        let l = self.levels;
+        self.accounts
+            .map
+            .values()
+            .filter(|t| {
+                t.failures > l.account_failures_above
+                    || Tracker::<u64>::distinct(t, self.slot, slots).min(t.failures)
+                        >= l.account_addresses
+            })
+            .count()
+    }
+
     /// The most failures of one account over the window (an upper bound).
     #[must_use]
     pub fn top_account_failures(&self) -> u64 {

@@ -75,6 +75,12 @@ fn an_account_fires_on_its_failures_or_its_addresses_and_near_misses_do_not() {
     assert_eq!(label(&spread, "user_id"), ["carol"]);
     assert_eq!(spread[0].value, 10.0);
     assert!(firing(&e, "AuthPasswordSpraying").is_empty());
+    // The gauges read the same: alice and carol are under attack, alice the top account.
+    assert_eq!(
+        (e.accounts_under_attack(), e.top_account_failures()),
+        (2, 21)
+    );
+    assert_eq!(e.account_detections().accounts.len(), 2);
 }
 
 #[test]

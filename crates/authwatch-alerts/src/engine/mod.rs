@@ -286,20 +286,33 @@ impl AlertEngine {
     /// distinct failing accounts against their baseline.
     #[must_use]
     pub fn account_detections(&self) -> AccountDetections {
-        let mut d = self
-            .inner
-            .accounts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        d.advance(self.inner.cfg.clock.now());
-        d.detections()
+        self.with_accounts(AccountDetector::detections)
     }
 
     /// Accounts over an account-level threshold now (failures, or distinct addresses): the
     /// `auth.attack.accounts_under_attack` gauge.
     #[must_use]
     pub fn accounts_under_attack(&self) -> u64 {
-        self.account_detections().accounts.len() as u64
+        self.with_accounts(|d| d.accounts_at_levels() as u64)
+    }
+
+    /// The most failed logins of one account over the account window: the
+    /// `auth.attack.top_account.failures` gauge.
+    #[must_use]
+    pub fn top_account_failures(&self) -> u64 {
+        self.with_accounts(AccountDetector::top_account_failures)
+    }
+
+    /// `f` on the account detector, its window moved to now: the gauges read one figure each
+    /// this way, without building every detection.
+    fn with_accounts<R>(&self, f: impl FnOnce(&AccountDetector) -> R) -> R {
+        let mut d = self
+            .inner
+            .accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        d.advance(self.inner.cfg.clock.now());
+        f(&d)
     }
 
     /// Clients over the brute-force threshold now, most failures first (never exported as
