@@ -779,7 +779,7 @@ const SPRAYER: &str = "198.51.100.77";
 
 /// Accounts the spraying phase tries, once each, with one common password: under the brute-force
 /// rule's 50 failures from one address, over the spraying rule's 20 accounts. With replicas,
-/// each replica gets them all (the account-level counts are each replica's own).
+/// they go round-robin (10 each with three: the fleet counts them together).
 const SPRAYED: u64 = 30;
 
 /// Leaked pairs tried per tick in the credential-stuffing phase (40 a second), each account
@@ -833,18 +833,18 @@ async fn attack(t: &Traffic, app: &App, kind: Kind, tick: u64, done: f64) {
         Kind::Spraying => {
             app.extra_latency_ms.store(0, Ordering::Relaxed);
             app.db_down.store(false, Ordering::Relaxed);
-            // One common password against SPRAYED accounts, spread over 90 % of the phase.
+            // One common password against SPRAYED accounts, spread over 90 % of the phase,
+            // round-robin over the replicas.
             let n = t.bases.len() as u64;
-            let want =
-                (((done / 0.9).min(1.0) * (SPRAYED * n) as f64).ceil() as u64).min(SPRAYED * n);
+            let want = (((done / 0.9).min(1.0) * SPRAYED as f64).ceil() as u64).min(SPRAYED);
             while t.sprayed.load(Ordering::Relaxed) < want {
                 let k = t.sprayed.fetch_add(1, Ordering::Relaxed);
                 let body = format!(
                     "{{\"email\":\"{}\",\"password\":\"Summer2026!\"}}",
-                    user((k % SPRAYED) as usize)
+                    user(k as usize)
                 );
                 t.send_to(
-                    (k / SPRAYED) as usize,
+                    (k % n) as usize,
                     "POST",
                     "/api/auth/sign-in/email",
                     SPRAYER.into(),
@@ -1370,8 +1370,13 @@ fn fleet_summary(watches: &[AuthWatch], traffic: &Traffic, messages: &[String]) 
         watches.len(),
         sent.join(", ")
     );
+    let n = watches.len() as u64;
+    let per: Vec<String> = (0..n)
+        .map(|r| (SPRAYED / n + u64::from(r < SPRAYED % n)).to_string())
+        .collect();
     println!(
-        "the account-level counts are each replica's own (not fleet-wide yet): the spraying phase sent its {SPRAYED} accounts to every replica"
+        "the spraying phase tried {SPRAYED} accounts from one address, round-robin: {} to the replicas (the rule fires from 20)",
+        per.join(", ")
     );
     let histories: Vec<Vec<AlertEvent>> = watches
         .iter()

@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use authwatch_alerts::{AccountConfig, AccountLevels};
 use authwatch_alerts::{BruteForceConfig, Detections, FailureOutbox, FailureRun};
 use authwatch_alerts::{RouteFailures, Suspect};
 
@@ -28,6 +29,9 @@ pub(crate) struct Detect {
     pub(crate) outbox: Arc<FailureOutbox>,
     pub(crate) cfg: BruteForceConfig,
     pub(crate) threshold: u64,
+    /// The account-level detector's sizing and the levels it reports from.
+    pub(crate) accounts: AccountConfig,
+    pub(crate) levels: AccountLevels,
 }
 
 /// Counts a chunk of failures into the current slot's sketch (conservative update), the
@@ -238,7 +242,11 @@ return {suspects, routes, most}
 
 /// The sketch's seed: drawn by the first instance (`SET NX`), kept two windows past the last
 /// flush of any instance (by then every cell it placed has expired).
-fn seed(c: &mut redis::Connection, prefix: &str, window: Duration) -> redis::RedisResult<String> {
+pub(crate) fn seed(
+    c: &mut redis::Connection,
+    prefix: &str,
+    window: Duration,
+) -> redis::RedisResult<String> {
     let key = format!("{prefix}seed");
     let mine = format!("{:016x}{:016x}", super::nonce(), super::nonce());
     let ttl = u64::try_from((window * 2).as_millis())
@@ -262,23 +270,38 @@ fn seed(c: &mut redis::Connection, prefix: &str, window: Duration) -> redis::Red
     Ok(seed)
 }
 
-/// The offsets (in 16-bit cells) of `client`'s cell in each row: double hashing of a keyed
-/// SHA-256, as the local detector does with its own hasher.
-fn cells(seed: &str, client: IpAddr, rows: usize, width: usize) -> Vec<u64> {
+/// The keyed hash of `bytes` (of a kind, `kind`, empty for a client address): SHA-256 of the
+/// seed, the kind and the bytes.
+pub(crate) fn digest(seed: &str, kind: &[u8], bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
     h.update(seed.as_bytes());
-    match client {
-        IpAddr::V4(v4) => h.update(v4.octets()),
-        IpAddr::V6(v6) => h.update(v6.octets()),
+    if !kind.is_empty() {
+        h.update(kind);
+        h.update([0]);
     }
-    let d = h.finalize();
+    h.update(bytes);
+    h.finalize().into()
+}
+
+/// The offsets (in 16-bit cells) of a key's cell in each row, from its keyed hash `d`: double
+/// hashing, as the local detectors do with their own hasher.
+pub(crate) fn cells_of(d: &[u8; 32], rows: usize, width: usize) -> Vec<u64> {
     let h1 = u64::from_le_bytes(d[..8].try_into().unwrap_or_default());
     let h2 = u64::from_le_bytes(d[8..16].try_into().unwrap_or_default()) | 1;
     let mask = width as u64 - 1;
     (0..rows as u64)
         .map(|r| r * width as u64 + (h1.wrapping_add(r.wrapping_mul(h2)) & mask))
         .collect()
+}
+
+/// The offsets of `client`'s cell in each row.
+pub(crate) fn cells(seed: &str, client: IpAddr, rows: usize, width: usize) -> Vec<u64> {
+    let d = match client {
+        IpAddr::V4(v4) => digest(seed, b"", &v4.octets()),
+        IpAddr::V6(v6) => digest(seed, b"", &v6.octets()),
+    };
+    cells_of(&d, rows, width)
 }
 
 /// Shares what the engine counted since the last flush and reads the fleet's detections.

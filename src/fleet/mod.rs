@@ -16,6 +16,7 @@
 //! few hundred bytes and one sorted-set entry; both keys expire when no instance has written
 //! for a minute.
 
+mod accounts;
 mod detect;
 mod merge;
 mod windows;
@@ -331,18 +332,19 @@ impl FleetHandle {
         }
     }
 
-    /// Shares the alert engine's failures (`outbox`, which it fills) with the fleet, for a
-    /// detector sized by `cfg` with the engine's brute-force `threshold`.
+    /// Shares the alert engine's failures (`outbox`, which it fills) with the fleet, for
+    /// detectors sized and with thresholds as `engine`'s.
     pub(crate) fn attach_detection(
         &self,
         outbox: Arc<authwatch_alerts::FailureOutbox>,
-        cfg: authwatch_alerts::BruteForceConfig,
-        threshold: u64,
+        engine: &authwatch_alerts::AlertEngine,
     ) {
         let _ = self.shared.detect.set(detect::Detect {
             outbox,
-            cfg,
-            threshold,
+            cfg: *engine.config().brute_force_config(),
+            threshold: engine.brute_force_threshold(),
+            accounts: *engine.config().account_config(),
+            levels: engine.account_levels(),
         });
     }
 
@@ -483,6 +485,8 @@ struct Keys {
     alert: String,
     /// The brute-force detection's keys start so.
     detect: String,
+    /// The account-level detection's keys start so.
+    accounts: String,
 }
 
 impl Keys {
@@ -498,6 +502,7 @@ impl Keys {
             windows: format!("authwatch:{{{tag}}}:windows"),
             alert: format!("authwatch:{{{tag}}}:alert:"),
             detect: format!("authwatch:{{{tag}}}:bf:"),
+            accounts: format!("authwatch:{{{tag}}}:ac:"),
         }
     }
 }
@@ -696,6 +701,7 @@ impl Worker {
     fn flush_detections(&self, c: &mut redis::Connection) -> redis::RedisResult<()> {
         if let Some(d) = self.shared.detect.get() {
             let found = detect::flush(c, &self.keys.detect, d)?;
+            let found = found.with_accounts(accounts::flush(c, &self.keys.accounts, d)?);
             *lock(&self.shared.detections) = Some(found);
         }
         Ok(())

@@ -79,11 +79,7 @@ pub(crate) fn start(
     }
     let engine = AlertEngine::new(cfg);
     if let Some(f) = fleet {
-        f.attach_detection(
-            outbox,
-            *engine.config().brute_force_config(),
-            engine.brute_force_threshold(),
-        );
+        f.attach_detection(outbox, &engine);
     }
     let e = engine.clone();
     let _ = health.on_run.set(Arc::new(move |ok| e.observe_health(ok)));

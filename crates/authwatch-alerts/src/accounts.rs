@@ -118,6 +118,43 @@ impl AccountConfig {
         self.baseline
     }
 
+    /// How many slots the window is cut into ([`slots`](Self::slots)).
+    #[must_use]
+    pub fn slot_count(&self) -> u32 {
+        self.slots
+    }
+
+    /// Cells per sketch row ([`capacity`](Self::capacity)), a power of two.
+    #[must_use]
+    pub fn row_cells(&self) -> usize {
+        self.capacity
+    }
+
+    /// Rows per sketch (4).
+    #[must_use]
+    pub fn rows(&self) -> usize {
+        self.depth
+    }
+
+    /// Accounts, and addresses, tracked ([`tracked`](Self::tracked)).
+    #[must_use]
+    pub fn tracked_len(&self) -> usize {
+        self.tracked
+    }
+
+    /// Counterparts kept per tracked account or address ([`members`](Self::members)).
+    #[must_use]
+    pub fn members_len(&self) -> usize {
+        self.members
+    }
+
+    /// Slots of history kept for the baseline before the window (the baseline in slots, at
+    /// most a day's worth).
+    #[must_use]
+    pub fn baseline_slots(&self) -> usize {
+        self.bitmap_slots() - self.slots as usize
+    }
+
     fn slot_len(&self) -> Duration {
         (self.window / self.slots).max(Duration::from_nanos(1))
     }
@@ -130,8 +167,8 @@ impl AccountConfig {
     }
 }
 
-/// Bits of one slot's bitmap of failing accounts.
-const BITMAP_BITS: usize = 1 << 17;
+/// Bits of one slot's bitmap of failing accounts (a fleet's shared bitmaps have as many).
+pub const BITMAP_BITS: usize = 1 << 17;
 
 /// An account with failures in the window ([`AccountDetections::accounts`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +183,18 @@ pub struct AccountUnderAttack {
     pub addresses: u64,
 }
 
+impl AccountUnderAttack {
+    /// `account` with `failures` from `addresses` distinct addresses.
+    #[must_use]
+    pub fn new(account: impl Into<String>, failures: u64, addresses: u64) -> Self {
+        Self {
+            account: account.into(),
+            failures,
+            addresses,
+        }
+    }
+}
+
 /// A client address failing logins on many accounts ([`AccountDetections::clients`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -157,6 +206,18 @@ pub struct SprayingClient {
     pub accounts: u64,
     /// Its failed logins over the window.
     pub failures: u64,
+}
+
+impl SprayingClient {
+    /// `ip` failing on `accounts` distinct accounts, `failures` times.
+    #[must_use]
+    pub fn new(ip: IpAddr, accounts: u64, failures: u64) -> Self {
+        Self {
+            ip,
+            accounts,
+            failures,
+        }
+    }
 }
 
 /// What the account detector holds over the threshold levels it was given.

@@ -62,13 +62,15 @@ pub mod generate;
 mod notify;
 mod rules;
 
-pub use accounts::{AccountConfig, AccountDetections, AccountUnderAttack, SprayingClient};
+pub use accounts::{
+    AccountConfig, AccountDetections, AccountLevels, AccountUnderAttack, SprayingClient,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use detector::{BruteForceConfig, RouteFailures, Suspect};
 pub use engine::{
-    mask_ip, Alert, AlertConfig, AlertEngine, AlertEvent, AlertState, CountSource, Detections,
-    FailureOutbox, FailureRun, NotifyGate, QuantileSource, RequestCounts, SharedDetections,
-    DEFAULT_RUNBOOKS,
+    mask_ip, AccountRun, Alert, AlertConfig, AlertEngine, AlertEvent, AlertState, CountSource,
+    Detections, FailureOutbox, FailureRun, NotifyGate, QuantileSource, RequestCounts,
+    SharedDetections, DEFAULT_RUNBOOKS,
 };
 pub use notify::{alertmanager_alert, slack_message, NotifierStats};
 pub use rules::{

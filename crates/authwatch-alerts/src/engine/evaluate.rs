@@ -78,6 +78,7 @@ impl Inner {
             a.advance(now);
             a.detections()
         };
+        let accounts = self.with_shared_accounts(accounts);
         let seen = super::conditions::Detected {
             suspects: &suspects,
             routes: &routes,

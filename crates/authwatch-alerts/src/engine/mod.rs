@@ -26,7 +26,7 @@ pub use config::{
     AlertConfig, CountSource, NotifyGate, QuantileSource, RequestCounts, DEFAULT_RUNBOOKS,
 };
 pub use labels::mask_ip;
-pub use shared::{Detections, FailureOutbox, FailureRun, SharedDetections};
+pub use shared::{AccountRun, Detections, FailureOutbox, FailureRun, SharedDetections};
 
 use counts::{Counts, Shard, KINDS, LO, OPS};
 use evaluate::ticker;
@@ -279,6 +279,16 @@ impl AlertEngine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .record_failure(account, client);
+        if let Some(o) = &self.inner.cfg.failure_outbox {
+            o.add_account(account, client);
+        }
+    }
+
+    /// The levels from which accounts and addresses are reported: the lowest thresholds of
+    /// the enabled account-level rules (a fleet's shared detector reports from the same).
+    #[must_use]
+    pub fn account_levels(&self) -> AccountLevels {
+        account_levels(&self.inner.cfg.rules)
     }
 
     /// The accounts and addresses the account-level rules look at now: accounts with many
@@ -286,13 +296,17 @@ impl AlertEngine {
     /// distinct failing accounts against their baseline.
     #[must_use]
     pub fn account_detections(&self) -> AccountDetections {
-        self.with_accounts(AccountDetector::detections)
+        let local = self.with_accounts(AccountDetector::detections);
+        self.inner.with_shared_accounts(local)
     }
 
     /// Accounts over an account-level threshold now (failures, or distinct addresses): the
     /// `auth.attack.accounts_under_attack` gauge.
     #[must_use]
     pub fn accounts_under_attack(&self) -> u64 {
+        if self.inner.shared().is_some_and(|d| d.accounts.is_some()) {
+            return self.account_detections().accounts.len() as u64;
+        }
         self.with_accounts(|d| d.accounts_at_levels() as u64)
     }
 
@@ -300,7 +314,9 @@ impl AlertEngine {
     /// `auth.attack.top_account.failures` gauge.
     #[must_use]
     pub fn top_account_failures(&self) -> u64 {
-        self.with_accounts(AccountDetector::top_account_failures)
+        let local = self.with_accounts(AccountDetector::top_account_failures);
+        let shared = self.inner.shared().and_then(|d| d.accounts);
+        shared.map_or(local, |a| local.max(a.top_account_failures))
     }
 
     /// `f` on the account detector, its window moved to now: the gauges read one figure each
@@ -391,6 +407,14 @@ impl Inner {
             Some(d) => {
                 shared::merge_suspects(local, &d.suspects, self.cfg.brute_force.suspects_kept())
             }
+            None => local,
+        }
+    }
+
+    /// `local` account detections, merged with the fleet's when shared.
+    fn with_shared_accounts(&self, local: AccountDetections) -> AccountDetections {
+        match self.shared().and_then(|d| d.accounts) {
+            Some(shared) => shared::merge_accounts(local, &shared),
             None => local,
         }
     }
