@@ -165,6 +165,10 @@ pub enum Measure {
     FleetConnected,
     /// Fleet mode's failed connection attempts and flushes.
     FleetErrors,
+    /// Requests refused because their address is blocked, per operation.
+    Blocked,
+    /// Addresses blocked now.
+    BlocksActive,
 }
 
 /// The window percentiles exported as gauges.
@@ -294,7 +298,7 @@ const fn quantile_gauge(
     }
 }
 
-const OTHERS: [MetricDef; 33] = [
+const OTHERS: [MetricDef; 35] = [
     MetricDef {
         name: "auth.rate.limit.exceeded.count",
         measure: Measure::RateLimited,
@@ -540,6 +544,22 @@ const OTHERS: [MetricDef; 33] = [
         attributes: &[],
     },
     MetricDef {
+        name: "auth.blocked.count",
+        measure: Measure::Blocked,
+        kind: InstrumentKind::Counter,
+        unit: "{request}",
+        description: "Requests refused (429, never reaching the handler) because their address is blocked (BlockPolicy, block_ip), per operation; `none` for other routes with BlockPolicy::all_routes.",
+        attributes: &[attr::OPERATION],
+    },
+    MetricDef {
+        name: "auth.blocks.active",
+        measure: Measure::BlocksActive,
+        kind: InstrumentKind::Gauge,
+        unit: "",
+        description: "Addresses blocked now (by the attack alerts or by hand; in a dry run, those that would be).",
+        attributes: &[],
+    },
+    MetricDef {
         name: "auth.uptime.seconds",
         measure: Measure::Uptime,
         kind: InstrumentKind::Gauge,
@@ -550,8 +570,8 @@ const OTHERS: [MetricDef; 33] = [
 ];
 
 /// Every instrument authwatch exports.
-pub static CATALOG: [MetricDef; 45] = {
-    let mut all = [OTHERS[0]; 45];
+pub static CATALOG: [MetricDef; 47] = {
+    let mut all = [OTHERS[0]; 47];
     let mut i = 0;
     while i < OP_COUNTERS.len() {
         all[i] = OP_COUNTERS[i];

@@ -91,6 +91,7 @@
 
 mod ascii;
 mod auth;
+mod blocks;
 pub mod catalog;
 mod classify;
 mod client_ip;
@@ -104,6 +105,7 @@ mod session;
 mod stripe;
 
 pub use auth::{AuthLayer, AuthLayerBuilder, AuthService, ResponseBody, ResponseFuture, SpanHook};
+pub use blocks::{BlockSource, BlockedIp, Blocklist, Inserted};
 pub use classify::LOCKOUT_HEADER;
 pub use client_ip::{peer_addr, ClientIp, MAX_TRUSTED_HOPS};
 pub use clock::now;

@@ -19,8 +19,17 @@ pin_project! {
     /// returns an error, and as [`Outcome::Cancelled`] when it is dropped before the end.
     pub struct ResponseBody<B> {
         #[pin]
-        inner: B,
+        inner: Kind<B>,
         tracker: Tracker,
+    }
+}
+
+pin_project! {
+    /// Your body, or none (the refusal of a blocked address).
+    #[project = KindProj]
+    enum Kind<B> {
+        Body { #[pin] b: B },
+        Empty,
     }
 }
 
@@ -33,33 +42,50 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
 }
 
 impl<B> ResponseBody<B> {
-    pub(crate) fn untracked(inner: B) -> Self {
+    pub(crate) fn untracked(b: B) -> Self {
         Self {
-            inner,
+            inner: Kind::Body { b },
             tracker: Tracker::none(),
         }
     }
 
-    pub(crate) fn tracked(inner: B, tracker: Tracker) -> Self {
-        Self { inner, tracker }
+    pub(crate) fn tracked(b: B, tracker: Tracker) -> Self {
+        Self {
+            inner: Kind::Body { b },
+            tracker,
+        }
+    }
+
+    /// The body of a refusal: empty.
+    pub(crate) fn empty() -> Self {
+        Self {
+            inner: Kind::Empty,
+            tracker: Tracker::none(),
+        }
     }
 
     /// The wrapped body itself, when nothing is left to watch: the response of a route the
-    /// layer does not time, or one that ended with its head. Otherwise `Err(self)`, unchanged.
+    /// layer does not time, or one that ended with its head. Otherwise `Err(self)`, unchanged
+    /// (also for the empty body of a refused request, which wraps none).
     ///
     /// For a server that boxes every response body (axum's `Body::new`), this spares the box
     /// around a body that is already boxed.
     pub fn into_untracked(self) -> Result<B, Self> {
-        if self.tracker.is_active() {
-            Err(self)
-        } else {
-            Ok(self.inner)
+        match self.inner {
+            Kind::Body { b } if !self.tracker.is_active() => Ok(b),
+            inner => Err(Self {
+                inner,
+                tracker: self.tracker,
+            }),
         }
     }
 
-    /// The wrapped body.
-    pub fn get_ref(&self) -> &B {
-        &self.inner
+    /// The wrapped body; `None` for the empty body of a refused request.
+    pub fn get_ref(&self) -> Option<&B> {
+        match &self.inner {
+            Kind::Body { b } => Some(b),
+            Kind::Empty => None,
+        }
     }
 }
 
@@ -73,7 +99,10 @@ impl<B: Body> Body for ResponseBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let mut inner = this.inner;
+        let mut inner = match this.inner.project() {
+            KindProj::Body { b } => b,
+            KindProj::Empty => return Poll::Ready(None),
+        };
         if !this.tracker.is_active() {
             return inner.poll_frame(cx);
         }
@@ -103,10 +132,16 @@ impl<B: Body> Body for ResponseBody<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Kind::Body { b } => b.is_end_stream(),
+            Kind::Empty => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Kind::Body { b } => b.size_hint(),
+            Kind::Empty => SizeHint::with_exact(0),
+        }
     }
 }

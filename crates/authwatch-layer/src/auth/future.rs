@@ -10,6 +10,7 @@ use pin_project_lite::pin_project;
 
 use super::body::ResponseBody;
 use super::tracker::{OnPanic, Tracker};
+use crate::blocks::Refusal;
 use crate::classify::classify_head;
 use crate::op::Outcome;
 
@@ -20,8 +21,17 @@ pin_project! {
     /// request as [`Outcome::Cancelled`].
     pub struct ResponseFuture<F> {
         #[pin]
-        pub(crate) inner: F,
+        pub(crate) inner: Inner<F>,
         pub(crate) tracker: Tracker,
+    }
+}
+
+pin_project! {
+    /// Your service's future, or the refusal of a blocked address (your service not called).
+    #[project = InnerProj]
+    pub(crate) enum Inner<F> {
+        Call { #[pin] f: F },
+        Refused { refusal: Refusal },
     }
 }
 
@@ -56,8 +66,15 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let inner = match this.inner.project() {
+            InnerProj::Call { f } => f,
+            InnerProj::Refused { refusal } => {
+                let head = refusal.head();
+                return Poll::Ready(Ok(Response::from_parts(head, ResponseBody::empty())));
+            }
+        };
         let Some((op, grpc)) = this.tracker.route() else {
-            let result = ready!(this.inner.poll(cx));
+            let result = ready!(inner.poll(cx));
             return Poll::Ready(result.map(|res| res.map(ResponseBody::untracked)));
         };
         // A panic in the handler is a server error. An outer `CatchPanicLayer` would catch it
@@ -65,7 +82,7 @@ where
         // records it while the panic unwinds through here.
         let in_span = this.tracker.enter();
         let guard = OnPanic(this.tracker);
-        let result = ready!(this.inner.poll(cx));
+        let result = ready!(inner.poll(cx));
         drop(guard);
         drop(in_span);
         let mut res = match result {

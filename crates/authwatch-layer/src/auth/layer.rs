@@ -20,6 +20,7 @@ pub(crate) struct Shared {
     pub(crate) span_hook: Option<SpanHook>,
     pub(crate) span_client_address: bool,
     pub(crate) sessions: Option<crate::session::SessionKeys>,
+    pub(crate) blocks: Option<Arc<crate::blocks::Blocklist>>,
 }
 
 /// Called with each enabled `auth.request` span and the request's headers, before the inner
@@ -65,6 +66,7 @@ impl AuthLayer {
             sessions: Some(crate::session::SessionKeys::new(
                 crate::session::DEFAULT_SESSION_COOKIES,
             )),
+            blocks: None,
         }
     }
 
@@ -99,6 +101,7 @@ pub struct AuthLayerBuilder {
     span_hook: Option<SpanHook>,
     span_client_address: bool,
     sessions: Option<crate::session::SessionKeys>,
+    blocks: Option<Arc<crate::blocks::Blocklist>>,
 }
 
 impl AuthLayerBuilder {
@@ -163,6 +166,14 @@ impl AuthLayerBuilder {
         self
     }
 
+    /// Refuses the requests of the addresses in `blocks` (`429` with `Retry-After`, your
+    /// service not called): on auth routes, or on every route when the list says so. While the
+    /// list is empty, the check is one relaxed atomic load.
+    pub fn blocklist(mut self, blocks: Arc<crate::blocks::Blocklist>) -> Self {
+        self.blocks = Some(blocks);
+        self
+    }
+
     /// Builds the layer.
     ///
     /// # Errors
@@ -178,6 +189,7 @@ impl AuthLayerBuilder {
                 span_hook: self.span_hook,
                 span_client_address: self.span_client_address,
                 sessions: self.sessions,
+                blocks: self.blocks,
             })),
         })
     }

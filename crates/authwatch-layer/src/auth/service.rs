@@ -10,11 +10,12 @@ use http::{HeaderMap, Method, Request, Response};
 use tower_service::Service;
 
 use super::body::ResponseBody;
-use super::future::ResponseFuture;
+use super::future::{Inner, ResponseFuture};
 #[cfg(doc)]
 use super::layer::AuthLayer;
 use super::layer::Shared;
 use super::tracker::{Tracker, TrackerState};
+use crate::blocks::{Blocklist, Refusal};
 use crate::classify::Classified;
 use crate::clock::Tick;
 use crate::routes::{method_label, RouteInfo};
@@ -73,18 +74,38 @@ where
             .shared()
             .routes
             .lookup(req.method(), req.uri().path(), req.headers());
+        // While blocks are in force, the client is looked up once, here.
+        let mut resolved = None;
+        if let Some(blocks) = &handle.shared().blocks {
+            if blocks.armed() {
+                match refusal(blocks, handle.shared(), route, &req) {
+                    Ok(refusal) => {
+                        return ResponseFuture {
+                            inner: Inner::Refused { refusal },
+                            tracker: Tracker::none(),
+                        };
+                    }
+                    Err(ip) => resolved = ip,
+                }
+            }
+        }
         // The inner future is built straight into the struct literal: the futures of a whole
         // router are large, and a detour through a constructor costs a copy of it per request.
         let Some(route) = route else {
             return ResponseFuture {
-                inner: self.inner.call(req),
+                inner: Inner::Call {
+                    f: self.inner.call(req),
+                },
                 tracker: Tracker::none(),
             };
         };
         let shared = handle.shared();
         let info = &shared.routes.routes()[usize::from(route.id.0)];
         let method = method_label(req.method());
-        let client_ip = shared.client_ip.resolve(&req);
+        let client_ip = match resolved {
+            Some(ip) => ip,
+            None => shared.client_ip.resolve(&req),
+        };
         // No span at all (one relaxed load) until a subscriber is installed; then none unless
         // it wants authwatch's spans.
         let span = if tracing::dispatcher::has_been_set()
@@ -121,10 +142,32 @@ where
         }
         // Built in place, as above: a detour through a local costs a copy of the future.
         ResponseFuture {
-            inner: self.inner.call(req),
+            inner: Inner::Call {
+                f: self.inner.call(req),
+            },
             tracker,
         }
     }
+}
+
+/// The refusal of a request from a blocked address, when it is one (on an auth route, or on
+/// any with [`Blocklist::all_routes`]); otherwise the client address, when it was looked up.
+/// Out of line: only while blocks are in force.
+#[inline(never)]
+fn refusal<B>(
+    blocks: &Blocklist,
+    shared: &Shared,
+    route: Option<&RouteInfo>,
+    req: &Request<B>,
+) -> Result<Refusal, Option<Option<IpAddr>>> {
+    if route.is_none() && !blocks.all_routes() {
+        return Err(None);
+    }
+    let ip = shared.client_ip.resolve(req);
+    let Some(left) = ip.and_then(|ip| blocks.check(ip, route.map(|r| r.op))) else {
+        return Err(Some(ip));
+    };
+    Ok(Refusal::new(left, route.is_some_and(|r| r.grpc)))
 }
 
 /// Calls the inner service inside the request's span: inner layers that work in `call` (a
@@ -139,9 +182,12 @@ where
     S: Service<Request<ReqBody>>,
 {
     let entered = tracker.enter();
-    let inner = inner.call(req);
+    let f = inner.call(req);
     drop(entered);
-    ResponseFuture { inner, tracker }
+    ResponseFuture {
+        inner: Inner::Call { f },
+        tracker,
+    }
 }
 
 /// The request's `auth.request` span, when the subscriber wants it: out of line, so that the
