@@ -52,6 +52,11 @@
 //!   `fleet/flush/{10k,100k}_failures_per_s`: the time the fleet's flush thread spends on one
 //!   second of failures from as many new addresses (Redis' scripts included; Redis' own CPU
 //!   per address is printed beside). Needs the `redis-server` above.
+//! - `blocks/check/{empty,miss_10k,hit_10k}`: the block list's check alone, with no block, and
+//!   with 10,000 blocks for an address that is not blocked and one that is (the refusal
+//!   counted); `blocks/sign_in/{no_blocks,10k_blocks}`: the auth request through the layer
+//!   around the router, from an address that is not blocked, with the list empty and holding
+//!   10,000 blocks.
 //! - `hdr/record/{1_thread,2_threads}`: one `WindowedHistogram::record`, per thread, with one
 //!   thread or two recording at once; `hdr/mutex_shared/2_threads` is the design we avoid (one
 //!   `Mutex<Histogram>` shared by both threads), for reference.
@@ -1141,11 +1146,72 @@ fn redis_cpu_now(url: &str) -> Duration {
     Duration::from_secs_f64(secs)
 }
 
+fn blocks(c: &mut Criterion) {
+    use authwatch::layer::{BlockSource, Blocklist};
+    let mut g = c.benchmark_group("blocks");
+    let empty = Blocklist::new(100_000, 64, false);
+    let full = Blocklist::new(100_000, 64, false);
+    for i in 0..10_000u32 {
+        full.insert(
+            std::net::Ipv4Addr::from(0x0a00_0000 + i).into(),
+            Duration::from_secs(3600),
+            "bench",
+            BlockSource::Manual,
+        );
+    }
+    let miss: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+    let hit: std::net::IpAddr = "10.0.0.7".parse().unwrap();
+    let op = Some(authwatch::AuthOp::Login);
+    g.bench_function("check/empty", |b| {
+        b.iter(|| empty.check(black_box(miss), op))
+    });
+    g.bench_function("check/miss_10k", |b| {
+        b.iter(|| full.check(black_box(miss), op))
+    });
+    g.bench_function("check/hit_10k", |b| {
+        b.iter(|| full.check(black_box(hit), op))
+    });
+    // Through the layer: a sign-in from an address that is not blocked.
+    let watch = |n: u32| {
+        let w = AuthWatch::builder()
+            .otlp(false)
+            .client_ip(authwatch::ClientIp::x_forwarded_for(1))
+            .build()
+            .unwrap();
+        for i in 0..n {
+            w.block_ip(
+                std::net::Ipv4Addr::from(0x0a00_0000 + i).into(),
+                Duration::from_secs(3600),
+                "bench",
+            )
+            .unwrap();
+        }
+        w
+    };
+    for (name, n) in [("no_blocks", 0), ("10k_blocks", 10_000)] {
+        let w = watch(n);
+        let mut s = w.layer().layer(app());
+        g.bench_function(format!("sign_in/{name}"), |b| {
+            b.iter(|| {
+                let req = Request::builder()
+                    .method("POST")
+                    .uri("/api/auth/sign-in/email")
+                    .header("x-forwarded-for", "198.51.100.7")
+                    .body(Body::empty())
+                    .unwrap();
+                run_req(&mut s, req)
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = routers, added, peers, mixed, token_guard, routers_two_threads, hdr, pieces, fleet
+    targets = routers, added, peers, mixed, token_guard, routers_two_threads, hdr, pieces, fleet,
+        blocks
 }
 criterion_main!(benches);

@@ -6,6 +6,8 @@
 #   alertmanager Debian's prometheus-alertmanager package (0.25), plus amtool
 #   chromium     Debian's chromium, run headless by the dashboard test
 #   redis-server Debian's redis-server (7.0), plus redis-cli, for fleet mode
+#   nft          Debian's nftables, only ever run in check mode (`nft -c -f`) on the block
+#                list export: the tests never change the host's firewall
 # Idempotent: a second run only checks that the links still work (well under a second).
 # Nothing is started and no system service is enabled; each test starts its own instance on
 # loopback ports with its own config and data directory.
@@ -92,3 +94,14 @@ fi
 ln -sf "$(command -v redis-server)" "$BIN/redis-server"
 ln -sf "$(command -v redis-cli)" "$BIN/redis-cli"
 say "redis-server: $("$BIN/redis-server" --version 2>&1 | head -1)"
+
+# --- nftables (the block list export is checked with `nft -c`, which applies nothing) ---
+NFT=$(command -v nft || true)
+[ -z "$NFT" ] && [ -x /usr/sbin/nft ] && NFT=/usr/sbin/nft
+if [ -z "$NFT" ]; then
+  say "installing nftables"
+  apt_install nftables
+  NFT=$(command -v nft || echo /usr/sbin/nft)
+fi
+ln -sf "$NFT" "$BIN/nft"
+say "nft: $("$BIN/nft" --version 2>&1 | head -1)"

@@ -49,6 +49,8 @@ pub struct AuthWatchBuilder {
     session_cookies: Option<Vec<String>>,
     geoip: Option<std::path::PathBuf>,
     fleet: Option<crate::Fleet>,
+    blocking: Option<crate::BlockPolicy>,
+    admin_token: Option<String>,
 }
 
 impl fmt::Debug for AuthWatchBuilder {
@@ -417,6 +419,23 @@ impl AuthWatchBuilder {
         self
     }
 
+    /// Blocks the addresses the attack alerts name (`AuthBruteForceSuspected`,
+    /// `AuthPasswordSpraying`) for a while: their requests get `429` with `Retry-After` and
+    /// never reach your handlers. See [`BlockPolicy`](crate::BlockPolicy). Without this call,
+    /// only [`AuthWatch::block_ip`] blocks.
+    pub fn blocking(mut self, policy: crate::BlockPolicy) -> Self {
+        self.blocking = Some(policy);
+        self
+    }
+
+    /// Serves `/auth/blocks` from [`AuthWatch::endpoints`] (list, add and lift blocks; the
+    /// `authwatch blocks` command's endpoint) to requests that carry this bearer token.
+    /// Without a token, the endpoint does not exist.
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.admin_token = Some(token.into());
+        self
+    }
+
     /// Settings with the defaults ([`AuthWatch::builder`]).
     pub(crate) fn new() -> Self {
         Self {
@@ -446,6 +465,8 @@ impl AuthWatchBuilder {
             session_cookies: None,
             geoip: None,
             fleet: None,
+            blocking: None,
+            admin_token: None,
         }
     }
 
@@ -458,6 +479,18 @@ impl AuthWatchBuilder {
     pub fn build(self) -> Result<AuthWatch, BuildError> {
         // Routes and the GeoIP file first: bad input must not start (and then stop) exporters.
         self.routes.build()?;
+        if let Some(p) = &self.blocking {
+            p.networks()?;
+        }
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(BuildError::Config(
+                "admin_token is empty: it would protect nothing".into(),
+            ));
+        }
         if self.metrics_token.as_deref().is_some_and(str::is_empty) {
             return Err(BuildError::Config(
                 "metrics_bearer_token is empty: it would protect nothing".into(),
@@ -510,8 +543,39 @@ impl AuthWatchBuilder {
         )?;
         let active_users =
             wiring::users::active_users(self.window, self.active_sessions.as_ref(), meters);
+        // Blocks key IPv6 clients as the detectors do, and pardon an unblocked address for as
+        // long as their windows remember its failures.
+        let (prefix, pardon) = self
+            .alerts
+            .as_ref()
+            .map_or((64, Duration::from_secs(600)), |c| {
+                (
+                    c.brute_force_config().ipv6_prefix_len(),
+                    c.brute_force_config()
+                        .window_len()
+                        .max(c.account_config().window_len()),
+                )
+            });
+        let blocker = Arc::new(crate::blocks::Blocker::new(
+            self.blocking,
+            prefix,
+            pardon,
+            auditor.clone(),
+        )?);
+        wiring::blocks::register(&blocker, meters);
+        if let Some(f) = &fleet {
+            f.attach_blocks(&blocker);
+        }
         let alerts = self.alerts.map(|cfg| {
-            wiring::alerts::start(cfg, &service_name, &stats, fleet.as_ref(), &health, meters)
+            wiring::alerts::start(
+                cfg,
+                &service_name,
+                &stats,
+                fleet.as_ref(),
+                &health,
+                &blocker,
+                meters,
+            )
         });
         let sessions = wiring::users::sessions(self.window, meters);
         if let Some(engine) = &alerts {
@@ -568,6 +632,7 @@ impl AuthWatchBuilder {
             .on_request_span(tracing_ctx::traceparent_hook())
             .session_keys(self.session_estimate)
             .span_client_address(self.span_client_address)
+            .blocklist(blocker.list().clone())
             .build()?;
         let queries = authwatch_otel::QueryTimer::new(meters.iter());
         Ok(AuthWatch {
@@ -590,6 +655,8 @@ impl AuthWatchBuilder {
                 dashboard: self.dashboard,
                 dashboard_unmasked: self.dashboard_unmasked,
                 fleet,
+                blocker,
+                admin_token: self.admin_token,
             }),
         })
     }

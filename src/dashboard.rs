@@ -72,8 +72,9 @@ impl AuthWatch {
     /// unless [`AuthWatchBuilder::dashboard_unmasked_ips`](crate::AuthWatchBuilder::dashboard_unmasked_ips)),
     /// the last health status, the active-user estimate, the accounts under attack and the
     /// addresses spraying logins over many accounts (`accounts_under_attack`, `spraying_ips`;
-    /// masked, `a***@example.com`, unless unmasked), and in fleet mode the instances and the
-    /// fleet's totals (`fleet`, `null` without).
+    /// masked, `a***@example.com`, unless unmasked), the blocks in force and the requests they
+    /// refused (`blocks`), and in fleet mode the instances and the fleet's totals (`fleet`,
+    /// `null` without).
     ///
     /// `scope` says whose figures `ops`, `response_time` and `token_validation` are: in fleet
     /// mode the fleet's ([`AuthWatch::fleet_snapshot`]), with this instance's own under
@@ -206,6 +207,37 @@ impl AuthWatch {
                 })).collect::<Vec<_>>(),
             })
         });
+        // The blocks in force (masked like the addresses), and what they refused.
+        let refused = self.blocked_requests();
+        let block_list: Vec<Value> = self
+            .blocked_ips()
+            .iter()
+            .take(20)
+            .map(|b| {
+                let ip = if b.ip.is_ipv6() && unmask {
+                    format!("{}/{}", b.ip, b.prefix)
+                } else {
+                    show(b.ip)
+                };
+                json!({
+                    "ip": ip,
+                    "source": b.source.as_str(),
+                    "reason": b.reason.replace(&b.ip.to_string(), &ip),
+                    "remaining_seconds": b.remaining().as_secs(),
+                    "refused": b.refused,
+                })
+            })
+            .collect();
+        let blocks = json!({
+            "active": self.inner.blocker.list().list().len(),
+            "dry_run": self.inner.blocker.dry_run(),
+            "refused": authwatch_layer::AuthOp::ALL
+                .iter()
+                .map(|op| (op.as_str().to_owned(), Value::from(refused[op.index()])))
+                .chain(std::iter::once(("none".to_owned(), Value::from(refused[authwatch_layer::AuthOp::COUNT]))))
+                .collect::<serde_json::Map<String, Value>>(),
+            "list": block_list,
+        });
         let health = self
             .inner
             .health
@@ -232,6 +264,7 @@ impl AuthWatch {
             "ips_masked": !unmask,
             "accounts_under_attack": accounts,
             "spraying_ips": spraying,
+            "blocks": blocks,
             "health": health,
             "active_users": self.active_users(),
             "fleet": fleet,

@@ -109,7 +109,7 @@ pub(crate) fn unauthorized() -> Response<EndpointBody> {
 }
 
 /// Compares without an early exit, so the time taken says nothing about the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -214,9 +214,12 @@ impl<B> tower_service::Service<Request<B>> for HealthService {
 
 #[cfg(feature = "axum")]
 pub(crate) fn router(watch: &AuthWatch) -> axum::Router {
-    let r = axum::Router::new()
+    let mut r = axum::Router::new()
         .route_service("/metrics", watch.metrics_service())
         .route_service("/auth/health", watch.health_service());
+    if watch.inner.admin_token.is_some() {
+        r = r.route_service("/auth/blocks", watch.blocks_service());
+    }
     if watch.inner.dashboard {
         r.route_service("/auth/stats", watch.stats_service())
             .route_service("/auth/dashboard", watch.dashboard_service())

@@ -18,8 +18,9 @@
 //! ```
 
 pub use authwatch_layer::{
-    method_label, now, peer_addr, AuthEvent, AuthLayer, AuthLayerBuilder, AuthService, EventSink,
-    EventSource, GuardFuture, Methods, Probe, ResponseBody, ResponseFuture, RouteError, RouteId,
-    RouteInfo, RouteTable, Routes, Sinks, SpanHook, TokenGuard, TokenGuardLayer, DEFAULT_BASE_PATH,
-    DEFAULT_GUARD_ROUTE, DEFAULT_SESSION_COOKIES, LOCKOUT_HEADER, MAX_TRUSTED_HOPS,
+    method_label, now, peer_addr, AuthEvent, AuthLayer, AuthLayerBuilder, AuthService, BlockSource,
+    BlockedIp, Blocklist, EventSink, EventSource, GuardFuture, Inserted, Methods, Probe,
+    ResponseBody, ResponseFuture, RouteError, RouteId, RouteInfo, RouteTable, Routes, Sinks,
+    SpanHook, TokenGuard, TokenGuardLayer, DEFAULT_BASE_PATH, DEFAULT_GUARD_ROUTE,
+    DEFAULT_SESSION_COOKIES, LOCKOUT_HEADER, MAX_TRUSTED_HOPS,
 };

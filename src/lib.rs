@@ -109,8 +109,10 @@
 #![cfg_attr(not(test), warn(clippy::print_stdout))]
 
 mod active;
+mod admin;
 pub mod alerts;
 pub mod audit;
+pub mod blocks;
 mod builder;
 mod dashboard;
 mod endpoints;
@@ -127,6 +129,7 @@ mod watch;
 pub mod window;
 mod wiring;
 
+pub use admin::BlocksService;
 pub use audit::{get_login_audit_logger, AuditClass, AuditFlush, LoginAuditLogger};
 pub use authwatch_alerts::{Alert, AlertConfig, AlertEngine, AlertEvent, AlertState, Severity};
 pub use authwatch_hdr::WindowConfig;
@@ -144,6 +147,8 @@ pub use health::{HealthCheck, HealthReport};
 pub use opentelemetry_sdk::metrics::Temporality;
 pub use stats::{Latency, OpStats, Scope, Snapshot};
 
+pub use authwatch_layer::{BlockSource, BlockedIp};
+pub use blocks::{BlockError, BlockPolicy, ExportFormat, BLOCKING_ALERTS};
 pub use builder::AuthWatchBuilder;
 pub use error::{BuildError, ShutdownError};
 pub use fleet::{Fleet, FleetInstance, FleetStatus};

@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     pub(crate) dashboard: bool,
     pub(crate) dashboard_unmasked: bool,
     pub(crate) fleet: Option<crate::fleet::FleetHandle>,
+    pub(crate) blocker: Arc<crate::blocks::Blocker>,
+    pub(crate) admin_token: Option<String>,
 }
 
 impl fmt::Debug for AuthWatch {
@@ -99,6 +101,54 @@ impl AuthWatch {
         TokenGuardLayer::new(validator, self.inner.sinks.clone())
             .client_ip(self.inner.client_ip)
             .watched_by(self.inner.layer.clone())
+    }
+
+    /// `/auth/blocks` as a tower service (for hyper and tonic servers): the block list over
+    /// HTTP, for the admin token only. See [`BlocksService`](crate::BlocksService).
+    #[must_use]
+    pub fn blocks_service(&self) -> crate::BlocksService {
+        crate::BlocksService {
+            watch: self.clone(),
+        }
+    }
+
+    /// Blocks `ip` (an IPv6 address: its prefix, as the detectors group it) for `ttl` (at
+    /// least a second): its requests get `429` with `Retry-After` and never reach your
+    /// handlers. Replaces a block already there. Written to the audit trail and the log.
+    ///
+    /// # Errors
+    ///
+    /// [`BlockError::AllowListed`](crate::BlockError::AllowListed) when `ip` is in a network
+    /// the [`BlockPolicy`](crate::BlockPolicy) allows.
+    pub fn block_ip(
+        &self,
+        ip: std::net::IpAddr,
+        ttl: Duration,
+        reason: &str,
+    ) -> Result<crate::BlockedIp, crate::BlockError> {
+        self.inner.blocker.block_by_hand(ip, ttl, reason)
+    }
+
+    /// Lifts `ip`'s block, and forgets its offences (the next block is a first one again).
+    /// The failures counted before do not block it again: the attack alerts leave it alone
+    /// until they have left the detection window. The block lifted, if there was one.
+    pub fn unblock_ip(&self, ip: std::net::IpAddr) -> Option<crate::BlockedIp> {
+        self.inner.blocker.unblock(ip)
+    }
+
+    /// The blocks in force (in a dry run, those that would be), the one that ends last
+    /// first, with the requests each refused.
+    #[must_use]
+    pub fn blocked_ips(&self) -> Vec<crate::BlockedIp> {
+        self.inner.blocker.sweep();
+        self.inner.blocker.list().list()
+    }
+
+    /// Requests refused because their address was blocked: per operation
+    /// ([`AuthOp::index`](crate::AuthOp::index)), then those on other routes.
+    #[must_use]
+    pub fn blocked_requests(&self) -> [u64; crate::AuthOp::COUNT + 1] {
+        self.inner.blocker.list().refused()
     }
 
     /// Where fleet mode stands ([`AuthWatchBuilder::fleet`](crate::AuthWatchBuilder::fleet)):

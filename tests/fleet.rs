@@ -1326,3 +1326,138 @@ async fn an_account_spray_stays_small_in_redis() {
         w.shutdown().await.unwrap();
     }
 }
+
+/// Blocks in a fleet: a block made by hand on one instance is enforced by the two others
+/// within a second (measured over 20 blocks: the figure is printed), and lifted everywhere when
+/// it is lifted; the brute force the fleet sees is blocked on every instance, and written to
+/// the audit trail once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_reach_every_instance_within_a_second() {
+    use authwatch::{BlockPolicy, BlockSource};
+    let redis = Redis::start();
+    let url = redis.url();
+    let dirs: Vec<std::path::PathBuf> = ["a", "b", "c"]
+        .iter()
+        .map(|n| common_tempdir(&format!("fleet-blocks-{n}")))
+        .collect();
+    let fleet: Vec<(AuthWatch, Arc<ManualClock>)> = ["a", "b", "c"]
+        .iter()
+        .zip(&dirs)
+        .map(|(n, dir)| {
+            let clock = Arc::new(ManualClock::new());
+            let w = AuthWatch::builder()
+                .service_name("blocks")
+                .otlp(false)
+                .audit_dir(dir)
+                .alerts(AlertConfig::new().tick(Duration::ZERO).clock(clock.clone()))
+                .blocking(BlockPolicy::default())
+                .fleet(
+                    Fleet::redis(&url)
+                        .flush_interval(Duration::from_secs(1))
+                        .instance_name(*n),
+                )
+                .build()
+                .unwrap();
+            (w, clock)
+        })
+        .collect();
+    for (w, _) in &fleet {
+        wait_fleet(w, 3);
+    }
+    let mut took = Vec::new();
+    for i in 0..20u8 {
+        let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, i));
+        let t = Instant::now();
+        fleet[0]
+            .0
+            .block_ip(ip, Duration::from_secs(600), "test")
+            .unwrap();
+        eventually(5, "the block everywhere", || {
+            for (w, _) in &fleet[1..] {
+                let b = w.blocked_ips();
+                let Some(b) = b.iter().find(|b| b.ip == ip) else {
+                    return Err(format!("{b:?}"));
+                };
+                assert_eq!(b.source, BlockSource::Fleet);
+                assert_eq!(b.reason, "test");
+            }
+            Ok(())
+        });
+        took.push(t.elapsed());
+    }
+    took.sort();
+    eprintln!(
+        "a block reached the two other instances in {:?} (median) and {:?} (slowest of 20)",
+        took[10], took[19]
+    );
+    assert!(took[19] < Duration::from_secs(1), "{took:?}");
+    // Lifted on another instance: lifted everywhere.
+    let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 0));
+    assert!(fleet[1].0.unblock_ip(ip).is_some());
+    eventually(5, "lifted everywhere", || {
+        for (w, _) in &fleet {
+            if w.blocked_ips().iter().any(|b| b.ip == ip) {
+                return Err("still blocked".into());
+            }
+        }
+        Ok(())
+    });
+    // The fleet's brute force: 60 failures, 20 per instance; every instance blocks.
+    let attacker: IpAddr = "203.0.113.99".parse().unwrap();
+    for _ in 0..20 {
+        for (w, _) in &fleet {
+            fail_from(w, attacker, 1);
+        }
+    }
+    for (w, clock) in &fleet {
+        eventually(20, "blocked on every instance", || {
+            firing(w, clock, "AuthBruteForceSuspected").ok_or("not firing")?;
+            w.blocked_ips()
+                .iter()
+                .find(|b| b.ip == attacker)
+                .map(|_| ())
+                .ok_or_else(|| "not blocked".to_owned())
+        });
+    }
+    // One audit record of the block in the whole fleet.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut added = 0;
+    for ((w, _), dir) in fleet.iter().zip(&dirs) {
+        w.audit_logger().sync();
+        for f in std::fs::read_dir(dir).unwrap().flatten() {
+            let text = std::fs::read_to_string(f.path()).unwrap();
+            added += text
+                .lines()
+                .filter(|l| l.contains("\"auth.block.added\"") && l.contains("203.0.113.99"))
+                .count();
+        }
+    }
+    assert_eq!(added, 1, "one record for the fleet's block");
+    // The fleet's list, straight from Redis, as a firewall would load it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authwatch"))
+        .args(["blocks", "export", "--format", "plain", "--redis", &url])
+        .args(["--service", "blocks"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plain = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = plain.lines().collect();
+    // 19 by hand (one lifted) and the attacker.
+    assert_eq!(lines.len(), 20, "{plain}");
+    assert!(lines.contains(&"203.0.113.99") && lines.contains(&"192.0.2.7"), "{plain}");
+    for (w, _) in &fleet {
+        w.shutdown().await.unwrap();
+    }
+}
+
+/// A fresh directory under the target folder.
+fn common_tempdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "authwatch-{tag}-{}-{:x}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() ^ 0x5bd1_e995
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -101,8 +101,18 @@ impl OtelEncoder {
             opt("auth.operation", r.operation);
             opt("auth.outcome", r.outcome);
             opt("http.request.method", r.method);
+            opt("auth.block.source", r.block_source);
+            opt("auth.block.reason", r.block_reason);
             if let Some(ms) = r.duration_ms {
                 w.attr("auth.duration_ms", ms);
+            }
+            for (k, v) in [
+                ("auth.block.ttl_s", r.block_ttl_s),
+                ("auth.block.refused", r.block_refused),
+            ] {
+                if let Some(v) = v {
+                    w.attr(k, i64::try_from(v).unwrap_or(i64::MAX));
+                }
             }
             if let Some(t) = r.trace {
                 w.trace_context(t.trace_id, t.span_id, t.flags);
@@ -218,8 +228,18 @@ mod tests {
             opt("auth.operation", r.operation);
             opt("auth.outcome", r.outcome);
             opt("http.request.method", r.method);
+            opt("auth.block.source", r.block_source);
+            opt("auth.block.reason", r.block_reason.as_deref());
             if let Some(ms) = r.duration_ms {
                 w.attr("auth.duration_ms", ms);
+            }
+            for (k, v) in [
+                ("auth.block.ttl_s", r.block_ttl_s),
+                ("auth.block.refused", r.block_refused),
+            ] {
+                if let Some(v) = v {
+                    w.attr(k, i64::try_from(v).unwrap_or(i64::MAX));
+                }
             }
             if let Some(t) = r.trace {
                 w.trace_context(t.trace_id, t.span_id, t.flags);

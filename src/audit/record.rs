@@ -103,6 +103,19 @@ pub struct AuditRecord {
     /// `db.query.name`, for slow-query records.
     #[serde(rename = "db.query.name", skip_serializing_if = "Option::is_none")]
     pub db_query: Option<String>,
+    /// `auth.block.source`, for block records: `alert`, `manual`, `fleet` or `crowdsec`.
+    #[serde(rename = "auth.block.source", skip_serializing_if = "Option::is_none")]
+    pub block_source: Option<&'static str>,
+    /// `auth.block.reason`, for block records: the alert, or what the person said.
+    #[serde(rename = "auth.block.reason", skip_serializing_if = "Option::is_none")]
+    pub block_reason: Option<String>,
+    /// `auth.block.ttl_s`, for block records: how long the block lasts, in seconds.
+    #[serde(rename = "auth.block.ttl_s", skip_serializing_if = "Option::is_none")]
+    pub block_ttl_s: Option<u64>,
+    /// `auth.block.refused`, for the record of a block's end: the requests it refused (one
+    /// record per block, not one per refusal).
+    #[serde(rename = "auth.block.refused", skip_serializing_if = "Option::is_none")]
+    pub block_refused: Option<u64>,
     /// `trace_id`: the trace of the request the record belongs to (32 hex digits), when an
     /// OpenTelemetry tracing layer is installed (`Pipeline::tracing_layer`): jump from the log
     /// line to its trace.
@@ -132,7 +145,7 @@ impl AuditRecord {
         }
     }
 
-    pub(super) fn new(name: &'static str, class: AuditClass, source: &'static str) -> Self {
+    pub(crate) fn new(name: &'static str, class: AuditClass, source: &'static str) -> Self {
         Self::at(name, class, source, SystemTime::now())
     }
 
@@ -159,6 +172,10 @@ impl AuditRecord {
             duration_ms: None,
             token_type: None,
             db_query: None,
+            block_source: None,
+            block_reason: None,
+            block_ttl_s: None,
+            block_refused: None,
             trace_id: None,
             span_id: None,
             trace: None,
@@ -187,6 +204,10 @@ pub(super) struct RecordView<'a> {
     pub(super) duration_ms: Option<f64>,
     pub(super) token_type: Option<&'a str>,
     pub(super) db_query: Option<&'a str>,
+    pub(super) block_source: Option<&'static str>,
+    pub(super) block_reason: Option<&'a str>,
+    pub(super) block_ttl_s: Option<u64>,
+    pub(super) block_refused: Option<u64>,
     pub(super) trace_id: Option<&'a str>,
     pub(super) span_id: Option<&'a str>,
     pub(super) trace: Option<crate::tracing_ctx::TraceCtx>,
@@ -210,6 +231,10 @@ impl AuditRecord {
             duration_ms: self.duration_ms,
             token_type: self.token_type.as_deref(),
             db_query: self.db_query.as_deref(),
+            block_source: self.block_source,
+            block_reason: self.block_reason.as_deref(),
+            block_ttl_s: self.block_ttl_s,
+            block_refused: self.block_refused,
             trace_id: self.trace_id.as_deref(),
             span_id: self.span_id.as_deref(),
             trace: self.trace,
@@ -236,6 +261,10 @@ impl RecordView<'_> {
             duration_ms: self.duration_ms,
             token_type: self.token_type.map(str::to_owned),
             db_query: self.db_query.map(str::to_owned),
+            block_source: self.block_source,
+            block_reason: self.block_reason.map(str::to_owned),
+            block_ttl_s: self.block_ttl_s,
+            block_refused: self.block_refused,
             trace_id: self.trace_id.map(str::to_owned),
             span_id: self.span_id.map(str::to_owned),
             trace: self.trace,

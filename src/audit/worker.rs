@@ -116,7 +116,7 @@ impl Auditor {
         let _ = self.accounts.set(engine);
     }
 
-    pub(super) fn send(&self, r: AuditRecord) {
+    pub(crate) fn send(&self, r: AuditRecord) {
         if self.closed.load(Ordering::Relaxed) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -363,6 +363,10 @@ macro_rules! audit_event {
             auth.duration_ms = $r.duration_ms,
             auth.token.type = $r.token_type.as_deref(),
             db.query.name = $r.db_query.as_deref(),
+            auth.block.source = $r.block_source,
+            auth.block.reason = $r.block_reason.as_deref(),
+            auth.block.ttl_s = $r.block_ttl_s,
+            auth.block.refused = $r.block_refused,
             trace_id = $r.trace_id.as_deref(),
             "{}",
             $r.name

@@ -17,6 +17,7 @@
 //! for a minute.
 
 mod accounts;
+mod blocks;
 mod detect;
 mod merge;
 mod windows;
@@ -36,6 +37,8 @@ const IO_TIMEOUT: Duration = Duration::from_millis(800);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// An instance not heard from in this many flush intervals is gone.
 const STALE_FLUSHES: u32 = 3;
+/// How often the block list is checked between two flushes.
+const BLOCK_POLL: Duration = Duration::from_millis(250);
 /// The least time the keys live after the last write of any instance.
 const MIN_KEY_TTL: Duration = Duration::from_secs(60);
 
@@ -102,6 +105,22 @@ impl Fleet {
     }
 
     /// The fleet `AUTHWATCH_REDIS_URL` names, when it is set and not empty.
+    /// The block list this fleet's instances of `service` share, read from Redis now (what
+    /// `authwatch blocks export --redis` prints). `since` is unknown there (now), and the
+    /// refusals are each instance's own (0 here).
+    ///
+    /// # Errors
+    ///
+    /// Redis cannot be reached or answers garbage.
+    pub fn read_blocks(&self, service: &str) -> Result<Vec<authwatch_layer::BlockedIp>, String> {
+        ensure_crypto_provider();
+        let client = redis::Client::open(self.url.as_str())
+            .map_err(|e| format!("Redis URL {}: {e}", self.shown_url()))?;
+        let mut c = connect(&client).map_err(|e| format!("{}: {e}", self.shown_url()))?;
+        let keys = Keys::new(self.namespace.as_deref(), service);
+        blocks::read(&mut c, &keys.blocks).map_err(|e| format!("{}: {e}", self.shown_url()))
+    }
+
     pub(crate) fn from_env() -> Option<Self> {
         let url = std::env::var("AUTHWATCH_REDIS_URL").ok()?;
         let url = url.trim();
@@ -208,6 +227,10 @@ struct Shared {
     detections: Mutex<Option<authwatch_alerts::Detections>>,
     /// The other instances' latency windows at the last flush, per operation.
     windows: Mutex<Vec<Vec<authwatch_hdr::Snapshot>>>,
+    /// The block list shared with the fleet, once attached.
+    blocks: std::sync::OnceLock<Arc<crate::blocks::Blocker>>,
+    /// A change is waiting (a block was made): sync before the next flush.
+    poke: AtomicBool,
 }
 
 /// A running fleet: its flush thread and what it last read.
@@ -256,6 +279,8 @@ impl FleetHandle {
             detect: std::sync::OnceLock::new(),
             detections: Mutex::new(None),
             windows: Mutex::new(Vec::new()),
+            blocks: std::sync::OnceLock::new(),
+            poke: AtomicBool::new(false),
         });
         let worker = Worker {
             shared: shared.clone(),
@@ -346,6 +371,21 @@ impl FleetHandle {
             accounts: *engine.config().account_config(),
             levels: engine.account_levels(),
         });
+    }
+
+    /// Shares `blocker`'s blocks with the fleet: this instance's go to Redis at once, the
+    /// others' are enforced here within about 250 ms.
+    pub(crate) fn attach_blocks(&self, blocker: &Arc<crate::blocks::Blocker>) {
+        if self.shared.blocks.set(blocker.clone()).is_ok() {
+            let shared = Arc::downgrade(&self.shared);
+            blocker.attach_fleet(Box::new(move || {
+                if let Some(s) = shared.upgrade() {
+                    s.poke.store(true, Ordering::Relaxed);
+                    let _stop = lock(&s.stop);
+                    s.wake.notify_all();
+                }
+            }));
+        }
     }
 
     /// The engine's source of the fleet's detections: those of the last flush, while
@@ -487,6 +527,8 @@ struct Keys {
     detect: String,
     /// The account-level detection's keys start so.
     accounts: String,
+    /// The block list's keys start so.
+    blocks: String,
 }
 
 impl Keys {
@@ -503,6 +545,7 @@ impl Keys {
             alert: format!("authwatch:{{{tag}}}:alert:"),
             detect: format!("authwatch:{{{tag}}}:bf:"),
             accounts: format!("authwatch:{{{tag}}}:ac:"),
+            blocks: format!("authwatch:{{{tag}}}:blocks:"),
         }
     }
 }
@@ -630,12 +673,15 @@ impl Worker {
         // The first flush at once: the fleet forms (and the health check passes) without
         // waiting a flush interval.
         let mut first = true;
+        let mut next_full = Instant::now();
+        // The version of the fleet's block list last read.
+        let mut known = String::new();
         loop {
             let stopping = if first {
                 first = false;
                 *lock(&self.shared.stop)
             } else {
-                self.wait()
+                self.wait(next_full, conn.is_some())
             };
             // Every handle is gone (the monitor was dropped without a shutdown): stop.
             if Arc::strong_count(&self.shared) == 1 {
@@ -652,12 +698,25 @@ impl Worker {
                 }
             }
             if let Some(c) = conn.as_mut() {
+                // Between two flushes: the block list alone (a change here, or the fleet's).
+                let full = stopping || Instant::now() >= next_full;
+                if !full {
+                    if let Err(e) = self.sync_blocks(c, &mut known) {
+                        conn = None;
+                        self.failed(&e, &mut reported);
+                        next_try = Instant::now() + jittered(backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                    continue;
+                }
+                next_full = Instant::now() + self.every;
                 // Stopping: a last flush of the counts, then out of the fleet (the others keep
                 // what this instance counted).
                 let started = Instant::now();
                 let flushed = self
                     .flush(c, &script, false)
                     .and_then(|()| self.flush_detections(c))
+                    .and_then(|()| self.sync_blocks(c, &mut known))
                     .and_then(|()| {
                         if stopping {
                             self.flush(c, &script, true)
@@ -707,16 +766,39 @@ impl Worker {
         Ok(())
     }
 
-    /// Sleeps one flush interval, or until told to stop; true when stopping.
-    fn wait(&self) -> bool {
+    /// Pushes this instance's block changes and reads the fleet's list when it changed.
+    fn sync_blocks(&self, c: &mut redis::Connection, known: &mut String) -> redis::RedisResult<()> {
+        self.shared.poke.store(false, Ordering::Relaxed);
+        match self.shared.blocks.get() {
+            Some(b) => blocks::sync(c, &self.keys.blocks, b, known),
+            None => Ok(()),
+        }
+    }
+
+    /// Sleeps until the next flush (`next_full`), or less with a block list to watch while
+    /// `connected` (250 ms at most, or until a block is made), or until told to stop; true
+    /// when stopping.
+    fn wait(&self, next_full: Instant, connected: bool) -> bool {
         let stop = lock(&self.shared.stop);
         if *stop {
             return true;
         }
+        let watch = connected && self.shared.blocks.get().is_some();
+        if watch && self.shared.poke.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut d = next_full.saturating_duration_since(Instant::now());
+        if watch {
+            d = d.min(BLOCK_POLL);
+        }
+        if d.is_zero() {
+            // The connection is being retried: at most every flush interval.
+            d = self.every;
+        }
         let (stop, _) = self
             .shared
             .wake
-            .wait_timeout(stop, self.every)
+            .wait_timeout(stop, d)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *stop
     }

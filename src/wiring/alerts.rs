@@ -22,6 +22,7 @@ pub(crate) fn start(
     stats: &Arc<Stats>,
     fleet: Option<&FleetHandle>,
     health: &Arc<Health>,
+    blocker: &Arc<crate::blocks::Blocker>,
     meters: &[Meter],
 ) -> AlertEngine {
     let mut cfg = config;
@@ -65,18 +66,30 @@ pub(crate) fn start(
         }
     };
     // Each tick runs the health checks (when stale), so that `AuthServiceDown` works
-    // without probes; a hook of the caller's own replaces this.
-    if health.has_checks() && !cfg.has_on_tick() {
-        // Weak: the health checks hold the engine (`on_run`); a strong reference back
-        // would keep both alive, and the engine's thread running, after the monitor is
-        // dropped.
-        let h = Arc::downgrade(health);
+    // without probes (a hook of the caller's own replaces this), and ends the blocks whose
+    // time is up.
+    let own_tick = !cfg.has_on_tick();
+    // Weak: the health checks hold the engine (`on_run`); a strong reference back would keep
+    // both alive, and the engine's thread running, after the monitor is dropped.
+    let h = (own_tick && health.has_checks()).then(|| Arc::downgrade(health));
+    let b = Arc::downgrade(blocker);
+    if own_tick {
         cfg = cfg.on_tick(Arc::new(move || {
-            if let Some(h) = h.upgrade() {
+            if let Some(h) = h.as_ref().and_then(std::sync::Weak::upgrade) {
                 h.last_or_refresh();
+            }
+            if let Some(b) = b.upgrade() {
+                b.sweep();
             }
         }));
     }
+    // The attack alerts block the addresses they name (with a block policy).
+    let b = Arc::downgrade(blocker);
+    cfg = cfg.on_event(Arc::new(move |e| {
+        if let Some(b) = b.upgrade() {
+            b.on_alert(e);
+        }
+    }));
     let engine = AlertEngine::new(cfg);
     if let Some(f) = fleet {
         f.attach_detection(outbox, &engine);

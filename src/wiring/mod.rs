@@ -4,6 +4,7 @@
 
 pub(crate) mod alerts;
 pub(crate) mod audit;
+pub(crate) mod blocks;
 pub(crate) mod fleet;
 pub(crate) mod health;
 pub(crate) mod metrics;

@@ -135,6 +135,12 @@ impl BruteForceConfig {
         self
     }
 
+    /// The IPv6 prefix length clients are grouped by ([`ipv6_prefix`](Self::ipv6_prefix)).
+    #[must_use]
+    pub fn ipv6_prefix_len(&self) -> u8 {
+        self.ipv6_prefix
+    }
+
     /// The client key of an address: IPv4 (also when mapped into IPv6), or the IPv6 prefix.
     #[must_use]
     pub fn client_key(&self, ip: IpAddr) -> IpAddr {

@@ -72,6 +72,7 @@ pub struct AlertConfig {
     pub(crate) quantiles: Option<QuantileSource>,
     pub(crate) counts: Option<CountSource>,
     pub(crate) on_tick: Option<Arc<dyn Fn() + Send + Sync>>,
+    pub(crate) on_event: Option<Arc<dyn Fn(&super::AlertEvent) + Send + Sync>>,
     pub(crate) notify_gate: Option<NotifyGate>,
     pub(crate) failure_outbox: Option<Arc<super::FailureOutbox>>,
     pub(crate) shared_detections: Option<super::SharedDetections>,
@@ -109,6 +110,7 @@ impl Default for AlertConfig {
             quantiles: None,
             counts: None,
             on_tick: None,
+            on_event: None,
             notify_gate: None,
             failure_outbox: None,
             shared_detections: None,
@@ -262,6 +264,15 @@ impl AlertConfig {
     #[must_use]
     pub fn on_tick(mut self, f: Arc<dyn Fn() + Send + Sync>) -> Self {
         self.on_tick = Some(f);
+        self
+    }
+
+    /// Called with each change of an alert's state (fired, resolved), on the engine's thread,
+    /// before the notifications go out. The facade blocks the addresses the attack alerts
+    /// name here (its `BlockPolicy`).
+    #[must_use]
+    pub fn on_event(mut self, f: Arc<dyn Fn(&super::AlertEvent) + Send + Sync>) -> Self {
+        self.on_event = Some(f);
         self
     }
 

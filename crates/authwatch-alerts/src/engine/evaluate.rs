@@ -144,6 +144,11 @@ impl Inner {
         }
         drop(st);
         *self.firing.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(firing.clone());
+        if let Some(f) = &self.cfg.on_event {
+            for e in &events {
+                f(e);
+            }
+        }
         self.notifiers
             .deliver(&events, &firing, now, self.wall(now));
         events

@@ -5,6 +5,7 @@
 //! authwatch alertmanager                          Alertmanager config (YAML, stdout)
 //! authwatch dashboards --out DIR                  Grafana dashboards (3 JSON files)
 //! authwatch audit verify PATH [--key-file FILE]   check a local audit log (a file or a folder)
+//! authwatch blocks list|add|remove|export …       the block list (see `authwatch --help`)
 //! ```
 //!
 //! The rules, routes and dashboards are those of the default rule set
@@ -14,6 +15,8 @@
 //! file is ignored). Exit codes: 0 the log verifies (a torn last line from a crash is
 //! reported, not an error), 1 a record was tampered with, 2 bad usage, an unreadable path or
 //! no audit file in it.
+
+mod blocks;
 
 use std::path::PathBuf;
 
@@ -27,7 +30,8 @@ const USAGE: &str = "usage:
   authwatch audit verify PATH [--key-file FILE]
   PATH       an audit log file or the folder given to AuthWatchBuilder::audit_dir
   --key-file a file holding the audit key, when the log was written with one
-             (or set AUTHWATCH_AUDIT_KEY)";
+             (or set AUTHWATCH_AUDIT_KEY)
+";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         .as_slice()
     {
         ["audit", "verify", path, rest @ ..] => verify(PathBuf::from(path), rest),
+        ["blocks", rest @ ..] => blocks::run(rest),
         ["rules"] => rules(authwatch::alerts::DEFAULT_RUNBOOKS),
         ["rules", "--runbook-base", base] => rules(base),
         ["alertmanager"] => {
@@ -49,11 +54,11 @@ fn main() -> ExitCode {
         }
         ["dashboards", "--out", dir] => dashboards(&PathBuf::from(dir)),
         ["--help" | "-h" | "help"] => {
-            println!("{USAGE}");
+            println!("{USAGE}{}", blocks::USAGE);
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("{USAGE}");
+            eprintln!("{USAGE}{}", blocks::USAGE);
             ExitCode::from(2)
         }
     }
