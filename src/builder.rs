@@ -51,6 +51,7 @@ pub struct AuthWatchBuilder {
     fleet: Option<crate::Fleet>,
     blocking: Option<crate::BlockPolicy>,
     admin_token: Option<String>,
+    attack_limit: Option<crate::AttackLimit>,
 }
 
 impl fmt::Debug for AuthWatchBuilder {
@@ -436,6 +437,13 @@ impl AuthWatchBuilder {
         self
     }
 
+    /// A per-address limit on the login routes while an attack alert fires (the spec's
+    /// "increase rate limiting temporarily"). See [`AttackLimit`](crate::AttackLimit).
+    pub fn attack_limit(mut self, limit: crate::AttackLimit) -> Self {
+        self.attack_limit = Some(limit);
+        self
+    }
+
     /// Settings with the defaults ([`AuthWatch::builder`]).
     pub(crate) fn new() -> Self {
         Self {
@@ -467,6 +475,7 @@ impl AuthWatchBuilder {
             fleet: None,
             blocking: None,
             admin_token: None,
+            attack_limit: None,
         }
     }
 
@@ -563,6 +572,13 @@ impl AuthWatchBuilder {
             auditor.clone(),
         )?);
         wiring::blocks::register(&blocker, meters);
+        let limiter = self.attack_limit.map(|l| {
+            Arc::new(crate::limit::AttackLimiter::new(
+                l,
+                blocker.list().clone(),
+                auditor.clone(),
+            ))
+        });
         if let Some(f) = &fleet {
             f.attach_blocks(&blocker);
         }
@@ -573,7 +589,10 @@ impl AuthWatchBuilder {
                 &stats,
                 fleet.as_ref(),
                 &health,
-                &blocker,
+                wiring::alerts::Responders {
+                    blocker: &blocker,
+                    limiter: limiter.as_ref(),
+                },
                 meters,
             )
         });
@@ -632,8 +651,12 @@ impl AuthWatchBuilder {
             .on_request_span(tracing_ctx::traceparent_hook())
             .session_keys(self.session_estimate)
             .span_client_address(self.span_client_address)
-            .blocklist(blocker.list().clone())
-            .build()?;
+            .blocklist(blocker.list().clone());
+        let layer = match &limiter {
+            Some(l) => layer.limiter(l.clone()),
+            None => layer,
+        }
+        .build()?;
         let queries = authwatch_otel::QueryTimer::new(meters.iter());
         Ok(AuthWatch {
             inner: Arc::new(Inner {
@@ -657,6 +680,7 @@ impl AuthWatchBuilder {
                 fleet,
                 blocker,
                 admin_token: self.admin_token,
+                limiter,
             }),
         })
     }

@@ -73,7 +73,8 @@ impl AuthWatch {
     /// the last health status, the active-user estimate, the accounts under attack and the
     /// addresses spraying logins over many accounts (`accounts_under_attack`, `spraying_ips`;
     /// masked, `a***@example.com`, unless unmasked), the blocks in force and the requests they
-    /// refused (`blocks`), and in fleet mode the instances and the fleet's totals (`fleet`,
+    /// refused (`blocks`), whether the attack-time limit is on (`attack_limit`, `null`
+    /// without one), and in fleet mode the instances and the fleet's totals (`fleet`,
     /// `null` without).
     ///
     /// `scope` says whose figures `ops`, `response_time` and `token_validation` are: in fleet
@@ -265,6 +266,10 @@ impl AuthWatch {
             "accounts_under_attack": accounts,
             "spraying_ips": spraying,
             "blocks": blocks,
+            "attack_limit": self.inner.limiter.as_ref().map(|l| json!({
+                "on": l.is_on(),
+                "addresses": l.addresses(),
+            })),
             "health": health,
             "active_users": self.active_users(),
             "fleet": fleet,

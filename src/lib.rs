@@ -122,6 +122,7 @@ mod fleet;
 mod geo;
 pub mod health;
 pub mod layer;
+mod limit;
 pub mod metrics;
 mod stats;
 mod tracing_ctx;
@@ -152,6 +153,7 @@ pub use blocks::{BlockError, BlockPolicy, ExportFormat, BLOCKING_ALERTS};
 pub use builder::AuthWatchBuilder;
 pub use error::{BuildError, ShutdownError};
 pub use fleet::{Fleet, FleetInstance, FleetStatus};
+pub use limit::{AttackLimit, ATTACK_LIMIT_TRIGGERS};
 pub use watch::AuthWatch;
 #[cfg(feature = "axum")]
 pub use watch::Wrapped;

@@ -69,6 +69,7 @@ pub(crate) struct Inner {
     pub(crate) fleet: Option<crate::fleet::FleetHandle>,
     pub(crate) blocker: Arc<crate::blocks::Blocker>,
     pub(crate) admin_token: Option<String>,
+    pub(crate) limiter: Option<Arc<crate::limit::AttackLimiter>>,
 }
 
 impl fmt::Debug for AuthWatch {
@@ -142,6 +143,13 @@ impl AuthWatch {
     pub fn blocked_ips(&self) -> Vec<crate::BlockedIp> {
         self.inner.blocker.sweep();
         self.inner.blocker.list().list()
+    }
+
+    /// Whether the attack-time limit is on now ([`AttackLimit`](crate::AttackLimit)): an
+    /// attack alert fires. `false` without one.
+    #[must_use]
+    pub fn attack_limit_on(&self) -> bool {
+        self.inner.limiter.as_ref().is_some_and(|l| l.is_on())
     }
 
     /// Requests refused because their address was blocked: per operation

@@ -484,3 +484,91 @@ fn nft_binary() -> std::path::PathBuf {
         "/usr/sbin/nft".into()
     }
 }
+
+/// The attack-time limit: off, every sign-in reaches the handler; while the brute-force alert
+/// fires, each address gets 10 a minute and the 11th is answered 429 with Retry-After and
+/// counted as rate limited; when the alert resolves, it is off again. Both turns are audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_attack_time_limit_follows_the_attack_alerts() {
+    let clock = Arc::new(ManualClock::new());
+    let audit = tempdir("attack-limit");
+    let watch = AuthWatch::builder()
+        .otlp(false)
+        .client_ip(ClientIp::x_forwarded_for(1))
+        .audit_dir(&audit)
+        .alerts(AlertConfig::new().tick(Duration::ZERO).clock(clock.clone()))
+        .attack_limit(authwatch::AttackLimit::per_minute(10))
+        .build()
+        .unwrap();
+    let handled = Arc::new(AtomicU64::new(0));
+    let h = handled.clone();
+    let app = Router::new()
+        .route(
+            "/login",
+            post(move || {
+                h.fetch_add(1, Ordering::SeqCst);
+                async { StatusCode::UNAUTHORIZED }
+            }),
+        )
+        .layer(watch.layer())
+        .merge(watch.endpoints());
+    let r = Rig {
+        addr: serve(app).await,
+        watch,
+        clock,
+        client: http1(),
+        handled,
+        audit,
+    };
+    // Off: 20 from one address all reach the handler.
+    for _ in 0..20 {
+        assert_eq!(r.post("/login", "198.51.100.5").await.0, 401);
+    }
+    assert!(!r.watch.attack_limit_on());
+    // The attacker (51 failures, each counted while the limit is still off).
+    r.brute_force("203.0.113.40").await;
+    assert!(r.watch.attack_limit_on());
+    let before = r.handled.load(Ordering::SeqCst);
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(r.post("/login", "198.51.100.6").await);
+    }
+    assert!(statuses[..10].iter().all(|s| s.0 == 401), "{statuses:?}");
+    for s in &statuses[10..] {
+        assert_eq!(s.0, 429, "{statuses:?}");
+        assert!(s.1.is_some_and(|secs| (1..=60).contains(&secs)), "{s:?}");
+    }
+    assert_eq!(r.handled.load(Ordering::SeqCst), before + 10);
+    // Counted as rate limited, as the application's own 429 would be.
+    let limited = eventually_async(|| r.watch.snapshot().op(AuthOp::Login).rate_limited).await;
+    assert_eq!(limited, 2);
+    // Another address has its own 10.
+    assert_eq!(r.post("/login", "198.51.100.7").await.0, 401);
+    // The alert resolves once its window has passed: off, everyone through again.
+    r.clock.advance(Duration::from_secs(700));
+    r.watch.evaluate_alerts();
+    assert!(!r.firing_for("203.0.113.40"));
+    assert!(!r.watch.attack_limit_on());
+    assert_eq!(r.post("/login", "198.51.100.6").await.0, 401);
+    r.watch.audit_logger().sync();
+    let names: Vec<String> = read_audit(&r)
+        .iter()
+        .filter_map(|v| v["event.name"].as_str().map(str::to_owned))
+        .filter(|n| n.starts_with("auth.attack_limit."))
+        .collect();
+    assert_eq!(names, ["auth.attack_limit.on", "auth.attack_limit.off"]);
+}
+
+/// `f()` once it stops changing (the events of answered requests are counted just after).
+async fn eventually_async(f: impl Fn() -> u64) -> u64 {
+    let mut last = f();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = f();
+        if now == last && now > 0 {
+            return now;
+        }
+        last = now;
+    }
+    last
+}

@@ -1439,12 +1439,19 @@ async fn blocks_reach_every_instance_within_a_second() {
         .args(["--service", "blocks"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let plain = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = plain.lines().collect();
     // 19 by hand (one lifted) and the attacker.
     assert_eq!(lines.len(), 20, "{plain}");
-    assert!(lines.contains(&"203.0.113.99") && lines.contains(&"192.0.2.7"), "{plain}");
+    assert!(
+        lines.contains(&"203.0.113.99") && lines.contains(&"192.0.2.7"),
+        "{plain}"
+    );
     for (w, _) in &fleet {
         w.shutdown().await.unwrap();
     }

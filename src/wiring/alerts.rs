@@ -12,6 +12,12 @@ use crate::fleet::FleetHandle;
 use crate::health::Health;
 use crate::stats::Stats;
 
+/// What acts on the alerts: the block list, and the attack-time limit when there is one.
+pub(crate) struct Responders<'a> {
+    pub(crate) blocker: &'a Arc<crate::blocks::Blocker>,
+    pub(crate) limiter: Option<&'a Arc<crate::limit::AttackLimiter>>,
+}
+
 /// The engine of `config`, labelled with `service` unless it names its own, reading the
 /// window percentiles from `stats`, the request counts from `stats` (or, in fleet mode, the
 /// fleet's), and running the health checks at each tick, with its
@@ -22,9 +28,10 @@ pub(crate) fn start(
     stats: &Arc<Stats>,
     fleet: Option<&FleetHandle>,
     health: &Arc<Health>,
-    blocker: &Arc<crate::blocks::Blocker>,
+    respond: Responders<'_>,
     meters: &[Meter],
 ) -> AlertEngine {
+    let Responders { blocker, limiter } = respond;
     let mut cfg = config;
     if cfg.service_name().is_none() {
         cfg = cfg.service(service.to_owned());
@@ -73,6 +80,7 @@ pub(crate) fn start(
     // both alive, and the engine's thread running, after the monitor is dropped.
     let h = (own_tick && health.has_checks()).then(|| Arc::downgrade(health));
     let b = Arc::downgrade(blocker);
+    let l = limiter.map(Arc::downgrade);
     if own_tick {
         cfg = cfg.on_tick(Arc::new(move || {
             if let Some(h) = h.as_ref().and_then(std::sync::Weak::upgrade) {
@@ -81,13 +89,21 @@ pub(crate) fn start(
             if let Some(b) = b.upgrade() {
                 b.sweep();
             }
+            if let Some(l) = l.as_ref().and_then(std::sync::Weak::upgrade) {
+                l.tick();
+            }
         }));
     }
-    // The attack alerts block the addresses they name (with a block policy).
+    // The attack alerts block the addresses they name (with a block policy), and turn the
+    // attack-time limit on and off (with one).
     let b = Arc::downgrade(blocker);
+    let l = limiter.map(Arc::downgrade);
     cfg = cfg.on_event(Arc::new(move |e| {
         if let Some(b) = b.upgrade() {
             b.on_alert(e);
+        }
+        if let Some(l) = l.as_ref().and_then(std::sync::Weak::upgrade) {
+            l.on_alert(e);
         }
     }));
     let engine = AlertEngine::new(cfg);

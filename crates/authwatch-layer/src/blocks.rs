@@ -392,6 +392,20 @@ pub struct Inserted {
     pub evicted: Option<BlockedIp>,
 }
 
+/// A per-address limit the layer applies to auth routes while it is on (authwatch's
+/// attack-time limit: on while an attack alert fires). A refused request is answered `429`
+/// with `Retry-After` (gRPC: `RESOURCE_EXHAUSTED`) without calling your service, and is an
+/// auth event like any other: rate limited.
+pub trait Limiter: Send + Sync + 'static {
+    /// Whether the limit is on now: the layer asks first, on every request to an auth
+    /// route, so keep it to an atomic load.
+    fn active(&self) -> bool;
+
+    /// `None` lets a request of `op` from `ip` through (and counts it); `Some(wait)` refuses
+    /// it, `wait` being when the next would pass.
+    fn check(&self, ip: IpAddr, op: AuthOp) -> Option<Duration>;
+}
+
 /// The refusal of a blocked request: `429` with `Retry-After`, or for gRPC a trailers-only
 /// `RESOURCE_EXHAUSTED`.
 #[derive(Debug, Clone, Copy)]
@@ -401,6 +415,7 @@ pub(crate) struct Refusal {
 }
 
 impl Refusal {
+    /// A refusal telling the client to retry in `left` (rounded up to a whole second).
     pub(crate) fn new(left: Duration, grpc: bool) -> Self {
         Self {
             retry_after: left.as_secs() + u64::from(left.subsec_nanos() > 0),

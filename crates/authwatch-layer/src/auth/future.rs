@@ -69,8 +69,16 @@ where
         let inner = match this.inner.project() {
             InnerProj::Call { f } => f,
             InnerProj::Refused { refusal } => {
-                let head = refusal.head();
-                return Poll::Ready(Ok(Response::from_parts(head, ResponseBody::empty())));
+                let res = Response::from_parts(refusal.head(), ());
+                // The attack-time limit's refusal is this request's answer: classified and
+                // recorded (rate limited) as if the service had given it.
+                if let Some((op, grpc)) = this.tracker.route() {
+                    let classified = classify_head(op, &res, grpc, false);
+                    let status = res.status().as_u16();
+                    let mut tracker = std::mem::replace(this.tracker, Tracker::none());
+                    tracker.head(status, classified, true, || Some(0));
+                }
+                return Poll::Ready(Ok(res.map(|()| ResponseBody::empty())));
             }
         };
         let Some((op, grpc)) = this.tracker.route() else {

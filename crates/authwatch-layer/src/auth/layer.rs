@@ -21,6 +21,7 @@ pub(crate) struct Shared {
     pub(crate) span_client_address: bool,
     pub(crate) sessions: Option<crate::session::SessionKeys>,
     pub(crate) blocks: Option<Arc<crate::blocks::Blocklist>>,
+    pub(crate) limiter: Option<Arc<dyn crate::blocks::Limiter>>,
 }
 
 /// Called with each enabled `auth.request` span and the request's headers, before the inner
@@ -67,6 +68,7 @@ impl AuthLayer {
                 crate::session::DEFAULT_SESSION_COOKIES,
             )),
             blocks: None,
+            limiter: None,
         }
     }
 
@@ -102,6 +104,15 @@ pub struct AuthLayerBuilder {
     span_client_address: bool,
     sessions: Option<crate::session::SessionKeys>,
     blocks: Option<Arc<crate::blocks::Blocklist>>,
+    limiter: Option<Arc<dyn crate::blocks::Limiter>>,
+}
+
+impl fmt::Debug for dyn crate::blocks::Limiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limiter")
+            .field("active", &self.active())
+            .finish()
+    }
 }
 
 impl AuthLayerBuilder {
@@ -174,6 +185,13 @@ impl AuthLayerBuilder {
         self
     }
 
+    /// Applies `limiter` to the auth routes while it is on (see [`Limiter`](crate::Limiter)):
+    /// while it is off, the check is its [`active`](crate::Limiter::active).
+    pub fn limiter(mut self, limiter: Arc<dyn crate::blocks::Limiter>) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+
     /// Builds the layer.
     ///
     /// # Errors
@@ -190,6 +208,7 @@ impl AuthLayerBuilder {
                 span_client_address: self.span_client_address,
                 sessions: self.sessions,
                 blocks: self.blocks,
+                limiter: self.limiter,
             })),
         })
     }

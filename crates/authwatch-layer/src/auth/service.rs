@@ -106,6 +106,11 @@ where
             Some(ip) => ip,
             None => shared.client_ip.resolve(&req),
         };
+        // The attack-time limit, while it is on: a refusal is still this request's event.
+        let limited = match &shared.limiter {
+            Some(l) if l.active() => limit(&**l, info, client_ip),
+            _ => None,
+        };
         // No span at all (one relaxed load) until a subscriber is installed; then none unless
         // it wants authwatch's spans.
         let span = if tracing::dispatcher::has_been_set()
@@ -137,6 +142,12 @@ where
                 session,
             })),
         };
+        if let Some(refusal) = limited {
+            return ResponseFuture {
+                inner: Inner::Refused { refusal },
+                tracker,
+            };
+        }
         if in_span {
             return call_in_span(&mut self.inner, req, tracker);
         }
@@ -148,6 +159,18 @@ where
             tracker,
         }
     }
+}
+
+/// The attack-time limit's refusal of this request, if it refuses it. Out of line: only while
+/// the limit is on.
+#[inline(never)]
+fn limit(
+    limiter: &dyn crate::blocks::Limiter,
+    info: &RouteInfo,
+    client_ip: Option<IpAddr>,
+) -> Option<Refusal> {
+    let wait = limiter.check(client_ip?, info.op)?;
+    Some(Refusal::new(wait, info.grpc))
 }
 
 /// The refusal of a request from a blocked address, when it is one (on an auth route, or on
