@@ -347,7 +347,7 @@ fn alertmanager_config_passes_amtool_and_routes_as_the_table_says() {
     let p = path.to_str().unwrap();
     let (ok, out) = run("amtool", &["check-config", p]);
     assert!(
-        ok && out.contains("SUCCESS") && out.contains("3 receivers"),
+        ok && out.contains("SUCCESS") && out.contains("4 receivers"),
         "{out}"
     );
     for rule in default_rules() {
@@ -358,6 +358,7 @@ fn alertmanager_config_passes_amtool_and_routes_as_the_table_says() {
                 Channel::Page => "pager",
                 Channel::Slack => "slack",
                 Channel::Email => "email",
+                Channel::Security => "security",
                 _ => unreachable!(),
             })
             .collect();

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use authwatch::alerts::{AlertConfig, BruteForceConfig};
+use authwatch::alerts::{AlertConfig, BruteForceConfig, Channel};
 use authwatch::health::HealthCheck;
 use authwatch::{AuthOp, AuthWatch, ClientIp};
 use axum::http::StatusCode;
@@ -235,26 +235,34 @@ fn an_alertmanager_that_is_down_holds_a_bounded_queue_then_gets_every_firing_ale
     assert_eq!(listed, attackers);
 }
 
+/// The webhook for everything, and one per channel: the brute-force alert (`slack+security`)
+/// reaches the security team's webhook too, and not the pager's.
 #[test]
 fn a_webhook_gets_one_slack_message_per_change() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let g = got.clone();
+    let security: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let paged: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let receiver = |into: Arc<Mutex<Vec<serde_json::Value>>>| {
+        post(move |body: String| {
+            let into = into.clone();
+            async move {
+                into.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&body).unwrap());
+                "ok"
+            }
+        })
+    };
     let hook = {
         let _e = rt.enter();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let r = Router::new().route(
-            "/hook",
-            post(move |body: String| {
-                let g = g.clone();
-                async move {
-                    g.lock().unwrap().push(serde_json::from_str(&body).unwrap());
-                    "ok"
-                }
-            }),
-        );
+        let r = Router::new()
+            .route("/hook", receiver(got.clone()))
+            .route("/security", receiver(security.clone()))
+            .route("/page", receiver(paged.clone()));
         rt.spawn(async move {
             let l = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(l, r).await.unwrap();
@@ -267,6 +275,8 @@ fn a_webhook_gets_one_slack_message_per_change() {
         AlertConfig::new()
             .tick(Duration::ZERO)
             .webhook(format!("http://{hook}/hook"))
+            .webhook_for(Channel::Security, format!("http://{hook}/security"))
+            .webhook_for(Channel::Page, format!("http://{hook}/page"))
             .brute_force(
                 BruteForceConfig::default()
                     .window(Duration::from_secs(2))
@@ -288,6 +298,12 @@ fn a_webhook_gets_one_slack_message_per_change() {
     });
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(got.lock().unwrap().len(), 2);
+    // The same two messages to the security team; none to the pager.
+    assert_eq!(*security.lock().unwrap(), msgs);
+    assert!(paged.lock().unwrap().is_empty());
+    let stats = watch.alert_engine().unwrap().notifier_stats();
+    let sec = stats.iter().find(|s| s.name == "webhook:security").unwrap();
+    assert_eq!((sec.sent, sec.dropped), (2, 0));
     let text = |i: usize| msgs[i]["text"].as_str().unwrap().to_owned();
     assert!(
         text(0).starts_with("[FIRING] AuthBruteForceSuspected (critical)"),

@@ -384,6 +384,7 @@ pub fn alertmanager_yaml(rules: &[Rule]) -> String {
         ("pager", Channel::Page),
         ("email", Channel::Email),
         ("slack", Channel::Slack),
+        ("security", Channel::Security),
     ] {
         let n = names(c);
         if n.is_empty() {
@@ -427,6 +428,15 @@ pub fn alertmanager_yaml(rules: &[Rule]) -> String {
          \x20   email_configs:\n\
          \x20     - to: 'auth-oncall@example.com'\n\
          \x20       send_resolved: true\n\
+         \x20 - name: security\n\
+         \x20   email_configs:\n\
+         \x20     - to: 'security@example.com'\n\
+         \x20       send_resolved: true\n\
+         \x20   slack_configs:\n\
+         \x20     - channel: '#security-incidents'\n\
+         \x20       send_resolved: true\n\
+         \x20       title: '[{{{{ .Status | toUpper }}}}] {{{{ .CommonLabels.alertname }}}}'\n\
+         \x20       text: '{{{{ range .Alerts }}}}{{{{ .Annotations.description }}}} (runbook: {{{{ .Annotations.runbook_url }}}}){{{{ \"\\n\" }}}}{{{{ end }}}}'\n\
          inhibit_rules:\n\
          \x20 - source_matchers: ['severity=\"critical\"']\n\
          \x20   target_matchers: ['severity=\"warning\"']\n\

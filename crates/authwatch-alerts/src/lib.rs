@@ -74,5 +74,6 @@ pub use engine::{
 };
 pub use notify::{alertmanager_alert, slack_message, NotifierStats};
 pub use rules::{
-    default_rules, Channel, Rule, RuleKind, Severity, Signal, ACCOUNT_ALERTS, SPEC_ALERTS,
+    default_rules, Channel, Rule, RuleKind, Severity, Signal, ACCOUNT_ALERTS, SECURITY_ALERTS,
+    SPEC_ALERTS,
 };

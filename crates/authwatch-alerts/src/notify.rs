@@ -16,7 +16,8 @@ use crate::rules::Severity;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NotifierStats {
-    /// `alertmanager` or `webhook`.
+    /// `alertmanager`, `webhook`, or a channel's webhook: `webhook:page`, `webhook:slack`,
+    /// `webhook:email`, `webhook:security`.
     pub name: &'static str,
     /// Alerts delivered (Alertmanager) or messages delivered (webhook).
     pub sent: u64,
@@ -220,6 +221,8 @@ fn start(kind: Kind, url: &str, cfg: &AlertConfig) -> Option<Worker> {
 pub(crate) struct Notifiers {
     alertmanager: Option<Worker>,
     webhook: Option<Worker>,
+    /// A webhook per channel.
+    receivers: Vec<(crate::Channel, Worker)>,
     resend: Duration,
     gate: Option<crate::engine::NotifyGate>,
     /// When the firing alerts were last sent, and how many sends there have been (each one
@@ -293,6 +296,11 @@ impl Notifiers {
                 .webhook
                 .as_deref()
                 .and_then(|u| start(Kind::Webhook, u, cfg)),
+            receivers: cfg
+                .receivers
+                .iter()
+                .filter_map(|(c, u)| Some((*c, start(Kind::Webhook, u, cfg)?)))
+                .collect(),
             resend: cfg.resend.max(cfg.tick),
             gate: cfg.notify_gate.clone(),
             last_sent: Mutex::new((None, 0)),
@@ -309,10 +317,21 @@ impl Notifiers {
         for e in events {
             log(&e.alert);
         }
-        if let Some(w) = &self.webhook {
+        if self.webhook.is_some() || !self.receivers.is_empty() {
             for e in events {
-                if self.gate.as_ref().is_none_or(|g| g(&e.alert)) {
-                    w.shared.push(String::new(), slack_message(&e.alert));
+                // Asked once per change: in a fleet, one instance sends it, to every webhook.
+                if !self.gate.as_ref().is_none_or(|g| g(&e.alert)) {
+                    continue;
+                }
+                let msg = slack_message(&e.alert);
+                let notify = e.alert.label("notify").unwrap_or("");
+                for (c, w) in &self.receivers {
+                    if notify.split('+').any(|n| n == c.as_str()) {
+                        w.shared.push(String::new(), msg.clone());
+                    }
+                }
+                if let Some(w) = &self.webhook {
+                    w.shared.push(String::new(), msg);
                 }
             }
         }
@@ -350,10 +369,19 @@ impl Notifiers {
 
     pub(crate) fn stats(&self) -> Vec<NotifierStats> {
         [
-            ("alertmanager", &self.alertmanager),
-            ("webhook", &self.webhook),
+            ("alertmanager", self.alertmanager.as_ref()),
+            ("webhook", self.webhook.as_ref()),
         ]
         .into_iter()
+        .chain(self.receivers.iter().map(|(c, w)| {
+            let name = match c {
+                crate::Channel::Page => "webhook:page",
+                crate::Channel::Slack => "webhook:slack",
+                crate::Channel::Email => "webhook:email",
+                crate::Channel::Security => "webhook:security",
+            };
+            (name, Some(w))
+        }))
         .filter_map(|(name, w)| {
             w.as_ref().map(|w| NotifierStats {
                 name,
@@ -371,7 +399,11 @@ impl Notifiers {
         let deadline = Instant::now()
             .checked_add(timeout)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
-        for w in [&self.alertmanager, &self.webhook].into_iter().flatten() {
+        let all = [&self.alertmanager, &self.webhook]
+            .into_iter()
+            .flatten()
+            .chain(self.receivers.iter().map(|(_, w)| w));
+        for w in all {
             let mut q = w.shared.lock();
             while (!q.items.is_empty() || q.busy) && Instant::now() < deadline {
                 let left = deadline.saturating_duration_since(Instant::now());

@@ -36,8 +36,11 @@ impl fmt::Display for Severity {
     }
 }
 
-/// Where a notification goes, as the spec's alert table says. It becomes the `notify` label
-/// (`page`, `slack`, `email`, joined with `+`), and the generated Alertmanager config routes on it.
+/// Where a notification goes, as the spec's alert table says, plus the security team for the
+/// attacks (the spec's incident response, step 4). It becomes the `notify` label (`page`,
+/// `slack`, `email`, `security`, joined with `+`); the generated Alertmanager config routes on
+/// it, and in-process each channel can have a webhook of its own
+/// ([`AlertConfig::webhook_for`](crate::AlertConfig::webhook_for)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Channel {
@@ -47,18 +50,24 @@ pub enum Channel {
     Slack,
     /// E-mail.
     Email,
+    /// The security team: the attack alerts ([`SECURITY_ALERTS`]).
+    Security,
 }
 
 impl Channel {
-    /// `page`, `slack`, `email`.
+    /// `page`, `slack`, `email`, `security`.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Page => "page",
             Self::Slack => "slack",
             Self::Email => "email",
+            Self::Security => "security",
         }
     }
+
+    /// Every channel.
+    pub const ALL: [Self; 4] = [Self::Page, Self::Slack, Self::Email, Self::Security];
 }
 
 /// A count the engine keeps per operation over time.
@@ -373,7 +382,7 @@ pub fn default_rules() -> Vec<Rule> {
         window: MIN,
         above,
     };
-    vec![
+    let mut rules = vec![
         Rule::new(
             "AuthServiceDown",
             Critical,
@@ -508,8 +517,28 @@ pub fn default_rules() -> Vec<Rule> {
             },
         )
         .summary("Failing accounts at 5 times their baseline, with most logins failing"),
-    ]
+    ];
+    // The attacks also go to the security team.
+    for r in &mut rules {
+        if SECURITY_ALERTS.contains(&&*r.name) {
+            r.channels.push(Channel::Security);
+        }
+    }
+    rules
 }
+
+/// The attack alerts, which also notify the security team ([`Channel::Security`]): their
+/// `notify` label ends in `+security`.
+pub const SECURITY_ALERTS: [&str; 8] = [
+    "AuthBruteForceSuspected",
+    "AuthRateLimitUnderAttack",
+    "AuthInvalidTokenSpike",
+    "AuthDistributedBruteForce",
+    "AuthPasswordSpraying",
+    "AuthAccountBruteForce",
+    "AuthAccountDistributedAttack",
+    "AuthCredentialStuffing",
+];
 
 #[cfg(test)]
 mod tests {

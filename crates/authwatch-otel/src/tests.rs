@@ -92,6 +92,8 @@ fn prometheus_names_match_the_catalog() {
                 | Measure::AlertsFiring
                 | Measure::FleetConnected
                 | Measure::FleetErrors
+                | Measure::Blocked
+                | Measure::BlocksActive
         )
     }) {
         let name = d.prometheus_name();
