@@ -6,6 +6,7 @@
 //! cargo run --release --example demo -- --speed       # windows scaled 1/20: about a minute
 //! cargo run --release --example demo -- --no-traffic  # serve only (try the dashboard)
 //! cargo run --release --example demo -- --speed --replicas 3  # a fleet of 3 on one Redis
+//! cargo run --release --example demo -- --speed --block       # block the attackers too
 //! ```
 //!
 //! Flags: `--port N` (default 3000, 0 for any), `--duration SECONDS` (the whole story),
@@ -14,7 +15,10 @@
 //! `--replicas N` (N instances of the service in fleet mode, on ports N, N+1, …; the traffic
 //! goes round-robin over them, as behind a load balancer), `--redis URL` (their Redis;
 //! default `AUTHWATCH_REDIS_URL`, else a `redis-server` the demo starts from `PATH` or
-//! `.test-deps/bin`, which `scripts/test-deps.sh` installs).
+//! `.test-deps/bin`, which `scripts/test-deps.sh` installs), `--block` (a `BlockPolicy`: the
+//! addresses the attack alerts name are refused with 429 for 15 minutes, 45 s with `--speed`;
+//! the summary lists the blocks, the requests they refused and the incident report of the
+//! audit trail).
 //!
 //! With replicas, the brute-force phase sends 40 failures per replica: no replica alone sees
 //! the 50 the rule asks for, the fleet sees them all. Each replica's alert webhook goes to a
@@ -45,7 +49,9 @@ use std::time::{Duration, Instant};
 
 use authwatch::alerts::{AccountConfig, SystemClock};
 use authwatch::health::HealthCheck;
-use authwatch::{AlertConfig, AlertEvent, AlertState, AuthWatch, ClientIp, Fleet, WindowConfig};
+use authwatch::{
+    AlertConfig, AlertEvent, AlertState, AuthWatch, BlockPolicy, ClientIp, Fleet, WindowConfig,
+};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -262,6 +268,75 @@ struct FleetSetup {
     webhook: String,
 }
 
+/// The audit log of replica `k` with `--block` (a fresh folder under the system's temporary
+/// one, for the incident report at the end).
+fn audit_dir(k: usize) -> std::path::PathBuf {
+    let d = audit_dir_path(k);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// With `--block`: the blocks the attack alerts made, what they refused, and the incident
+/// report of the audit trail.
+fn block_summary(watches: &[AuthWatch]) {
+    let refused: u64 = watches
+        .iter()
+        .map(|w| w.blocked_requests().iter().sum::<u64>())
+        .sum();
+    println!(
+        "
+blocks (--block): {refused} requests refused by the blocks"
+    );
+    for (k, w) in watches.iter().enumerate() {
+        w.audit_logger().sync();
+        let dir = audit_dir_path(k);
+        for line in std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|f| std::fs::read_to_string(f.path()).ok())
+            .flat_map(|t| t.lines().map(str::to_owned).collect::<Vec<_>>())
+        {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["event.name"] == "auth.block.added" {
+                println!(
+                    "BLOCKED {} for {}s: {}",
+                    v["client.address"].as_str().unwrap_or("?"),
+                    v["auth.block.ttl_s"],
+                    v["auth.block.reason"].as_str().unwrap_or("")
+                );
+            }
+        }
+        if k == 0 {
+            match authwatch::incidents::report(
+                &dir,
+                Duration::from_secs(24 * 3600),
+                authwatch::incidents::Addresses::Unmasked,
+            ) {
+                Ok(md) => println!(
+                    "
+incident report (authwatch incident report --audit-dir {} --unmasked):
+
+{md}",
+                    dir.display()
+                ),
+                Err(e) => println!("incident report: {e}"),
+            }
+        }
+    }
+}
+
+/// [`audit_dir`] without emptying it.
+fn audit_dir_path(k: usize) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "authwatch-demo-audit-{}-{}",
+        std::process::id(),
+        k + 1
+    ))
+}
+
 /// The service: one replica, or `replicas` of them sharing one backend (in fleet mode on
 /// `fleet`'s Redis).
 async fn build(
@@ -330,6 +405,15 @@ async fn build(
                 .timeout(Duration::from_secs(1)),
             )
             .alerts(alerts);
+        // With --block: the attack alerts' addresses are refused for 15 minutes (45 s with
+        // --speed), and every decision and incident goes to an audit log of the demo's own.
+        let builder = if args.block {
+            builder
+                .blocking(BlockPolicy::default().ttl(Duration::from_secs(900).mul_f64(scale)))
+                .audit_dir(audit_dir(k))
+        } else {
+            builder
+        };
         let builder = match fleet {
             Some(f) => builder.fleet(
                 Fleet::redis(f.redis.clone())
@@ -1021,6 +1105,8 @@ struct Args {
     no_traffic: bool,
     plain: bool,
     alertmanager: Option<String>,
+    /// Block the addresses the attack alerts name, and end with the incident report.
+    block: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -1033,6 +1119,7 @@ fn args() -> Result<Args, String> {
         no_traffic: false,
         plain: !std::io::stdout().is_terminal(),
         alertmanager: None,
+        block: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -1058,6 +1145,7 @@ fn args() -> Result<Args, String> {
                     .ok_or("--replicas N (1 to 16)")?;
             }
             "--redis" => a.redis = Some(it.next().ok_or("--redis URL")?),
+            "--block" => a.block = true,
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -1065,7 +1153,7 @@ fn args() -> Result<Args, String> {
     Ok(a)
 }
 
-const USAGE: &str = "usage: demo [--port N] [--duration SECONDS] [--speed] [--no-traffic] [--plain] [--alertmanager URL] [--replicas N] [--redis URL]";
+const USAGE: &str = "usage: demo [--port N] [--duration SECONDS] [--speed] [--no-traffic] [--plain] [--alertmanager URL] [--replicas N] [--redis URL] [--block]";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -1345,6 +1433,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     if let Some(hook) = &hook {
         fleet_summary(&watches, &traffic, &hook.lock().unwrap());
+    }
+    if args.block {
+        block_summary(&watches);
     }
     if missing.is_empty() {
         println!("RESULT every phase fired its alert");

@@ -357,26 +357,23 @@ impl Blocker {
 
     /// An alert changed state: when an attack alert fires for an address, block it; when it
     /// resolves, the failures it counted are gone, and so is an unblocked address' pardon.
-    pub(crate) fn on_alert(&self, e: &AlertEvent) {
+    pub(crate) fn on_alert(&self, e: &AlertEvent) -> Option<BlockedIp> {
         if !self.automatic || !BLOCKING_ALERTS.contains(&e.alert.name.as_str()) {
-            return;
+            return None;
         }
-        let Some(ip) = e
+        let ip = e
             .alert
             .labels
             .get("client_ip")
             .and_then(|l| l.split('/').next())
-            .and_then(|l| l.parse::<IpAddr>().ok())
-        else {
-            return;
-        };
+            .and_then(|l| l.parse::<IpAddr>().ok())?;
         let key = self.list.key(ip);
         if e.alert.state == AlertState::Resolved {
             lock(&self.pardons).remove(&key);
-            return;
+            return None;
         }
         if e.alert.state != AlertState::Firing {
-            return;
+            return None;
         }
         if let Some(net) = self.allowed_by(key) {
             tracing::info!(
@@ -385,14 +382,14 @@ impl Blocker {
                 "authwatch: {} names {key}, allow-listed ({net}): not blocked",
                 e.alert.name
             );
-            return;
+            return None;
         }
         let now = Instant::now();
         {
             let mut pardons = lock(&self.pardons);
             pardons.retain(|_, until| *until > now);
             if pardons.contains_key(&key) {
-                return;
+                return None;
             }
         }
         let earlier = {
@@ -409,7 +406,7 @@ impl Blocker {
             Some(d) => format!("{}: {d}", e.alert.name),
             None => e.alert.name.clone(),
         };
-        self.block(key, ttl, &reason, BlockSource::Alert, earlier);
+        Some(self.block(key, ttl, &reason, BlockSource::Alert, earlier))
     }
 
     /// Blocks `ip` for `ttl` (by hand: no escalation).

@@ -313,6 +313,11 @@ impl AuthWatchBuilder {
             if let (None, Some(url)) = (config.webhook_url(), earlier.webhook_url()) {
                 config = config.webhook(url);
             }
+            for (c, url) in earlier.receiver_webhooks() {
+                if !config.receiver_webhooks().iter().any(|(x, _)| x == c) {
+                    config = config.webhook_for(*c, url.clone());
+                }
+            }
         }
         self.alerts = Some(config);
         self
@@ -393,6 +398,23 @@ impl AuthWatchBuilder {
     /// Posts alerts to a Slack-compatible webhook.
     pub fn alert_webhook(mut self, url: impl Into<String>) -> Self {
         self.alerts = Some(self.alerts.take().unwrap_or_default().webhook(url));
+        self
+    }
+
+    /// Posts the alerts whose `notify` label names `channel` to a webhook of its own: the
+    /// pager's, Slack's, e-mail's, or the security team's (the attack alerts). See
+    /// [`AlertConfig::webhook_for`].
+    pub fn alert_webhook_for(
+        mut self,
+        channel: crate::alerts::Channel,
+        url: impl Into<String>,
+    ) -> Self {
+        self.alerts = Some(
+            self.alerts
+                .take()
+                .unwrap_or_default()
+                .webhook_for(channel, url),
+        );
         self
     }
 
@@ -582,6 +604,10 @@ impl AuthWatchBuilder {
         if let Some(f) = &fleet {
             f.attach_blocks(&blocker);
         }
+        let incidents = Arc::new(crate::incidents::Incidents::new(
+            auditor.clone(),
+            self.alerts.as_ref().map(notifiers_of).unwrap_or_default(),
+        ));
         let alerts = self.alerts.map(|cfg| {
             wiring::alerts::start(
                 cfg,
@@ -592,6 +618,7 @@ impl AuthWatchBuilder {
                 wiring::alerts::Responders {
                     blocker: &blocker,
                     limiter: limiter.as_ref(),
+                    incidents: &incidents,
                 },
                 meters,
             )
@@ -681,9 +708,25 @@ impl AuthWatchBuilder {
                 blocker,
                 admin_token: self.admin_token,
                 limiter,
+                incidents,
             }),
         })
     }
+}
+
+/// Where `cfg` sends notifications: `alertmanager`, `webhook`, `webhook:security`, …
+fn notifiers_of(cfg: &AlertConfig) -> Vec<String> {
+    let mut v = Vec::new();
+    if cfg.alertmanager_url().is_some() {
+        v.push("alertmanager".to_owned());
+    }
+    if cfg.webhook_url().is_some() {
+        v.push("webhook".to_owned());
+    }
+    for (c, _) in cfg.receiver_webhooks() {
+        v.push(format!("webhook:{}", c.as_str()));
+    }
+    v
 }
 
 #[cfg(test)]

@@ -121,6 +121,7 @@ pub mod export;
 mod fleet;
 mod geo;
 pub mod health;
+pub mod incidents;
 pub mod layer;
 mod limit;
 pub mod metrics;

@@ -70,6 +70,9 @@ pub(crate) struct Inner {
     pub(crate) blocker: Arc<crate::blocks::Blocker>,
     pub(crate) admin_token: Option<String>,
     pub(crate) limiter: Option<Arc<crate::limit::AttackLimiter>>,
+    /// Held here: the engine's hooks hold it weakly.
+    #[allow(dead_code)]
+    pub(crate) incidents: Arc<crate::incidents::Incidents>,
 }
 
 impl fmt::Debug for AuthWatch {

@@ -572,3 +572,85 @@ async fn eventually_async(f: impl Fn() -> u64) -> u64 {
     }
     last
 }
+
+/// The incident, documented: the brute force fires, its address is blocked and refused, the
+/// alert resolves; the audit trail holds the incident's opening and resolution, and
+/// `authwatch incident report` prints its timeline (addresses masked unless asked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incident_report_tells_the_story_from_the_audit_trail() {
+    let r = rig(Some(BlockPolicy::default())).await;
+    r.brute_force("203.0.113.77").await;
+    for _ in 0..3 {
+        assert_eq!(r.post("/login", "203.0.113.77").await.0, 429);
+    }
+    // Lifted by hand, then the alert resolves once its window has passed.
+    r.watch.unblock_ip("203.0.113.77".parse().unwrap());
+    r.clock.advance(Duration::from_secs(700));
+    r.watch.evaluate_alerts();
+    assert!(!r.firing_for("203.0.113.77"));
+    r.watch.audit_logger().sync();
+    let audit = read_audit(&r);
+    let resolved = audit
+        .iter()
+        .find(|v| {
+            v["event.name"] == "auth.incident.resolved"
+                && v["auth.incident"]["alert"] == "AuthBruteForceSuspected"
+        })
+        .unwrap_or_else(|| {
+            let names: Vec<&serde_json::Value> = audit
+                .iter()
+                .filter(|v| v["audit.source"] == "authwatch")
+                .collect();
+            panic!("the resolution is audited: {names:?}")
+        });
+    let d = &resolved["auth.incident"];
+    assert_eq!(d["alert"], "AuthBruteForceSuspected");
+    assert_eq!(d["labels"]["client_ip"], "203.0.113.77");
+    assert_eq!(d["actions"]["blocks"][0], "203.0.113.77");
+    assert!(d["peak"].as_f64().unwrap() >= 51.0, "{d}");
+    assert!(audit
+        .iter()
+        .any(|v| v["event.name"] == "auth.incident.opened"
+            && v["auth.incident"]["notify"] == "slack+security"));
+    let report = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_authwatch"))
+            .args([
+                "incident",
+                "report",
+                "--audit-dir",
+                r.audit.to_str().unwrap(),
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let md = tokio::task::block_in_place(|| report(&["--since", "1h"]));
+    // The brute force, and the failure-rate alerts its failures fired.
+    assert!(md.contains("3 incidents in the audit log"), "{md}");
+    assert!(
+        md.contains("## AuthLoginFailureRateHigh (critical)"),
+        "{md}"
+    );
+    assert!(
+        md.contains("## AuthBruteForceSuspected client_ip=203.0.x.x (critical)"),
+        "{md}"
+    );
+    assert!(md.contains("- **First seen:** "), "{md}");
+    assert!(md.contains("- **Resolved:** "), "{md}");
+    assert!(md.contains("peak 51"), "{md}");
+    assert!(md.contains("203.0.x.x (51 failures recorded)"), "{md}");
+    assert!(md.contains("for 15m (removed, 3 requests refused)"), "{md}");
+    assert!(
+        md.contains("- **Notified:** slack+security (the log only"),
+        "{md}"
+    );
+    assert!(!md.contains("203.0.113.77"), "masked: {md}");
+    let md = tokio::task::block_in_place(|| report(&["--unmasked"]));
+    assert!(md.contains("client_ip=203.0.113.77"), "{md}");
+}

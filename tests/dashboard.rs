@@ -264,3 +264,53 @@ fn the_demo_runs_its_story_and_the_dashboard_renders_live_in_chromium() {
         "{text}"
     );
 }
+
+/// The demo with `--block`: the brute-forcing and the spraying addresses are blocked when
+/// their alerts fire, the attacker's later requests are refused, every phase still fires its
+/// alert, and the summary ends with the incident report of the audit trail.
+#[test]
+fn the_demo_blocks_the_attackers_and_reports_the_incidents() {
+    let mut ex = Example::start(
+        "demo",
+        &["--speed", "--port", "0", "--plain", "--block"],
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        if let Ok(Some(status)) = ex.proc.child.try_wait() {
+            assert!(status.success(), "{}", ex.stderr_text());
+            break;
+        }
+        assert!(Instant::now() < deadline, "the demo did not finish");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out: Vec<String> = ex.lines.try_iter().collect();
+    let text = out.join("\n");
+    assert!(
+        text.contains("RESULT every phase fired its alert"),
+        "{text}"
+    );
+    for ip in ["203.0.113.66", "198.51.100.77"] {
+        assert!(
+            out.iter()
+                .any(|l| l.starts_with(&format!("BLOCKED {ip} for 45s: "))),
+            "{ip}:\n{text}"
+        );
+    }
+    let refused: u64 = out
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("blocks (--block): ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(refused > 0, "{text}");
+    assert!(
+        text.contains("## AuthBruteForceSuspected client_ip=203.0.113.66 (critical)"),
+        "{text}"
+    );
+    assert!(text.contains("- **Blocks:** 203.0.113.66 at "), "{text}");
+}

@@ -272,6 +272,7 @@ impl ViewScratch {
             block_reason: None,
             block_ttl_s: None,
             block_refused: None,
+            incident: None,
             trace_id,
             span_id,
             trace: l.trace,

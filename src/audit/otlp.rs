@@ -106,6 +106,9 @@ impl OtelEncoder {
             if let Some(ms) = r.duration_ms {
                 w.attr("auth.duration_ms", ms);
             }
+            if let Some(i) = &r.incident {
+                w.attr("auth.incident", i.to_string().as_str());
+            }
             for (k, v) in [
                 ("auth.block.ttl_s", r.block_ttl_s),
                 ("auth.block.refused", r.block_refused),
@@ -232,6 +235,9 @@ mod tests {
             opt("auth.block.reason", r.block_reason.as_deref());
             if let Some(ms) = r.duration_ms {
                 w.attr("auth.duration_ms", ms);
+            }
+            if let Some(i) = &r.incident {
+                w.attr("auth.incident", i.to_string().as_str());
             }
             for (k, v) in [
                 ("auth.block.ttl_s", r.block_ttl_s),

@@ -116,6 +116,10 @@ pub struct AuditRecord {
     /// record per block, not one per refusal).
     #[serde(rename = "auth.block.refused", skip_serializing_if = "Option::is_none")]
     pub block_refused: Option<u64>,
+    /// `auth.incident`, for incident records: the alert, its labels, times, values and the
+    /// actions taken (see [`incidents`](crate::incidents)).
+    #[serde(rename = "auth.incident", skip_serializing_if = "Option::is_none")]
+    pub incident: Option<serde_json::Value>,
     /// `trace_id`: the trace of the request the record belongs to (32 hex digits), when an
     /// OpenTelemetry tracing layer is installed (`Pipeline::tracing_layer`): jump from the log
     /// line to its trace.
@@ -176,6 +180,7 @@ impl AuditRecord {
             block_reason: None,
             block_ttl_s: None,
             block_refused: None,
+            incident: None,
             trace_id: None,
             span_id: None,
             trace: None,
@@ -208,6 +213,7 @@ pub(super) struct RecordView<'a> {
     pub(super) block_reason: Option<&'a str>,
     pub(super) block_ttl_s: Option<u64>,
     pub(super) block_refused: Option<u64>,
+    pub(super) incident: Option<&'a serde_json::Value>,
     pub(super) trace_id: Option<&'a str>,
     pub(super) span_id: Option<&'a str>,
     pub(super) trace: Option<crate::tracing_ctx::TraceCtx>,
@@ -235,6 +241,7 @@ impl AuditRecord {
             block_reason: self.block_reason.as_deref(),
             block_ttl_s: self.block_ttl_s,
             block_refused: self.block_refused,
+            incident: self.incident.as_ref(),
             trace_id: self.trace_id.as_deref(),
             span_id: self.span_id.as_deref(),
             trace: self.trace,
@@ -265,6 +272,7 @@ impl RecordView<'_> {
             block_reason: self.block_reason.map(str::to_owned),
             block_ttl_s: self.block_ttl_s,
             block_refused: self.block_refused,
+            incident: self.incident.cloned(),
             trace_id: self.trace_id.map(str::to_owned),
             span_id: self.span_id.map(str::to_owned),
             trace: self.trace,

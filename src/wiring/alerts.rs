@@ -16,6 +16,7 @@ use crate::stats::Stats;
 pub(crate) struct Responders<'a> {
     pub(crate) blocker: &'a Arc<crate::blocks::Blocker>,
     pub(crate) limiter: Option<&'a Arc<crate::limit::AttackLimiter>>,
+    pub(crate) incidents: &'a Arc<crate::incidents::Incidents>,
 }
 
 /// The engine of `config`, labelled with `service` unless it names its own, reading the
@@ -31,7 +32,11 @@ pub(crate) fn start(
     respond: Responders<'_>,
     meters: &[Meter],
 ) -> AlertEngine {
-    let Responders { blocker, limiter } = respond;
+    let Responders {
+        blocker,
+        limiter,
+        incidents,
+    } = respond;
     let mut cfg = config;
     if cfg.service_name().is_none() {
         cfg = cfg.service(service.to_owned());
@@ -96,14 +101,28 @@ pub(crate) fn start(
     }
     // The attack alerts block the addresses they name (with a block policy), and turn the
     // attack-time limit on and off (with one).
+    // Every incident, from firing to resolved, goes to the audit trail with what was done.
     let b = Arc::downgrade(blocker);
     let l = limiter.map(Arc::downgrade);
+    let inc = Arc::downgrade(incidents);
     cfg = cfg.on_event(Arc::new(move |e| {
-        if let Some(b) = b.upgrade() {
-            b.on_alert(e);
+        let inc = inc.upgrade();
+        if let Some(i) = &inc {
+            i.on_alert(e);
+        }
+        if let Some(blocked) = b.upgrade().and_then(|b| b.on_alert(e)) {
+            if let Some(i) = &inc {
+                i.blocked(&e.alert, &blocked.ip.to_string());
+            }
         }
         if let Some(l) = l.as_ref().and_then(std::sync::Weak::upgrade) {
             l.on_alert(e);
+        }
+    }));
+    let inc = Arc::downgrade(incidents);
+    cfg = cfg.on_firing(Arc::new(move |firing| {
+        if let Some(i) = inc.upgrade() {
+            i.observe(firing);
         }
     }));
     let engine = AlertEngine::new(cfg);

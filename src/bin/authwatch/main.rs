@@ -6,6 +6,8 @@
 //! authwatch dashboards --out DIR                  Grafana dashboards (3 JSON files)
 //! authwatch audit verify PATH [--key-file FILE]   check a local audit log (a file or a folder)
 //! authwatch blocks list|add|remove|export …       the block list (see `authwatch --help`)
+//! authwatch incident report --audit-dir DIR [--since 24h] [--unmasked]
+//!                                                 a Markdown timeline per incident
 //! ```
 //!
 //! The rules, routes and dashboards are those of the default rule set
@@ -31,6 +33,9 @@ const USAGE: &str = "usage:
   PATH       an audit log file or the folder given to AuthWatchBuilder::audit_dir
   --key-file a file holding the audit key, when the log was written with one
              (or set AUTHWATCH_AUDIT_KEY)
+  authwatch incident report --audit-dir DIR [--since 24h] [--unmasked]
+             each incident of the audit log (alert, times, peak, addresses, blocks,
+             notifications) as Markdown; addresses masked unless --unmasked
 ";
 
 fn main() -> ExitCode {
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
     {
         ["audit", "verify", path, rest @ ..] => verify(PathBuf::from(path), rest),
         ["blocks", rest @ ..] => blocks::run(rest),
+        ["incident", "report", rest @ ..] => incident_report(rest),
         ["rules"] => rules(authwatch::alerts::DEFAULT_RUNBOOKS),
         ["rules", "--runbook-base", base] => rules(base),
         ["alertmanager"] => {
@@ -59,6 +65,50 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!("{USAGE}{}", blocks::USAGE);
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn incident_report(args: &[&str]) -> ExitCode {
+    let mut dir = None;
+    let mut since = std::time::Duration::from_secs(24 * 3600);
+    let mut how = authwatch::incidents::Addresses::Masked;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (*a, it.clone().next()) {
+            ("--audit-dir", Some(d)) => {
+                dir = Some(PathBuf::from(d));
+                it.next();
+            }
+            ("--since", Some(s)) => match humantime::parse_duration(s) {
+                Ok(d) => {
+                    since = d;
+                    it.next();
+                }
+                Err(e) => {
+                    eprintln!("authwatch: --since {s}: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            ("--unmasked", _) => how = authwatch::incidents::Addresses::Unmasked,
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(dir) = dir else {
+        eprintln!("authwatch: --audit-dir is needed\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    match authwatch::incidents::report(&dir, since, how) {
+        Ok(md) => {
+            print!("{md}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("authwatch: {}: {e}", dir.display());
             ExitCode::from(2)
         }
     }

@@ -65,6 +65,8 @@ pub struct AlertConfig {
     pub(crate) accounts: AccountConfig,
     pub(crate) alertmanager: Option<String>,
     pub(crate) webhook: Option<String>,
+    /// A webhook per channel: the alerts whose `notify` label names it.
+    pub(crate) receivers: Vec<(crate::Channel, String)>,
     pub(crate) resend: Duration,
     pub(crate) runbook_base: String,
     pub(crate) service: Option<String>,
@@ -73,6 +75,7 @@ pub struct AlertConfig {
     pub(crate) counts: Option<CountSource>,
     pub(crate) on_tick: Option<Arc<dyn Fn() + Send + Sync>>,
     pub(crate) on_event: Option<Arc<dyn Fn(&super::AlertEvent) + Send + Sync>>,
+    pub(crate) on_firing: Option<Arc<dyn Fn(&[super::Alert]) + Send + Sync>>,
     pub(crate) notify_gate: Option<NotifyGate>,
     pub(crate) failure_outbox: Option<Arc<super::FailureOutbox>>,
     pub(crate) shared_detections: Option<super::SharedDetections>,
@@ -103,6 +106,7 @@ impl Default for AlertConfig {
             accounts: AccountConfig::default(),
             alertmanager: None,
             webhook: None,
+            receivers: Vec::new(),
             resend: Duration::from_secs(60),
             runbook_base: DEFAULT_RUNBOOKS.to_owned(),
             service: None,
@@ -111,6 +115,7 @@ impl Default for AlertConfig {
             counts: None,
             on_tick: None,
             on_event: None,
+            on_firing: None,
             notify_gate: None,
             failure_outbox: None,
             shared_detections: None,
@@ -213,6 +218,23 @@ impl AlertConfig {
         self
     }
 
+    /// Also posts the Slack-compatible message of each change of an alert whose `notify`
+    /// label names `channel` to `url`: a webhook per receiver (`page`, `slack`, `email`,
+    /// `security`) beside, or instead of, the one for everything
+    /// ([`webhook`](Self::webhook)). A second call for a channel replaces its URL.
+    #[must_use]
+    pub fn webhook_for(mut self, channel: crate::Channel, url: impl Into<String>) -> Self {
+        self.receivers.retain(|(c, _)| *c != channel);
+        self.receivers.push((channel, url.into()));
+        self
+    }
+
+    /// The webhooks per channel ([`webhook_for`](Self::webhook_for)).
+    #[must_use]
+    pub fn receiver_webhooks(&self) -> &[(crate::Channel, String)] {
+        &self.receivers
+    }
+
     /// How often firing alerts are re-sent to Alertmanager (default 1 minute). Each carries an
     /// `endsAt` four intervals ahead, so Alertmanager resolves them if authwatch dies.
     #[must_use]
@@ -273,6 +295,14 @@ impl AlertConfig {
     #[must_use]
     pub fn on_event(mut self, f: Arc<dyn Fn(&super::AlertEvent) + Send + Sync>) -> Self {
         self.on_event = Some(f);
+        self
+    }
+
+    /// Called after each evaluation with the alerts firing, their values just measured (the
+    /// facade follows each incident's peak here).
+    #[must_use]
+    pub fn on_firing(mut self, f: Arc<dyn Fn(&[super::Alert]) + Send + Sync>) -> Self {
+        self.on_firing = Some(f);
         self
     }
 

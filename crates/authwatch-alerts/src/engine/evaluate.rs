@@ -149,6 +149,9 @@ impl Inner {
                 f(e);
             }
         }
+        if let Some(f) = &self.cfg.on_firing {
+            f(&firing);
+        }
         self.notifiers
             .deliver(&events, &firing, now, self.wall(now));
         events
