@@ -793,7 +793,9 @@ const PHASES: [Phase; 9] = [
         explains: &[
             "AuthLoginFailureRateElevated",
             "AuthLoginFailureRateHigh",
-            // 3 wrong passwords a tick against the 40 accounts in turn: spraying too.
+            // Dozens of wrong passwords for each of the 4 accounts guessed.
+            "AuthAccountBruteForce",
+            // With --replicas, the 40 per replica go over the 40 accounts in turn: spraying too.
             "AuthPasswordSpraying",
         ],
     },
@@ -870,6 +872,9 @@ const SPRAYED: u64 = 30;
 /// once, each from its own address; 1 in 25 is a real user's real password.
 const STUFFED_PER_TICK: u64 = 2;
 
+/// The accounts the one-address brute force guesses the passwords of.
+const BRUTE_ACCOUNTS: usize = 4;
+
 /// Brute-force failures per replica with `--replicas`: under the rule's 50, while the fleet
 /// sees them all.
 const BRUTE_PER_REPLICA: u64 = 40;
@@ -901,9 +906,11 @@ async fn attack(t: &Traffic, app: &App, kind: Kind, tick: u64, done: f64) {
             }
         }
         Kind::BruteForce => {
-            // 3 wrong passwords per tick (60 a second) against random accounts.
+            // 3 wrong passwords per tick (60 a second) against 4 accounts: password guessing
+            // (not spraying: too few accounts for AuthPasswordSpraying, which would otherwise
+            // name, and with --block block, the address before AuthBruteForceSuspected does).
             for k in 0..3 {
-                let i = (tick as usize * 3 + k) % USERS;
+                let i = (tick as usize * 3 + k) % BRUTE_ACCOUNTS;
                 t.send(
                     "POST",
                     "/api/auth/sign-in/email",
