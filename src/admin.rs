@@ -82,20 +82,12 @@ impl BlocksService {
                 Err(e) => error(StatusCode::BAD_REQUEST, e),
             };
         }
-        let refused = self.watch.blocked_requests();
         json(
             StatusCode::OK,
             &serde_json::json!({
                 "blocks": blocks.iter().map(block_json).collect::<Vec<_>>(),
                 "dry_run": self.watch.inner.blocker.dry_run(),
-                "refused": authwatch_layer::AuthOp::ALL
-                    .iter()
-                    .map(|op| (op.as_str().to_owned(), serde_json::Value::from(refused[op.index()])))
-                    .chain(std::iter::once((
-                        "none".to_owned(),
-                        serde_json::Value::from(refused[authwatch_layer::AuthOp::COUNT]),
-                    )))
-                    .collect::<serde_json::Map<_, _>>(),
+                "refused": self.watch.blocked_requests_json(),
             }),
         )
     }

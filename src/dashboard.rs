@@ -209,7 +209,6 @@ impl AuthWatch {
             })
         });
         // The blocks in force (masked like the addresses), and what they refused.
-        let refused = self.blocked_requests();
         let block_list: Vec<Value> = self
             .blocked_ips()
             .iter()
@@ -232,11 +231,7 @@ impl AuthWatch {
         let blocks = json!({
             "active": self.inner.blocker.list().list().len(),
             "dry_run": self.inner.blocker.dry_run(),
-            "refused": authwatch_layer::AuthOp::ALL
-                .iter()
-                .map(|op| (op.as_str().to_owned(), Value::from(refused[op.index()])))
-                .chain(std::iter::once(("none".to_owned(), Value::from(refused[authwatch_layer::AuthOp::COUNT]))))
-                .collect::<serde_json::Map<String, Value>>(),
+            "refused": self.blocked_requests_json(),
             "list": block_list,
         });
         let health = self

@@ -155,6 +155,18 @@ impl AuthWatch {
         self.inner.limiter.as_ref().is_some_and(|l| l.is_on())
     }
 
+    /// [`blocked_requests`](Self::blocked_requests) as JSON: per operation name, and `none`
+    /// for other routes (`/auth/stats` and `/auth/blocks` show it).
+    pub(crate) fn blocked_requests_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        let refused = self.blocked_requests();
+        crate::AuthOp::ALL
+            .iter()
+            .map(|op| (op.as_str(), refused[op.index()]))
+            .chain(std::iter::once(("none", refused[crate::AuthOp::COUNT])))
+            .map(|(k, v)| (k.to_owned(), v.into()))
+            .collect()
+    }
+
     /// Requests refused because their address was blocked: per operation
     /// ([`AuthOp::index`](crate::AuthOp::index)), then those on other routes.
     #[must_use]

@@ -30,6 +30,14 @@ struct Rig {
 }
 
 async fn rig(policy: Option<BlockPolicy>) -> Rig {
+    rig_with(policy, |b| b).await
+}
+
+/// [`rig`], with the monitor's settings changed by `more`.
+async fn rig_with(
+    policy: Option<BlockPolicy>,
+    more: impl FnOnce(authwatch::AuthWatchBuilder) -> authwatch::AuthWatchBuilder,
+) -> Rig {
     let clock = Arc::new(ManualClock::new());
     let audit = tempdir("blocks");
     let mut b = AuthWatch::builder()
@@ -40,7 +48,7 @@ async fn rig(policy: Option<BlockPolicy>) -> Rig {
     if let Some(p) = policy {
         b = b.blocking(p);
     }
-    let watch = b.build().unwrap();
+    let watch = more(b).build().unwrap();
     let handled = Arc::new(AtomicU64::new(0));
     let h = handled.clone();
     let h2 = handled.clone();
@@ -490,36 +498,10 @@ fn nft_binary() -> std::path::PathBuf {
 /// counted as rate limited; when the alert resolves, it is off again. Both turns are audited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_attack_time_limit_follows_the_attack_alerts() {
-    let clock = Arc::new(ManualClock::new());
-    let audit = tempdir("attack-limit");
-    let watch = AuthWatch::builder()
-        .otlp(false)
-        .client_ip(ClientIp::x_forwarded_for(1))
-        .audit_dir(&audit)
-        .alerts(AlertConfig::new().tick(Duration::ZERO).clock(clock.clone()))
-        .attack_limit(authwatch::AttackLimit::per_minute(10))
-        .build()
-        .unwrap();
-    let handled = Arc::new(AtomicU64::new(0));
-    let h = handled.clone();
-    let app = Router::new()
-        .route(
-            "/login",
-            post(move || {
-                h.fetch_add(1, Ordering::SeqCst);
-                async { StatusCode::UNAUTHORIZED }
-            }),
-        )
-        .layer(watch.layer())
-        .merge(watch.endpoints());
-    let r = Rig {
-        addr: serve(app).await,
-        watch,
-        clock,
-        client: http1(),
-        handled,
-        audit,
-    };
+    let r = rig_with(None, |b| {
+        b.attack_limit(authwatch::AttackLimit::per_minute(10))
+    })
+    .await;
     // Off: 20 from one address all reach the handler.
     for _ in 0..20 {
         assert_eq!(r.post("/login", "198.51.100.5").await.0, 401);

@@ -1052,16 +1052,7 @@ fn the_demo_runs_a_fleet_of_three_replicas() {
         &["--speed", "--port", "0", "--plain", "--replicas", "3"],
         &[("AUTHWATCH_REDIS_URL", redis.url())],
     );
-    let deadline = Instant::now() + Duration::from_secs(150);
-    loop {
-        if let Ok(Some(status)) = ex.proc.child.try_wait() {
-            assert!(status.success(), "{}", ex.stderr_text());
-            break;
-        }
-        assert!(Instant::now() < deadline, "the demo did not finish");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let out: Vec<String> = ex.lines.try_iter().collect();
+    let out = ex.wait_exit(150);
     let text = out.join("\n");
     assert!(
         out.iter().filter(|l| l.starts_with("replica ")).count() == 2,

@@ -593,6 +593,25 @@ impl Example {
     }
 
     /// What it logged so far (ANSI colours removed).
+    /// Waits (at most `secs` from now) for the example to exit, asserts it exited 0, and
+    /// returns every line it printed to stdout since its address.
+    pub fn wait_exit(&mut self, secs: u64) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Ok(Some(status)) = self.proc.child.try_wait() {
+                assert!(status.success(), "{}", self.stderr_text());
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not finish",
+                self.proc.name
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.lines.try_iter().collect()
+    }
+
     pub fn stderr_text(&self) -> String {
         strip_ansi(&std::fs::read_to_string(&self.stderr).unwrap_or_default())
     }

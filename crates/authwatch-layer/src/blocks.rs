@@ -229,6 +229,11 @@ impl Blocklist {
         if !self.armed() {
             return None;
         }
+        self.check_armed(ip, op)
+    }
+
+    /// [`check`](Self::check) once [`armed`](Self::armed) said yes (the layer asks first).
+    pub(crate) fn check_armed(&self, ip: IpAddr, op: Option<AuthOp>) -> Option<Duration> {
         let table = self.table.load();
         let entry = table.get(&self.key(ip))?;
         let left = entry.until.checked_duration_since(Instant::now())?;

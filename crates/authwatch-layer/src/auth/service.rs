@@ -187,7 +187,7 @@ fn refusal<B>(
         return Err(None);
     }
     let ip = shared.client_ip.resolve(req);
-    let Some(left) = ip.and_then(|ip| blocks.check(ip, route.map(|r| r.op))) else {
+    let Some(left) = ip.and_then(|ip| blocks.check_armed(ip, route.map(|r| r.op))) else {
         return Err(Some(ip));
     };
     Ok(Refusal::new(left, route.is_some_and(|r| r.grpc)))
