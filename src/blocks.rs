@@ -495,8 +495,11 @@ impl Blocker {
         let key = self.list.key(ip);
         lock(&self.offences).remove(&key);
         lock(&self.pardons).insert(key, Instant::now() + self.pardon_for);
+        // Lifted here before the fleet hears of it: the flush thread, woken by the change,
+        // would otherwise find it gone from Redis and lift it first (this call then saw none).
+        let gone = self.list.remove(key);
         self.share(Change::Remove { ip: key });
-        let gone = self.list.remove(key)?;
+        let gone = gone?;
         tracing::warn!(
             target: "authwatch::blocks",
             ip = %gone.ip,
