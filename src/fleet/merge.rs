@@ -7,8 +7,11 @@
 //! instance seen for the first time with an hour of counts) as a spike. So:
 //! - an instance that joined before this one counts from the moment this one first saw it (its
 //!   baseline is what it reported then); one that joined later counts in full;
-//! - an instance that leaves (its entry expired) keeps what it contributed, folded into
-//!   [`Peers::departed`], so the map holds only the instances alive in Redis;
+//! - an instance that leaves (its entry expired) keeps what it contributed. Its entry may
+//!   expire only because its flushes were late (a busy host): when it reports again under the
+//!   same id, it resumes where it left off, and nothing it counted is counted twice. The map
+//!   keeps the last [`GONE_KEPT`] instances gone for that; older ones are folded into
+//!   [`Peers::departed`], and one of those that comes back counts from its return;
 //! - while Redis is away nothing changes: the others' contributions stay as last read, and
 //!   the engine goes on with this instance's own counts on top.
 
@@ -90,9 +93,17 @@ pub(crate) struct Report {
     pub(crate) counts: Counts,
 }
 
+/// Instances gone from Redis whose state is kept, in case they report again (a late flush
+/// rather than a departure); beyond it, the longest gone are folded into the departed sum.
+pub(crate) const GONE_KEPT: usize = 256;
+
 struct Peer {
+    /// When it joined, on Redis' clock.
+    joined_ms: u64,
     baseline: Counts,
     contribution: Counts,
+    /// When this instance last found it missing from Redis (`None`: present).
+    gone_ms: Option<u64>,
 }
 
 /// The other instances' contributions to the fleet's counts.
@@ -100,9 +111,13 @@ pub(crate) struct Peers {
     me: String,
     /// When this instance joined, on Redis' clock; `None` until its first flush.
     joined_ms: Option<u64>,
+    /// The instances seen, present or gone (at most [`GONE_KEPT`] of those).
     peers: HashMap<String, Peer>,
-    /// What the instances that left contributed.
+    /// What the instances folded out of the map contributed.
     departed: Counts,
+    /// The latest join time of an instance folded out of the map: an unknown instance that
+    /// joined no later than it may be one of those back, so it counts from now on only.
+    folded_joined_ms: Option<u64>,
 }
 
 impl Peers {
@@ -112,6 +127,7 @@ impl Peers {
             joined_ms: None,
             peers: HashMap::new(),
             departed: [[0; FIELDS]; AuthOp::COUNT],
+            folded_joined_ms: None,
         }
     }
 
@@ -124,17 +140,21 @@ impl Peers {
     /// report (this one's included, and skipped).
     pub(crate) fn update(&mut self, now_ms: u64, reports: &[Report]) {
         let joined = *self.joined_ms.get_or_insert(now_ms);
+        let folded = self.folded_joined_ms;
         for r in reports.iter().filter(|r| r.id != self.me) {
             let p = self.peers.entry(r.id.clone()).or_insert_with(|| Peer {
-                // Joined after this one: everything it counted is news. Before: only what it
-                // counts from now on.
-                baseline: if r.joined_ms >= joined {
+                joined_ms: r.joined_ms,
+                // Joined after this one: everything it counted is news. Before (or perhaps
+                // folded away earlier): only what it counts from now on.
+                baseline: if r.joined_ms >= joined && folded.is_none_or(|f| r.joined_ms > f) {
                     [[0; FIELDS]; AuthOp::COUNT]
                 } else {
                     r.counts
                 },
                 contribution: [[0; FIELDS]; AuthOp::COUNT],
+                gone_ms: None,
             });
+            p.gone_ms = None;
             for op in 0..AuthOp::COUNT {
                 for k in 0..FIELDS {
                     let now = r.counts[op][k].saturating_sub(p.baseline[op][k]);
@@ -145,17 +165,35 @@ impl Peers {
         }
         let alive: std::collections::HashSet<&str> =
             reports.iter().map(|r| r.id.as_str()).collect();
-        let gone: Vec<String> = self
-            .peers
-            .keys()
-            .filter(|id| !alive.contains(id.as_str()))
-            .cloned()
-            .collect();
-        for id in gone {
-            if let Some(p) = self.peers.remove(&id) {
-                add(&mut self.departed, &p.contribution);
+        for (id, p) in &mut self.peers {
+            if p.gone_ms.is_none() && !alive.contains(id.as_str()) {
+                p.gone_ms = Some(now_ms);
             }
         }
+        // Bounded: fold the longest gone beyond the ones kept.
+        let mut gone: Vec<(u64, String)> = self
+            .peers
+            .iter()
+            .filter_map(|(id, p)| p.gone_ms.map(|t| (t, id.clone())))
+            .collect();
+        if gone.len() > GONE_KEPT {
+            gone.sort_unstable();
+            for (_, id) in &gone[..gone.len() - GONE_KEPT] {
+                if let Some(p) = self.peers.remove(id) {
+                    add(&mut self.departed, &p.contribution);
+                    self.folded_joined_ms = Some(
+                        self.folded_joined_ms
+                            .map_or(p.joined_ms, |f| f.max(p.joined_ms)),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The instances present in Redis at the last flush (this one left out).
+    #[cfg(test)]
+    fn present(&self) -> usize {
+        self.peers.values().filter(|p| p.gone_ms.is_none()).count()
     }
 
     /// `local` plus every other instance's contribution.
@@ -250,7 +288,7 @@ mod tests {
             ],
         );
         assert_eq!(total_login(&p, 2), (1, 2 + 3 + 5));
-        assert_eq!(p.peers.len(), 2);
+        assert_eq!(p.present(), 2);
         assert_eq!(p.joined_ms(), Some(1_000));
     }
 
@@ -264,10 +302,55 @@ mod tests {
         assert_eq!(total_login(&p, 0), (0, 10));
         // The instance leaves: what it counted stays in the sum.
         p.update(3_000, &[]);
-        assert_eq!(p.peers.len(), 0);
+        assert_eq!(p.present(), 0);
         assert_eq!(total_login(&p, 0), (0, 10));
         // It comes back as a new start (new nonce): counted again from zero, on top.
         p.update(4_000, &[report("b#2", 3_500, login(0, 3))]);
         assert_eq!(total_login(&p, 1), (0, 14));
+    }
+
+    /// An instance whose entry expired only because its flushes were late (a busy host), and
+    /// that then reports again under the same id, resumes where it left off: what it counted
+    /// before is not counted a second time. (It was, when the joiner was later than this one:
+    /// the demo's fleet under load saw its login counts jump by what a peer had counted.)
+    #[test]
+    fn an_instance_back_from_a_late_flush_is_not_counted_twice() {
+        let mut p = Peers::new("me#1".into());
+        p.update(1_000, &[report("me#1", 1_000, login(0, 0))]);
+        p.update(1_100, &[report("late#1", 1_050, login(30, 7))]);
+        assert_eq!(total_login(&p, 0), (30, 7));
+        // Missing from one flush's view, then back with a little more.
+        p.update(1_200, &[report("me#1", 1_000, login(0, 0))]);
+        assert_eq!(total_login(&p, 0), (30, 7));
+        assert_eq!(p.present(), 0);
+        p.update(1_300, &[report("late#1", 1_050, login(32, 8))]);
+        assert_eq!(total_login(&p, 0), (32, 8), "counted once");
+        assert_eq!(p.present(), 1);
+    }
+
+    /// The gone are kept up to a bound; beyond it the longest gone are folded into the sum,
+    /// and one of those that comes back counts from its return, never twice.
+    #[test]
+    fn the_gone_are_bounded_and_a_folded_one_back_is_not_counted_twice() {
+        let mut p = Peers::new("me#1".into());
+        p.update(1_000, &[]);
+        let n = GONE_KEPT as u64 + 10;
+        for i in 0..n {
+            p.update(
+                2_000 + 2 * i,
+                &[report(&format!("x#{i}"), 1_500 + i, login(0, 1))],
+            );
+            p.update(2_001 + 2 * i, &[]);
+        }
+        assert_eq!(p.peers.len(), GONE_KEPT);
+        assert_eq!(total_login(&p, 0), (0, n));
+        // The first one, folded long ago, reports again: only what it counts from now on.
+        p.update(9_000, &[report("x#0", 1_500, login(0, 4))]);
+        assert_eq!(total_login(&p, 0), (0, n));
+        p.update(9_100, &[report("x#0", 1_500, login(0, 6))]);
+        assert_eq!(total_login(&p, 0), (0, n + 2));
+        // A new instance, joined after every folded one, counts in full.
+        p.update(9_200, &[report("y#1", 9_150, login(0, 5))]);
+        assert_eq!(total_login(&p, 0), (0, n + 2 + 5));
     }
 }
