@@ -328,6 +328,79 @@ impl Blocklist {
         gone
     }
 
+    /// Brings the blocks of one outside `source` (a CrowdSec Local API) in line with it, in
+    /// one swap of the table however many there are: `add`s each address for its time (never
+    /// replacing a block of another source, which stays as it is), and `remove` lifts the
+    /// listed addresses' blocks of that `source` only. With `replace_all`, the `source`'s
+    /// blocks not in `add` are lifted too (a full list rather than a change). Beyond the
+    /// maximum, the blocks that end first make room.
+    pub fn sync(
+        &self,
+        source: BlockSource,
+        add: &[(IpAddr, Duration, String)],
+        remove: &[IpAddr],
+        replace_all: bool,
+    ) -> Synced {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut table: Table = (**self.table.load()).clone();
+        let mut done = Synced::default();
+        if replace_all {
+            let keep: std::collections::HashSet<IpAddr> =
+                add.iter().map(|(ip, ..)| self.key(*ip)).collect();
+            table.retain(|k, e| {
+                let lift = e.source == source && !keep.contains(k);
+                if lift {
+                    done.removed.push(e.shown(*k, self.ipv6_prefix));
+                }
+                !lift
+            });
+        }
+        for ip in remove {
+            let key = self.key(*ip);
+            if table.get(&key).is_some_and(|e| e.source == source) {
+                if let Some(e) = table.remove(&key) {
+                    done.removed.push(e.shown(key, self.ipv6_prefix));
+                }
+            }
+        }
+        for (ip, ttl, reason) in add {
+            let key = self.key(*ip);
+            let previous = table.get(&key);
+            if previous.is_some_and(|e| e.source != source) {
+                continue;
+            }
+            let refused = previous.map_or(0, |e| e.refused.load(Ordering::Relaxed));
+            let since = previous.map_or(wall, |e| e.since);
+            if previous.is_none() {
+                done.added += 1;
+                if table.len() >= self.max {
+                    if let Some((k, _)) = table.iter().min_by_key(|(_, e)| e.until) {
+                        let k = *k;
+                        if let Some(e) = table.remove(&k) {
+                            done.evicted.push(e.shown(k, self.ipv6_prefix));
+                        }
+                    }
+                }
+            }
+            table.insert(
+                key,
+                Arc::new(Entry {
+                    since,
+                    until_wall: wall + *ttl,
+                    until: now + *ttl,
+                    reason: reason.as_str().into(),
+                    source,
+                    refused: AtomicU64::new(refused),
+                }),
+            );
+        }
+        self.len.store(table.len(), Ordering::Relaxed);
+        self.table.store(Arc::new(table));
+        done
+    }
+
     /// Removes the blocks that have ended; what they were.
     pub fn sweep(&self) -> Vec<BlockedIp> {
         let now = Instant::now();
@@ -395,6 +468,18 @@ pub struct Inserted {
     pub replaced: Option<BlockedIp>,
     /// A block that made room (the list was full).
     pub evicted: Option<BlockedIp>,
+}
+
+/// What [`Blocklist::sync`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Synced {
+    /// Addresses blocked that were not before.
+    pub added: usize,
+    /// The source's blocks lifted.
+    pub removed: Vec<BlockedIp>,
+    /// Blocks that made room (the list was full).
+    pub evicted: Vec<BlockedIp>,
 }
 
 /// A per-address limit the layer applies to auth routes while it is on (authwatch's
@@ -547,6 +632,55 @@ mod tests {
         assert!(got.evicted.is_none());
         assert_eq!(got.block.refused, 1);
         assert!(got.replaced.is_some());
+    }
+
+    #[test]
+    fn a_sync_keeps_other_sources_and_lifts_only_its_own() {
+        let b = Blocklist::new(4, 64, false);
+        let d = Duration::from_secs(60);
+        b.insert(ip("192.0.2.1"), d, "alert", BlockSource::Alert);
+        let got = b.sync(
+            BlockSource::CrowdSec,
+            &[
+                (ip("192.0.2.1"), d, "cs".into()),
+                (ip("192.0.2.2"), d, "cs".into()),
+                (ip("2001:db8::7"), d, "cs".into()),
+            ],
+            &[],
+            false,
+        );
+        assert_eq!(got.added, 2);
+        assert_eq!(b.get(ip("192.0.2.1")).unwrap().source, BlockSource::Alert);
+        assert_eq!(
+            b.get(ip("192.0.2.2")).unwrap().source,
+            BlockSource::CrowdSec
+        );
+        assert!(b.check(ip("2001:db8::1"), None).is_some(), "keyed by /64");
+        // A removal lifts only the source's own block.
+        let got = b.sync(
+            BlockSource::CrowdSec,
+            &[],
+            &[ip("192.0.2.1"), ip("192.0.2.2")],
+            false,
+        );
+        assert_eq!(got.removed.len(), 1);
+        assert!(b.is_blocked(ip("192.0.2.1")) && !b.is_blocked(ip("192.0.2.2")));
+        // A full list lifts the source's blocks missing from it; the bound holds.
+        let got = b.sync(
+            BlockSource::CrowdSec,
+            &[
+                (ip("192.0.2.3"), d, "cs".into()),
+                (ip("192.0.2.4"), d * 2, "cs".into()),
+                (ip("192.0.2.5"), d * 3, "cs".into()),
+                (ip("192.0.2.6"), d * 4, "cs".into()),
+            ],
+            &[],
+            true,
+        );
+        assert_eq!(got.removed.len(), 1, "2001:db8::/64 was not in the list");
+        assert_eq!(b.len(), 4);
+        assert_eq!(got.evicted.len(), 1);
+        assert_eq!(got.added, 4);
     }
 
     #[test]

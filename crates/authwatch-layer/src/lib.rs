@@ -105,7 +105,7 @@ mod session;
 mod stripe;
 
 pub use auth::{AuthLayer, AuthLayerBuilder, AuthService, ResponseBody, ResponseFuture, SpanHook};
-pub use blocks::{BlockSource, BlockedIp, Blocklist, Inserted, Limiter};
+pub use blocks::{BlockSource, BlockedIp, Blocklist, Inserted, Limiter, Synced};
 pub use classify::LOCKOUT_HEADER;
 pub use client_ip::{peer_addr, ClientIp, MAX_TRUSTED_HOPS};
 pub use clock::now;
