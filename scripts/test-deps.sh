@@ -8,6 +8,9 @@
 #   redis-server Debian's redis-server (7.0), plus redis-cli, for fleet mode
 #   nft          Debian's nftables, only ever run in check mode (`nft -c -f`) on the block
 #                list export: the tests never change the host's firewall
+#   crowdsec     Debian's crowdsec (1.4.6), plus cscli: downloaded and unpacked, never
+#                installed (its post-install script registers online and, offline, leaves dpkg
+#                half-configured); the tests run its Local API alone on loopback
 # Idempotent: a second run only checks that the links still work (well under a second).
 # Nothing is started and no system service is enabled; each test starts its own instance on
 # loopback ports with its own config and data directory.
@@ -105,3 +108,23 @@ if [ -z "$NFT" ]; then
 fi
 ln -sf "$NFT" "$BIN/nft"
 say "nft: $("$BIN/nft" --version 2>&1 | head -1)"
+
+# --- CrowdSec (unpacked from Debian's package, never installed: see the header) ---
+CS=$DEPS/crowdsec
+cs_ok() { [ -x "$BIN/crowdsec" ] && [ -x "$BIN/cscli" ] && [ -f "$CS/etc/crowdsec/profiles.yaml" ] && "$BIN/cscli" version >/dev/null 2>&1; }
+if ! cs_ok; then
+  say "unpacking crowdsec"
+  if [ -z "$apt_updated" ]; then sudo_ apt-get update -qq; apt_updated=1; fi
+  tmp=$(mktemp -d)
+  # apt-get download writes into the working directory, as the _apt user when it can.
+  chmod 0777 "$tmp"
+  (cd "$tmp" && apt-get download -qq crowdsec >/dev/null 2>&1)
+  rm -rf "$CS"
+  mkdir -p "$CS"
+  dpkg-deb -x "$tmp"/crowdsec_*.deb "$CS"
+  rm -rf "$tmp"
+  ln -sf "$CS/usr/bin/crowdsec" "$BIN/crowdsec"
+  ln -sf "$CS/usr/bin/cscli" "$BIN/cscli"
+  cs_ok || { say "crowdsec does not run:"; "$BIN/cscli" version; exit 1; }
+fi
+say "crowdsec: $("$BIN/cscli" version 2>&1 | grep -m1 'version:' | sed 's/.*version: *//')"

@@ -110,6 +110,11 @@ impl BlockPolicy {
     }
 
     /// The TTL of a block after `offences` earlier ones within 24 hours.
+    /// The most blocks held at once ([`max_blocks`](Self::max_blocks)).
+    pub(crate) fn max_blocks_len(&self) -> usize {
+        self.max_blocks
+    }
+
     fn ttl_after(&self, offences: u32) -> Duration {
         let factor = 1u32.checked_shl(offences.min(31)).unwrap_or(u32::MAX);
         self.ttl
@@ -197,6 +202,17 @@ pub(crate) struct Blocker {
     auditor: Arc<crate::audit::Auditor>,
     /// In fleet mode: the changes to share.
     fleet: std::sync::OnceLock<FleetLink>,
+    /// With CrowdSec: the link that pushes the blocks made here and reads its bans.
+    crowdsec: std::sync::OnceLock<crate::crowdsec::Link>,
+}
+
+impl Drop for Blocker {
+    fn drop(&mut self) {
+        // The link's thread holds this blocker weakly: tell it to end (without waiting).
+        if let Some(l) = self.crowdsec.get() {
+            l.stop(Duration::ZERO);
+        }
+    }
 }
 
 impl std::fmt::Debug for Blocker {
@@ -236,6 +252,7 @@ impl Blocker {
             pardon_for,
             auditor,
             fleet: std::sync::OnceLock::new(),
+            crowdsec: std::sync::OnceLock::new(),
         })
     }
 
@@ -246,6 +263,80 @@ impl Blocker {
             changes: Mutex::new(Vec::new()),
             wake,
         });
+    }
+
+    /// Pushes the blocks made here to CrowdSec, and enforces its bans, from now on.
+    pub(crate) fn attach_crowdsec(&self, link: crate::crowdsec::Link) {
+        let _ = self.crowdsec.set(link);
+    }
+
+    /// The link to CrowdSec, if any.
+    pub(crate) fn crowdsec(&self) -> Option<&crate::crowdsec::Link> {
+        self.crowdsec.get()
+    }
+
+    /// The CrowdSec decision stream read (`full`: the whole list, not the changes since the
+    /// last read) into the block list: its bans are enforced, except on allow-listed
+    /// addresses. The bans enforced now, and the decisions left to the firewall.
+    pub(crate) fn apply_crowdsec(
+        &self,
+        stream: &crate::crowdsec::Stream,
+        full: bool,
+    ) -> (usize, u64) {
+        use crate::crowdsec::{target, Skip};
+        let prefix = self.list.ipv6_prefix();
+        let mut skipped = 0u64;
+        let mut add = Vec::new();
+        for d in &stream.new {
+            match target(d, prefix) {
+                Ok((_, left)) if left.is_zero() => {}
+                Ok((ip, left)) => {
+                    if self.allowed_by(ip).is_some() {
+                        skipped += 1;
+                        continue;
+                    }
+                    let reason = format!(
+                        "CrowdSec: {} ({})",
+                        crate::audit::sanitize(&d.scenario, 128),
+                        crate::audit::sanitize(&d.origin, 32)
+                    );
+                    add.push((ip, left, reason));
+                }
+                Err(Skip::Own) => {}
+                Err(Skip::Unsupported) => skipped += 1,
+            }
+        }
+        let remove: Vec<IpAddr> = stream
+            .deleted
+            .iter()
+            .filter_map(|d| target(d, prefix).ok().map(|(ip, _)| ip))
+            .collect();
+        let done = self.list.sync(BlockSource::CrowdSec, &add, &remove, full);
+        if done.added > 0 || !done.removed.is_empty() {
+            tracing::info!(
+                target: "authwatch::blocks",
+                added = done.added,
+                lifted = done.removed.len(),
+                "authwatch: CrowdSec's decisions: {} addresses banned, {} lifted",
+                done.added,
+                done.removed.len()
+            );
+        }
+        for gone in &done.evicted {
+            self.audit("auth.block.evicted", gone, None, Some(gone.refused));
+        }
+        let enforced = self
+            .list
+            .list()
+            .iter()
+            .filter(|b| b.source == BlockSource::CrowdSec)
+            .count();
+        (enforced, skipped)
+    }
+
+    /// A block reached CrowdSec as a decision.
+    pub(crate) fn audit_crowdsec_push(&self, b: &BlockedIp) {
+        self.audit("auth.block.pushed", b, Some(b.remaining()), None);
     }
 
     /// The most blocks held at once.
@@ -333,8 +424,12 @@ impl Blocker {
                 self.list.insert(*ip, *left, reason, BlockSource::Fleet);
             }
         }
+        // CrowdSec's bans are each instance's own (each reads the stream), not the fleet's.
         for b in self.list.list() {
-            if !remote.contains_key(&b.ip) && !pending.contains(&b.ip) {
+            if b.source != BlockSource::CrowdSec
+                && !remote.contains_key(&b.ip)
+                && !pending.contains(&b.ip)
+            {
                 self.list.remove(b.ip);
             }
         }
@@ -480,6 +575,7 @@ impl Blocker {
         done.block
     }
 
+    /// The block is new (in the fleet, if any): its record, and its decision for CrowdSec.
     fn audit_added(&self, b: &BlockedIp, ttl: Duration) {
         let name = if self.policy.dry_run {
             "auth.block.dry_run"
@@ -487,6 +583,9 @@ impl Blocker {
             "auth.block.added"
         };
         self.audit(name, b, Some(ttl), None);
+        if let (false, Some(l)) = (self.policy.dry_run, self.crowdsec.get()) {
+            l.ban(b, ttl);
+        }
     }
 
     /// Lifts `ip`'s block and forgets its offences; an alert still counting its earlier
@@ -509,6 +608,9 @@ impl Blocker {
             gone.refused
         );
         self.audit("auth.block.removed", &gone, None, Some(gone.refused));
+        if let Some(l) = self.crowdsec.get() {
+            l.unban(gone.ip, gone.prefix);
+        }
         Some(gone)
     }
 
@@ -516,7 +618,9 @@ impl Blocker {
     /// block another instance of the fleet made: only when it refused something here).
     pub(crate) fn sweep(&self) {
         for gone in self.list.sweep() {
-            if gone.source == BlockSource::Fleet && gone.refused == 0 {
+            if matches!(gone.source, BlockSource::Fleet | BlockSource::CrowdSec)
+                && gone.refused == 0
+            {
                 continue;
             }
             tracing::info!(

@@ -52,6 +52,7 @@ pub struct AuthWatchBuilder {
     blocking: Option<crate::BlockPolicy>,
     admin_token: Option<String>,
     attack_limit: Option<crate::AttackLimit>,
+    crowdsec: Option<crate::CrowdSec>,
 }
 
 impl fmt::Debug for AuthWatchBuilder {
@@ -459,6 +460,14 @@ impl AuthWatchBuilder {
         self
     }
 
+    /// Pushes the blocks to a CrowdSec Local API as decisions (so that its firewall bouncers
+    /// enforce them) and, with a bouncer key, enforces its bans in the layer. See
+    /// [`CrowdSec`](crate::CrowdSec).
+    pub fn crowdsec(mut self, crowdsec: crate::CrowdSec) -> Self {
+        self.crowdsec = Some(crowdsec);
+        self
+    }
+
     /// A per-address limit on the login routes while an attack alert fires (the spec's
     /// "increase rate limiting temporarily"). See [`AttackLimit`](crate::AttackLimit).
     pub fn attack_limit(mut self, limit: crate::AttackLimit) -> Self {
@@ -498,6 +507,7 @@ impl AuthWatchBuilder {
             blocking: None,
             admin_token: None,
             attack_limit: None,
+            crowdsec: None,
         }
     }
 
@@ -554,6 +564,18 @@ impl AuthWatchBuilder {
         if let Some(f) = &fleet {
             checks.push(wiring::fleet::health_check(f));
         }
+        // Bounded like the block list it feeds.
+        let max_blocks = self.blocking.as_ref().map_or_else(
+            || crate::BlockPolicy::default().max_blocks_len(),
+            |p| p.max_blocks_len(),
+        );
+        let crowdsec = self
+            .crowdsec
+            .map(|c| crate::crowdsec::Link::new(c, max_blocks))
+            .transpose()?;
+        if let Some(l) = &crowdsec {
+            checks.push(wiring::blocks::crowdsec_health_check(l));
+        }
         let health = wiring::health::start(
             service_name.clone(),
             started,
@@ -594,6 +616,10 @@ impl AuthWatchBuilder {
             auditor.clone(),
         )?);
         wiring::blocks::register(&blocker, meters);
+        if let Some(link) = crowdsec {
+            link.start(&blocker)?;
+            blocker.attach_crowdsec(link);
+        }
         let limiter = self.attack_limit.map(|l| {
             Arc::new(crate::limit::AttackLimiter::new(
                 l,

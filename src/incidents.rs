@@ -249,6 +249,8 @@ pub fn report(dir: &Path, since: Duration, addresses: Addresses) -> std::io::Res
     let mut failures: HashMap<String, Vec<SystemTime>> = HashMap::new();
     let mut block_ends: HashMap<String, (String, u64)> = HashMap::new();
     let mut block_adds: Vec<(SystemTime, String, String, u64)> = Vec::new();
+    // The addresses whose block reached CrowdSec as a decision (when).
+    let mut pushed: HashMap<String, Vec<SystemTime>> = HashMap::new();
     for f in &files {
         let text = std::fs::read_to_string(f)?;
         for line in text.lines() {
@@ -306,6 +308,11 @@ pub fn report(dir: &Path, since: Duration, addresses: Addresses) -> std::io::Res
                             v["auth.block.reason"].as_str().unwrap_or("").to_owned(),
                             v["auth.block.ttl_s"].as_u64().unwrap_or(0),
                         ));
+                    }
+                }
+                "auth.block.pushed" => {
+                    if let (Some(t), Some(ip)) = (t, ip) {
+                        pushed.entry(ip).or_default().push(t);
                     }
                 }
                 "auth.block.expired" | "auth.block.removed" | "auth.block.evicted" => {
@@ -439,10 +446,13 @@ pub fn report(dir: &Path, since: Duration, addresses: Addresses) -> std::io::Res
                     .is_none_or(|l| l.split('/').next() == Some(ip.as_str()))
             })
             .map(|(t, ip, _, ttl)| {
-                let end = block_ends.get(ip).map_or_else(
+                let mut end = block_ends.get(ip).map_or_else(
                     || "in force at the end of the log".to_owned(),
                     |(how, n)| format!("{how}, {n} requests refused"),
                 );
+                if pushed.get(ip).is_some_and(|p| p.iter().any(|p| p >= t)) {
+                    end.push_str("; pushed to CrowdSec");
+                }
                 format!(
                     "{} at {} for {} ({end})",
                     show(ip, addresses),

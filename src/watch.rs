@@ -148,6 +148,15 @@ impl AuthWatch {
         self.inner.blocker.list().list()
     }
 
+    /// What the link to CrowdSec has done ([`CrowdSec`](crate::CrowdSec)); `None` without one.
+    #[must_use]
+    pub fn crowdsec_status(&self) -> Option<crate::CrowdSecStatus> {
+        self.inner
+            .blocker
+            .crowdsec()
+            .map(crate::crowdsec::Link::status)
+    }
+
     /// Whether the attack-time limit is on now ([`AttackLimit`](crate::AttackLimit)): an
     /// attack alert fires. `false` without one.
     #[must_use]
@@ -417,6 +426,12 @@ impl AuthWatch {
         if let Some(f) = self.inner.fleet.clone() {
             // A last flush, and out of the fleet (up to 2 s; Redis may be away).
             tokio::task::spawn_blocking(move || f.stop(Duration::from_secs(2)))
+                .await
+                .map_err(|e| ShutdownError(e.to_string()))?;
+        }
+        if let Some(l) = self.inner.blocker.crowdsec().cloned() {
+            // Up to 2 s for the decisions queued for CrowdSec.
+            tokio::task::spawn_blocking(move || l.stop(Duration::from_secs(2)))
                 .await
                 .map_err(|e| ShutdownError(e.to_string()))?;
         }

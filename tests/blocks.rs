@@ -1,9 +1,11 @@
 //! Temporary blocks over real sockets: an address the brute-force alert names is refused with
 //! `429` and `Retry-After` before the handler runs, and counted; allow-listed networks are
 //! never blocked; a dry run refuses nothing; repeat offences double the block; blocks by hand
-//! come and go; the list stays bounded under a spray.
+//! come and go; the list stays bounded under a spray; blocks reach a real CrowdSec Local API
+//! as decisions, and its bans are enforced.
 
 mod common;
+mod real;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use authwatch::alerts::ManualClock;
-use authwatch::{AlertConfig, AuthOp, AuthWatch, BlockPolicy, BlockSource, ClientIp};
+use authwatch::{AlertConfig, AuthOp, AuthWatch, BlockPolicy, BlockSource, ClientIp, CrowdSec};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
@@ -635,4 +637,221 @@ async fn the_incident_report_tells_the_story_from_the_audit_trail() {
     assert!(!md.contains("203.0.113.77"), "masked: {md}");
     let md = tokio::task::block_in_place(|| report(&["--unmasked"]));
     assert!(md.contains("client_ip=203.0.113.77"), "{md}");
+}
+
+/// The monitor's link to `lapi`: a watcher and a bouncer reading the stream every second.
+fn crowdsec_of(lapi: &real::Lapi) -> CrowdSec {
+    CrowdSec::new(lapi.url())
+        .watcher(lapi.machine.clone(), lapi.password.clone())
+        .bouncer(lapi.bouncer_key.clone())
+        .stream_interval(Duration::from_secs(1))
+}
+
+/// Polls `f` (every 50 ms, up to `secs`) until it holds; how long that took.
+async fn within(secs: u64, what: &str, mut f: impl AsyncFnMut() -> bool) -> Duration {
+    let t0 = std::time::Instant::now();
+    while !f().await {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "{what}: not within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t0.elapsed()
+}
+
+/// Against a real CrowdSec Local API (Debian's 1.4.6, its own config and SQLite database,
+/// a machine and a bouncer added with `cscli`): a brute force blocked here becomes a ban
+/// decision there (`cscli decisions list`), and the unblock deletes it; a ban made with
+/// `cscli decisions add` is refused here within the stream interval, and its deletion lifts
+/// it; allow-listed addresses and ranges wider than an address are left to the firewall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_become_crowdsec_decisions_and_its_bans_are_enforced() {
+    let lapi = real::Lapi::start();
+    let r = rig_with(
+        Some(
+            BlockPolicy::default()
+                .ttl(Duration::from_secs(900))
+                .allow("10.0.0.0/8"),
+        ),
+        |b| b.crowdsec(crowdsec_of(&lapi)),
+    )
+    .await;
+    // As a watcher: the block is pushed as an alert with one ban.
+    r.brute_force("203.0.113.9").await;
+    assert_eq!(r.post("/login", "203.0.113.9").await.0, 429);
+    let pushed = within(10, "the ban in cscli decisions list", async || {
+        !lapi.decisions("authwatch").is_empty()
+    })
+    .await;
+    let d = lapi.decisions("authwatch");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(
+        (
+            &d[0]["value"],
+            &d[0]["type"],
+            &d[0]["scope"],
+            &d[0]["origin"]
+        ),
+        (
+            &"203.0.113.9".into(),
+            &"ban".into(),
+            &"Ip".into(),
+            &"authwatch".into()
+        )
+    );
+    assert_eq!(d[0]["scenario"], "authwatch/AuthBruteForceSuspected");
+    let left = d[0]["duration"].as_str().unwrap();
+    assert!(left.starts_with("14m") || left.starts_with("15m"), "{left}");
+    eprintln!("the block reached cscli decisions list in {pushed:?}");
+    r.watch.audit_logger().sync();
+    assert!(
+        read_audit(&r)
+            .iter()
+            .any(|v| v["event.name"] == "auth.block.pushed"
+                && v["client.address"] == "203.0.113.9"),
+        "the push is audited"
+    );
+    // The incident report says the block went to CrowdSec.
+    let report = authwatch::incidents::report(
+        &r.audit,
+        Duration::from_secs(3600),
+        authwatch::incidents::Addresses::Unmasked,
+    )
+    .unwrap();
+    assert!(
+        report.contains("203.0.113.9 at ") && report.contains("; pushed to CrowdSec"),
+        "{report}"
+    );
+    // As a bouncer: a ban made in CrowdSec is refused here within the stream interval (1 s).
+    assert_eq!(r.post("/login", "198.51.100.44").await.0, 401);
+    lapi.cscli_ok(&[
+        "decisions",
+        "add",
+        "-i",
+        "198.51.100.44",
+        "-d",
+        "1h",
+        "-R",
+        "ssh-bf",
+    ]);
+    let enforced = within(10, "CrowdSec's ban refused here", async || {
+        r.post("/login", "198.51.100.44").await.0 == 429
+    })
+    .await;
+    eprintln!("cscli decisions add was enforced in {enforced:?} (stream interval 1 s)");
+    assert!(enforced < Duration::from_secs(5), "{enforced:?}");
+    let b = r
+        .watch
+        .blocked_ips()
+        .into_iter()
+        .find(|b| b.ip.to_string() == "198.51.100.44")
+        .unwrap();
+    assert_eq!(b.source, BlockSource::CrowdSec);
+    assert_eq!(b.reason, "CrowdSec: ssh-bf (cscli)");
+    assert!(b.remaining() > Duration::from_secs(3500), "{b:?}");
+    // Not enforced here: an allow-listed address, a /24 (the firewall's), a captcha. An IPv6
+    // /64 is.
+    for args in [
+        ["-i", "10.1.2.3", "-t", "ban"],
+        ["-r", "192.0.2.0/24", "-t", "ban"],
+        ["-i", "192.0.2.200", "-t", "captcha"],
+        ["-r", "2001:db8:5:6::/64", "-t", "ban"],
+    ] {
+        lapi.cscli_ok(&[&["decisions", "add", "-d", "1h", "-R", "t"][..], &args[..]].concat());
+    }
+    within(10, "the IPv6 range refused", async || {
+        r.post("/login", "2001:db8:5:6::1").await.0 == 429
+    })
+    .await;
+    for ip in ["10.1.2.3", "192.0.2.1", "192.0.2.200"] {
+        assert_eq!(r.post("/login", ip).await.0, 401, "{ip}");
+    }
+    let status = r.watch.crowdsec_status().unwrap();
+    assert!(status.connected, "{status:?}");
+    assert_eq!((status.enforced, status.skipped), (2, 3), "{status:?}");
+    // Lifted in CrowdSec: served here again.
+    lapi.cscli_ok(&["decisions", "delete", "-i", "198.51.100.44"]);
+    within(10, "CrowdSec's deletion lifts the block", async || {
+        r.post("/login", "198.51.100.44").await.0 == 401
+    })
+    .await;
+    // Unblocked here: authwatch's decision is deleted there, the others stay.
+    r.watch.unblock_ip("203.0.113.9".parse().unwrap()).unwrap();
+    within(10, "the unblock deletes the decision", async || {
+        lapi.decisions("authwatch").is_empty()
+    })
+    .await;
+    assert!(!lapi.decisions("cscli").is_empty());
+    // A health check says how it goes, without making the service unhealthy.
+    let (code, body) = send(&r.client, request("GET", r.addr, "/auth/health")).await;
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 200, "{health}");
+    assert_eq!(check(&health, "crowdsec")["status"], "healthy", "{health}");
+    r.watch.shutdown().await.unwrap();
+    assert!(lapi.log().contains("127.0.0.1"), "the LAPI served us");
+}
+
+/// The LAPI away when the block is made: it waits in the queue (the service goes on, the
+/// block is enforced here, the health check says so), and reaches CrowdSec once it is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_made_while_crowdsec_is_away_reaches_it_later() {
+    let port = real::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    // The credentials the LAPI will be started with.
+    let r = rig_with(None, |b| {
+        b.crowdsec(
+            CrowdSec::new(url)
+                .watcher(
+                    "authwatch-test",
+                    format!("pw-{}-{port}", std::process::id()),
+                )
+                .timeout(Duration::from_millis(500)),
+        )
+    })
+    .await;
+    r.watch
+        .block_ip(
+            "198.51.100.61".parse().unwrap(),
+            Duration::from_secs(600),
+            "incident 42",
+        )
+        .unwrap();
+    assert_eq!(r.post("/login", "198.51.100.61").await.0, 429);
+    within(10, "the failed push noticed", async || {
+        r.watch
+            .crowdsec_status()
+            .is_some_and(|s| s.last_error.is_some() && s.pending == 1)
+    })
+    .await;
+    let (code, body) = send(&r.client, request("GET", r.addr, "/auth/health")).await;
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 200, "non-critical: {health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    let c = check(&health, "crowdsec");
+    assert_eq!(c["status"], "unhealthy", "{health}");
+    assert!(
+        c["message"]
+            .as_str()
+            .is_some_and(|e| e.contains("1 pushes queued")),
+        "{health}"
+    );
+    let lapi = real::Lapi::start_on(port);
+    within(15, "the queued ban reaches CrowdSec", async || {
+        !lapi.decisions("authwatch").is_empty()
+    })
+    .await;
+    let d = lapi.decisions("authwatch");
+    assert_eq!(d[0]["value"], "198.51.100.61");
+    assert_eq!(d[0]["scenario"], "authwatch/manual");
+    let s = r.watch.crowdsec_status().unwrap();
+    assert!(s.connected && s.pending == 0 && s.pushed == 1, "{s:?}");
+}
+
+/// The check `name` of a health report.
+fn check<'a>(health: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    health["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no {name} check: {health}"))
 }

@@ -41,3 +41,26 @@ pub(crate) fn register(blocker: &Arc<Blocker>, meters: &[Meter]) {
         });
     }
 }
+
+/// The non-critical `crowdsec` health check: whether the Local API answered the last call.
+pub(crate) fn crowdsec_health_check(link: &crate::crowdsec::Link) -> crate::HealthCheck {
+    let l = link.clone();
+    crate::HealthCheck::new("crowdsec", move || {
+        let s = l.status();
+        async move {
+            if s.connected {
+                let mut d = crate::health::Details::new();
+                d.insert("pushed".into(), s.pushed.into());
+                d.insert("enforced".into(), s.enforced.into());
+                Ok(d)
+            } else {
+                Err(format!(
+                    "CrowdSec's Local API unreachable ({}); {} pushes queued, blocks enforced here meanwhile",
+                    s.last_error.as_deref().unwrap_or("not reached yet"),
+                    s.pending
+                ))
+            }
+        }
+    })
+    .critical(false)
+}

@@ -1326,3 +1326,143 @@ impl Drop for Redis {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A CrowdSec Local API alone (`crowdsec -no-cs`), offline, on a loopback port, with its own
+/// config folder and SQLite database: one watcher machine and one bouncer registered with
+/// `cscli`, as an operator would. From Debian's package, unpacked by `scripts/test-deps.sh`.
+pub struct Lapi {
+    pub proc: Proc,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub machine: String,
+    pub password: String,
+    pub bouncer_key: String,
+}
+
+impl Lapi {
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Starts one on `port` (one the monitor was pointed at before the LAPI was up).
+    pub fn start_on(port: u16) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("authwatch-crowdsec-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let etc = repo().join(".test-deps/crowdsec/etc/crowdsec");
+        for f in ["profiles.yaml", "simulation.yaml"] {
+            std::fs::copy(etc.join(f), dir.join(f))
+                .unwrap_or_else(|e| panic!("{f}: {e} (run scripts/test-deps.sh)"));
+        }
+        std::fs::write(dir.join("acquis.yaml"), "").unwrap();
+        let d = dir.display();
+        std::fs::write(
+            dir.join("config.yaml"),
+            format!(
+                "common:\n  daemonize: false\n  log_media: stdout\n  log_level: info\n  working_dir: {d}\n\
+                 config_paths:\n  config_dir: {d}/\n  data_dir: {d}/data/\n  simulation_path: {d}/simulation.yaml\n  \
+                 hub_dir: {d}/hub/\n  index_path: {d}/hub/.index.json\n  notification_dir: {d}/notifications/\n  \
+                 plugin_dir: {d}/plugins/\n\
+                 crowdsec_service:\n  acquisition_path: {d}/acquis.yaml\n\
+                 cscli:\n  output: human\n\
+                 db_config:\n  log_level: info\n  type: sqlite\n  db_path: {d}/data/crowdsec.db\n\
+                 api:\n  client:\n    credentials_path: {d}/local_api_credentials.yaml\n  \
+                 server:\n    log_level: info\n    listen_uri: 127.0.0.1:{port}\n    profiles_path: {d}/profiles.yaml\n    \
+                 trusted_ips:\n      - 127.0.0.1\n\
+                 prometheus:\n  enabled: false\n"
+            ),
+        )
+        .unwrap();
+        let machine = "authwatch-test".to_owned();
+        let password = format!("pw-{}-{port}", std::process::id());
+        let bouncer_key = format!("key{}x{port}", std::process::id());
+        let creds = dir.join("local_api_credentials.yaml");
+        cscli(
+            &dir,
+            &["machines", "add", &machine, "--password", &password, "-f"]
+                .into_iter()
+                .chain([creds.to_str().unwrap(), "--force"])
+                .collect::<Vec<_>>(),
+        );
+        cscli(
+            &dir,
+            &["bouncers", "add", "authwatch-bouncer", "-k", &bouncer_key],
+        );
+        let log = std::fs::File::create(dir.join("lapi.log")).unwrap();
+        let child = Command::new(dep("crowdsec"))
+            .arg("-c")
+            .arg(dir.join("config.yaml"))
+            .arg("-no-cs")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("crowdsec");
+        let proc = Proc {
+            child,
+            name: "crowdsec".into(),
+        };
+        wait_listening((Ipv4Addr::LOCALHOST, port).into(), "crowdsec");
+        Self {
+            proc,
+            port,
+            dir,
+            machine,
+            password,
+            bouncer_key,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `cscli` with `args` on this LAPI: stdout, or the panic names stderr.
+    pub fn cscli_ok(&self, args: &[&str]) -> String {
+        cscli(&self.dir, args)
+    }
+
+    /// The decisions `cscli decisions list` shows (JSON), of `origin` (authwatch's are not of
+    /// the two origins it shows by default).
+    pub fn decisions(&self, origin: &str) -> Vec<serde_json::Value> {
+        let out = self.cscli_ok(&["decisions", "list", "--origin", origin, "-o", "json"]);
+        let alerts: serde_json::Value =
+            serde_json::from_str(out.trim()).unwrap_or(serde_json::Value::Null);
+        alerts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["decisions"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
+    /// The LAPI's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("lapi.log")).unwrap_or_default()
+    }
+}
+
+/// `cscli -c DIR/config.yaml ARGS`: stdout, or the panic names stderr.
+fn cscli(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(dep("cscli"))
+        .arg("-c")
+        .arg(dir.join("config.yaml"))
+        .args(args)
+        .output()
+        .expect("cscli");
+    assert!(
+        out.status.success(),
+        "cscli {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Drop for Lapi {
+    fn drop(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
