@@ -561,6 +561,11 @@ impl AccountDetector {
         (-m * (zero as f64 / m).ln()).round() as u64
     }
 
+    /// Reports from `levels` on (the thresholds of reloaded rules).
+    pub fn set_levels(&mut self, levels: AccountLevels) {
+        self.levels = levels;
+    }
+
     /// What is at or above the levels now.
     #[must_use]
     pub fn detections(&self) -> AccountDetections {

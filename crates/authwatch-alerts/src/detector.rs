@@ -455,6 +455,12 @@ impl Detector {
         }
     }
 
+    /// From now on, addresses with more than `threshold` failures become suspects (one already
+    /// over it is named at its next failure).
+    pub fn set_threshold(&mut self, threshold: u64) {
+        self.threshold = threshold;
+    }
+
     /// The addresses over the threshold now, most failures first.
     #[must_use]
     pub fn suspects(&self) -> Vec<Suspect> {

@@ -61,6 +61,7 @@ mod engine;
 pub mod generate;
 mod notify;
 mod rules;
+mod settings;
 
 pub use accounts::{
     AccountConfig, AccountDetections, AccountLevels, AccountUnderAttack, SprayingClient,
@@ -69,7 +70,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use detector::{BruteForceConfig, RouteFailures, Suspect};
 pub use engine::{
     mask_ip, AccountRun, Alert, AlertConfig, AlertEngine, AlertEvent, AlertState, CountSource,
-    Detections, FailureOutbox, FailureRun, NotifyGate, QuantileSource, RequestCounts,
+    Detections, FailureOutbox, FailureRun, NotifyGate, QuantileSource, Reloaded, RequestCounts,
     SharedDetections, DEFAULT_RUNBOOKS,
 };
 pub use notify::{alertmanager_alert, slack_message, NotifierStats};
@@ -77,3 +78,4 @@ pub use rules::{
     default_rules, Channel, Rule, RuleKind, Severity, Signal, ACCOUNT_ALERTS, SECURITY_ALERTS,
     SPEC_ALERTS,
 };
+pub use settings::{SettingError, ThresholdUnit};

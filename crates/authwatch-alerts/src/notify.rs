@@ -224,6 +224,13 @@ pub(crate) struct Notifiers {
     /// A webhook per channel.
     receivers: Vec<(crate::Channel, Worker)>,
     resend: Duration,
+    /// The settings they were started from, to tell a reload that changes them.
+    from: (
+        Option<String>,
+        Option<String>,
+        Vec<(crate::Channel, String)>,
+        Duration,
+    ),
     gate: Option<crate::engine::NotifyGate>,
     /// When the firing alerts were last sent, and how many sends there have been (each one
     /// starts one alert further, see `deliver`).
@@ -302,9 +309,23 @@ impl Notifiers {
                 .filter_map(|(c, u)| Some((*c, start(Kind::Webhook, u, cfg)?)))
                 .collect(),
             resend: cfg.resend.max(cfg.tick),
+            from: (
+                cfg.alertmanager.clone(),
+                cfg.webhook.clone(),
+                cfg.receivers.clone(),
+                cfg.resend,
+            ),
             gate: cfg.notify_gate.clone(),
             last_sent: Mutex::new((None, 0)),
         }
+    }
+
+    /// Whether `cfg` names the same notifiers (and resend interval) as these were started with.
+    pub(crate) fn same_as(&self, cfg: &AlertConfig) -> bool {
+        self.from.0 == cfg.alertmanager
+            && self.from.1 == cfg.webhook
+            && self.from.2 == cfg.receivers
+            && self.from.3 == cfg.resend
     }
 
     pub(crate) fn deliver(

@@ -115,7 +115,8 @@ impl Inner {
         // The warning and the critical p95 rules read the same quantiles: one HDR snapshot
         // per operation and quantile per evaluation.
         let mut quantiles = Vec::new();
-        for (i, rule) in self.cfg.rules.iter().enumerate() {
+        let rules = self.rules();
+        for (i, rule) in rules.iter().enumerate() {
             if !rule.enabled {
                 continue;
             }
@@ -123,7 +124,7 @@ impl Inner {
                 conditions.push((i, c));
             }
         }
-        let events = self.transition(&mut st, now, conditions);
+        let events = self.transition(&mut st, now, &rules, conditions);
         let mut firing: Vec<Alert> = st
             .instances
             .values()
@@ -152,7 +153,7 @@ impl Inner {
         if let Some(f) = &self.cfg.on_firing {
             f(&firing);
         }
-        self.notifiers
+        self.notifiers()
             .deliver(&events, &firing, now, self.wall(now));
         events
     }

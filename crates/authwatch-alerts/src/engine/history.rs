@@ -48,7 +48,7 @@ pub(super) fn history_for(cfg: &AlertConfig) -> VecDeque<(Duration, Counts)> {
 
 impl Inner {
     pub(super) fn max_span(&self) -> Duration {
-        max_span(&self.cfg.rules, self.cfg.accounts.window_len())
+        max_span(&self.rules(), self.cfg.accounts.window_len())
     }
 
     /// The counts recorded in `(from_excl, to_incl]`; `None` reaches back to the start.

@@ -10,12 +10,13 @@ impl Inner {
         &self,
         st: &mut State,
         now: Duration,
+        rules: &[crate::rules::Rule],
         conditions: Vec<(usize, Condition)>,
     ) -> Vec<AlertEvent> {
         let mut events = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (ri, c) in conditions {
-            let rule = &self.cfg.rules[ri];
+            let rule = &rules[ri];
             let key = (ri, c.labels.clone());
             seen.insert(key.clone());
             let inst = st.instances.entry(key).or_insert_with(|| Instance {

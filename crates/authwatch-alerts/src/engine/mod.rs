@@ -65,16 +65,44 @@ struct Inner {
     handoff: AtomicBool,
     /// The route labels of the failures waiting in the shards.
     labels: pending::Labels,
-    detector_threshold: u64,
+    detector_threshold: std::sync::atomic::AtomicU64,
+    /// The rules evaluated: the configuration's, until [`AlertEngine::reload`] replaces them.
+    rules: RwLock<Arc<[Rule]>>,
     state: Mutex<State>,
     firing: RwLock<Arc<[Alert]>>,
     health_failures: AtomicU32,
-    notifiers: Notifiers,
+    notifiers: RwLock<Arc<Notifiers>>,
     wall0: SystemTime,
     t0: Duration,
     stop: Arc<(Mutex<Wake>, Condvar)>,
     /// One evaluation at a time (the engine's thread and callers of `evaluate`).
     evaluating: Mutex<()>,
+}
+
+/// The brute-force detector's threshold: the smallest `above` of the enabled per-IP rules
+/// (50 without one).
+fn brute_force_threshold(rules: &[Rule]) -> u64 {
+    rules
+        .iter()
+        .filter(|r| r.enabled)
+        .filter_map(|r| match r.kind {
+            RuleKind::PerIpFailures { above } => Some(above),
+            _ => None,
+        })
+        .min()
+        .unwrap_or(50)
+}
+
+/// What [`AlertEngine::reload`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reloaded {
+    /// The rules whose settings changed (or that came or went).
+    pub rules_changed: Vec<String>,
+    /// Whether the notifiers (Alertmanager, webhooks, resend interval) changed.
+    pub notifiers_changed: bool,
+    /// Settings that differ but take effect only at the next start.
+    pub needs_restart: Vec<&'static str>,
 }
 
 /// The levels from which the account detector reports: the lowest thresholds of the enabled
@@ -147,16 +175,7 @@ impl AlertEngine {
     #[must_use]
     pub fn new(cfg: AlertConfig) -> Self {
         let now = cfg.clock.now();
-        let threshold = cfg
-            .rules
-            .iter()
-            .filter(|r| r.enabled)
-            .filter_map(|r| match r.kind {
-                RuleKind::PerIpFailures { above } => Some(above),
-                _ => None,
-            })
-            .min()
-            .unwrap_or(50);
+        let threshold = brute_force_threshold(&cfg.rules);
         let shards = (0..authwatch_hdr::default_shards()).map(|_| Shard::new());
         let inner = Arc::new(Inner {
             shards: shards.collect(),
@@ -169,7 +188,8 @@ impl AlertEngine {
             ready: Mutex::new(Vec::new()),
             handoff: AtomicBool::new(false),
             labels: pending::Labels::new(),
-            detector_threshold: threshold,
+            detector_threshold: std::sync::atomic::AtomicU64::new(threshold),
+            rules: RwLock::new(Arc::from(cfg.rules.clone())),
             state: Mutex::new(State {
                 started: now,
                 last: [[0; KINDS]; OPS],
@@ -179,7 +199,7 @@ impl AlertEngine {
             }),
             firing: RwLock::new(Arc::from(Vec::new())),
             health_failures: AtomicU32::new(0),
-            notifiers: Notifiers::start(&cfg),
+            notifiers: RwLock::new(Arc::new(Notifiers::start(&cfg))),
             wall0: SystemTime::now(),
             t0: now,
             stop: Arc::new((Mutex::new(Wake::default()), Condvar::new())),
@@ -288,7 +308,7 @@ impl AlertEngine {
     /// the enabled account-level rules (a fleet's shared detector reports from the same).
     #[must_use]
     pub fn account_levels(&self) -> AccountLevels {
-        account_levels(&self.inner.cfg.rules)
+        account_levels(&self.inner.rules())
     }
 
     /// The accounts and addresses the account-level rules look at now: accounts with many
@@ -363,19 +383,107 @@ impl AlertEngine {
     /// The brute-force threshold: the smallest `above` of the enabled per-IP rules.
     #[must_use]
     pub fn brute_force_threshold(&self) -> u64 {
-        self.inner.detector_threshold
+        self.inner.detector_threshold.load(Ordering::Relaxed)
     }
 
     /// Deliveries per notifier: sent, failed attempts, dropped.
     #[must_use]
     pub fn notifier_stats(&self) -> Vec<NotifierStats> {
-        self.inner.notifiers.stats()
+        self.inner.notifiers().stats()
     }
 
-    /// The configuration.
+    /// The configuration, as the engine was started with (the rules as now:
+    /// [`rules`](Self::rules)).
     #[must_use]
     pub fn config(&self) -> &AlertConfig {
         &self.inner.cfg
+    }
+
+    /// The rules evaluated now.
+    #[must_use]
+    pub fn rules(&self) -> Arc<[Rule]> {
+        self.inner.rules()
+    }
+
+    /// Takes the rules (thresholds, windows, severities, channels, on or off) and the
+    /// notifiers (Alertmanager, webhooks, resend interval) of `cfg`, keeping everything
+    /// counted, the windows and the alerts' states: a firing alert whose new threshold no
+    /// longer holds resolves at the next evaluation, one still over it goes on firing. What a
+    /// running engine cannot take (the tick, the detectors' windows and memory, the clock and
+    /// the sources) is listed in the result and needs a restart.
+    pub fn reload(&self, cfg: &AlertConfig) -> Reloaded {
+        let inner = &self.inner;
+        let old = inner.rules();
+        let mut changed: Vec<String> = Vec::new();
+        for r in &cfg.rules {
+            match old.iter().find(|o| o.name == r.name) {
+                Some(o) if o == r => {}
+                _ => changed.push(r.name.to_string()),
+            }
+        }
+        for o in old.iter() {
+            if !cfg.rules.iter().any(|r| r.name == o.name) {
+                changed.push(o.name.to_string());
+            }
+        }
+        let new: Arc<[Rule]> = Arc::from(cfg.rules.clone());
+        {
+            let _one = inner.evaluating.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = inner.lock_state();
+            // The alerts' states follow their rule by name; those of a rule gone are dropped
+            // (and resolved, if firing, at the next evaluation: nothing holds them).
+            let map: Vec<Option<usize>> = old
+                .iter()
+                .map(|o| new.iter().position(|r| r.name == o.name))
+                .collect();
+            let instances = std::mem::take(&mut st.instances);
+            for ((ri, labels), mut inst) in instances {
+                if let Some(Some(ni)) = map.get(ri) {
+                    inst.rule = *ni;
+                    st.instances.insert((*ni, labels), inst);
+                }
+            }
+            *inner.rules.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+        }
+        let threshold = brute_force_threshold(&new);
+        inner.detector_threshold.store(threshold, Ordering::Relaxed);
+        inner.lock_detector().set_threshold(threshold);
+        inner
+            .accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_levels(account_levels(&new));
+        let was = &inner.cfg;
+        let notifiers_changed = !inner.notifiers().same_as(cfg);
+        if notifiers_changed {
+            let mut fresh = cfg.clone();
+            fresh.notify_gate.clone_from(&was.notify_gate);
+            fresh.tick = was.tick;
+            let next = Arc::new(Notifiers::start(&fresh));
+            let old = std::mem::replace(
+                &mut *inner.notifiers.write().unwrap_or_else(|e| e.into_inner()),
+                next,
+            );
+            // What the old ones hold still goes out, off the caller's thread.
+            let _ = std::thread::Builder::new()
+                .name("authwatch-notify-old".into())
+                .spawn(move || old.flush(Duration::from_secs(2)));
+        }
+        let mut restart = Vec::new();
+        if cfg.tick != was.tick {
+            restart.push("tick");
+        }
+        if cfg.brute_force != was.brute_force {
+            restart.push("brute_force");
+        }
+        if cfg.accounts != was.accounts {
+            restart.push("accounts");
+        }
+        Reloaded {
+            rules_changed: changed,
+            notifiers_changed,
+            needs_restart: restart,
+        }
     }
 
     /// Stops the evaluation thread and gives the notifiers up to `timeout` to deliver what they
@@ -388,11 +496,22 @@ impl AlertEngine {
             m.lock().unwrap_or_else(|e| e.into_inner()).stopped = true;
             cv.notify_all();
         }
-        self.inner.notifiers.flush(timeout);
+        self.inner.notifiers().flush(timeout);
     }
 }
 
 impl Inner {
+    fn rules(&self) -> Arc<[Rule]> {
+        self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn notifiers(&self) -> Arc<Notifiers> {
+        self.notifiers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
