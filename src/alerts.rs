@@ -26,6 +26,7 @@ pub use authwatch_alerts::{
     default_rules, mask_ip, AccountConfig, AccountDetections, AccountLevels, AccountRun,
     AccountUnderAttack, Alert, AlertConfig, AlertEngine, AlertEvent, AlertState, BruteForceConfig,
     Channel, Clock, Detections, FailureOutbox, FailureRun, ManualClock, NotifierStats, NotifyGate,
-    QuantileSource, RouteFailures, Rule, RuleKind, Severity, SharedDetections, Signal,
-    SprayingClient, Suspect, SystemClock, ACCOUNT_ALERTS, DEFAULT_RUNBOOKS, SPEC_ALERTS,
+    QuantileSource, Reloaded, RouteFailures, Rule, RuleKind, SettingError, Severity,
+    SharedDetections, Signal, SprayingClient, Suspect, SystemClock, ThresholdUnit, ACCOUNT_ALERTS,
+    DEFAULT_RUNBOOKS, SPEC_ALERTS,
 };

@@ -110,6 +110,16 @@ impl BlockPolicy {
     }
 
     /// The TTL of a block after `offences` earlier ones within 24 hours.
+    /// A first offence's block ([`ttl`](Self::ttl)).
+    pub(crate) fn ttl_len(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The longest block ([`max_ttl`](Self::max_ttl)).
+    pub(crate) fn max_ttl_len(&self) -> Duration {
+        self.max_ttl
+    }
+
     /// The most blocks held at once ([`max_blocks`](Self::max_blocks)).
     pub(crate) fn max_blocks_len(&self) -> usize {
         self.max_blocks

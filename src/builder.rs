@@ -53,6 +53,26 @@ pub struct AuthWatchBuilder {
     admin_token: Option<String>,
     attack_limit: Option<crate::AttackLimit>,
     crowdsec: Option<crate::CrowdSec>,
+    /// The configuration file read, for reloads; or why it could not be.
+    config: Option<ConfigSource>,
+    config_error: Option<crate::config::ConfigError>,
+    reload_on_sighup: bool,
+}
+
+/// An edit of the alert settings made in code after the configuration file: replayed on top
+/// of the file at each reload, so that builder calls after the file keep winning.
+pub(crate) type AlertEdit = Arc<dyn Fn(AlertConfig) -> AlertConfig + Send + Sync>;
+
+/// Where the running configuration came from.
+#[derive(Clone)]
+pub(crate) struct ConfigSource {
+    pub(crate) path: std::path::PathBuf,
+    /// The alert settings before the file (the defaults, or the code's before it).
+    pub(crate) base_alerts: AlertConfig,
+    /// The code's edits after it.
+    pub(crate) edits: Vec<AlertEdit>,
+    /// Whether the file switched the alerts off.
+    pub(crate) alerts_off: bool,
 }
 
 impl fmt::Debug for AuthWatchBuilder {
@@ -306,21 +326,9 @@ impl AuthWatchBuilder {
     /// [`alertmanager`](Self::alertmanager), [`alert_webhook`](Self::alert_webhook) or an
     /// earlier config) is kept unless `config` names its own.
     pub fn alerts(mut self, config: AlertConfig) -> Self {
-        let mut config = config;
-        if let Some(earlier) = self.alerts.take() {
-            if let (None, Some(url)) = (config.alertmanager_url(), earlier.alertmanager_url()) {
-                config = config.alertmanager(url);
-            }
-            if let (None, Some(url)) = (config.webhook_url(), earlier.webhook_url()) {
-                config = config.webhook(url);
-            }
-            for (c, url) in earlier.receiver_webhooks() {
-                if !config.receiver_webhooks().iter().any(|(x, _)| x == c) {
-                    config = config.webhook_for(*c, url.clone());
-                }
-            }
-        }
-        self.alerts = Some(config);
+        let earlier = self.alerts.take();
+        self.alerts = Some(merge_alerts(config.clone(), earlier.as_ref()));
+        self.alert_edit(move |earlier| merge_alerts(config.clone(), Some(&earlier)));
         self
     }
 
@@ -386,19 +394,31 @@ impl AuthWatchBuilder {
             (true, None) => Some(AlertConfig::new()),
             (false, _) => None,
         };
+        if let Some(c) = &mut self.config {
+            c.alerts_off = !on;
+        }
         self
     }
 
     /// Sends alerts to an Alertmanager (its v2 API), so it does the paging, Slack and e-mail.
     /// Shorthand for `alerts(AlertConfig::new().alertmanager(url))` on the current config.
     pub fn alertmanager(mut self, url: impl Into<String>) -> Self {
-        self.alerts = Some(self.alerts.take().unwrap_or_default().alertmanager(url));
+        let url = url.into();
+        self.alerts = Some(
+            self.alerts
+                .take()
+                .unwrap_or_default()
+                .alertmanager(url.clone()),
+        );
+        self.alert_edit(move |c| c.alertmanager(url.clone()));
         self
     }
 
     /// Posts alerts to a Slack-compatible webhook.
     pub fn alert_webhook(mut self, url: impl Into<String>) -> Self {
-        self.alerts = Some(self.alerts.take().unwrap_or_default().webhook(url));
+        let url = url.into();
+        self.alerts = Some(self.alerts.take().unwrap_or_default().webhook(url.clone()));
+        self.alert_edit(move |c| c.webhook(url.clone()));
         self
     }
 
@@ -410,12 +430,14 @@ impl AuthWatchBuilder {
         channel: crate::alerts::Channel,
         url: impl Into<String>,
     ) -> Self {
+        let url = url.into();
         self.alerts = Some(
             self.alerts
                 .take()
                 .unwrap_or_default()
-                .webhook_for(channel, url),
+                .webhook_for(channel, url.clone()),
         );
+        self.alert_edit(move |c| c.webhook_for(channel, url.clone()));
         self
     }
 
@@ -477,7 +499,7 @@ impl AuthWatchBuilder {
 
     /// Settings with the defaults ([`AuthWatch::builder`]).
     pub(crate) fn new() -> Self {
-        Self {
+        let b = Self {
             service_name: None,
             routes: Routes::default(),
             client_ip: ClientIp::default(),
@@ -508,6 +530,169 @@ impl AuthWatchBuilder {
             admin_token: None,
             attack_limit: None,
             crowdsec: None,
+            config: None,
+            config_error: None,
+            reload_on_sighup: false,
+        };
+        match std::env::var_os(crate::config::CONFIG_ENV) {
+            Some(p) if !p.is_empty() => b.config_file(p),
+            _ => b,
+        }
+    }
+
+    /// Reads `authwatch.toml` (see [`config`](crate::config)): routes, alert rules and their
+    /// notifiers, blocking, fleet, audit, endpoints and CrowdSec. Builder calls after it win,
+    /// field by field (and still do after a [`reload`](AuthWatch::reload_config)); settings
+    /// it leaves out keep what was set before it. Without this call, the file
+    /// `AUTHWATCH_CONFIG` names is read first. A file that cannot be read or is wrong makes
+    /// [`build`](Self::build) fail with [`BuildError::ConfigFile`], naming the line and key.
+    pub fn config_file(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        match crate::config::Loaded::read(path) {
+            Ok(l) => match self.apply_config(&l) {
+                Ok(b) => b,
+                Err((mut b, e)) => {
+                    b.config_error = Some(e);
+                    b
+                }
+            },
+            Err(e) => {
+                self.config_error = Some(e);
+                self
+            }
+        }
+    }
+
+    /// Reloads the configuration file on `SIGHUP` (Unix; default off), as
+    /// [`AuthWatch::reload_config`] does.
+    pub fn reload_on_sighup(mut self, on: bool) -> Self {
+        self.reload_on_sighup = on;
+        self
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn apply_config(
+        mut self,
+        l: &crate::config::Loaded,
+    ) -> Result<Self, (Self, crate::config::ConfigError)> {
+        let f = &l.file;
+        if let Some(n) = &f.service.name {
+            self.service_name = Some(n.clone());
+        }
+        for (route, op) in &f.routes {
+            if let Some(op) = crate::config::op_of(op) {
+                self.routes = self.routes.route(route, op);
+            }
+        }
+        let base = self.alerts.clone().unwrap_or_default();
+        let alerts_off = f.alerts.enabled == Some(false);
+        if alerts_off {
+            self.alerts = None;
+        } else {
+            match l.alerts(base.clone()) {
+                Ok(c) => self.alerts = Some(c),
+                Err(e) => return Err((self, e)),
+            }
+        }
+        self.config = Some(ConfigSource {
+            path: l.path.clone(),
+            base_alerts: base,
+            edits: Vec::new(),
+            alerts_off,
+        });
+        if let Some(b) = &f.blocking {
+            if b.enabled == Some(false) {
+                self.blocking = None;
+            } else {
+                match l.block_policy(b) {
+                    Ok(p) => self.blocking = Some(p),
+                    Err(e) => return Err((self, e)),
+                }
+            }
+        }
+        if let Some(a) = &f.attack_limit {
+            let mut lim = crate::AttackLimit::per_minute(a.per_minute);
+            if let Some(b) = a.burst {
+                lim = lim.burst(b);
+            }
+            self.attack_limit = Some(lim);
+        }
+        if let Some(fl) = &f.fleet {
+            let mut fleet = crate::Fleet::redis(fl.redis.clone());
+            if let Some(n) = &fl.namespace {
+                fleet = fleet.namespace(n.clone());
+            }
+            if let Some(d) = fl.flush_interval {
+                fleet = fleet.flush_interval(d.0);
+            }
+            if let Some(n) = &fl.instance_name {
+                fleet = fleet.instance_name(n.clone());
+            }
+            self.fleet = Some(fleet);
+        }
+        let a = &f.audit;
+        if let Some(d) = &a.dir {
+            self.audit_file = Some(audit::FileSettings::new(d.clone()));
+        }
+        if let Some(k) = &a.key_file {
+            match l.secret("audit.key_file", k) {
+                Ok(k) => self.audit_key = Some(k.into_bytes()),
+                Err(e) => return Err((self, e)),
+            }
+        }
+        if let Some(on) = a.requests {
+            self.audit_requests = on;
+        }
+        if let Some(on) = a.request_successes {
+            self.audit_request_successes = on;
+        }
+        let e = &f.endpoints;
+        if let Some(p) = &e.metrics_bearer_token_file {
+            match l.secret("endpoints.metrics_bearer_token_file", p) {
+                Ok(t) => self.metrics_token = Some(t),
+                Err(e) => return Err((self, e)),
+            }
+        }
+        if let Some(p) = &e.admin_token_file {
+            match l.secret("endpoints.admin_token_file", p) {
+                Ok(t) => self.admin_token = Some(t),
+                Err(e) => return Err((self, e)),
+            }
+        }
+        if let Some(on) = e.health_details {
+            self.health_details = on;
+        }
+        if let Some(on) = e.dashboard {
+            self.dashboard = on;
+        }
+        if let Some(on) = e.dashboard_unmasked_ips {
+            self.dashboard_unmasked = on;
+        }
+        if let Some(c) = &f.crowdsec {
+            let mut cs = crate::CrowdSec::new(c.url.clone());
+            if let (Some(m), Some(p)) = (&c.machine, &c.password_file) {
+                match l.secret("crowdsec.password_file", p) {
+                    Ok(pw) => cs = cs.watcher(m.clone(), pw),
+                    Err(e) => return Err((self, e)),
+                }
+            }
+            if let Some(p) = &c.bouncer_key_file {
+                match l.secret("crowdsec.bouncer_key_file", p) {
+                    Ok(k) => cs = cs.bouncer(k),
+                    Err(e) => return Err((self, e)),
+                }
+            }
+            if let Some(d) = c.stream_interval {
+                cs = cs.stream_interval(d.0);
+            }
+            self.crowdsec = Some(cs);
+        }
+        Ok(self)
+    }
+
+    /// Records an edit of the alert settings made after the configuration file.
+    fn alert_edit(&mut self, f: impl Fn(AlertConfig) -> AlertConfig + Send + Sync + 'static) {
+        if let Some(c) = &mut self.config {
+            c.edits.push(Arc::new(f));
         }
     }
 
@@ -517,7 +702,10 @@ impl AuthWatchBuilder {
     ///
     /// [`BuildError::Routes`] when a route template is invalid or conflicts with another;
     /// [`BuildError::Telemetry`] when the OpenTelemetry settings are invalid.
-    pub fn build(self) -> Result<AuthWatch, BuildError> {
+    pub fn build(mut self) -> Result<AuthWatch, BuildError> {
+        if let Some(e) = self.config_error.take() {
+            return Err(BuildError::ConfigFile(e));
+        }
         // Routes and the GeoIP file first: bad input must not start (and then stop) exporters.
         self.routes.build()?;
         if let Some(p) = &self.blocking {
@@ -711,7 +899,7 @@ impl AuthWatchBuilder {
         }
         .build()?;
         let queries = authwatch_otel::QueryTimer::new(meters.iter());
-        Ok(AuthWatch {
+        let watch = AuthWatch {
             inner: Arc::new(Inner {
                 service_name,
                 layer,
@@ -735,8 +923,18 @@ impl AuthWatchBuilder {
                 admin_token: self.admin_token,
                 limiter,
                 incidents,
+                config: self.config.map(std::sync::Mutex::new),
+                config_reloads: [
+                    std::sync::atomic::AtomicU64::new(0),
+                    std::sync::atomic::AtomicU64::new(0),
+                ],
+                sighup: std::sync::OnceLock::new(),
             }),
-        })
+        };
+        if self.reload_on_sighup {
+            crate::watch::reload_on_sighup(&watch)?;
+        }
+        Ok(watch)
     }
 }
 
@@ -753,6 +951,24 @@ fn notifiers_of(cfg: &AlertConfig) -> Vec<String> {
         v.push(format!("webhook:{}", c.as_str()));
     }
     v
+}
+
+/// `config`, keeping the notifiers of the `earlier` settings it does not name.
+fn merge_alerts(mut config: AlertConfig, earlier: Option<&AlertConfig>) -> AlertConfig {
+    if let Some(earlier) = earlier {
+        if let (None, Some(url)) = (config.alertmanager_url(), earlier.alertmanager_url()) {
+            config = config.alertmanager(url);
+        }
+        if let (None, Some(url)) = (config.webhook_url(), earlier.webhook_url()) {
+            config = config.webhook(url);
+        }
+        for (c, url) in earlier.receiver_webhooks() {
+            if !config.receiver_webhooks().iter().any(|(x, _)| x == c) {
+                config = config.webhook_for(*c, url.clone());
+            }
+        }
+    }
+    config
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ pub enum BuildError {
     /// A setting that cannot work (an empty metrics token, which would protect nothing).
     #[error("invalid setting: {0}")]
     Config(String),
+    /// The configuration file cannot be read or is wrong: the file, the line, the key, why.
+    #[error("configuration: {0}")]
+    ConfigFile(#[from] crate::config::ConfigError),
 }
 
 /// Why [`AuthWatch::shutdown`](crate::AuthWatch::shutdown) reported a problem. The exporters are stopped either way.

@@ -114,6 +114,7 @@ pub mod alerts;
 pub mod audit;
 pub mod blocks;
 mod builder;
+pub mod config;
 pub mod crowdsec;
 mod dashboard;
 mod endpoints;

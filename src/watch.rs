@@ -73,6 +73,40 @@ pub(crate) struct Inner {
     /// Held here: the engine's hooks hold it weakly.
     #[allow(dead_code)]
     pub(crate) incidents: Arc<crate::incidents::Incidents>,
+    /// The configuration file, for reloads.
+    pub(crate) config: Option<std::sync::Mutex<crate::builder::ConfigSource>>,
+    /// Reloads that worked, and those that failed.
+    pub(crate) config_reloads: [std::sync::atomic::AtomicU64; 2],
+    /// The `SIGHUP` listener, closed with the monitor.
+    pub(crate) sighup: std::sync::OnceLock<SighupGuard>,
+}
+
+/// Ends the `SIGHUP` listener's thread when the monitor goes.
+pub(crate) struct SighupGuard(signal_hook::iterator::Handle);
+
+impl Drop for SighupGuard {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Listens for `SIGHUP` and reloads the configuration file at each.
+pub(crate) fn reload_on_sighup(watch: &AuthWatch) -> Result<(), crate::BuildError> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(|e| crate::BuildError::Config(format!("cannot listen for SIGHUP: {e}")))?;
+    let _ = watch.inner.sighup.set(SighupGuard(signals.handle()));
+    let weak = Arc::downgrade(&watch.inner);
+    std::thread::Builder::new()
+        .name("authwatch-sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                let Some(inner) = weak.upgrade() else { break };
+                tracing::info!(target: "authwatch::config", "authwatch: SIGHUP: reloading the configuration file");
+                let _ = AuthWatch { inner }.reload_config();
+            }
+        })
+        .map_err(crate::BuildError::Audit)?;
+    Ok(())
 }
 
 impl fmt::Debug for AuthWatch {
@@ -146,6 +180,91 @@ impl AuthWatch {
     pub fn blocked_ips(&self) -> Vec<crate::BlockedIp> {
         self.inner.blocker.sweep();
         self.inner.blocker.list().list()
+    }
+
+    /// Reads the configuration file again ([`config_file`](crate::AuthWatchBuilder::config_file)
+    /// or `AUTHWATCH_CONFIG`) and applies its alert rules and notifiers to the running
+    /// engine: thresholds, windows, severities, channels, rules switched on or off,
+    /// Alertmanager and webhooks. Counts, windows and alert states stay; a firing alert whose
+    /// new threshold no longer holds resolves at the next evaluation. Builder calls made after
+    /// the file still win. The other sections (and the tick, the detectors' sizes) take effect
+    /// at the next start: the result names those that differ.
+    ///
+    /// # Errors
+    ///
+    /// A file that cannot be read or is wrong (the error names the line and key), or no file
+    /// at all: the running configuration stays as it was. Each failure is logged
+    /// (`authwatch::config`) and counted in `auth.config.reload.errors.count`.
+    pub fn reload_config(&self) -> Result<crate::alerts::Reloaded, crate::config::ConfigError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let result = self.reload_inner();
+        match &result {
+            Ok(r) => {
+                self.inner.config_reloads[0].fetch_add(1, Relaxed);
+                tracing::info!(
+                    target: "authwatch::config",
+                    changed = ?r.rules_changed,
+                    notifiers = r.notifiers_changed,
+                    "authwatch: configuration reloaded: {} rules changed{}{}",
+                    r.rules_changed.len(),
+                    if r.notifiers_changed { ", notifiers changed" } else { "" },
+                    if r.needs_restart.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; at the next start: {}", r.needs_restart.join(", "))
+                    }
+                );
+            }
+            Err(e) => {
+                self.inner.config_reloads[1].fetch_add(1, Relaxed);
+                tracing::error!(
+                    target: "authwatch::config",
+                    error = %e,
+                    "authwatch: the configuration was not reloaded (the running one stays): {e}"
+                );
+            }
+        }
+        result
+    }
+
+    fn reload_inner(&self) -> Result<crate::alerts::Reloaded, crate::config::ConfigError> {
+        let Some(src) = &self.inner.config else {
+            return Err(crate::config::ConfigError {
+                file: std::path::PathBuf::new(),
+                line: None,
+                key: String::new(),
+                message: "no configuration file to reload: give one with AuthWatchBuilder::config_file or AUTHWATCH_CONFIG".into(),
+            });
+        };
+        let src = src
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let loaded = crate::config::Loaded::read(&src.path)?;
+        let Some(engine) = &self.inner.alerts else {
+            return Ok(crate::alerts::Reloaded::default());
+        };
+        let mut cfg = loaded.alerts(src.base_alerts.clone())?;
+        for edit in &src.edits {
+            cfg = edit(cfg);
+        }
+        // What the monitor itself set at build.
+        let running = engine.config();
+        if let Some(s) = running.service_name() {
+            cfg = cfg.service(s.to_owned());
+        }
+        Ok(engine.reload(&cfg))
+    }
+
+    /// Configuration reloads that worked, and those that failed (the running configuration
+    /// stayed).
+    #[must_use]
+    pub fn config_reloads(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.inner.config_reloads[0].load(Relaxed),
+            self.inner.config_reloads[1].load(Relaxed),
+        )
     }
 
     /// What the link to CrowdSec has done ([`CrowdSec`](crate::CrowdSec)); `None` without one.

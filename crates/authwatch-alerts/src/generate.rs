@@ -492,6 +492,43 @@ fn dashboard(uid: &str, title: &str, panels: Vec<Value>) -> Value {
 /// `(file name, dashboard)`. Queries filter on `job=~"$job"` and use `$__rate_interval`.
 #[must_use]
 pub fn grafana_dashboards() -> Vec<(String, Value)> {
+    grafana_dashboards_for(&crate::default_rules())
+}
+
+/// "alerts at 10% and 20%": the thresholds of the enabled rules `names`, as a panel title
+/// says them.
+fn alerts_at(rules: &[Rule], names: &[&str], percent: bool, what: &str) -> String {
+    let shown: Vec<String> = names
+        .iter()
+        .filter_map(|n| rules.iter().find(|r| r.name == *n && r.enabled))
+        .map(|r| {
+            let v = if percent {
+                r.threshold() * 100.0
+            } else {
+                r.threshold()
+            };
+            let v = (v * 1000.0).round() / 1000.0;
+            if percent {
+                format!("{v}%")
+            } else {
+                format!("{v}")
+            }
+        })
+        .collect();
+    if shown.is_empty() {
+        return "no alert".into();
+    }
+    format!(
+        "alerts at {what}{}{}",
+        shown.join(" and "),
+        if percent { "" } else { " ms" }
+    )
+}
+
+/// [`grafana_dashboards`] with the thresholds of `rules` in the panel titles (the rules of a
+/// configuration file).
+#[must_use]
+pub fn grafana_dashboards_for(rules: &[Rule]) -> Vec<(String, Value)> {
     let j = "{job=~\"$job\"}";
     let rate = |m: Measure| format!("sum by (job) (rate({}{j}[$__rate_interval]))", prom(m));
     let ratio = |op: AuthOp| {
@@ -535,7 +572,15 @@ pub fn grafana_dashboards() -> Vec<(String, Value)> {
         ),
         panel(
             2,
-            "Login failure ratio (alerts at 10% and 20%)",
+            &format!(
+                "Login failure ratio ({})",
+                alerts_at(
+                    rules,
+                    &["AuthLoginFailureRateElevated", "AuthLoginFailureRateHigh"],
+                    true,
+                    ""
+                )
+            ),
             "timeseries",
             "percentunit",
             &[(&ratio(AuthOp::Login), "{{job}}")],
@@ -665,10 +710,10 @@ pub fn grafana_dashboards() -> Vec<(String, Value)> {
         panel(1, "Auth endpoint p95 by route (histogram)", "timeseries", "ms", &[
             (&hist_q(Measure::ResponseTime, "http_route"), "{{http_route}}"),
         ]),
-        panel(2, "Auth p95 by operation (alerts at 500 and 1000 ms)", "timeseries", "ms", &[
+        panel(2, &format!("Auth p95 by operation ({})", alerts_at(rules, &["AuthResponseTimeP95High", "AuthResponseTimeP95Critical"], false, "")), "timeseries", "ms", &[
             (&p(Quantile::P95), "{{auth_operation}}"),
         ]),
-        panel(3, "Token validation time (alerts at mean 50 and 100 ms)", "timeseries", "ms", &[
+        panel(3, &format!("Token validation time ({})", alerts_at(rules, &["AuthTokenValidationDegraded", "AuthTokenValidationSlow"], false, "mean ")), "timeseries", "ms", &[
             (&format!("sum by (job) (rate({tv}_sum{j}[$__rate_interval])) / sum by (job) (rate({tv}_count{j}[$__rate_interval]))"), "mean {{job}}"),
             (&format!("max by (job) ({}{j})", prom(Measure::TokenValidationQuantile(Quantile::P95))), "p95 {{job}}"),
         ]),

@@ -1,9 +1,11 @@
 //! The `authwatch` command line.
 //!
 //! ```text
-//! authwatch rules [--runbook-base URL]            Prometheus alerting rules (YAML, stdout)
-//! authwatch alertmanager                          Alertmanager config (YAML, stdout)
-//! authwatch dashboards --out DIR                  Grafana dashboards (3 JSON files)
+//! authwatch rules [--config FILE] [--runbook-base URL]   Prometheus alerting rules (YAML)
+//! authwatch alertmanager [--config FILE]          Alertmanager config (YAML, stdout)
+//! authwatch dashboards --out DIR [--config FILE]  Grafana dashboards (3 JSON files)
+//! authwatch config check FILE                     check an authwatch.toml
+//! authwatch config print [--config FILE]          the effective configuration, every default
 //! authwatch audit verify PATH [--key-file FILE]   check a local audit log (a file or a folder)
 //! authwatch blocks list|add|remove|export …       the block list (see `authwatch --help`)
 //! authwatch incident report --audit-dir DIR [--since 24h] [--unmasked]
@@ -11,7 +13,9 @@
 //! ```
 //!
 //! The rules, routes and dashboards are those of the default rule set
-//! ([`authwatch::alerts::default_rules`]), over the metric catalog's Prometheus names.
+//! ([`authwatch::alerts::default_rules`]) with the settings of `--config FILE` (or the file
+//! `AUTHWATCH_CONFIG` names), over the metric catalog's Prometheus names: the same file the
+//! service reads, so the two alert paths agree.
 //!
 //! The audit key can also come from `AUTHWATCH_AUDIT_KEY` (a trailing newline in the key
 //! file is ignored). Exit codes: 0 the log verifies (a torn last line from a crash is
@@ -26,9 +30,13 @@ use authwatch::alerts::generate;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  authwatch rules [--runbook-base URL]   Prometheus alerting rules for the default alerts
-  authwatch alertmanager                 an Alertmanager config routing them (pager, Slack, e-mail)
-  authwatch dashboards --out DIR         the Authentication, Security and Performance dashboards
+  authwatch rules [--config FILE] [--runbook-base URL]
+             Prometheus alerting rules (the defaults, with the file's settings)
+  authwatch alertmanager [--config FILE] an Alertmanager config routing them (pager, Slack, e-mail)
+  authwatch dashboards --out DIR [--config FILE]
+             the Authentication, Security and Performance dashboards
+  authwatch config check FILE            check an authwatch.toml (exit 1: it is wrong)
+  authwatch config print [--config FILE] the effective configuration, with every default
   authwatch audit verify PATH [--key-file FILE]
   PATH       an audit log file or the folder given to AuthWatchBuilder::audit_dir
   --key-file a file holding the audit key, when the log was written with one
@@ -49,16 +57,47 @@ fn main() -> ExitCode {
         ["audit", "verify", path, rest @ ..] => verify(PathBuf::from(path), rest),
         ["blocks", rest @ ..] => blocks::run(rest),
         ["incident", "report", rest @ ..] => incident_report(rest),
-        ["rules"] => rules(authwatch::alerts::DEFAULT_RUNBOOKS),
-        ["rules", "--runbook-base", base] => rules(base),
-        ["alertmanager"] => {
+        ["config", "check", file] => config_check(file),
+        ["config", "print", rest @ ..] => with_config(rest, &[], |l, _| {
             print!(
                 "{}",
-                generate::alertmanager_yaml(&authwatch::alerts::default_rules())
+                l.map_or_else(authwatch::config::defaults, |l| l.effective())
+                    .to_toml()
             );
             ExitCode::SUCCESS
-        }
-        ["dashboards", "--out", dir] => dashboards(&PathBuf::from(dir)),
+        }),
+        ["rules", rest @ ..] => with_config(rest, &["--runbook-base"], |l, opts| {
+            let base = opts
+                .first()
+                .cloned()
+                .flatten()
+                .or_else(|| l.and_then(|l| l.file.alerts.runbook_base.clone()))
+                .unwrap_or_else(|| authwatch::alerts::DEFAULT_RUNBOOKS.to_owned());
+            match rule_set(l) {
+                Ok(r) => {
+                    print!("{}", generate::prometheus_rules_yaml(&r, &base));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }),
+        ["alertmanager", rest @ ..] => with_config(rest, &[], |l, _| match rule_set(l) {
+            Ok(r) => {
+                print!("{}", generate::alertmanager_yaml(&r));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        }),
+        ["dashboards", rest @ ..] => with_config(rest, &["--out"], |l, opts| {
+            let Some(Some(dir)) = opts.first().cloned() else {
+                eprintln!("authwatch: dashboards needs --out DIR\n{USAGE}");
+                return ExitCode::from(2);
+            };
+            match rule_set(l) {
+                Ok(r) => dashboards(&PathBuf::from(dir), &r),
+                Err(e) => fail(&e),
+            }
+        }),
         ["--help" | "-h" | "help"] => {
             println!("{USAGE}{}", blocks::USAGE);
             ExitCode::SUCCESS
@@ -114,20 +153,83 @@ fn incident_report(args: &[&str]) -> ExitCode {
     }
 }
 
-fn rules(runbook_base: &str) -> ExitCode {
-    print!(
-        "{}",
-        generate::prometheus_rules_yaml(&authwatch::alerts::default_rules(), runbook_base)
-    );
-    ExitCode::SUCCESS
+/// Runs `f` with the configuration of `--config FILE` (else the file `AUTHWATCH_CONFIG`
+/// names, else none) and the values of the `options` given (in their order).
+fn with_config(
+    args: &[&str],
+    options: &[&str],
+    f: impl FnOnce(Option<&authwatch::config::Loaded>, &[Option<String>]) -> ExitCode,
+) -> ExitCode {
+    let mut file: Option<String> = None;
+    let mut values: Vec<Option<String>> = vec![None; options.len()];
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let Some(v) = it.next() else {
+            eprintln!("authwatch: {a} needs a value\n{USAGE}");
+            return ExitCode::from(2);
+        };
+        if *a == "--config" {
+            file = Some((*v).to_owned());
+        } else if let Some(i) = options.iter().position(|o| o == a) {
+            values[i] = Some((*v).to_owned());
+        } else {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    let file = file.or_else(|| {
+        std::env::var(authwatch::config::CONFIG_ENV)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    match file.map(authwatch::config::Loaded::read).transpose() {
+        Ok(l) => f(l.as_ref(), &values),
+        Err(e) => fail(&e),
+    }
 }
 
-fn dashboards(dir: &std::path::Path) -> ExitCode {
+fn fail(e: &authwatch::config::ConfigError) -> ExitCode {
+    eprintln!("authwatch: {e}");
+    ExitCode::from(1)
+}
+
+/// The rules: the defaults with the file's settings.
+fn rule_set(
+    l: Option<&authwatch::config::Loaded>,
+) -> Result<Vec<authwatch::alerts::Rule>, authwatch::config::ConfigError> {
+    let cfg = match l {
+        Some(l) => l.alerts(authwatch::AlertConfig::new())?,
+        None => authwatch::AlertConfig::new(),
+    };
+    Ok(cfg.rule_set().to_vec())
+}
+
+fn config_check(file: &str) -> ExitCode {
+    match authwatch::config::Loaded::read(file) {
+        Ok(l) => {
+            let rules = rule_set(Some(&l)).unwrap_or_default();
+            let defaults = authwatch::alerts::default_rules();
+            let changed = rules
+                .iter()
+                .filter(|r| !defaults.iter().any(|d| d == *r))
+                .count();
+            let off = rules.iter().filter(|r| !r.enabled).count();
+            println!(
+                "ok: {file}: {} rules, {changed} set by the file, {off} off",
+                rules.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn dashboards(dir: &std::path::Path, rules: &[authwatch::alerts::Rule]) -> ExitCode {
     if let Err(e) = std::fs::create_dir_all(dir) {
         eprintln!("authwatch: {}: {e}", dir.display());
         return ExitCode::from(2);
     }
-    for (file, d) in generate::grafana_dashboards() {
+    for (file, d) in generate::grafana_dashboards_for(rules) {
         let path = dir.join(&file);
         let text = serde_json::to_string_pretty(&d).expect("a dashboard serialises");
         if let Err(e) = std::fs::write(&path, text + "\n") {

@@ -422,6 +422,24 @@ impl AlertConfig {
         self
     }
 
+    /// The evaluation interval ([`tick`](Self::tick)).
+    #[must_use]
+    pub fn tick_interval(&self) -> Duration {
+        self.tick
+    }
+
+    /// How often firing alerts are sent again ([`resend_interval`](Self::resend_interval)).
+    #[must_use]
+    pub fn resend(&self) -> Duration {
+        self.resend
+    }
+
+    /// Where the `runbook_url` annotations point ([`runbook_base`](Self::runbook_base)).
+    #[must_use]
+    pub fn runbook_base_url(&self) -> &str {
+        &self.runbook_base
+    }
+
     /// The `service` label, when set.
     #[must_use]
     pub fn service_name(&self) -> Option<&str> {
