@@ -149,7 +149,9 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            if !this.authorized(&req) {
+            let allowed = this.authorized(&req);
+            this.watch.note_access("/auth/blocks", &req, allowed);
+            if !allowed {
                 let mut r = error(StatusCode::UNAUTHORIZED, "a bearer token is needed");
                 r.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

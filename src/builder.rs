@@ -32,7 +32,8 @@ pub struct AuthWatchBuilder {
     pipeline: PipelineBuilder,
     checks: Vec<HealthCheck>,
     health_cache: Duration,
-    health_details: bool,
+    health_details: Option<bool>,
+    metrics_token_file: Option<std::path::PathBuf>,
     metrics_token: Option<String>,
     audit_file: Option<audit::FileSettings>,
     audit_key: Option<Vec<u8>>,
@@ -228,18 +229,27 @@ impl AuthWatchBuilder {
         self
     }
 
+    /// Reads the bearer token of [`metrics_bearer_token`](Self::metrics_bearer_token) from a
+    /// file at build (a Kubernetes or Docker secret; surrounding whitespace is ignored). A file
+    /// that cannot be read, or is empty, fails the build.
+    pub fn metrics_bearer_token_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.metrics_token_file = Some(path.into());
+        self
+    }
+
     /// Registers a health check for `/auth/health`.
     pub fn health_check(mut self, check: HealthCheck) -> Self {
         self.checks.push(check);
         self
     }
 
-    /// Whether `/auth/health` shows each check's failure message and details (default true).
-    /// Turn it off when the endpoint is public and messages could name hosts or users: the
-    /// response then has each check's name, status and latency only; the messages still go to
-    /// the log and to [`AuthWatch::health`].
+    /// Whether `/auth/health` shows each check's failure message and details to every client
+    /// (`true`) or to none (`false`). By default, only to loopback clients (a `curl` on the
+    /// host, a sidecar): messages can name hosts, databases or users, and a probe needs the
+    /// status, not them. Without details the response has each check's name, status and
+    /// latency; the messages still go to the log and to [`AuthWatch::health`].
     pub fn health_details(mut self, show: bool) -> Self {
-        self.health_details = show;
+        self.health_details = Some(show);
         self
     }
 
@@ -509,7 +519,8 @@ impl AuthWatchBuilder {
             pipeline: Pipeline::builder(),
             checks: Vec::new(),
             health_cache: Duration::from_secs(2),
-            health_details: true,
+            health_details: None,
+            metrics_token_file: None,
             metrics_token: None,
             audit_file: None,
             audit_key: None,
@@ -658,8 +669,11 @@ impl AuthWatchBuilder {
                 Err(e) => return Err((self, e)),
             }
         }
-        if let Some(on) = e.health_details {
-            self.health_details = on;
+        match e.health_details.as_deref() {
+            Some("always") => self.health_details = Some(true),
+            Some("never") => self.health_details = Some(false),
+            Some(_) => self.health_details = None,
+            None => {}
         }
         if let Some(on) = e.dashboard {
             self.dashboard = on;
@@ -720,10 +734,28 @@ impl AuthWatchBuilder {
                 "admin_token is empty: it would protect nothing".into(),
             ));
         }
+        if let Some(p) = &self.metrics_token_file {
+            let t = std::fs::read_to_string(p).map_err(|e| {
+                BuildError::Config(format!("metrics_bearer_token_file {}: {e}", p.display()))
+            })?;
+            self.metrics_token = Some(t.trim().to_owned());
+        }
         if self.metrics_token.as_deref().is_some_and(str::is_empty) {
             return Err(BuildError::Config(
                 "metrics_bearer_token is empty: it would protect nothing".into(),
             ));
+        }
+        if self.metrics_token.is_none() {
+            let mut open = vec!["/metrics"];
+            if self.dashboard {
+                open.extend(["/auth/stats", "/auth/dashboard"]);
+            }
+            tracing::warn!(
+                target: "authwatch::endpoints",
+                "authwatch: {} served without a bearer token: anyone who reaches them reads the auth metrics{}; set metrics_bearer_token_file (or [endpoints] metrics_bearer_token_file), or keep them off the public port",
+                open.join(", "),
+                if self.dashboard { " and the top offending addresses (masked)" } else { "" }
+            );
         }
         let geo = self
             .geoip
@@ -782,6 +814,7 @@ impl AuthWatchBuilder {
                 queue: self.audit_queue,
             },
         )?;
+        let access_auditor = auditor.clone();
         let active_users =
             wiring::users::active_users(self.window, self.active_sessions.as_ref(), meters);
         // Blocks key IPv6 clients as the detectors do, and pardon an unblocked address for as
@@ -929,6 +962,7 @@ impl AuthWatchBuilder {
                     std::sync::atomic::AtomicU64::new(0),
                 ],
                 sighup: std::sync::OnceLock::new(),
+                access: crate::access::AccessLog::new(access_auditor),
             }),
         };
         if self.reload_on_sighup {

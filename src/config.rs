@@ -272,9 +272,10 @@ pub struct EndpointSettings {
     /// A file holding the bearer token of `/auth/blocks` (without one, it does not exist).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token_file: Option<PathBuf>,
-    /// The checks' details in `/auth/health`.
+    /// The checks' messages and details in `/auth/health`: `"loopback"` (the default: to
+    /// clients on the host only), `"always"` or `"never"`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub health_details: Option<bool>,
+    pub health_details: Option<String>,
     /// `/auth/dashboard` and `/auth/stats` (default on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dashboard: Option<bool>,
@@ -440,6 +441,14 @@ impl Loaded {
                     e.to_string().replace("invalid setting: ", ""),
                 )
             })?;
+        }
+        if let Some(h) = &self.file.endpoints.health_details {
+            if !["loopback", "always", "never"].contains(&h.as_str()) {
+                return Err(self.error(
+                    "endpoints.health_details",
+                    format!("{h:?}: \"loopback\", \"always\" or \"never\""),
+                ));
+            }
         }
         if let Some(l) = &self.file.attack_limit {
             if l.per_minute == 0 {
@@ -685,7 +694,7 @@ fn effective(file: &ConfigFile, alerts: Option<AlertConfig>) -> ConfigFile {
     b.all_routes.get_or_insert(false);
     b.max_blocks.get_or_insert(p.max_blocks_len());
     let e = &mut out.endpoints;
-    e.health_details.get_or_insert(true);
+    e.health_details.get_or_insert_with(|| "loopback".into());
     e.dashboard.get_or_insert(true);
     e.dashboard_unmasked_ips.get_or_insert(false);
     let au = &mut out.audit;

@@ -285,11 +285,17 @@ pub struct DashboardService {
     pub(crate) watch: AuthWatch,
 }
 
-fn gate<B>(watch: &AuthWatch, req: &Request<B>) -> Option<Response<EndpointBody>> {
+fn gate<B>(
+    watch: &AuthWatch,
+    endpoint: &'static str,
+    req: &Request<B>,
+) -> Option<Response<EndpointBody>> {
     if !(req.method() == Method::GET || req.method() == Method::HEAD) {
         return Some(not_allowed());
     }
-    if !authorized(watch, req, true) {
+    let allowed = authorized(watch, req, true);
+    watch.note_access(endpoint, req, allowed);
+    if !allowed {
         return Some(unauthorized());
     }
     None
@@ -305,7 +311,7 @@ impl<B> tower_service::Service<Request<B>> for StatsService {
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if let Some(r) = gate(&self.watch, &req) {
+        if let Some(r) = gate(&self.watch, "/auth/stats", &req) {
             return Box::pin(ready(Ok(r)));
         }
         let (watch, head) = (self.watch.clone(), req.method() == Method::HEAD);
@@ -329,7 +335,7 @@ impl<B> tower_service::Service<Request<B>> for DashboardService {
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if let Some(r) = gate(&self.watch, &req) {
+        if let Some(r) = gate(&self.watch, "/auth/dashboard", &req) {
             return ready(Ok(r));
         }
         let mut r = uncached(

@@ -82,7 +82,7 @@ pub(crate) fn authorized<B>(watch: &AuthWatch, req: &Request<B>, query: bool) ->
 
 /// `%XX` escapes decoded (a `+` stays a `+`, as `encodeURIComponent` writes it); `None` for a
 /// malformed escape.
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -131,7 +131,9 @@ impl MetricsService {
         if !method_allowed(req.method()) {
             return Some(not_allowed());
         }
-        if !authorized(&self.watch, req, false) {
+        let allowed = authorized(&self.watch, req, false);
+        self.watch.note_access("/metrics", req, allowed);
+        if !allowed {
             return Some(unauthorized());
         }
         None
@@ -194,12 +196,24 @@ impl<B> tower_service::Service<Request<B>> for HealthService {
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let watch = self.watch.clone();
         let method = req.method().clone();
+        if method_allowed(&method) {
+            watch.note_access("/auth/health", &req, true);
+        }
+        // Details by default to loopback clients only (an operator's curl on the host, a
+        // sidecar), not to whoever can reach the port.
+        let details = watch.inner.health.public_details.unwrap_or_else(|| {
+            watch
+                .inner
+                .client_ip
+                .resolve(&req)
+                .is_some_and(|ip| ip.is_loopback() || ip.to_canonical().is_loopback())
+        });
         Box::pin(async move {
             if !method_allowed(&method) {
                 return Ok(not_allowed());
             }
             let mut report = watch.health().await;
-            if !watch.inner.health.public_details {
+            if !details {
                 report = report.without_details();
             }
             Ok(uncached(

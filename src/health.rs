@@ -215,8 +215,9 @@ pub(crate) struct Health {
     started: Instant,
     checks: Vec<HealthCheck>,
     cache_for: Duration,
-    /// Whether the HTTP endpoint shows messages and details.
-    pub(crate) public_details: bool,
+    /// Whether the HTTP endpoint shows messages and details: always, never, or (`None`) to
+    /// loopback clients only.
+    pub(crate) public_details: Option<bool>,
     /// Held while the checks run, so a flood of probes waits for one run.
     run: tokio::sync::Mutex<Option<(Instant, HealthReport)>>,
     /// The last report, for the gauges (read without waiting).
@@ -324,7 +325,7 @@ impl Health {
         started: Instant,
         checks: Vec<HealthCheck>,
         cache_for: Duration,
-        public_details: bool,
+        public_details: Option<bool>,
     ) -> Self {
         Self {
             service,

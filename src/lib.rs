@@ -108,6 +108,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), warn(clippy::print_stdout))]
 
+pub mod access;
 mod active;
 mod admin;
 pub mod alerts;

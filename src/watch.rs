@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     pub(crate) config_reloads: [std::sync::atomic::AtomicU64; 2],
     /// The `SIGHUP` listener, closed with the monitor.
     pub(crate) sighup: std::sync::OnceLock<SighupGuard>,
+    /// Who read the monitoring endpoints.
+    pub(crate) access: crate::access::AccessLog,
 }
 
 /// Ends the `SIGHUP` listener's thread when the monitor goes.
@@ -254,6 +256,17 @@ impl AuthWatch {
             cfg = cfg.service(s.to_owned());
         }
         Ok(engine.reload(&cfg))
+    }
+
+    /// Counts a request to a monitoring endpoint for the access audit.
+    pub(crate) fn note_access<B>(
+        &self,
+        endpoint: &'static str,
+        req: &http::Request<B>,
+        allowed: bool,
+    ) {
+        let client = self.inner.client_ip.resolve(req);
+        self.inner.access.note(endpoint, client, req, allowed);
     }
 
     /// Configuration reloads that worked, and those that failed (the running configuration
@@ -560,6 +573,8 @@ impl AuthWatch {
                 .await
                 .map_err(|e| ShutdownError(e.to_string()))?;
         }
+        // This hour's access records.
+        self.inner.access.flush();
         let audit = self.inner.audit.clone();
         // The audit records first (their OTLP log records then go out with the flush below).
         let audit_done = tokio::task::spawn_blocking(move || audit.shutdown())

@@ -477,3 +477,212 @@ async fn active_users_and_sessions() {
     assert!((users - 2_000.0).abs() / 2_000.0 < 0.05, "{users}");
     assert!(metric(&text, "auth_sessions_active{")[0].ends_with(" 42"));
 }
+
+/// By default `/auth/health` shows the checks' messages to clients on the host only: a
+/// request from a loopback address gets them, one from elsewhere (here named by the trusted
+/// proxy's `X-Forwarded-For`) gets names, statuses and latencies.
+#[tokio::test]
+async fn health_details_go_to_loopback_clients_only_by_default() {
+    let watch = AuthWatch::builder()
+        .otlp(false)
+        .client_ip(authwatch::ClientIp::x_forwarded_for(1))
+        .health_check(
+            HealthCheck::new("db", || async {
+                Err::<Details, _>("db.internal:5432 refused user app")
+            })
+            .critical(false),
+        )
+        .build()
+        .unwrap();
+    let addr = serve(watch.endpoints()).await;
+    let get =
+        |from: &'static str| request("GET", addr, "/auth/health").header("x-forwarded-for", from);
+    let (status, body) = send(&http1(), get("127.0.0.1")).await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("db.internal"), "loopback: {text}");
+    let (status, body) = send(&http1(), get("203.0.113.5")).await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body);
+    assert!(!text.contains("db.internal"), "elsewhere: {text}");
+    assert!(
+        text.contains("\"name\": \"db\"") && text.contains("unhealthy"),
+        "{text}"
+    );
+    // Always, by choice.
+    let open = AuthWatch::builder()
+        .otlp(false)
+        .client_ip(authwatch::ClientIp::x_forwarded_for(1))
+        .health_check(HealthCheck::new("db", || async {
+            Err::<Details, _>("db.internal:5432 refused user app")
+        }))
+        .health_details(true)
+        .build()
+        .unwrap();
+    let addr = serve(open.endpoints()).await;
+    let req = request("GET", addr, "/auth/health").header("x-forwarded-for", "203.0.113.5");
+    let (_, body) = send(&http1(), req).await;
+    assert!(String::from_utf8_lossy(&body).contains("db.internal"));
+}
+
+/// The bearer token read from a file (a Kubernetes secret), whitespace trimmed; a missing
+/// file fails the build.
+#[tokio::test]
+async fn the_metrics_token_comes_from_a_file() {
+    let dir = tempdir("token");
+    let file = dir.join("token");
+    std::fs::write(&file, "s3cret-token\n").unwrap();
+    let watch = AuthWatch::builder()
+        .otlp(false)
+        .metrics_bearer_token_file(&file)
+        .build()
+        .unwrap();
+    let addr = serve(watch.endpoints()).await;
+    assert_eq!(
+        send(&http1(), request("GET", addr, "/metrics")).await.0,
+        401
+    );
+    let req = request("GET", addr, "/metrics").header("authorization", "Bearer s3cret-token");
+    assert_eq!(send(&http1(), req).await.0, 200);
+    let err = AuthWatch::builder()
+        .otlp(false)
+        .metrics_bearer_token_file(dir.join("missing"))
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("metrics_bearer_token_file"),
+        "{err}"
+    );
+}
+
+/// Every request to a monitoring endpoint is counted for the access audit: one security
+/// record per endpoint, client, token fingerprint (never the token) and decision per hour,
+/// not one per request; `authwatch audit access` summarises them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_to_the_endpoints_is_audited_per_client_and_hour() {
+    let audit = tempdir("access");
+    let watch = AuthWatch::builder()
+        .otlp(false)
+        .client_ip(authwatch::ClientIp::x_forwarded_for(1))
+        .metrics_bearer_token("s3cret-token")
+        .admin_token("admin-token")
+        .audit_dir(&audit)
+        .build()
+        .unwrap();
+    let addr = serve(watch.endpoints()).await;
+    let c = http1();
+    let get = |path: &'static str, from: &'static str, token: Option<&'static str>| {
+        let r = request("GET", addr, path).header("x-forwarded-for", from);
+        match token {
+            Some(t) => r.header("authorization", format!("Bearer {t}")),
+            None => r,
+        }
+    };
+    // A scraper, every "15 s" of an hour: 20 requests, one record.
+    for _ in 0..20 {
+        assert_eq!(
+            send(&c, get("/metrics", "10.0.0.5", Some("s3cret-token")))
+                .await
+                .0,
+            200
+        );
+    }
+    assert_eq!(
+        send(&c, get("/metrics", "203.0.113.9", Some("guess")))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(send(&c, get("/metrics", "203.0.113.9", None)).await.0, 401);
+    assert_eq!(
+        send(&c, get("/auth/stats", "10.0.0.7", Some("s3cret-token")))
+            .await
+            .0,
+        200
+    );
+    let dash = request("GET", addr, "/auth/dashboard?token=s3cret-token")
+        .header("x-forwarded-for", "10.0.0.7");
+    assert_eq!(send(&c, dash).await.0, 200);
+    assert_eq!(send(&c, get("/auth/health", "10.0.0.8", None)).await.0, 200);
+    assert_eq!(
+        send(&c, get("/auth/blocks", "10.0.0.9", Some("admin-token")))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        send(&c, get("/auth/blocks", "203.0.113.9", Some("nope")))
+            .await
+            .0,
+        401
+    );
+    watch.shutdown().await.unwrap();
+
+    let mut records = Vec::new();
+    for f in std::fs::read_dir(&audit).unwrap() {
+        let f = f.unwrap().path();
+        for l in std::fs::read_to_string(&f).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if v["event.name"] == "auth.endpoint.access" {
+                assert_eq!(v["audit.class"], "security");
+                records.push(v);
+            }
+        }
+    }
+    let text = serde_json::to_string(&records).unwrap();
+    assert!(
+        !text.contains("s3cret-token") && !text.contains("admin-token"),
+        "{text}"
+    );
+    assert_eq!(records.len(), 8, "{text}");
+    let scraper = records
+        .iter()
+        .find(|v| v["client.address"] == "10.0.0.5")
+        .unwrap();
+    let a = &scraper["auth.access"];
+    assert_eq!(
+        (&a["endpoint"], &a["allowed"], &a["requests"]),
+        (&"/metrics".into(), &true.into(), &20.into())
+    );
+    let fp = a["token_fingerprint"].as_str().unwrap();
+    assert!(fp.starts_with("sha256:"), "{fp}");
+    let refused: Vec<_> = records
+        .iter()
+        .filter(|v| v["auth.access"]["allowed"] == false)
+        .collect();
+    assert_eq!(refused.len(), 3, "{text}");
+    let dash = records
+        .iter()
+        .find(|v| v["auth.access"]["endpoint"] == "/auth/dashboard")
+        .unwrap();
+    assert_eq!(
+        dash["auth.access"]["token_fingerprint"], fp,
+        "?token= counts as the token"
+    );
+
+    // The monthly summary.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authwatch"))
+        .args([
+            "audit",
+            "access",
+            "--audit-dir",
+            audit.to_str().unwrap(),
+            "--since",
+            "30d",
+        ])
+        .output()
+        .unwrap();
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{md}");
+    assert!(
+        md.lines()
+            .any(|l| l.starts_with("| /metrics | 10.0.0.5 | sha256:")
+                && l.contains("| yes | 20 | 1 |")),
+        "{md}"
+    );
+    assert!(
+        md.contains("| /auth/blocks | 203.0.113.9 |") && md.contains("**refused**"),
+        "{md}"
+    );
+    assert!(md.contains("27 requests, 3 refused"), "{md}");
+}

@@ -273,6 +273,7 @@ impl ViewScratch {
             block_ttl_s: None,
             block_refused: None,
             incident: None,
+            access: None,
             trace_id,
             span_id,
             trace: l.trace,

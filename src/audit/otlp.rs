@@ -109,6 +109,9 @@ impl OtelEncoder {
             if let Some(i) = &r.incident {
                 w.attr("auth.incident", i.to_string().as_str());
             }
+            if let Some(a) = &r.access {
+                w.attr("auth.access", a.to_string().as_str());
+            }
             for (k, v) in [
                 ("auth.block.ttl_s", r.block_ttl_s),
                 ("auth.block.refused", r.block_refused),
@@ -238,6 +241,9 @@ mod tests {
             }
             if let Some(i) = &r.incident {
                 w.attr("auth.incident", i.to_string().as_str());
+            }
+            if let Some(a) = &r.access {
+                w.attr("auth.access", a.to_string().as_str());
             }
             for (k, v) in [
                 ("auth.block.ttl_s", r.block_ttl_s),

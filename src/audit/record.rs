@@ -120,6 +120,10 @@ pub struct AuditRecord {
     /// actions taken (see [`incidents`](crate::incidents)).
     #[serde(rename = "auth.incident", skip_serializing_if = "Option::is_none")]
     pub incident: Option<serde_json::Value>,
+    /// `auth.access`, for the records of access to the monitoring endpoints: the endpoint,
+    /// whether it was allowed, the token's fingerprint, how many requests in the hour.
+    #[serde(rename = "auth.access", skip_serializing_if = "Option::is_none")]
+    pub access: Option<serde_json::Value>,
     /// `trace_id`: the trace of the request the record belongs to (32 hex digits), when an
     /// OpenTelemetry tracing layer is installed (`Pipeline::tracing_layer`): jump from the log
     /// line to its trace.
@@ -181,6 +185,7 @@ impl AuditRecord {
             block_ttl_s: None,
             block_refused: None,
             incident: None,
+            access: None,
             trace_id: None,
             span_id: None,
             trace: None,
@@ -214,6 +219,7 @@ pub(super) struct RecordView<'a> {
     pub(super) block_ttl_s: Option<u64>,
     pub(super) block_refused: Option<u64>,
     pub(super) incident: Option<&'a serde_json::Value>,
+    pub(super) access: Option<&'a serde_json::Value>,
     pub(super) trace_id: Option<&'a str>,
     pub(super) span_id: Option<&'a str>,
     pub(super) trace: Option<crate::tracing_ctx::TraceCtx>,
@@ -242,6 +248,7 @@ impl AuditRecord {
             block_ttl_s: self.block_ttl_s,
             block_refused: self.block_refused,
             incident: self.incident.as_ref(),
+            access: self.access.as_ref(),
             trace_id: self.trace_id.as_deref(),
             span_id: self.span_id.as_deref(),
             trace: self.trace,
@@ -273,6 +280,7 @@ impl RecordView<'_> {
             block_ttl_s: self.block_ttl_s,
             block_refused: self.block_refused,
             incident: self.incident.cloned(),
+            access: self.access.cloned(),
             trace_id: self.trace_id.map(str::to_owned),
             span_id: self.span_id.map(str::to_owned),
             trace: self.trace,

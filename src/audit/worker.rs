@@ -368,6 +368,7 @@ macro_rules! audit_event {
             auth.block.ttl_s = $r.block_ttl_s,
             auth.block.refused = $r.block_refused,
             auth.incident = $r.incident.as_ref().map(tracing::field::display),
+            auth.access = $r.access.as_ref().map(tracing::field::display),
             trace_id = $r.trace_id.as_deref(),
             "{}",
             $r.name

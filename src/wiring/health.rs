@@ -11,7 +11,7 @@ use crate::health::{self, Health, HealthCheck};
 pub(crate) struct Settings {
     pub(crate) checks: Vec<HealthCheck>,
     pub(crate) cache: Duration,
-    pub(crate) details: bool,
+    pub(crate) details: Option<bool>,
 }
 
 /// The health of `service`, with `auth.health.status` and `auth.health.check.time.ms` on

@@ -7,6 +7,8 @@
 //! authwatch config check FILE                     check an authwatch.toml
 //! authwatch config print [--config FILE]          the effective configuration, every default
 //! authwatch audit verify PATH [--key-file FILE]   check a local audit log (a file or a folder)
+//! authwatch audit access --audit-dir DIR [--since 30d]
+//!                                                 who read the monitoring endpoints
 //! authwatch blocks list|add|remove|export …       the block list (see `authwatch --help`)
 //! authwatch incident report --audit-dir DIR [--since 24h] [--unmasked]
 //!                                                 a Markdown timeline per incident
@@ -41,6 +43,10 @@ const USAGE: &str = "usage:
   PATH       an audit log file or the folder given to AuthWatchBuilder::audit_dir
   --key-file a file holding the audit key, when the log was written with one
              (or set AUTHWATCH_AUDIT_KEY)
+  authwatch audit access --audit-dir DIR [--since 30d]
+             who read /metrics, /auth/stats, /auth/dashboard, /auth/health and
+             /auth/blocks: per endpoint, client and token fingerprint, the requests let in
+             and refused (the monthly access audit)
   authwatch incident report --audit-dir DIR [--since 24h] [--unmasked]
              each incident of the audit log (alert, times, peak, addresses, blocks,
              notifications) as Markdown; addresses masked unless --unmasked
@@ -55,6 +61,7 @@ fn main() -> ExitCode {
         .as_slice()
     {
         ["audit", "verify", path, rest @ ..] => verify(PathBuf::from(path), rest),
+        ["audit", "access", rest @ ..] => audit_access(rest),
         ["blocks", rest @ ..] => blocks::run(rest),
         ["incident", "report", rest @ ..] => incident_report(rest),
         ["config", "check", file] => config_check(file),
@@ -107,6 +114,71 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn audit_access(args: &[&str]) -> ExitCode {
+    let (mut dir, mut since) = (None, std::time::Duration::from_secs(30 * 24 * 3600));
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (*a, it.next()) {
+            ("--audit-dir", Some(d)) => dir = Some(PathBuf::from(d)),
+            ("--since", Some(s)) => match humantime::parse_duration(s) {
+                Ok(d) => since = d,
+                Err(e) => {
+                    eprintln!("authwatch: --since {s}: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(dir) = dir else {
+        eprintln!("authwatch: --audit-dir is needed\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    let lines = match authwatch::access::summary(&dir, since) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("authwatch: {}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "# Access to the monitoring endpoints, the last {}\n",
+        humantime::format_duration(since)
+    );
+    if lines.is_empty() {
+        println!("No access recorded.");
+        return ExitCode::SUCCESS;
+    }
+    println!("| endpoint | client | token | let in | requests | hours | first | last |");
+    println!("|---|---|---|---|---:|---:|---|---|");
+    for l in &lines {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            l.endpoint,
+            l.client.as_deref().unwrap_or("(other)"),
+            l.token.as_deref().unwrap_or("none"),
+            if l.allowed { "yes" } else { "**refused**" },
+            l.requests,
+            l.hours,
+            l.first,
+            l.last
+        );
+    }
+    let refused: u64 = lines
+        .iter()
+        .filter(|l| !l.allowed)
+        .map(|l| l.requests)
+        .sum();
+    println!(
+        "\n{} requests, {refused} refused. Access to these records should itself be audited: see the runbooks' section on the audit log.",
+        lines.iter().map(|l| l.requests).sum::<u64>()
+    );
+    ExitCode::SUCCESS
 }
 
 fn incident_report(args: &[&str]) -> ExitCode {
