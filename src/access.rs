@@ -5,7 +5,7 @@
 //! prefix: never the token) and whether it was let in; each such key becomes one security
 //! audit record per hour (`auth.endpoint.access`, with the requests it counted and the first
 //! and last), not one per request: a Prometheus scraping every 15 s makes 24 records a day.
-//! At most [`MAX_KEYS`] keys are held per hour; beyond, the requests count under their
+//! At most 4,096 keys are held per hour; beyond, the requests count under their
 //! endpoint and decision with no client or token. `authwatch audit access` summarises them.
 
 use std::collections::HashMap;
