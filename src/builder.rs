@@ -815,6 +815,16 @@ impl AuthWatchBuilder {
             },
         )?;
         let access_auditor = auditor.clone();
+        // Reloads that worked and that failed; the failures are exported.
+        let config_reloads: Arc<[std::sync::atomic::AtomicU64; 2]> = Arc::default();
+        for meter in meters {
+            let r = config_reloads.clone();
+            authwatch_otel::register_u64_counter(
+                meter,
+                authwatch_otel::Measure::ConfigReloadErrors,
+                move || Some(r[1].load(std::sync::atomic::Ordering::Relaxed)),
+            );
+        }
         let active_users =
             wiring::users::active_users(self.window, self.active_sessions.as_ref(), meters);
         // Blocks key IPv6 clients as the detectors do, and pardon an unblocked address for as
@@ -957,10 +967,7 @@ impl AuthWatchBuilder {
                 limiter,
                 incidents,
                 config: self.config.map(std::sync::Mutex::new),
-                config_reloads: [
-                    std::sync::atomic::AtomicU64::new(0),
-                    std::sync::atomic::AtomicU64::new(0),
-                ],
+                config_reloads,
                 sighup: std::sync::OnceLock::new(),
                 access: crate::access::AccessLog::new(access_auditor),
             }),

@@ -76,7 +76,7 @@ pub(crate) struct Inner {
     /// The configuration file, for reloads.
     pub(crate) config: Option<std::sync::Mutex<crate::builder::ConfigSource>>,
     /// Reloads that worked, and those that failed.
-    pub(crate) config_reloads: [std::sync::atomic::AtomicU64; 2],
+    pub(crate) config_reloads: Arc<[std::sync::atomic::AtomicU64; 2]>,
     /// The `SIGHUP` listener, closed with the monitor.
     pub(crate) sighup: std::sync::OnceLock<SighupGuard>,
     /// Who read the monitoring endpoints.

@@ -369,6 +369,12 @@ fn a_reload_keeps_counts_and_states_and_a_bad_file_changes_nothing() {
     let e = w.reload_config().unwrap_err();
     assert_eq!(e.line, Some(6), "{e}");
     assert_eq!(w.config_reloads(), (1, 1));
+    let text = w.metrics_text().unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("auth_config_reload_errors_count_total") && l.ends_with(" 1")),
+        "{text}"
+    );
     let t = w
         .alert_engine()
         .unwrap()

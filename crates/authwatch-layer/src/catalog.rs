@@ -169,6 +169,8 @@ pub enum Measure {
     Blocked,
     /// Addresses blocked now.
     BlocksActive,
+    /// Configuration reloads refused (the running configuration stayed).
+    ConfigReloadErrors,
 }
 
 /// The window percentiles exported as gauges.
@@ -298,7 +300,7 @@ const fn quantile_gauge(
     }
 }
 
-const OTHERS: [MetricDef; 35] = [
+const OTHERS: [MetricDef; 36] = [
     MetricDef {
         name: "auth.rate.limit.exceeded.count",
         measure: Measure::RateLimited,
@@ -560,6 +562,14 @@ const OTHERS: [MetricDef; 35] = [
         attributes: &[],
     },
     MetricDef {
+        name: "auth.config.reload.errors.count",
+        measure: Measure::ConfigReloadErrors,
+        kind: InstrumentKind::Counter,
+        unit: "{error}",
+        description: "Reloads of the configuration file (AuthWatch::reload_config, SIGHUP) refused because the file could not be read or was wrong; the running configuration stayed.",
+        attributes: &[],
+    },
+    MetricDef {
         name: "auth.uptime.seconds",
         measure: Measure::Uptime,
         kind: InstrumentKind::Gauge,
@@ -570,8 +580,8 @@ const OTHERS: [MetricDef; 35] = [
 ];
 
 /// Every instrument authwatch exports.
-pub static CATALOG: [MetricDef; 47] = {
-    let mut all = [OTHERS[0]; 47];
+pub static CATALOG: [MetricDef; 48] = {
+    let mut all = [OTHERS[0]; 48];
     let mut i = 0;
     while i < OP_COUNTERS.len() {
         all[i] = OP_COUNTERS[i];

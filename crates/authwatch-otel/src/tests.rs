@@ -94,6 +94,7 @@ fn prometheus_names_match_the_catalog() {
                 | Measure::FleetErrors
                 | Measure::Blocked
                 | Measure::BlocksActive
+                | Measure::ConfigReloadErrors
         )
     }) {
         let name = d.prometheus_name();
