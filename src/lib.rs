@@ -128,6 +128,7 @@ pub mod incidents;
 pub mod layer;
 mod limit;
 pub mod metrics;
+pub mod review;
 mod stats;
 mod tracing_ctx;
 mod watch;

@@ -726,6 +726,37 @@ impl Prometheus {
     }
 }
 
+impl Prometheus {
+    /// One that scrapes nothing and serves the TSDB in `data` (blocks backfilled with
+    /// `promtool tsdb create-blocks-from`), kept for 30 days.
+    pub fn start_on_data(data: &Path) -> Self {
+        let dir = tempdir::Dir::new("prometheus-data");
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let cfg = dir.path().join("prometheus.yml");
+        std::fs::write(&cfg, "global:\n  evaluation_interval: 1m\n").unwrap();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new(dep("prometheus"))
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg("--storage.tsdb.retention.time=30d")
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        let proc = Proc {
+            child,
+            name: "prometheus".into(),
+        };
+        wait_listening(addr, "prometheus");
+        Self {
+            proc,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
 /// A blocking HTTP client (a Tokio runtime and hyper-util's client inside).
 pub struct Http {
     pub rt: tokio::runtime::Runtime,

@@ -4,6 +4,8 @@
 //! authwatch rules [--config FILE] [--runbook-base URL]   Prometheus alerting rules (YAML)
 //! authwatch alertmanager [--config FILE]          Alertmanager config (YAML, stdout)
 //! authwatch dashboards --out DIR [--config FILE]  Grafana dashboards (3 JSON files)
+//! authwatch review --prometheus URL [--since 7d] [--config FILE] --out DIR [--allow-looser]
+//!                                                 the weekly review (review.md, .html, suggested.toml)
 //! authwatch config check FILE                     check an authwatch.toml
 //! authwatch config print [--config FILE]          the effective configuration, every default
 //! authwatch audit verify PATH [--key-file FILE]   check a local audit log (a file or a folder)
@@ -37,6 +39,9 @@ const USAGE: &str = "usage:
   authwatch alertmanager [--config FILE] an Alertmanager config routing them (pager, Slack, e-mail)
   authwatch dashboards --out DIR [--config FILE]
              the Authentication, Security and Performance dashboards
+  authwatch review --prometheus URL [--since 7d] [--config FILE] --out DIR [--allow-looser]
+             the weekly review from Prometheus' history: review.md, review.html (charts,
+             no network) and suggested.toml (thresholds from the observed distribution)
   authwatch config check FILE            check an authwatch.toml (exit 1: it is wrong)
   authwatch config print [--config FILE] the effective configuration, with every default
   authwatch audit verify PATH [--key-file FILE]
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
         ["blocks", rest @ ..] => blocks::run(rest),
         ["incident", "report", rest @ ..] => incident_report(rest),
         ["config", "check", file] => config_check(file),
+        ["review", rest @ ..] => review(rest),
         ["config", "print", rest @ ..] => with_config(rest, &[], |l, _| {
             print!(
                 "{}",
@@ -274,6 +280,66 @@ fn rule_set(
         None => authwatch::AlertConfig::new(),
     };
     Ok(cfg.rule_set().to_vec())
+}
+
+fn review(args: &[&str]) -> ExitCode {
+    let looser = args.contains(&"--allow-looser");
+    let args: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| *a != "--allow-looser")
+        .collect();
+    with_config(&args, &["--prometheus", "--since", "--out"], |l, opts| {
+        let (Some(url), Some(out)) = (opts[0].clone(), opts[2].clone()) else {
+            eprintln!("authwatch: review needs --prometheus URL and --out DIR\n{USAGE}");
+            return ExitCode::from(2);
+        };
+        let since = match opts[1].as_deref().map(humantime::parse_duration) {
+            None => std::time::Duration::from_secs(7 * 24 * 3600),
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                eprintln!("authwatch: --since: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let rules = match rule_set(l) {
+            Ok(r) => r,
+            Err(e) => return fail(&e),
+        };
+        let settings = authwatch::review::ReviewSettings {
+            prometheus: url,
+            since,
+            until: std::time::SystemTime::now(),
+            rules,
+            allow_looser: looser,
+        };
+        let r = match authwatch::review::run(&settings) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("authwatch: review: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let dir = PathBuf::from(out);
+        let files = [
+            ("review.md", r.markdown()),
+            ("review.html", r.html()),
+            ("suggested.toml", r.suggested_toml()),
+        ];
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            eprintln!("authwatch: {}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+        for (name, text) in files {
+            let p = dir.join(name);
+            if let Err(e) = std::fs::write(&p, text) {
+                eprintln!("authwatch: {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+            println!("{}", p.display());
+        }
+        ExitCode::SUCCESS
+    })
 }
 
 fn config_check(file: &str) -> ExitCode {
