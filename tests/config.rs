@@ -134,10 +134,27 @@ fn a_changed_threshold_and_a_disabled_rule_show_in_the_engine_and_in_prometheus(
     std::fs::write(&file, FILE).unwrap();
     let f = file.to_str().unwrap();
 
-    // The check.
+    // The check, and the effective configuration with every default.
     let (ok, out, err) = cli(&["config", "check", f]);
     assert!(ok, "{err}");
     assert!(out.contains("20 rules, 2 set by the file, 1 off"), "{out}");
+    let (ok, printed, err) = cli(&["config", "print", "--config", f]);
+    assert!(ok, "{err}");
+    let section = printed
+        .split("[alerts.rules.AuthLoginFailureRateHigh]")
+        .nth(1)
+        .unwrap();
+    assert!(
+        section
+            .trim_start()
+            .starts_with("threshold = 0.3\nwindow = \"10m\"\nmin_events = 40"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("[alerts.rules.AuthBruteForceSuspected]\nthreshold = 50.0"),
+        "{printed}"
+    );
+    authwatch::config::Loaded::parse("printed.toml", printed).unwrap();
 
     // Prometheus: the file's values, and no rule for the one switched off.
     let (ok, yaml, err) = cli(&["rules", "--config", f]);
@@ -352,10 +369,28 @@ fn a_reload_keeps_counts_and_states_and_a_bad_file_changes_nothing() {
     w.evaluate_alerts();
     assert!(firing(&w, "AuthLoginFailureRateHigh"));
 
-    // Raised over the traffic: it resolves at the next evaluation, from the same counts.
-    std::fs::write(&file, FILE.replace("threshold = 0.3", "threshold = 0.5")).unwrap();
+    // Raised over the traffic: it resolves at the next evaluation, from the same counts. And
+    // a security webhook, which the running engine takes at once.
+    assert!(w.alert_engine().unwrap().notifier_stats().is_empty());
+    std::fs::write(
+        &file,
+        FILE.replace("threshold = 0.3", "threshold = 0.5").replace(
+            "tick = \"5s\"",
+            "tick = \"5s\"\n\n[alerts.webhooks]\nsecurity = \"http://127.0.0.1:9/security\"",
+        ),
+    )
+    .unwrap();
     let done = w.reload_config().unwrap();
     assert_eq!(done.rules_changed, ["AuthLoginFailureRateHigh"]);
+    assert!(done.notifiers_changed, "{done:?}");
+    let names: Vec<&str> = w
+        .alert_engine()
+        .unwrap()
+        .notifier_stats()
+        .iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names, ["webhook:security"]);
     clock.advance(Duration::from_secs(5));
     w.evaluate_alerts();
     assert!(!firing(&w, "AuthLoginFailureRateHigh"));
