@@ -346,6 +346,7 @@ impl Blocklist {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut table: Table = (**self.table.load()).clone();
         let mut done = Synced::default();
+        let mut new_keys = std::collections::HashSet::new();
         if replace_all {
             let keep: std::collections::HashSet<IpAddr> =
                 add.iter().map(|(ip, ..)| self.key(*ip)).collect();
@@ -374,15 +375,7 @@ impl Blocklist {
             let refused = previous.map_or(0, |e| e.refused.load(Ordering::Relaxed));
             let since = previous.map_or(wall, |e| e.since);
             if previous.is_none() {
-                done.added += 1;
-                if table.len() >= self.max {
-                    if let Some((k, _)) = table.iter().min_by_key(|(_, e)| e.until) {
-                        let k = *k;
-                        if let Some(e) = table.remove(&k) {
-                            done.evicted.push(e.shown(k, self.ipv6_prefix));
-                        }
-                    }
-                }
+                new_keys.insert(key);
             }
             table.insert(
                 key,
@@ -396,6 +389,23 @@ impl Blocklist {
                 }),
             );
         }
+        // Over the bound: the blocks that end first go, found in one pass (a list of
+        // thousands must not cost a scan of the table per address).
+        if table.len() > self.max {
+            let mut ends: Vec<(Instant, IpAddr)> =
+                table.iter().map(|(k, e)| (e.until, *k)).collect();
+            let over = table.len() - self.max;
+            ends.select_nth_unstable(over - 1);
+            for (_, k) in &ends[..over] {
+                if let Some(e) = table.remove(k) {
+                    done.evicted.push(e.shown(*k, self.ipv6_prefix));
+                }
+            }
+            for (_, k) in &ends[..over] {
+                new_keys.remove(k);
+            }
+        }
+        done.added = new_keys.len();
         self.len.store(table.len(), Ordering::Relaxed);
         self.table.store(Arc::new(table));
         done
