@@ -293,7 +293,13 @@ fn verify_finds_every_kind_of_tampering() {
     let good = lines(&file);
     let d = dir.to_str().unwrap();
     let (code, out) = cli(&["audit", "verify", d]);
-    assert_eq!((code, out.trim()), (0, "ok: 6 records in 1 files verify"));
+    assert_eq!(
+        (code, out.trim()),
+        (
+            0,
+            "ok: 6 records in 1 files verify, none missing against 1 checkpoints"
+        )
+    );
 
     let check = |mutated: Vec<String>, line: usize, kind: Tamper| {
         rewrite(&file, &mutated);
@@ -330,7 +336,7 @@ fn verify_finds_every_kind_of_tampering() {
     let mut m = good.clone();
     m.swap(2, 4);
     check(m, 3, Tamper::Reordered);
-    // (Cutting records off the end is not detectable from the file alone: see the docs.)
+    // (Cutting records off the end is found by the checkpoints: see the next test.)
     // Recomputing the hash after an edit is caught by the next record's `prev`.
     assert_eq!(verify(&dir, None).unwrap().records, 6);
     let bytes = std::fs::read(&file).unwrap();
@@ -343,6 +349,94 @@ fn verify_finds_every_kind_of_tampering() {
         verify_bytes(Path::new("mem"), b"", None).unwrap().records,
         0
     );
+}
+
+/// The checkpoints find what the chain alone cannot: records cut off the end (with how many),
+/// a deleted last day, and a checkpoint forged without the key; an external copy of them (as
+/// the collector keeps it) finds a cut even when the local checkpoint was rolled back.
+#[test]
+fn checkpoints_find_a_cut_a_deleted_last_day_and_a_forged_checkpoint() {
+    let dir = tempdir("audit-checkpoints");
+    let file = write_log(&dir, 6, Some("s3cret"));
+    let keyfile = dir.join("key");
+    std::fs::write(&keyfile, "s3cret").unwrap();
+    let (d, k) = (dir.to_str().unwrap(), keyfile.to_str().unwrap());
+    let good = lines(&file);
+    let checkpoints = dir.join(authwatch::audit::CHECKPOINT_FILE);
+    let saved = std::fs::read_to_string(&checkpoints).unwrap();
+    // The collector's copy, as its log store exports it: the checkpoint as a JSON attribute.
+    let external = tempdir("audit-checkpoints-external").join("exported.jsonl");
+    let cp: serde_json::Value = serde_json::from_str(saved.lines().next().unwrap()).unwrap();
+    std::fs::write(
+        &external,
+        format!(
+            "{}\n",
+            serde_json::json!({"event.name": "auth.audit.checkpoint", "auth.audit.checkpoint": cp.to_string()})
+        ),
+    )
+    .unwrap();
+    assert_eq!(cp["records"], 6);
+    let r = verify(&dir, Some(b"s3cret")).unwrap();
+    assert_eq!((r.records, r.checkpoints), (6, 1));
+
+    // The last two records cut off.
+    rewrite(&file, &good[..4]);
+    let e = verify(&dir, Some(b"s3cret")).unwrap_err();
+    assert_eq!((e.line, &e.kind), (5, &Tamper::Truncated), "{e}");
+    assert!(e.detail.contains("2 records missing"), "{e}");
+    let (code, out) = cli(&["audit", "verify", d, "--key-file", k]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("Truncated") && out.contains("2 records missing"),
+        "{out}"
+    );
+
+    // The forger without the key also rewrites the checkpoint to match the cut: refused.
+    let mut forged: serde_json::Value = cp.clone();
+    forged["records"] = 4.into();
+    forged["head"] = good[3][good[3].len() - 66..good[3].len() - 2].into();
+    std::fs::write(&checkpoints, format!("{forged}\n")).unwrap();
+    let e = verify(&dir, Some(b"s3cret")).unwrap_err();
+    assert_eq!(e.kind, Tamper::ForgedCheckpoint, "{e}");
+    // ... or removes the local checkpoint: the external copy still finds the cut.
+    std::fs::remove_file(&checkpoints).unwrap();
+    assert_eq!(verify(&dir, Some(b"s3cret")).unwrap().records, 4);
+    let (code, out) = cli(&[
+        "audit",
+        "verify",
+        d,
+        "--key-file",
+        k,
+        "--checkpoints",
+        external.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("2 records missing"), "{out}");
+
+    // The whole last day deleted.
+    rewrite(&file, &good);
+    std::fs::write(&checkpoints, &saved).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let e = verify(&dir, Some(b"s3cret")).unwrap_err();
+    assert_eq!(e.kind, Tamper::Truncated, "{e}");
+    assert!(
+        e.detail.contains("the file is gone") && e.file == file,
+        "{e}"
+    );
+
+    // Restored: it verifies against both.
+    rewrite(&file, &good);
+    let (code, out) = cli(&[
+        "audit",
+        "verify",
+        d,
+        "--key-file",
+        k,
+        "--checkpoints",
+        external.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("none missing against 1 checkpoints"), "{out}");
 }
 
 #[test]

@@ -486,3 +486,71 @@ fn logs_router(rx: &LogReceiver) -> tonic::transport::server::Router {
         .add_service(LogsServiceServer::new(rx.clone()))
         .add_service(MetricsServiceServer::new(Receiver::default()))
 }
+
+/// With OTLP logs on and a local log, each flush's checkpoint also goes to the collector as an
+/// `auth.audit.checkpoint` record (out of the host's reach), and the copy the collector holds
+/// verifies the local log: the last one counts every record written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_logs_checkpoints_reach_the_collector() {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use std::time::Duration;
+    let rx = LogReceiver::default();
+    let addr = serve_logs(&rx).await;
+    let dir = std::env::temp_dir().join(format!(
+        "authwatch-otlp-checkpoints-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    ));
+    let watch = authwatch::AuthWatch::builder()
+        .service_name("accounts")
+        .otlp_endpoint(format!("http://{addr}"))
+        .otlp_protocol(authwatch::Protocol::Grpc)
+        .otlp_timeout(Duration::from_secs(5))
+        .export_interval(Duration::from_secs(3600))
+        .audit_requests(false)
+        .audit_dir(&dir)
+        .audit_key("s3cret")
+        .build()
+        .unwrap();
+    let logger = watch.audit_logger();
+    for i in 0..25 {
+        logger.log_login_failure(&format!("u-{i}"), None, None, "Invalid credentials");
+    }
+    tokio::task::spawn_blocking(move || logger.sync())
+        .await
+        .unwrap();
+    watch.shutdown().await.unwrap();
+
+    let checkpoints: Vec<String> = rx
+        .records()
+        .iter()
+        .filter(|(_, r)| r.event_name == "auth.audit.checkpoint")
+        .filter_map(|(_, r)| {
+            r.attributes
+                .iter()
+                .find(|kv| kv.key == "auth.audit.checkpoint")
+                .and_then(|kv| kv.value.as_ref()?.value.clone())
+                .and_then(|v| match v {
+                    Value::StringValue(s) => Some(s),
+                    _ => None,
+                })
+        })
+        .collect();
+    assert!(!checkpoints.is_empty(), "{:?}", rx.records());
+    let last: serde_json::Value = serde_json::from_str(checkpoints.last().unwrap()).unwrap();
+    assert_eq!(last["records"], 25, "{last}");
+    assert_eq!(last["chain"], "hmac-sha256");
+    // The collector's copy verifies the local log.
+    let copy = dir.join("collector-copy.jsonl");
+    std::fs::write(
+        &copy,
+        checkpoints
+            .iter()
+            .map(|c| serde_json::json!({"auth.audit.checkpoint": c}).to_string() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    let r = authwatch::audit::verify_with_checkpoints(&dir, Some(b"s3cret"), &copy).unwrap();
+    assert_eq!((r.records, r.checkpoints), (25, 1));
+    let _ = std::fs::remove_dir_all(&dir);
+}

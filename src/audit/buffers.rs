@@ -274,6 +274,7 @@ impl ViewScratch {
             block_refused: None,
             incident: None,
             access: None,
+            checkpoint: None,
             trace_id,
             span_id,
             trace: l.trace,

@@ -14,6 +14,18 @@
 //! removal, which looks like pruning. Without a key, someone who can rewrite whole files can
 //! recompute the chain; with one, they need the key, and [`verify`] given the key refuses
 //! unkeyed records. One writer per folder.
+//!
+//! **Checkpoints** close the first gap. At every flush the writer records, per class, its
+//! newest file, how many records it holds and the hash of the last, signed (HMAC under a key
+//! derived from the audit key, or a plain SHA-256 without one), in `checkpoints.json` (the
+//! latest per class, replaced atomically); with OTLP logs on they also go to the collector as
+//! `auth.audit.checkpoint` records (at most one per class every 10 s, and the last at
+//! shutdown), out of the host's reach. [`verify`] then reports a file shorter than its
+//! checkpoint, with the number of records missing, or a file the checkpoint names that is
+//! gone; [`verify_with_checkpoints`] does the same against an external copy. What remains: an
+//! attacker with root and the key can rewrite history and sign new checkpoints; without the
+//! key, the local checkpoint can be rolled back to an older one. The copy at the collector is
+//! the defence against both.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -228,6 +240,80 @@ struct OpenFile {
     w: BufWriter<File>,
     seq: u64,
     last: String,
+    /// The records the last checkpoint of this file counted.
+    checkpointed: u64,
+}
+
+/// The file of the latest checkpoint of each class, in the audit folder.
+pub const CHECKPOINT_FILE: &str = "checkpoints.json";
+
+/// How often a class's checkpoint goes to the collector at most (the file has every one).
+const CHECKPOINT_EXPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// One class's state at a flush: its newest file, the records it holds, the hash of the last;
+/// signed with `mac` (HMAC-SHA256 under a key derived from the audit key, or SHA-256 without
+/// one) over the other fields.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct Checkpoint {
+    /// `authentication`, `security`, …
+    pub class: String,
+    /// The file's name.
+    pub file: String,
+    /// Records in it.
+    pub records: u64,
+    /// The hash of its last record.
+    pub head: String,
+    /// When (RFC 3339).
+    pub time: String,
+    /// `sha256` or `hmac-sha256`.
+    pub chain: String,
+    /// The key's id, when keyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The signature.
+    pub mac: String,
+}
+
+impl Checkpoint {
+    fn text(&self) -> String {
+        format!(
+            "authwatch-checkpoint/v1|{}|{}|{}|{}|{}|{}|{}",
+            self.class,
+            self.file,
+            self.records,
+            self.head,
+            self.time,
+            self.chain,
+            self.key_id.as_deref().unwrap_or("")
+        )
+    }
+
+    /// Whether the signature holds (under `checkpoint_key` when keyed).
+    fn holds(&self, checkpoint_key: Option<&[u8]>) -> bool {
+        let keyed = self.chain == "hmac-sha256";
+        if keyed != checkpoint_key.is_some() {
+            return false;
+        }
+        chain_hash(checkpoint_key, self.text().as_bytes()) == self.mac
+    }
+
+    /// The checkpoints in `text`: `checkpoints.json` (one per line), or lines exported from
+    /// a log store that hold one under `auth.audit.checkpoint` (an object or its JSON text).
+    #[must_use]
+    pub fn parse_all(text: &str) -> Vec<Self> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| {
+                let c = match &v["auth.audit.checkpoint"] {
+                    serde_json::Value::String(s) => serde_json::from_str(s).ok()?,
+                    serde_json::Value::Object(_) => v["auth.audit.checkpoint"].clone(),
+                    _ => v,
+                };
+                serde_json::from_value(c).ok()
+            })
+            .collect()
+    }
 }
 
 /// Writes records to the day's file of their class. Used by the audit worker only.
@@ -240,6 +326,12 @@ pub(crate) struct Writer {
     pending: usize,
     first_pending: Option<Instant>,
     pruned_day: i64,
+    checkpoint_key: Option<Vec<u8>>,
+    /// The latest checkpoint of each class (those of `checkpoints.json` at start included).
+    checkpoints: std::collections::BTreeMap<String, Checkpoint>,
+    /// Checkpoints for the collector, and when each class's last went.
+    to_export: Vec<Checkpoint>,
+    exported: std::collections::HashMap<String, Instant>,
 }
 
 fn create_dir(dir: &Path) -> std::io::Result<()> {
@@ -253,7 +345,15 @@ fn create_dir(dir: &Path) -> std::io::Result<()> {
 impl Writer {
     pub(crate) fn open(s: FileSettings, key: Option<Vec<u8>>) -> std::io::Result<Self> {
         create_dir(&s.dir)?;
-        let chain_key = key.map(|k| derive(&k, "chain"));
+        let chain_key = key.as_ref().map(|k| derive(k, "chain"));
+        let checkpoints = fs::read_to_string(s.dir.join(CHECKPOINT_FILE))
+            .map(|t| {
+                Checkpoint::parse_all(&t)
+                    .into_iter()
+                    .map(|c| (c.class.clone(), c))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut w = Self {
             key_id: chain_key.as_deref().map(key_id),
             s,
@@ -262,6 +362,10 @@ impl Writer {
             pending: 0,
             first_pending: None,
             pruned_day: i64::MIN,
+            checkpoint_key: key.map(|k| derive(&k, "checkpoint")),
+            checkpoints,
+            to_export: Vec::new(),
+            exported: std::collections::HashMap::new(),
         };
         w.prune();
         Ok(w)
@@ -281,7 +385,14 @@ impl Writer {
             if day < today - i64::from(class.retention_days()) {
                 match fs::remove_file(&path) {
                     Ok(()) => {
-                        tracing::info!(file = %path.display(), "authwatch: audit file past retention removed")
+                        tracing::info!(file = %path.display(), "authwatch: audit file past retention removed");
+                        // A checkpoint of a pruned file no longer holds anything to check.
+                        let name = file_name(class, day);
+                        let before = self.checkpoints.len();
+                        self.checkpoints.retain(|_, c| c.file != name);
+                        if self.checkpoints.len() != before {
+                            let _ = self.write_checkpoints();
+                        }
                     }
                     Err(err) => {
                         tracing::warn!(file = %path.display(), %err, "authwatch: could not remove an audit file past retention")
@@ -370,6 +481,81 @@ impl Writer {
         }
         self.pending = 0;
         self.first_pending = None;
+        self.checkpoint();
+    }
+
+    /// A checkpoint of each file written to since the last, in `checkpoints.json` (replaced
+    /// atomically), and queued for the collector (at most one per class every 10 s).
+    fn checkpoint(&mut self) {
+        let now = (self.s.clock)();
+        let mut changed = false;
+        for f in &mut self.files {
+            if f.seq == f.checkpointed {
+                continue;
+            }
+            f.checkpointed = f.seq;
+            let mut c = Checkpoint {
+                class: f.class.as_str().to_owned(),
+                file: file_name(f.class, f.day),
+                records: f.seq,
+                head: f.last.clone(),
+                time: humantime::format_rfc3339_millis(now).to_string(),
+                chain: if self.checkpoint_key.is_some() {
+                    "hmac-sha256".into()
+                } else {
+                    "sha256".into()
+                },
+                key_id: self.key_id.clone(),
+                mac: String::new(),
+            };
+            c.mac = chain_hash(self.checkpoint_key.as_deref(), c.text().as_bytes());
+            // For the collector: only the newest of a class waits.
+            self.to_export.retain(|x| x.class != c.class);
+            self.to_export.push(c.clone());
+            self.checkpoints.insert(c.class.clone(), c);
+            changed = true;
+        }
+        if changed {
+            if let Err(e) = self.write_checkpoints() {
+                tracing::error!(error = %e, dir = %self.s.dir.display(), "authwatch: could not write the audit checkpoints");
+            }
+        }
+    }
+
+    fn write_checkpoints(&self) -> std::io::Result<()> {
+        let mut text = String::new();
+        for c in self.checkpoints.values() {
+            text.push_str(&serde_json::to_string(c).map_err(std::io::Error::other)?);
+            text.push('\n');
+        }
+        let tmp = self.s.dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+        let mut o = OpenOptions::new();
+        o.create(true).write(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        let mut f = o.open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.flush()?;
+        drop(f);
+        fs::rename(&tmp, self.s.dir.join(CHECKPOINT_FILE))
+    }
+
+    /// The checkpoints due for the collector (`all`: every one waiting, at shutdown).
+    pub(crate) fn take_checkpoints(&mut self, all: bool) -> Vec<Checkpoint> {
+        let now = Instant::now();
+        let (due, wait): (Vec<Checkpoint>, Vec<Checkpoint>) = std::mem::take(&mut self.to_export)
+            .into_iter()
+            .partition(|c| {
+                all || self
+                    .exported
+                    .get(&c.class)
+                    .is_none_or(|t| now.saturating_duration_since(*t) >= CHECKPOINT_EXPORT_EVERY)
+            });
+        for c in &due {
+            self.exported.insert(c.class.clone(), now);
+        }
+        self.to_export = wait;
+        due
     }
 }
 
@@ -410,6 +596,7 @@ fn open_for_append(dir: &Path, class: AuditClass, day: i64) -> std::io::Result<O
         w: BufWriter::new(file),
         seq,
         last,
+        checkpointed: seq,
     })
 }
 
@@ -453,6 +640,11 @@ pub enum Tamper {
     WrongKey,
     /// The file or folder cannot be read (not tampering).
     Unreadable,
+    /// The log is shorter than its last checkpoint: records cut off the end of a file, or a
+    /// file the checkpoint names is gone.
+    Truncated,
+    /// A checkpoint whose signature does not hold (forged, edited, or made with another key).
+    ForgedCheckpoint,
 }
 
 /// The first bad record [`verify`] found.
@@ -481,6 +673,8 @@ pub struct VerifyReport {
     /// Files whose last line was cut by a crash mid-write (the records before it verify); only
     /// ever the newest file of a class.
     pub torn: Vec<PathBuf>,
+    /// Checkpoints the log was checked against (one per class).
+    pub checkpoints: usize,
 }
 
 /// Checks a log file, or every log file in a folder (each class's files in date order, each
@@ -514,6 +708,161 @@ pub fn verify(path: &Path, key: Option<&[u8]>) -> Result<VerifyReport, VerifyErr
         vec![(named, path.to_owned())]
     };
     let mut report = VerifyReport::default();
+    verify_files(&files, chain_key.as_deref(), &mut report)?;
+    // The folder's own checkpoints, when it has them.
+    if path.is_dir() {
+        if let Ok(text) = fs::read_to_string(path.join(CHECKPOINT_FILE)) {
+            let cps = Checkpoint::parse_all(&text);
+            check_checkpoints(path, &path.join(CHECKPOINT_FILE), key, &cps, &mut report)?;
+        }
+    }
+    Ok(report)
+}
+
+/// [`verify`], then the log against the checkpoints in `checkpoints` (an external copy: the
+/// `auth.audit.checkpoint` records exported from the collector's log store, one JSON object
+/// per line, or a saved `checkpoints.json`), the latest of each class: a log shorter than it,
+/// a file it names that is gone, or a checkpoint that does not verify, is reported.
+///
+/// # Errors
+///
+/// As [`verify`]; [`Tamper::Truncated`] or [`Tamper::ForgedCheckpoint`] for the checkpoints;
+/// [`Tamper::Unreadable`] when `checkpoints` cannot be read or holds none.
+pub fn verify_with_checkpoints(
+    path: &Path,
+    key: Option<&[u8]>,
+    checkpoints: &Path,
+) -> Result<VerifyReport, VerifyError> {
+    let text = fs::read_to_string(checkpoints).map_err(|e| VerifyError {
+        file: checkpoints.to_owned(),
+        line: 0,
+        kind: Tamper::Unreadable,
+        detail: e.to_string(),
+    })?;
+    let cps = Checkpoint::parse_all(&text);
+    if cps.is_empty() {
+        return Err(VerifyError {
+            file: checkpoints.to_owned(),
+            line: 0,
+            kind: Tamper::Unreadable,
+            detail: "no checkpoint in it".into(),
+        });
+    }
+    let mut report = verify(path, key)?;
+    let dir = if path.is_dir() {
+        path.to_owned()
+    } else {
+        path.parent().map(Path::to_owned).unwrap_or_default()
+    };
+    report.checkpoints = 0;
+    check_checkpoints(&dir, checkpoints, key, &cps, &mut report)?;
+    Ok(report)
+}
+
+/// The log in `dir` against the latest checkpoint of each class in `cps` (read from `from`).
+fn check_checkpoints(
+    dir: &Path,
+    from: &Path,
+    key: Option<&[u8]>,
+    cps: &[Checkpoint],
+    report: &mut VerifyReport,
+) -> Result<(), VerifyError> {
+    let checkpoint_key = key.map(|k| derive(k, "checkpoint"));
+    let mut latest: std::collections::BTreeMap<&str, &Checkpoint> =
+        std::collections::BTreeMap::new();
+    for (i, c) in cps.iter().enumerate() {
+        if !c.holds(checkpoint_key.as_deref()) {
+            return Err(VerifyError {
+                file: from.to_owned(),
+                line: i + 1,
+                kind: Tamper::ForgedCheckpoint,
+                detail: format!(
+                    "the checkpoint of {} ({} records of {}) does not verify{}",
+                    c.class,
+                    c.records,
+                    c.file,
+                    if key.is_none() && c.chain == "hmac-sha256" {
+                        ": it is keyed, give the audit key"
+                    } else {
+                        ""
+                    }
+                ),
+            });
+        }
+        let newer = latest
+            .get(c.class.as_str())
+            .is_none_or(|l| (c.file.as_str(), c.records) > (l.file.as_str(), l.records));
+        if newer {
+            latest.insert(&c.class, c);
+        }
+    }
+    for c in latest.values() {
+        let file = dir.join(&c.file);
+        let data = match fs::read(&file) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(VerifyError {
+                    file,
+                    line: 0,
+                    kind: Tamper::Truncated,
+                    detail: format!(
+                        "the file is gone: its checkpoint at {} counted {} records in it",
+                        c.time, c.records
+                    ),
+                })
+            }
+            Err(e) => {
+                return Err(VerifyError {
+                    file,
+                    line: 0,
+                    kind: Tamper::Unreadable,
+                    detail: e.to_string(),
+                })
+            }
+        };
+        let (lines, _) = split_lines(&data);
+        let held = lines.len() as u64;
+        if held < c.records {
+            return Err(VerifyError {
+                file,
+                line: lines.len() + 1,
+                kind: Tamper::Truncated,
+                detail: format!(
+                    "{} records missing: it holds {held}, its checkpoint at {} counted {}",
+                    c.records - held,
+                    c.time,
+                    c.records
+                ),
+            });
+        }
+        let n = usize::try_from(c.records).unwrap_or(usize::MAX);
+        if n > 0 {
+            let line = String::from_utf8_lossy(lines[n - 1]);
+            if split_line(&line).map(|(_, h)| h) != Some(c.head.as_str()) {
+                return Err(VerifyError {
+                    file,
+                    line: n,
+                    kind: Tamper::Edited,
+                    detail: "the record is not the one its checkpoint signed".into(),
+                });
+            }
+        }
+        report.checkpoints += 1;
+    }
+    Ok(())
+}
+
+fn verify_files(
+    files: &[(Option<(AuditClass, i64)>, PathBuf)],
+    chain_key: Option<&[u8]>,
+    report: &mut VerifyReport,
+) -> Result<(), VerifyError> {
+    let unreadable = |path: &Path, e: std::io::Error| VerifyError {
+        file: path.to_owned(),
+        line: 0,
+        kind: Tamper::Unreadable,
+        detail: e.to_string(),
+    };
     for (i, (named, file)) in files.iter().enumerate() {
         let class = named.map(|(c, _)| c);
         let newest = files[i + 1..]
@@ -524,8 +873,8 @@ pub fn verify(path: &Path, key: Option<&[u8]>) -> Result<VerifyReport, VerifyErr
             .then(|| &files[i - 1].1);
         let expect_prev = match prev_file {
             Some(p) => {
-                let mut f = File::open(p).map_err(unreadable)?;
-                let (_, line) = tail_of(&mut f).map_err(unreadable)?;
+                let mut f = File::open(p).map_err(|e| unreadable(p, e))?;
+                let (_, line) = tail_of(&mut f).map_err(|e| unreadable(p, e))?;
                 line.as_deref().and_then(seq_and_hash).map(|(_, h)| h)
             }
             None => None,
@@ -536,18 +885,10 @@ pub fn verify(path: &Path, key: Option<&[u8]>) -> Result<VerifyReport, VerifyErr
             kind: Tamper::Unreadable,
             detail: e.to_string(),
         })?;
-        verify_content(
-            file,
-            &data,
-            *named,
-            chain_key.as_deref(),
-            expect_prev,
-            newest,
-            &mut report,
-        )?;
+        verify_content(file, &data, *named, chain_key, expect_prev, newest, report)?;
         report.files += 1;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// The complete lines of a log (without their `\n`), and whether the last one was cut.

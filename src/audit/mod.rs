@@ -40,7 +40,10 @@ mod sink;
 mod tests;
 mod worker;
 
-pub use file::{verify, verify_bytes, AuditFlush, FileSettings, Tamper, VerifyError, VerifyReport};
+pub use file::{
+    verify, verify_bytes, verify_with_checkpoints, AuditFlush, Checkpoint, FileSettings, Tamper,
+    VerifyError, VerifyReport, CHECKPOINT_FILE,
+};
 pub use logger::{get_login_audit_logger, LoginAuditLogger};
 pub use record::{AuditClass, AuditRecord};
 pub use sanitize::{sanitize, MAX_TEXT, MAX_USER_AGENT};

@@ -112,6 +112,9 @@ impl OtelEncoder {
             if let Some(a) = &r.access {
                 w.attr("auth.access", a.to_string().as_str());
             }
+            if let Some(c) = &r.checkpoint {
+                w.attr("auth.audit.checkpoint", c.to_string().as_str());
+            }
             for (k, v) in [
                 ("auth.block.ttl_s", r.block_ttl_s),
                 ("auth.block.refused", r.block_refused),
@@ -244,6 +247,9 @@ mod tests {
             }
             if let Some(a) = &r.access {
                 w.attr("auth.access", a.to_string().as_str());
+            }
+            if let Some(c) = &r.checkpoint {
+                w.attr("auth.audit.checkpoint", c.to_string().as_str());
             }
             for (k, v) in [
                 ("auth.block.ttl_s", r.block_ttl_s),

@@ -124,6 +124,13 @@ pub struct AuditRecord {
     /// whether it was allowed, the token's fingerprint, how many requests in the hour.
     #[serde(rename = "auth.access", skip_serializing_if = "Option::is_none")]
     pub access: Option<serde_json::Value>,
+    /// `auth.audit.checkpoint`, for the checkpoints of the local log sent to the collector
+    /// (see [`Checkpoint`](crate::audit::Checkpoint)).
+    #[serde(
+        rename = "auth.audit.checkpoint",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub checkpoint: Option<serde_json::Value>,
     /// `trace_id`: the trace of the request the record belongs to (32 hex digits), when an
     /// OpenTelemetry tracing layer is installed (`Pipeline::tracing_layer`): jump from the log
     /// line to its trace.
@@ -186,6 +193,7 @@ impl AuditRecord {
             block_refused: None,
             incident: None,
             access: None,
+            checkpoint: None,
             trace_id: None,
             span_id: None,
             trace: None,
@@ -220,6 +228,7 @@ pub(super) struct RecordView<'a> {
     pub(super) block_refused: Option<u64>,
     pub(super) incident: Option<&'a serde_json::Value>,
     pub(super) access: Option<&'a serde_json::Value>,
+    pub(super) checkpoint: Option<&'a serde_json::Value>,
     pub(super) trace_id: Option<&'a str>,
     pub(super) span_id: Option<&'a str>,
     pub(super) trace: Option<crate::tracing_ctx::TraceCtx>,
@@ -249,6 +258,7 @@ impl AuditRecord {
             block_refused: self.block_refused,
             incident: self.incident.as_ref(),
             access: self.access.as_ref(),
+            checkpoint: self.checkpoint.as_ref(),
             trace_id: self.trace_id.as_deref(),
             span_id: self.span_id.as_deref(),
             trace: self.trace,
@@ -281,6 +291,7 @@ impl RecordView<'_> {
             block_refused: self.block_refused,
             incident: self.incident.cloned(),
             access: self.access.cloned(),
+            checkpoint: self.checkpoint.cloned(),
             trace_id: self.trace_id.map(str::to_owned),
             span_id: self.span_id.map(str::to_owned),
             trace: self.trace,

@@ -236,12 +236,38 @@ impl Sinks<'_> {
         if let Some(w) = self.file.as_deref_mut() {
             w.flush();
         }
+        self.send_checkpoints(false);
+    }
+
+    /// The local log's checkpoints to the collector, when OTLP logs are on (`all`: every one
+    /// waiting, at shutdown); never into the local log itself.
+    fn send_checkpoints(&mut self, all: bool) {
+        let Some(w) = self.file.as_deref_mut() else {
+            return;
+        };
+        let due = w.take_checkpoints(all);
+        if self.otel.is_none() {
+            return;
+        }
+        for c in due {
+            let mut r =
+                AuditRecord::new("auth.audit.checkpoint", AuditClass::Security, "authwatch");
+            r.checkpoint = serde_json::to_value(&c).ok();
+            if self.batch.is_empty() {
+                self.batch_since = Some(std::time::Instant::now());
+            }
+            self.encoder.record(&mut self.batch, &r.view(), None);
+            if self.batch.is_full() {
+                self.send_batch();
+            }
+        }
     }
 
     /// The last batch out, the file flushed, the export stopped.
     fn finish(&mut self) {
-        self.send_batch();
         self.flush_file();
+        self.send_checkpoints(true);
+        self.send_batch();
         if let Some(o) = &self.otel {
             o.export.shutdown();
         }
@@ -326,6 +352,7 @@ fn run(
                         w.flush();
                     }
                 }
+                sinks.send_checkpoints(false);
             }
         }
     }
@@ -369,6 +396,7 @@ macro_rules! audit_event {
             auth.block.refused = $r.block_refused,
             auth.incident = $r.incident.as_ref().map(tracing::field::display),
             auth.access = $r.access.as_ref().map(tracing::field::display),
+            auth.audit.checkpoint = $r.checkpoint.as_ref().map(tracing::field::display),
             trace_id = $r.trace_id.as_deref(),
             "{}",
             $r.name

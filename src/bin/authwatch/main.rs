@@ -8,7 +8,8 @@
 //!                                                 the weekly review (review.md, .html, suggested.toml)
 //! authwatch config check FILE                     check an authwatch.toml
 //! authwatch config print [--config FILE]          the effective configuration, every default
-//! authwatch audit verify PATH [--key-file FILE]   check a local audit log (a file or a folder)
+//! authwatch audit verify PATH [--key-file FILE] [--checkpoints FILE]
+//!                                                 check a local audit log (a file or a folder)
 //! authwatch audit access --audit-dir DIR [--since 30d]
 //!                                                 who read the monitoring endpoints
 //! authwatch blocks list|add|remove|export …       the block list (see `authwatch --help`)
@@ -44,10 +45,13 @@ const USAGE: &str = "usage:
              no network) and suggested.toml (thresholds from the observed distribution)
   authwatch config check FILE            check an authwatch.toml (exit 1: it is wrong)
   authwatch config print [--config FILE] the effective configuration, with every default
-  authwatch audit verify PATH [--key-file FILE]
+  authwatch audit verify PATH [--key-file FILE] [--checkpoints FILE]
   PATH       an audit log file or the folder given to AuthWatchBuilder::audit_dir
   --key-file a file holding the audit key, when the log was written with one
              (or set AUTHWATCH_AUDIT_KEY)
+  --checkpoints  an external copy of the checkpoints (the auth.audit.checkpoint records
+             exported from the collector's log store, one per line): a log shorter than them
+             is reported with the number of records missing
   authwatch audit access --audit-dir DIR [--since 30d]
              who read /metrics, /auth/stats, /auth/dashboard, /auth/health and
              /auth/blocks: per endpoint, client and token fingerprint, the requests let in
@@ -380,38 +384,56 @@ fn dashboards(dir: &std::path::Path, rules: &[authwatch::alerts::Rule]) -> ExitC
 }
 
 fn verify(path: PathBuf, rest: &[&str]) -> ExitCode {
-    let key = match rest {
-        [] => std::env::var("AUTHWATCH_AUDIT_KEY")
-            .ok()
-            .map(String::into_bytes),
-        ["--key-file", file] => match std::fs::read(file) {
-            // A key file written with `echo` ends in a newline that is not part of the key.
-            Ok(mut k) => {
-                if k.ends_with(b"\n") {
-                    k.pop();
-                    if k.ends_with(b"\r") {
+    let mut key = std::env::var("AUTHWATCH_AUDIT_KEY")
+        .ok()
+        .map(String::into_bytes);
+    let mut checkpoints: Option<PathBuf> = None;
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        match (*a, it.next()) {
+            ("--key-file", Some(file)) => match std::fs::read(file) {
+                // A key file written with `echo` ends in a newline that is not part of the key.
+                Ok(mut k) => {
+                    if k.ends_with(b"\n") {
                         k.pop();
+                        if k.ends_with(b"\r") {
+                            k.pop();
+                        }
                     }
+                    key = Some(k);
                 }
-                Some(k)
-            }
-            Err(e) => {
-                eprintln!("authwatch: {file}: {e}");
+                Err(e) => {
+                    eprintln!("authwatch: {file}: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            ("--checkpoints", Some(file)) => checkpoints = Some(PathBuf::from(file)),
+            _ => {
+                eprintln!("{USAGE}");
                 return ExitCode::from(2);
             }
-        },
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
         }
+    }
+    let result = match &checkpoints {
+        Some(c) => authwatch::audit::verify_with_checkpoints(&path, key.as_deref(), c),
+        None => authwatch::audit::verify(&path, key.as_deref()),
     };
-    match authwatch::audit::verify(&path, key.as_deref()) {
+    match result {
         Ok(r) if r.files == 0 => {
             eprintln!("authwatch: no audit files in {}", path.display());
             ExitCode::from(2)
         }
         Ok(r) => {
-            println!("ok: {} records in {} files verify", r.records, r.files);
+            println!(
+                "ok: {} records in {} files verify{}",
+                r.records,
+                r.files,
+                if r.checkpoints > 0 {
+                    format!(", none missing against {} checkpoints", r.checkpoints)
+                } else {
+                    String::new()
+                }
+            );
             for t in &r.torn {
                 println!(
                     "note: {} ends in a torn record (a crash mid-write); the records before it verify",
