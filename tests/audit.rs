@@ -439,6 +439,31 @@ fn checkpoints_find_a_cut_a_deleted_last_day_and_a_forged_checkpoint() {
     assert!(out.contains("none missing against 1 checkpoints"), "{out}");
 }
 
+/// `audit cat` prints the records, and first a notice that reading them should itself be
+/// audited.
+#[test]
+fn audit_cat_prints_the_records_with_a_notice() {
+    let dir = tempdir("audit-cat");
+    write_log(&dir, 4, None);
+    let out = Command::new(env!("CARGO_BIN_EXE_authwatch"))
+        .args(["audit", "cat", dir.to_str().unwrap(), "--class", "security"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(
+        text.lines()
+            .all(|l| l.contains("\"event.name\":\"auth.login.failure\"")),
+        "{text}"
+    );
+    let notice = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        notice.contains("should itself be audited") && notice.contains("auditd"),
+        "{notice}"
+    );
+}
+
 #[test]
 fn a_keyed_chain_needs_its_key() {
     let dir = tempdir("audit-keyed");

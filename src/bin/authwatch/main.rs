@@ -10,6 +10,7 @@
 //! authwatch config print [--config FILE]          the effective configuration, every default
 //! authwatch audit verify PATH [--key-file FILE] [--checkpoints FILE]
 //!                                                 check a local audit log (a file or a folder)
+//! authwatch audit cat PATH [--class security]      print the records (JSON lines)
 //! authwatch audit access --audit-dir DIR [--since 30d]
 //!                                                 who read the monitoring endpoints
 //! authwatch blocks list|add|remove|export …       the block list (see `authwatch --help`)
@@ -52,6 +53,8 @@ const USAGE: &str = "usage:
   --checkpoints  an external copy of the checkpoints (the auth.audit.checkpoint records
              exported from the collector's log store, one per line): a log shorter than them
              is reported with the number of records missing
+  authwatch audit cat PATH [--class authentication|security]
+             print the records of a log file or folder, oldest first (JSON lines)
   authwatch audit access --audit-dir DIR [--since 30d]
              who read /metrics, /auth/stats, /auth/dashboard, /auth/health and
              /auth/blocks: per endpoint, client and token fingerprint, the requests let in
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
     {
         ["audit", "verify", path, rest @ ..] => verify(PathBuf::from(path), rest),
         ["audit", "access", rest @ ..] => audit_access(rest),
+        ["audit", "cat", path, rest @ ..] => audit_cat(&PathBuf::from(path), rest),
         ["blocks", rest @ ..] => blocks::run(rest),
         ["incident", "report", rest @ ..] => incident_report(rest),
         ["config", "check", file] => config_check(file),
@@ -124,6 +128,71 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The notice `audit cat` prints first (on stderr): reading security records is itself an
+/// event to audit.
+const CAT_NOTICE: &str = "authwatch: access to security audit records should itself be audited (the spec: \"access audited\"); see docs/runbooks.md, \"The audit log: integrity, and access to it\", for OS-level auditing of the audit folder (auditd)";
+
+fn audit_cat(path: &std::path::Path, args: &[&str]) -> ExitCode {
+    let class = match args {
+        [] => None,
+        ["--class", c @ ("authentication" | "security")] => Some(*c),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("{CAT_NOTICE}");
+    let mut files: Vec<PathBuf> = if path.is_dir() {
+        match std::fs::read_dir(path) {
+            Ok(d) => d
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        n.ends_with(".jsonl")
+                            && class.is_none_or(|c| n.starts_with(&format!("{c}-")))
+                    })
+                })
+                .collect(),
+            Err(e) => {
+                eprintln!("authwatch: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        vec![path.to_owned()]
+    };
+    // Oldest first: by day, then class.
+    files.sort_by_key(|p| {
+        let n = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_owned();
+        // `<class>-YYYY-MM-DD.jsonl`: the date is the last 16 characters.
+        (
+            n.get(n.len().saturating_sub(16)..).unwrap_or("").to_owned(),
+            n,
+        )
+    });
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    for f in files {
+        match std::fs::read_to_string(&f) {
+            Ok(t) => {
+                if out.write_all(t.as_bytes()).is_err() {
+                    return ExitCode::SUCCESS; // a closed pipe (`| head`)
+                }
+            }
+            Err(e) => {
+                eprintln!("authwatch: {}: {e}", f.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn audit_access(args: &[&str]) -> ExitCode {
