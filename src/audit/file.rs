@@ -15,6 +15,12 @@
 //! recompute the chain; with one, they need the key, and [`verify`] given the key refuses
 //! unkeyed records. One writer per folder.
 //!
+//! **Seals**: when a class's next day starts (or a writer starts on a later day than the
+//! class's last file), the day's file ends with a [`SEAL_RECORD`] holding its record count and
+//! the SHA-256 of its bytes, chained like any record; the next day's first record follows the
+//! seal. [`verify`] fails on a day's file that ends without its seal (except the newest) or
+//! whose seal does not match, naming the file.
+//!
 //! **Checkpoints** close the first gap. At every flush the writer records, per class, its
 //! newest file, how many records it holds and the hash of the last, signed (HMAC under a key
 //! derived from the audit key, or a plain SHA-256 without one), in `checkpoints.json` (the
@@ -412,9 +418,20 @@ impl Writer {
         match i {
             Some(i) if self.files[i].day == day => Ok(&mut self.files[i]),
             _ => {
-                if let Some(i) = i {
-                    let mut old = self.files.swap_remove(i);
-                    old.w.flush()?;
+                let now = (self.s.clock)();
+                let (key, kid) = (self.chain_key.clone(), self.key_id.clone());
+                // The day that is over gets its seal before the new day's file starts, so the
+                // new file's first record follows the seal.
+                let mut old = match i {
+                    Some(i) => Some(self.files.swap_remove(i)),
+                    // Started on a later day than the class's last file (a restart): that file
+                    // is sealed now, unless it is.
+                    None => latest_before(&self.s.dir, class, day)
+                        .map(|d| open_for_append(&self.s.dir, class, d))
+                        .transpose()?,
+                };
+                if let Some(old) = &mut old {
+                    seal(&self.s.dir, old, key.as_deref(), kid.as_deref(), now)?;
                 }
                 self.files.push(open_for_append(&self.s.dir, class, day)?);
                 Ok(self.files.last_mut().expect("just pushed"))
@@ -430,29 +447,10 @@ impl Writer {
     }
 
     fn try_write(&mut self, r: &AuditRecord) -> std::io::Result<()> {
-        let mut v = serde_json::to_value(r).map_err(std::io::Error::other)?;
-        let chain = if self.chain_key.is_some() {
-            "hmac-sha256"
-        } else {
-            "sha256"
-        };
+        let v = serde_json::to_value(r).map_err(std::io::Error::other)?;
         let (key, kid) = (self.chain_key.clone(), self.key_id.clone());
         let f = self.file(r.class)?;
-        if let Some(o) = v.as_object_mut() {
-            o.insert("seq".into(), f.seq.into());
-            o.insert("prev".into(), f.last.clone().into());
-            o.insert("chain".into(), chain.into());
-            if let Some(k) = kid {
-                o.insert("key_id".into(), k.into());
-            }
-        }
-        let body = serde_json::to_string(&v).map_err(std::io::Error::other)?;
-        let hash = chain_hash(key.as_deref(), body.as_bytes());
-        // `{…}` becomes `{…,"hash":"…"}`: what was hashed is the line up to `,"hash"`, closed.
-        let line = format!("{},\"hash\":\"{hash}\"}}\n", &body[..body.len() - 1]);
-        f.w.write_all(line.as_bytes())?;
-        f.seq += 1;
-        f.last = hash;
+        append(f, v, key.as_deref(), kid.as_deref())?;
         self.pending += 1;
         self.first_pending.get_or_insert_with(Instant::now);
         match self.s.flush {
@@ -559,6 +557,78 @@ impl Writer {
     }
 }
 
+/// Appends `v` to `f` as the next record of its chain: `seq`, `prev`, `chain`, `key_id`, and
+/// the hash of the line up to there.
+fn append(
+    f: &mut OpenFile,
+    mut v: serde_json::Value,
+    key: Option<&[u8]>,
+    kid: Option<&str>,
+) -> std::io::Result<()> {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("seq".into(), f.seq.into());
+        o.insert("prev".into(), f.last.clone().into());
+        o.insert(
+            "chain".into(),
+            if key.is_some() {
+                "hmac-sha256"
+            } else {
+                "sha256"
+            }
+            .into(),
+        );
+        if let Some(k) = kid {
+            o.insert("key_id".into(), k.into());
+        }
+    }
+    let body = serde_json::to_string(&v).map_err(std::io::Error::other)?;
+    let hash = chain_hash(key, body.as_bytes());
+    // `{…}` becomes `{…,"hash":"…"}`: what was hashed is the line up to `,"hash"`, closed.
+    let line = format!("{},\"hash\":\"{hash}\"}}\n", &body[..body.len() - 1]);
+    f.w.write_all(line.as_bytes())?;
+    f.seq += 1;
+    f.last = hash;
+    Ok(())
+}
+
+/// The name of the seal record that ends a day's file.
+pub const SEAL_RECORD: &str = "auth.audit.seal";
+
+/// Ends `f` (a day that is over) with its seal: the count of its records and the SHA-256 of
+/// its bytes so far, chained like any record, so the next day's first record follows it.
+/// Nothing when it is sealed already.
+fn seal(
+    dir: &Path,
+    f: &mut OpenFile,
+    key: Option<&[u8]>,
+    kid: Option<&str>,
+    now: SystemTime,
+) -> std::io::Result<()> {
+    f.w.flush()?;
+    let path = dir.join(file_name(f.class, f.day));
+    let bytes = fs::read(&path)?;
+    if let Some(last) = split_lines(&bytes).0.last() {
+        let last = String::from_utf8_lossy(last);
+        if split_line(&last)
+            .is_some_and(|(body, _)| body.contains(&format!("\"event.name\":\"{SEAL_RECORD}\"")))
+        {
+            return Ok(());
+        }
+    }
+    let v = serde_json::json!({
+        "event.name": SEAL_RECORD,
+        "time": humantime::format_rfc3339_nanos(now).to_string(),
+        "audit.class": f.class.as_str(),
+        "audit.source": "authwatch",
+        "audit.seal": {
+            "records": f.seq,
+            "sha256": hex(&Sha256::digest(&bytes)),
+        },
+    });
+    append(f, v, key, kid)?;
+    f.w.flush()
+}
+
 /// Opens a day's file for appending, carrying on its chain (or, for a new file, the chain of
 /// the class's previous file). A torn last line (a crash in the middle of a write) is cut off
 /// first, so the chain stays verifiable. Reads only the end of the file.
@@ -598,6 +668,16 @@ fn open_for_append(dir: &Path, class: AuditClass, day: i64) -> std::io::Result<O
         last,
         checkpointed: seq,
     })
+}
+
+/// The day of the latest file of `class` before `day`.
+fn latest_before(dir: &Path, class: AuditClass, day: i64) -> Option<i64> {
+    files_of(dir)
+        .ok()?
+        .into_iter()
+        .filter(|(c, d, _)| *c == class && *d < day)
+        .map(|(_, d, _)| d)
+        .max()
 }
 
 /// The last hash of the latest file of `class` before `day`.
@@ -675,6 +755,8 @@ pub struct VerifyReport {
     pub torn: Vec<PathBuf>,
     /// Checkpoints the log was checked against (one per class).
     pub checkpoints: usize,
+    /// Day files that end with their seal.
+    pub sealed: usize,
 }
 
 /// Checks a log file, or every log file in a folder (each class's files in date order, each
@@ -1012,7 +1094,11 @@ fn verify_content(
             let t = v["time"]
                 .as_str()
                 .and_then(|t| humantime::parse_rfc3339(t).ok());
-            let in_place = t.map(day_of).is_some_and(|d| d == day || d + 1 == day);
+            // A seal is written when a later day starts: at that day's time.
+            let is_seal = v["event.name"] == SEAL_RECORD;
+            let in_place = t
+                .map(day_of)
+                .is_some_and(|d| d == day || d + 1 == day || (is_seal && d >= day));
             if v["audit.class"] != class.as_str() || !in_place {
                 return Err(bad(
                     n,
@@ -1063,6 +1149,36 @@ fn verify_content(
         expected = seq + 1;
         last = Some(hash.to_owned());
         report.records += 1;
+        if v["event.name"] == SEAL_RECORD {
+            // The seal ends the file, and holds its count and digest.
+            if idx + 1 != lines.len() {
+                return Err(bad(
+                    n,
+                    Tamper::Inserted,
+                    "a seal before the end of the file".into(),
+                ));
+            }
+            let before: usize = lines[..idx].iter().map(|l| l.len() + 1).sum();
+            let digest = hex(&Sha256::digest(&data[..before]));
+            let s = &v["audit.seal"];
+            if s["records"].as_u64() != Some(seq) || s["sha256"].as_str() != Some(digest.as_str()) {
+                return Err(bad(
+                    n,
+                    Tamper::Edited,
+                    "the file's records do not match its seal".into(),
+                ));
+            }
+            report.sealed += 1;
+        } else if idx + 1 == lines.len() && !newest && named.is_some() {
+            return Err(bad(
+                0,
+                Tamper::Truncated,
+                format!(
+                    "the day's file ends without its seal ({} records): records cut off its end, or the file was cut",
+                    seq + 1
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -1111,7 +1227,18 @@ mod tests {
         }
         w.flush();
         let r = verify(&dir, None).unwrap();
-        assert_eq!((r.files, r.records), (3, 11));
+        // Two days over, each ended by its seal.
+        assert_eq!((r.files, r.records, r.sealed), (3, 13, 2));
+        // A day's file cut (its seal with it): named.
+        let first = dir.join(file_name(AuditClass::Security, day));
+        let whole = fs::read_to_string(&first).unwrap();
+        let cut: String = whole.lines().take(2).map(|l| format!("{l}\n")).collect();
+        fs::write(&first, &cut).unwrap();
+        let e = verify(&dir, None).unwrap_err();
+        assert_eq!((&e.file, &e.kind), (&first, &Tamper::Truncated), "{e}");
+        // Its seal edited to match the cut: the next day's first record no longer follows.
+        fs::write(&first, &whole).unwrap();
+        assert!(verify(&dir, None).is_ok());
         // The middle day gone.
         let middle = dir.join(file_name(AuditClass::Security, day + 1));
         let saved = fs::read(&middle).unwrap();
@@ -1125,6 +1252,34 @@ mod tests {
         f.write_all(b"{\"seq\":4,\"ha").unwrap();
         let e = verify(&dir, None).unwrap_err();
         assert_eq!(e.kind, Tamper::Malformed, "{e}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A writer started on a later day than the class's last file (a restart after a quiet
+    /// day, or a crash) seals that file before it starts the new one.
+    #[test]
+    fn a_restart_on_a_later_day_seals_the_last_file() {
+        let dir = std::env::temp_dir().join(format!("authwatch-reseal-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let day = 20_100;
+        let at =
+            |d: i64| move || SystemTime::UNIX_EPOCH + Duration::from_secs(d as u64 * 86_400 + 60);
+        let mut w = Writer::open(FileSettings::new(&dir).clock(at(day)), None).unwrap();
+        for n in 0..3 {
+            w.write(&record_on(day, n));
+        }
+        w.flush();
+        drop(w);
+        assert_eq!(
+            verify(&dir, None).unwrap().sealed,
+            0,
+            "today's file is open"
+        );
+        let mut w = Writer::open(FileSettings::new(&dir).clock(at(day + 2)), None).unwrap();
+        w.write(&record_on(day + 2, 0));
+        w.flush();
+        let r = verify(&dir, None).unwrap();
+        assert_eq!((r.files, r.records, r.sealed), (2, 5, 1));
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -42,7 +42,7 @@ mod worker;
 
 pub use file::{
     verify, verify_bytes, verify_with_checkpoints, AuditFlush, Checkpoint, FileSettings, Tamper,
-    VerifyError, VerifyReport, CHECKPOINT_FILE,
+    VerifyError, VerifyReport, CHECKPOINT_FILE, SEAL_RECORD,
 };
 pub use logger::{get_login_audit_logger, LoginAuditLogger};
 pub use record::{AuditClass, AuditRecord};
