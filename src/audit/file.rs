@@ -335,6 +335,8 @@ pub(crate) struct Writer {
     checkpoint_key: Option<Vec<u8>>,
     /// The latest checkpoint of each class (those of `checkpoints.json` at start included).
     checkpoints: std::collections::BTreeMap<String, Checkpoint>,
+    /// Prune records waiting for the next record of their class.
+    prune_notes: Vec<(AuditClass, serde_json::Value)>,
     /// Checkpoints for the collector, and when each class's last went.
     to_export: Vec<Checkpoint>,
     exported: std::collections::HashMap<String, Instant>,
@@ -370,6 +372,7 @@ impl Writer {
             pruned_day: i64::MIN,
             checkpoint_key: key.map(|k| derive(&k, "checkpoint")),
             checkpoints,
+            prune_notes: Vec::new(),
             to_export: Vec::new(),
             exported: std::collections::HashMap::new(),
         };
@@ -388,10 +391,37 @@ impl Writer {
             return;
         };
         for (class, day, path) in files {
+            // A file this writer has open is today's (or was, a moment ago): never pruned here.
+            if self.files.iter().any(|f| f.class == class && f.day == day) {
+                continue;
+            }
             if day < today - i64::from(class.retention_days()) {
+                // Only a whole sealed day (or an empty file): its seal's hash goes into a
+                // record of the class, so that the day after it, now the oldest, shows it
+                // was pruned rather than deleted.
+                let Some(sealed) = sealed_as(&path) else {
+                    tracing::warn!(file = %path.display(), "authwatch: an audit file past retention is not sealed; kept until it is");
+                    continue;
+                };
                 match fs::remove_file(&path) {
                     Ok(()) => {
                         tracing::info!(file = %path.display(), "authwatch: audit file past retention removed");
+                        if let Some((seal_hash, records)) = sealed {
+                            self.prune_notes.push((
+                                class,
+                                serde_json::json!({
+                                    "event.name": PRUNE_RECORD,
+                                    "audit.class": class.as_str(),
+                                    "audit.source": "authwatch",
+                                    "audit.pruned": {
+                                        "file": file_name(class, day),
+                                        "records": records,
+                                        "seal": seal_hash,
+                                        "retention_days": class.retention_days(),
+                                    },
+                                }),
+                            ));
+                        }
                         // A checkpoint of a pruned file no longer holds anything to check.
                         let name = file_name(class, day);
                         let before = self.checkpoints.len();
@@ -449,7 +479,20 @@ impl Writer {
     fn try_write(&mut self, r: &AuditRecord) -> std::io::Result<()> {
         let v = serde_json::to_value(r).map_err(std::io::Error::other)?;
         let (key, kid) = (self.chain_key.clone(), self.key_id.clone());
+        let now = (self.s.clock)();
+        let notes: Vec<serde_json::Value> = {
+            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.prune_notes)
+                .into_iter()
+                .partition(|(c, _)| *c == r.class);
+            self.prune_notes = rest;
+            mine.into_iter().map(|(_, v)| v).collect()
+        };
         let f = self.file(r.class)?;
+        // The prunes of the class first, each a record of its own.
+        for mut note in notes {
+            note["time"] = humantime::format_rfc3339_nanos(now).to_string().into();
+            append(f, note, key.as_deref(), kid.as_deref())?;
+        }
         append(f, v, key.as_deref(), kid.as_deref())?;
         self.pending += 1;
         self.first_pending.get_or_insert_with(Instant::now);
@@ -472,6 +515,20 @@ impl Writer {
     }
 
     pub(crate) fn flush(&mut self) {
+        // Prune records with no record of their class to go before: written now.
+        if !self.prune_notes.is_empty() {
+            let (key, kid) = (self.chain_key.clone(), self.key_id.clone());
+            let now = (self.s.clock)();
+            for (class, mut note) in std::mem::take(&mut self.prune_notes) {
+                note["time"] = humantime::format_rfc3339_nanos(now).to_string().into();
+                let done = self
+                    .file(class)
+                    .and_then(|f| append(f, note, key.as_deref(), kid.as_deref()));
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "authwatch: could not write an audit prune record");
+                }
+            }
+        }
         for f in &mut self.files {
             if let Err(e) = f.w.flush() {
                 tracing::error!(error = %e, "authwatch: could not flush the audit log");
@@ -593,6 +650,27 @@ fn append(
 
 /// The name of the seal record that ends a day's file.
 pub const SEAL_RECORD: &str = "auth.audit.seal";
+
+/// The name of the record that says a sealed day was pruned (past its retention).
+pub(crate) const PRUNE_RECORD: &str = "auth.audit.pruned";
+
+/// Whether the file at `path` may be pruned: `Some(None)` when empty, `Some((seal hash,
+/// records))` when it ends with its seal, `None` otherwise.
+fn sealed_as(path: &Path) -> Option<Option<(String, u64)>> {
+    let mut f = File::open(path).ok()?;
+    let (_, last) = tail_of(&mut f).ok()?;
+    let Some(last) = last else {
+        return Some(None);
+    };
+    let (body, hash) = split_line(&last)?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    (v["event.name"] == SEAL_RECORD).then(|| {
+        Some((
+            hash.to_owned(),
+            v["audit.seal"]["records"].as_u64().unwrap_or(0),
+        ))
+    })
+}
 
 /// Ends `f` (a day that is over) with its seal: the count of its records and the SHA-256 of
 /// its bytes so far, chained like any record, so the next day's first record follows it.
@@ -790,7 +868,7 @@ pub fn verify(path: &Path, key: Option<&[u8]>) -> Result<VerifyReport, VerifyErr
         vec![(named, path.to_owned())]
     };
     let mut report = VerifyReport::default();
-    verify_files(&files, chain_key.as_deref(), &mut report)?;
+    verify_files(&files, path.is_dir(), chain_key.as_deref(), &mut report)?;
     // The folder's own checkpoints, when it has them.
     if path.is_dir() {
         if let Ok(text) = fs::read_to_string(path.join(CHECKPOINT_FILE)) {
@@ -936,6 +1014,7 @@ fn check_checkpoints(
 
 fn verify_files(
     files: &[(Option<(AuditClass, i64)>, PathBuf)],
+    folder: bool,
     chain_key: Option<&[u8]>,
     report: &mut VerifyReport,
 ) -> Result<(), VerifyError> {
@@ -945,8 +1024,48 @@ fn verify_files(
         kind: Tamper::Unreadable,
         detail: e.to_string(),
     };
+    // The seals of the days pruned past their retention, as their prune records say.
+    let mut pruned: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for (_, file) in files {
+        if let Ok(text) = fs::read_to_string(file) {
+            for l in text.lines().filter(|l| l.contains(PRUNE_RECORD)) {
+                if let Some((body, _)) = split_line(l) {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+                        if v["event.name"] == PRUNE_RECORD {
+                            if let Some(h) = v["audit.pruned"]["seal"].as_str() {
+                                pruned.insert(h.to_owned());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
     for (i, (named, file)) in files.iter().enumerate() {
         let class = named.map(|(c, _)| c);
+        // The oldest file of its class in a folder: a day before it was pruned (and said so),
+        // or there was none.
+        let first_of_class = class.is_some() && (i == 0 || files[i - 1].0.map(|(c, _)| c) != class);
+        if first_of_class && folder {
+            if let Ok(text) = fs::read_to_string(file) {
+                let prev = text
+                    .lines()
+                    .next()
+                    .and_then(split_line)
+                    .and_then(|(body, _)| serde_json::from_str::<serde_json::Value>(&body).ok())
+                    .and_then(|v| v["prev"].as_str().map(str::to_owned));
+                if let Some(p) = prev {
+                    if p != ZERO && !pruned.contains(&p) {
+                        return Err(VerifyError {
+                            file: file.clone(),
+                            line: 1,
+                            kind: Tamper::Removed,
+                            detail: "the day before this file is gone, and no prune record says it was pruned past its retention".into(),
+                        });
+                    }
+                }
+            }
+        }
         let newest = files[i + 1..]
             .iter()
             .all(|(n, _)| n.map(|(c, _)| c) != class);
@@ -1252,6 +1371,59 @@ mod tests {
         f.write_all(b"{\"seq\":4,\"ha").unwrap();
         let e = verify(&dir, None).unwrap_err();
         assert_eq!(e.kind, Tamper::Malformed, "{e}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Pruning takes only whole sealed days and says so in a record of the class: the oldest
+    /// day left verifies; a day deleted by hand does not.
+    #[test]
+    fn a_pruned_day_is_told_from_a_deleted_one() {
+        let dir = std::env::temp_dir().join(format!("authwatch-pruned-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let day = 20_200;
+        let now = Arc::new(std::sync::atomic::AtomicI64::new(day));
+        let clock = now.clone();
+        let mut w = Writer::open(
+            FileSettings::new(&dir).clock(move || {
+                let d = clock.load(std::sync::atomic::Ordering::SeqCst);
+                SystemTime::UNIX_EPOCH + Duration::from_secs(d as u64 * 86_400 + 7200)
+            }),
+            None,
+        )
+        .unwrap();
+        let auth = |d: i64, n: u64| {
+            let mut r = record_on(d, n);
+            r.class = AuditClass::Authentication;
+            r.name = "auth.login.success";
+            r
+        };
+        for d in [day, day + 1, day + 95] {
+            now.store(d, std::sync::atomic::Ordering::SeqCst);
+            for n in 0..2 {
+                w.write(&auth(d, n));
+            }
+        }
+        w.flush();
+        // The first day (sealed, 95 days old) is gone; the second, sealed only when the last
+        // day started, waits for the next day's pruning.
+        assert!(!dir
+            .join(file_name(AuditClass::Authentication, day))
+            .exists());
+        let second = dir.join(file_name(AuditClass::Authentication, day + 1));
+        assert!(second.exists());
+        let last =
+            fs::read_to_string(dir.join(file_name(AuditClass::Authentication, day + 95))).unwrap();
+        assert!(
+            last.lines().next().unwrap().contains(PRUNE_RECORD),
+            "{last}"
+        );
+        let r = verify(&dir, None).unwrap();
+        assert_eq!((r.files, r.sealed), (2, 1), "{r:?}");
+        // The second day deleted by hand: no record says it was pruned.
+        fs::remove_file(&second).unwrap();
+        let e = verify(&dir, None).unwrap_err();
+        assert_eq!(e.kind, Tamper::Removed, "{e}");
+        assert!(e.detail.contains("no prune record"), "{e}");
         let _ = fs::remove_dir_all(&dir);
     }
 
