@@ -644,6 +644,9 @@ impl AuthWatchBuilder {
         if let Some(d) = &a.dir {
             self.audit_file = Some(audit::FileSettings::new(d.clone()));
         }
+        if let (Some(r), Some(f)) = (&a.recipients, self.audit_file.take()) {
+            self.audit_file = Some(f.encrypt_to(r.clone()));
+        }
         if let Some(k) = &a.key_file {
             match l.secret("audit.key_file", k) {
                 Ok(k) => self.audit_key = Some(k.into_bytes()),

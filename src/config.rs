@@ -254,6 +254,9 @@ pub struct AuditSettings {
     /// A file holding the HMAC key of the chain.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    /// age recipients (`age1…`) the records are encrypted to at rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<Vec<String>>,
     /// An `auth.request` record for every failed auth request (default true).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<bool>,

@@ -464,6 +464,104 @@ fn audit_cat_prints_the_records_with_a_notice() {
     );
 }
 
+/// Encrypted at rest to an age recipient: the service writes records it cannot read back;
+/// the chain verifies without the identity; with it the records verify and read; another
+/// identity reads nothing.
+#[test]
+fn an_encrypted_log_verifies_without_the_identity_and_reads_with_it() {
+    use age::secrecy::ExposeSecret as _;
+    let dir = tempdir("audit-encrypted");
+    let id = age::x25519::Identity::generate();
+    let keys = tempdir("audit-identity");
+    let idfile = keys.join("key.txt");
+    std::fs::write(
+        &idfile,
+        format!(
+            "# created for the test\n{}\n",
+            id.to_string().expose_secret()
+        ),
+    )
+    .unwrap();
+    let other = keys.join("other.txt");
+    std::fs::write(
+        &other,
+        format!(
+            "{}\n",
+            age::x25519::Identity::generate()
+                .to_string()
+                .expose_secret()
+        ),
+    )
+    .unwrap();
+    let watch = AuthWatch::builder()
+        .otlp(false)
+        .audit_requests(false)
+        .audit_file(
+            FileSettings::new(&dir)
+                .flush(AuditFlush::EachRecord)
+                .encrypt_to([id.to_public().to_string()]),
+        )
+        .build()
+        .unwrap();
+    let a = watch.audit_logger();
+    for i in 0..5 {
+        a.log_login_failure(
+            &format!("alice-{i}@example.com"),
+            None,
+            None,
+            "Invalid credentials",
+        );
+    }
+    a.sync();
+    let file = only_file(&dir, "security");
+    let raw = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        !raw.contains("alice") && !raw.contains("Invalid credentials"),
+        "{raw}"
+    );
+    assert_eq!(raw.lines().count(), 5);
+    let d = dir.to_str().unwrap();
+    // Without the identity: the chain (and the checkpoint) hold.
+    let (code, out) = cli(&["audit", "verify", d]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("5 records in 1 files verify"), "{out}");
+    // With it: every record opens.
+    let (code, out) = cli(&["audit", "verify", d, "--identity", idfile.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("5 encrypted records read"), "{out}");
+    let cat = Command::new(env!("CARGO_BIN_EXE_authwatch"))
+        .args(["audit", "cat", d, "--identity", idfile.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&cat.stdout);
+    assert!(cat.status.success());
+    assert_eq!(text.matches("Invalid credentials").count(), 5, "{text}");
+    assert!(
+        text.contains("\"event.name\":\"auth.login.failure\""),
+        "{text}"
+    );
+    // Another identity reads nothing, and says so.
+    let (code, out) = cli(&["audit", "verify", d, "--identity", other.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("WrongKey") && out.contains("cannot decrypt"),
+        "{out}"
+    );
+    let cat = Command::new(env!("CARGO_BIN_EXE_authwatch"))
+        .args(["audit", "cat", d])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&cat.stdout).contains("Invalid credentials"));
+    assert!(String::from_utf8_lossy(&cat.stderr).contains("5 records are encrypted"));
+    // An edited ciphertext breaks the chain, identity or not.
+    let mut m = lines(&file);
+    let i = m[2].find("\"age\":\"").unwrap() + 10;
+    let c = if &m[2][i..=i] == "A" { "B" } else { "A" };
+    m[2].replace_range(i..=i, c);
+    rewrite(&file, &m);
+    assert_eq!(verify(&dir, None).unwrap_err().kind, Tamper::Edited);
+}
+
 #[test]
 fn a_keyed_chain_needs_its_key() {
     let dir = tempdir("audit-keyed");

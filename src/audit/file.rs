@@ -78,6 +78,8 @@ pub struct FileSettings {
     pub(crate) dir: PathBuf,
     pub(crate) flush: AuditFlush,
     pub(crate) clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+    /// age recipients (`age1…`) the records are encrypted to; none: plain JSON.
+    pub(crate) recipients: Vec<String>,
 }
 
 impl fmt::Debug for FileSettings {
@@ -96,7 +98,24 @@ impl FileSettings {
             dir: dir.into(),
             flush: AuditFlush::default(),
             clock: Arc::new(SystemTime::now),
+            recipients: Vec::new(),
         }
+    }
+
+    /// Encrypts each record to these age recipients (X25519, `age1…`: `age-keygen -y
+    /// key.txt`), so the service can write its log but not read it back; `authwatch audit
+    /// cat|verify --identity key.txt` reads it. The chain stays verifiable without the
+    /// identity: each line keeps its time and class in clear (for the day and class checks),
+    /// and its hash covers the ciphertext. To rotate keys, start the service with the new
+    /// recipients: the records from then on are encrypted to them, older ones keep theirs (keep
+    /// the old identities for as long as the retention). An invalid recipient fails the build.
+    pub fn encrypt_to<I, S>(mut self, recipients: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.recipients = recipients.into_iter().map(Into::into).collect();
+        self
     }
 
     /// The flush policy.
@@ -337,6 +356,8 @@ pub(crate) struct Writer {
     checkpoints: std::collections::BTreeMap<String, Checkpoint>,
     /// Prune records waiting for the next record of their class.
     prune_notes: Vec<(AuditClass, serde_json::Value)>,
+    /// The age recipients records are encrypted to (none: plain).
+    recipients: Vec<age::x25519::Recipient>,
     /// Checkpoints for the collector, and when each class's last went.
     to_export: Vec<Checkpoint>,
     exported: std::collections::HashMap<String, Instant>,
@@ -353,6 +374,18 @@ fn create_dir(dir: &Path) -> std::io::Result<()> {
 impl Writer {
     pub(crate) fn open(s: FileSettings, key: Option<Vec<u8>>) -> std::io::Result<Self> {
         create_dir(&s.dir)?;
+        let recipients = s
+            .recipients
+            .iter()
+            .map(|r| {
+                r.trim().parse::<age::x25519::Recipient>().map_err(|e| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("{r:?} is not an age X25519 recipient (age1…): {e}"),
+                    )
+                })
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
         let chain_key = key.as_ref().map(|k| derive(k, "chain"));
         let checkpoints = fs::read_to_string(s.dir.join(CHECKPOINT_FILE))
             .map(|t| {
@@ -373,6 +406,7 @@ impl Writer {
             checkpoint_key: key.map(|k| derive(&k, "checkpoint")),
             checkpoints,
             prune_notes: Vec::new(),
+            recipients,
             to_export: Vec::new(),
             exported: std::collections::HashMap::new(),
         };
@@ -477,7 +511,10 @@ impl Writer {
     }
 
     fn try_write(&mut self, r: &AuditRecord) -> std::io::Result<()> {
-        let v = serde_json::to_value(r).map_err(std::io::Error::other)?;
+        let mut v = serde_json::to_value(r).map_err(std::io::Error::other)?;
+        if !self.recipients.is_empty() {
+            v = encrypt(&self.recipients, &v)?;
+        }
         let (key, kid) = (self.chain_key.clone(), self.key_id.clone());
         let now = (self.s.clock)();
         let notes: Vec<serde_json::Value> = {
@@ -646,6 +683,162 @@ fn append(
     f.seq += 1;
     f.last = hash;
     Ok(())
+}
+
+/// `record` as an encrypted line's content: its time and class in clear (the chain's day and
+/// class checks need them), the rest in `age`, the record's JSON encrypted to `recipients`
+/// (base64 of the binary age file).
+fn encrypt(
+    recipients: &[age::x25519::Recipient],
+    record: &serde_json::Value,
+) -> std::io::Result<serde_json::Value> {
+    use base64::Engine as _;
+    let plain = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+    let enc = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+        .map_err(std::io::Error::other)?;
+    let mut ct = Vec::with_capacity(plain.len() + 256);
+    let mut w = enc.wrap_output(&mut ct)?;
+    w.write_all(&plain)?;
+    w.finish()?;
+    Ok(serde_json::json!({
+        "time": record["time"],
+        "audit.class": record["audit.class"],
+        "age": base64::engine::general_purpose::STANDARD.encode(&ct),
+    }))
+}
+
+/// The identities (`AGE-SECRET-KEY-1…` lines, as `age-keygen` writes them) that read an
+/// encrypted log.
+#[derive(Clone)]
+pub struct Identities(Vec<age::x25519::Identity>);
+
+impl fmt::Debug for Identities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identities({})", self.0.len())
+    }
+}
+
+impl Identities {
+    /// Reads the identity file at `path` (comments and blank lines skipped).
+    ///
+    /// # Errors
+    ///
+    /// It cannot be read, or holds no identity or a malformed one.
+    pub fn from_file(path: &Path) -> std::io::Result<Self> {
+        Self::parse(&fs::read_to_string(path)?)
+    }
+
+    /// The identities in `text`.
+    ///
+    /// # Errors
+    ///
+    /// None, or a malformed one.
+    pub fn parse(text: &str) -> std::io::Result<Self> {
+        let ids = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("AGE-SECRET-KEY-"))
+            .map(|l| {
+                l.parse::<age::x25519::Identity>().map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                })
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        if ids.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "no AGE-SECRET-KEY- line in it",
+            ));
+        }
+        Ok(Self(ids))
+    }
+
+    /// The record an encrypted line holds; `None` when the line is not encrypted; an error
+    /// when none of these identities opens it.
+    ///
+    /// # Errors
+    ///
+    /// Not for these identities, or not an age file.
+    pub fn decrypt(&self, line: &str) -> Option<Result<serde_json::Value, String>> {
+        use base64::Engine as _;
+        let (body, _) = split_line(line)?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let ct = v["age"].as_str()?;
+        Some((|| {
+            let ct = base64::engine::general_purpose::STANDARD
+                .decode(ct)
+                .map_err(|e| format!("not base64: {e}"))?;
+            let d = age::Decryptor::new(&ct[..]).map_err(|e| e.to_string())?;
+            let mut r = d
+                .decrypt(self.0.iter().map(|i| i as &dyn age::Identity))
+                .map_err(|e| e.to_string())?;
+            let mut plain = Vec::new();
+            r.read_to_end(&mut plain).map_err(|e| e.to_string())?;
+            let mut rec: serde_json::Value =
+                serde_json::from_slice(&plain).map_err(|e| format!("not a record: {e}"))?;
+            if rec["time"] != v["time"] || rec["audit.class"] != v["audit.class"] {
+                return Err("the record does not match its line's time and class".to_owned());
+            }
+            if let Some(o) = rec.as_object_mut() {
+                for k in ["seq", "prev", "chain", "key_id", "hash"] {
+                    if let Some(x) = v.get(k) {
+                        o.insert(k.into(), x.clone());
+                    }
+                }
+                if let Some((_, h)) = split_line(line) {
+                    o.insert("hash".into(), h.into());
+                }
+            }
+            Ok(rec)
+        })())
+    }
+}
+
+/// [`verify`], then every encrypted record opened with `identities`: the records verify and
+/// read. What needs the identity: only reading (the chain, the seals and the checkpoints hold
+/// without it).
+///
+/// # Errors
+///
+/// As [`verify`]; [`Tamper::WrongKey`] for a record these identities cannot open.
+pub fn verify_decrypting(
+    path: &Path,
+    key: Option<&[u8]>,
+    identities: &Identities,
+) -> Result<VerifyReport, VerifyError> {
+    let mut report = verify(path, key)?;
+    let files: Vec<PathBuf> = if path.is_dir() {
+        files_of(path)
+            .map_err(|e| VerifyError {
+                file: path.to_owned(),
+                line: 0,
+                kind: Tamper::Unreadable,
+                detail: e.to_string(),
+            })?
+            .into_iter()
+            .map(|(_, _, p)| p)
+            .collect()
+    } else {
+        vec![path.to_owned()]
+    };
+    for f in files {
+        let text = fs::read_to_string(&f).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            match identities.decrypt(line) {
+                Some(Ok(_)) => report.decrypted += 1,
+                Some(Err(e)) => {
+                    return Err(VerifyError {
+                        file: f.clone(),
+                        line: i + 1,
+                        kind: Tamper::WrongKey,
+                        detail: format!("cannot decrypt: {e}"),
+                    })
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(report)
 }
 
 /// The name of the seal record that ends a day's file.
@@ -835,6 +1028,8 @@ pub struct VerifyReport {
     pub checkpoints: usize,
     /// Day files that end with their seal.
     pub sealed: usize,
+    /// Encrypted records opened with the identity ([`verify_decrypting`]).
+    pub decrypted: usize,
 }
 
 /// Checks a log file, or every log file in a folder (each class's files in date order, each

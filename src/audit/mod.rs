@@ -41,8 +41,8 @@ mod tests;
 mod worker;
 
 pub use file::{
-    verify, verify_bytes, verify_with_checkpoints, AuditFlush, Checkpoint, FileSettings, Tamper,
-    VerifyError, VerifyReport, CHECKPOINT_FILE, SEAL_RECORD,
+    verify, verify_bytes, verify_decrypting, verify_with_checkpoints, AuditFlush, Checkpoint,
+    FileSettings, Identities, Tamper, VerifyError, VerifyReport, CHECKPOINT_FILE, SEAL_RECORD,
 };
 pub use logger::{get_login_audit_logger, LoginAuditLogger};
 pub use record::{AuditClass, AuditRecord};

@@ -8,7 +8,7 @@
 //!                                                 the weekly review (review.md, .html, suggested.toml)
 //! authwatch config check FILE                     check an authwatch.toml
 //! authwatch config print [--config FILE]          the effective configuration, every default
-//! authwatch audit verify PATH [--key-file FILE] [--checkpoints FILE]
+//! authwatch audit verify PATH [--key-file FILE] [--checkpoints FILE] [--identity FILE]
 //!                                                 check a local audit log (a file or a folder)
 //! authwatch audit cat PATH [--class security]      print the records (JSON lines)
 //! authwatch audit access --audit-dir DIR [--since 30d]
@@ -46,15 +46,17 @@ const USAGE: &str = "usage:
              no network) and suggested.toml (thresholds from the observed distribution)
   authwatch config check FILE            check an authwatch.toml (exit 1: it is wrong)
   authwatch config print [--config FILE] the effective configuration, with every default
-  authwatch audit verify PATH [--key-file FILE] [--checkpoints FILE]
+  authwatch audit verify PATH [--key-file FILE] [--checkpoints FILE] [--identity FILE]
   PATH       an audit log file or the folder given to AuthWatchBuilder::audit_dir
   --key-file a file holding the audit key, when the log was written with one
              (or set AUTHWATCH_AUDIT_KEY)
+  --identity an age identity file (AGE-SECRET-KEY-1…) that opens an encrypted log's records
   --checkpoints  an external copy of the checkpoints (the auth.audit.checkpoint records
              exported from the collector's log store, one per line): a log shorter than them
              is reported with the number of records missing
-  authwatch audit cat PATH [--class authentication|security]
-             print the records of a log file or folder, oldest first (JSON lines)
+  authwatch audit cat PATH [--class authentication|security] [--identity FILE]
+             print the records of a log file or folder, oldest first (JSON lines);
+             an encrypted log's records with the age identity that opens them
   authwatch audit access --audit-dir DIR [--since 30d]
              who read /metrics, /auth/stats, /auth/dashboard, /auth/health and
              /auth/blocks: per endpoint, client and token fingerprint, the requests let in
@@ -135,14 +137,26 @@ fn main() -> ExitCode {
 const CAT_NOTICE: &str = "authwatch: access to security audit records should itself be audited (the spec: \"access audited\"); see docs/runbooks.md, \"The audit log: integrity, and access to it\", for OS-level auditing of the audit folder (auditd)";
 
 fn audit_cat(path: &std::path::Path, args: &[&str]) -> ExitCode {
-    let class = match args {
-        [] => None,
-        ["--class", c @ ("authentication" | "security")] => Some(*c),
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
+    let (mut class, mut identities) = (None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (*a, it.next().copied()) {
+            ("--class", Some(c @ ("authentication" | "security"))) => class = Some(c),
+            ("--identity", Some(f)) => {
+                match authwatch::audit::Identities::from_file(std::path::Path::new(f)) {
+                    Ok(i) => identities = Some(i),
+                    Err(e) => {
+                        eprintln!("authwatch: {f}: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
         }
-    };
+    }
     eprintln!("{CAT_NOTICE}");
     let mut files: Vec<PathBuf> = if path.is_dir() {
         match std::fs::read_dir(path) {
@@ -179,11 +193,32 @@ fn audit_cat(path: &std::path::Path, args: &[&str]) -> ExitCode {
     });
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
+    let mut sealed = 0u64;
     for f in files {
         match std::fs::read_to_string(&f) {
             Ok(t) => {
-                if out.write_all(t.as_bytes()).is_err() {
-                    return ExitCode::SUCCESS; // a closed pipe (`| head`)
+                for line in t.lines() {
+                    let shown = match (&identities, line.contains("\"age\":\"")) {
+                        (Some(ids), true) => match ids.decrypt(line) {
+                            Some(Ok(v)) => v.to_string(),
+                            Some(Err(e)) => {
+                                eprintln!(
+                                    "authwatch: {}: cannot decrypt a record: {e}",
+                                    f.display()
+                                );
+                                return ExitCode::from(1);
+                            }
+                            None => line.to_owned(),
+                        },
+                        (None, true) => {
+                            sealed += 1;
+                            line.to_owned()
+                        }
+                        _ => line.to_owned(),
+                    };
+                    if writeln!(out, "{shown}").is_err() {
+                        return ExitCode::SUCCESS; // a closed pipe (`| head`)
+                    }
                 }
             }
             Err(e) => {
@@ -191,6 +226,9 @@ fn audit_cat(path: &std::path::Path, args: &[&str]) -> ExitCode {
                 return ExitCode::from(2);
             }
         }
+    }
+    if sealed > 0 {
+        eprintln!("authwatch: {sealed} records are encrypted: give --identity FILE to read them");
     }
     ExitCode::SUCCESS
 }
@@ -457,6 +495,7 @@ fn verify(path: PathBuf, rest: &[&str]) -> ExitCode {
         .ok()
         .map(String::into_bytes);
     let mut checkpoints: Option<PathBuf> = None;
+    let mut identities: Option<authwatch::audit::Identities> = None;
     let mut it = rest.iter();
     while let Some(a) = it.next() {
         match (*a, it.next()) {
@@ -477,15 +516,35 @@ fn verify(path: PathBuf, rest: &[&str]) -> ExitCode {
                 }
             },
             ("--checkpoints", Some(file)) => checkpoints = Some(PathBuf::from(file)),
+            ("--identity", Some(file)) => {
+                match authwatch::audit::Identities::from_file(std::path::Path::new(file)) {
+                    Ok(i) => identities = Some(i),
+                    Err(e) => {
+                        eprintln!("authwatch: {file}: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
             _ => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(2);
             }
         }
     }
-    let result = match &checkpoints {
-        Some(c) => authwatch::audit::verify_with_checkpoints(&path, key.as_deref(), c),
-        None => authwatch::audit::verify(&path, key.as_deref()),
+    let result = match (&checkpoints, &identities) {
+        (Some(c), _) => authwatch::audit::verify_with_checkpoints(&path, key.as_deref(), c),
+        (None, Some(ids)) => authwatch::audit::verify_decrypting(&path, key.as_deref(), ids),
+        (None, None) => authwatch::audit::verify(&path, key.as_deref()),
+    };
+    let result = match (result, &identities, &checkpoints) {
+        // Both: the checkpoints' report, and every record opened.
+        (Ok(mut r), Some(ids), Some(_)) => {
+            authwatch::audit::verify_decrypting(&path, key.as_deref(), ids).map(|d| {
+                r.decrypted = d.decrypted;
+                r
+            })
+        }
+        (other, ..) => other,
     };
     match result {
         Ok(r) if r.files == 0 => {
@@ -494,11 +553,16 @@ fn verify(path: PathBuf, rest: &[&str]) -> ExitCode {
         }
         Ok(r) => {
             println!(
-                "ok: {} records in {} files verify{}",
+                "ok: {} records in {} files verify{}{}",
                 r.records,
                 r.files,
                 if r.checkpoints > 0 {
                     format!(", none missing against {} checkpoints", r.checkpoints)
+                } else {
+                    String::new()
+                },
+                if r.decrypted > 0 {
+                    format!(", {} encrypted records read", r.decrypted)
                 } else {
                     String::new()
                 }
