@@ -211,16 +211,7 @@ pub fn summary(dir: &std::path::Path, since: Duration) -> std::io::Result<Vec<Ac
     let from = SystemTime::now()
         .checked_sub(since)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let mut files: Vec<_> = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("security-") && n.ends_with(".jsonl"))
-        })
-        .collect();
-    files.sort();
+    let files = crate::audit::security_files(dir)?;
     let mut lines: Vec<AccessLine> = Vec::new();
     for f in files {
         for line in std::fs::read_to_string(&f)?.lines() {

@@ -234,16 +234,7 @@ pub fn report(dir: &Path, since: Duration, addresses: Addresses) -> std::io::Res
     let from = SystemTime::now()
         .checked_sub(since)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let mut files: Vec<_> = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("security-") && n.ends_with(".jsonl"))
-        })
-        .collect();
-    files.sort();
+    let files = crate::audit::security_files(dir)?;
     let mut incidents: BTreeMap<String, Incident> = BTreeMap::new();
     // Per address: failures recorded (time), and the blocks' ends (refusals).
     let mut failures: HashMap<String, Vec<SystemTime>> = HashMap::new();

@@ -205,6 +205,16 @@ fn split_line(line: &str) -> Option<(String, &str)> {
         .then(|| (format!("{}}}", &line[..i]), hash))
 }
 
+/// The security class's files in `dir`, oldest first (the incident report and the access
+/// summary read them).
+pub(crate) fn security_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    Ok(files_of(dir)?
+        .into_iter()
+        .filter(|(c, ..)| *c == AuditClass::Security)
+        .map(|(.., p)| p)
+        .collect())
+}
+
 fn files_of(dir: &Path) -> std::io::Result<Vec<(AuditClass, i64, PathBuf)>> {
     let mut v: Vec<_> = fs::read_dir(dir)?
         .flatten()
@@ -807,21 +817,7 @@ pub fn verify_decrypting(
     identities: &Identities,
 ) -> Result<VerifyReport, VerifyError> {
     let mut report = verify(path, key)?;
-    let files: Vec<PathBuf> = if path.is_dir() {
-        files_of(path)
-            .map_err(|e| VerifyError {
-                file: path.to_owned(),
-                line: 0,
-                kind: Tamper::Unreadable,
-                detail: e.to_string(),
-            })?
-            .into_iter()
-            .map(|(_, _, p)| p)
-            .collect()
-    } else {
-        vec![path.to_owned()]
-    };
-    for f in files {
+    for (_, f) in log_files(path)? {
         let text = fs::read_to_string(&f).unwrap_or_default();
         for (i, line) in text.lines().enumerate() {
             match identities.decrypt(line) {
@@ -1041,27 +1037,8 @@ pub struct VerifyReport {
 /// The first record that was edited, removed, inserted or reordered; [`Tamper::Unreadable`]
 /// when the path cannot be read.
 pub fn verify(path: &Path, key: Option<&[u8]>) -> Result<VerifyReport, VerifyError> {
-    let unreadable = |e: std::io::Error| VerifyError {
-        file: path.to_owned(),
-        line: 0,
-        kind: Tamper::Unreadable,
-        detail: e.to_string(),
-    };
     let chain_key = key.map(|k| derive(k, "chain"));
-    let files: Vec<(Option<(AuditClass, i64)>, PathBuf)> = if path.is_dir() {
-        files_of(path)
-            .map_err(unreadable)?
-            .into_iter()
-            .map(|(c, d, p)| (Some((c, d)), p))
-            .collect()
-    } else {
-        fs::metadata(path).map_err(unreadable)?;
-        let named = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(parse_name);
-        vec![(named, path.to_owned())]
-    };
+    let files = log_files(path)?;
     let mut report = VerifyReport::default();
     verify_files(&files, path.is_dir(), chain_key.as_deref(), &mut report)?;
     // The folder's own checkpoints, when it has them.
@@ -1072,6 +1049,30 @@ pub fn verify(path: &Path, key: Option<&[u8]>) -> Result<VerifyReport, VerifyErr
         }
     }
     Ok(report)
+}
+
+/// The log files at `path` (a folder's, in class and date order; or the one file), with the
+/// class and day their names give.
+fn log_files(path: &Path) -> Result<Vec<(Option<(AuditClass, i64)>, PathBuf)>, VerifyError> {
+    let unreadable = |e: std::io::Error| VerifyError {
+        file: path.to_owned(),
+        line: 0,
+        kind: Tamper::Unreadable,
+        detail: e.to_string(),
+    };
+    if path.is_dir() {
+        return Ok(files_of(path)
+            .map_err(unreadable)?
+            .into_iter()
+            .map(|(c, d, p)| (Some((c, d)), p))
+            .collect());
+    }
+    fs::metadata(path).map_err(unreadable)?;
+    let named = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(parse_name);
+    Ok(vec![(named, path.to_owned())])
 }
 
 /// [`verify`], then the log against the checkpoints in `checkpoints` (an external copy: the

@@ -40,6 +40,7 @@ mod sink;
 mod tests;
 mod worker;
 
+pub(crate) use file::security_files;
 pub use file::{
     verify, verify_bytes, verify_decrypting, verify_with_checkpoints, AuditFlush, Checkpoint,
     FileSettings, Identities, Tamper, VerifyError, VerifyReport, CHECKPOINT_FILE, SEAL_RECORD,

@@ -691,55 +691,39 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start(job: &str, targets: &[SocketAddr], extra_scrape: &str) -> Self {
-        let dir = tempdir::Dir::new("prometheus");
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
              scrape_configs:\n  - job_name: {job}\n{extra_scrape}    static_configs:\n      - targets: [{}]\n",
             targets.join(", ")
         );
-        let cfg = dir.path().join("prometheus.yml");
-        std::fs::write(&cfg, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-        let child = Command::new(dep("prometheus"))
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start prometheus");
-        let proc = Proc {
-            child,
-            name: "prometheus".into(),
-        };
-        wait_listening(addr, "prometheus");
-        Self {
-            proc,
-            addr,
-            _dir: dir,
-        }
+        Self::run("prometheus", &config, None, &[])
     }
-}
 
-impl Prometheus {
     /// One that scrapes nothing and serves the TSDB in `data` (blocks backfilled with
     /// `promtool tsdb create-blocks-from`), kept for 30 days.
     pub fn start_on_data(data: &Path) -> Self {
-        let dir = tempdir::Dir::new("prometheus-data");
+        Self::run(
+            "prometheus-data",
+            "global:\n  evaluation_interval: 1m\n",
+            Some(data),
+            &["--storage.tsdb.retention.time=30d"],
+        )
+    }
+
+    /// Prometheus with `config`, its TSDB in `data` (or a folder of its own), and `args`.
+    fn run(tag: &str, config: &str, data: Option<&Path>, args: &[&str]) -> Self {
+        let dir = tempdir::Dir::new(tag);
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let cfg = dir.path().join("prometheus.yml");
-        std::fs::write(&cfg, "global:\n  evaluation_interval: 1m\n").unwrap();
+        std::fs::write(&cfg, config).unwrap();
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let tsdb = data.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
         let child = Command::new(dep("prometheus"))
             .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", data.display()))
-            .arg("--storage.tsdb.retention.time=30d")
+            .arg(format!("--storage.tsdb.path={}", tsdb.display()))
             .arg(format!("--web.listen-address={addr}"))
+            .args(args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

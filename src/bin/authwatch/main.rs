@@ -132,6 +132,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// The age identities in `file`, or the exit code after saying why not.
+fn identities_in(file: &str) -> Result<authwatch::audit::Identities, ExitCode> {
+    authwatch::audit::Identities::from_file(std::path::Path::new(file)).map_err(|e| {
+        eprintln!("authwatch: {file}: {e}");
+        ExitCode::from(2)
+    })
+}
+
 /// The notice `audit cat` prints first (on stderr): reading security records is itself an
 /// event to audit.
 const CAT_NOTICE: &str = "authwatch: access to security audit records should itself be audited (the spec: \"access audited\"); see docs/runbooks.md, \"The audit log: integrity, and access to it\", for OS-level auditing of the audit folder (auditd)";
@@ -142,15 +150,10 @@ fn audit_cat(path: &std::path::Path, args: &[&str]) -> ExitCode {
     while let Some(a) = it.next() {
         match (*a, it.next().copied()) {
             ("--class", Some(c @ ("authentication" | "security"))) => class = Some(c),
-            ("--identity", Some(f)) => {
-                match authwatch::audit::Identities::from_file(std::path::Path::new(f)) {
-                    Ok(i) => identities = Some(i),
-                    Err(e) => {
-                        eprintln!("authwatch: {f}: {e}");
-                        return ExitCode::from(2);
-                    }
-                }
-            }
+            ("--identity", Some(f)) => match identities_in(f) {
+                Ok(i) => identities = Some(i),
+                Err(code) => return code,
+            },
             _ => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(2);
@@ -516,15 +519,10 @@ fn verify(path: PathBuf, rest: &[&str]) -> ExitCode {
                 }
             },
             ("--checkpoints", Some(file)) => checkpoints = Some(PathBuf::from(file)),
-            ("--identity", Some(file)) => {
-                match authwatch::audit::Identities::from_file(std::path::Path::new(file)) {
-                    Ok(i) => identities = Some(i),
-                    Err(e) => {
-                        eprintln!("authwatch: {file}: {e}");
-                        return ExitCode::from(2);
-                    }
-                }
-            }
+            ("--identity", Some(file)) => match identities_in(file) {
+                Ok(i) => identities = Some(i),
+                Err(code) => return code,
+            },
             _ => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(2);
