@@ -72,8 +72,6 @@ pub(crate) struct ConfigSource {
     pub(crate) base_alerts: AlertConfig,
     /// The code's edits after it.
     pub(crate) edits: Vec<AlertEdit>,
-    /// Whether the file switched the alerts off.
-    pub(crate) alerts_off: bool,
 }
 
 impl fmt::Debug for AuthWatchBuilder {
@@ -404,9 +402,6 @@ impl AuthWatchBuilder {
             (true, None) => Some(AlertConfig::new()),
             (false, _) => None,
         };
-        if let Some(c) = &mut self.config {
-            c.alerts_off = !on;
-        }
         self
     }
 
@@ -595,8 +590,7 @@ impl AuthWatchBuilder {
             }
         }
         let base = self.alerts.clone().unwrap_or_default();
-        let alerts_off = f.alerts.enabled == Some(false);
-        if alerts_off {
+        if f.alerts.enabled == Some(false) {
             self.alerts = None;
         } else {
             match l.alerts(base.clone()) {
@@ -608,7 +602,6 @@ impl AuthWatchBuilder {
             path: l.path.clone(),
             base_alerts: base,
             edits: Vec::new(),
-            alerts_off,
         });
         if let Some(b) = &f.blocking {
             if b.enabled == Some(false) {

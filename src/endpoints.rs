@@ -206,7 +206,7 @@ impl<B> tower_service::Service<Request<B>> for HealthService {
                 .inner
                 .client_ip
                 .resolve(&req)
-                .is_some_and(|ip| ip.is_loopback() || ip.to_canonical().is_loopback())
+                .is_some_and(|ip| ip.to_canonical().is_loopback())
         });
         Box::pin(async move {
             if !method_allowed(&method) {
