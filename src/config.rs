@@ -888,9 +888,9 @@ enabled = false
     }
 
     #[test]
-    fn the_readme_and_module_examples_are_valid_files() {
-        let readme = include_str!("../README.md");
-        let section = &readme[readme.find("## Configuration").unwrap()..];
+    fn the_guide_and_module_examples_are_valid_files() {
+        let guide = include_str!("../docs/guide/configuration.md");
+        let section = &guide[guide.find("## The file").unwrap()..];
         let block = section
             .split("```toml\n")
             .nth(1)

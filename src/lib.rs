@@ -18,7 +18,37 @@
 //! [`Snapshot::alerts`]. The same rules for Prometheus, an Alertmanager config and Grafana
 //! dashboards come from the `authwatch` command (`authwatch rules | alertmanager | dashboards`).
 //!
-//! # Example
+//! # Quick start
+//!
+//! The README's: an axum service with authwatch, `/metrics`, `/auth/health` and the dashboard.
+//!
+//! ```no_run
+//! use authwatch::AuthWatch;
+//! use axum::{routing::post, Router};
+//! use std::net::SocketAddr;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // OTLP export is on when OTEL_EXPORTER_OTLP_ENDPOINT is set; /metrics and /auth/health always.
+//!     let watch = AuthWatch::builder().service_name("accounts").build()?;
+//!     let app = Router::new()
+//!         .route("/api/auth/sign-in/email", post(|| async { "ok" }))
+//!         .layer(watch.layer())
+//!         .merge(watch.endpoints()); // /metrics, /auth/health, /auth/dashboard, /auth/stats
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     // ConnectInfo gives authwatch the client address (events carry it; metrics never do).
+//!     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+//!     watch.shutdown().await?; // flushes the exporters
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Tonic and hyper take the same `watch.layer()` (on `tonic::transport::Server::builder()`, in
+//! a `tower::ServiceBuilder`); the `tonic` and `hyper` examples of the repository are complete
+//! services. The guide (`docs/guide/` in the repository) covers configuration, every metric,
+//! the alerts and their runbooks, the audit trail, fleet mode and incident response.
+//!
+//! # Example: one request, and what authwatch saw
 //!
 //! ```
 //! use authwatch::{AuthOp, AuthWatch};
@@ -169,6 +199,31 @@ pub use watch::Wrapped;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+/// The guide's examples (`docs/guide/`), compiled and run as doctests, one page each.
+#[cfg(doctest)]
+mod guide_doctests {
+    macro_rules! pages {
+        ($($name:ident => $file:literal),* $(,)?) => {$(
+            #[doc = include_str!(concat!("../docs/guide/", $file))]
+            struct $name;
+        )*};
+    }
+    pages! {
+        Installation => "installation.md",
+        Configuration => "configuration.md",
+        Metrics => "metrics.md",
+        Endpoints => "endpoints.md",
+        Alerts => "alerts.md",
+        Audit => "audit.md",
+        Fleet => "fleet.md",
+        IncidentResponse => "incident-response.md",
+        Exporting => "exporting.md",
+        Security => "security.md",
+        Performance => "performance.md",
+        Troubleshooting => "troubleshooting.md",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,15 +247,15 @@ mod tests {
         assert_eq!(w.service_name(), "accounts");
     }
 
-    /// README's metric table is the catalog's, word for word; when it is not, the failure
-    /// prints the table to paste.
+    /// The guide's metric reference (`docs/guide/metrics.md`) holds the catalog's table, word
+    /// for word; when it does not, the failure prints the table to paste.
     #[test]
-    fn readme_metric_table_is_the_catalog() {
-        let readme = include_str!("../README.md");
+    fn guide_metric_table_is_the_catalog() {
+        let page = include_str!("../docs/guide/metrics.md");
         let table = authwatch_otel::markdown_table();
         assert!(
-            readme.contains(&table),
-            "README's metric table differs from the catalog; replace it with:\n{table}"
+            page.contains(&table),
+            "docs/guide/metrics.md's metric table differs from the catalog; replace it with:\n{table}"
         );
     }
 

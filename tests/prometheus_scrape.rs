@@ -1,5 +1,5 @@
 //! A real Prometheus scrapes the axum example's `/metrics` (with a bearer token) and the test
-//! reads every series back through Prometheus's HTTP API under the names README documents.
+//! reads every series back through Prometheus's HTTP API under the names the metric reference (docs/guide/metrics.md) documents.
 //! Needs `scripts/test-deps.sh`.
 
 mod real;
@@ -46,7 +46,7 @@ fn prometheus_scrapes_the_documented_names() {
             other => Err(format!("{other:?}")),
         }
     });
-    // Every expected value, under the Prometheus name README documents for its instrument.
+    // Every expected value, under the Prometheus name the metric reference documents for its instrument.
     for (metric, attrs, v) in &want {
         let def = CATALOG.iter().find(|d| d.name == *metric).unwrap();
         let mut name = def.prometheus_name();

@@ -1,7 +1,8 @@
 //! The metric catalog: every instrument authwatch exports, in one table.
 //!
-//! The instruments, the `/metrics` page, the README's metric table and (later) the generated
-//! alert rules and dashboards all read this table, so a name cannot drift between them.
+//! The instruments, the `/metrics` page, the guide's metric table (`docs/guide/metrics.md`) and
+//! the generated alert rules and dashboards all read this table, so a name cannot drift between
+//! them.
 
 use std::fmt;
 
@@ -608,7 +609,8 @@ pub fn def(measure: Measure) -> &'static MetricDef {
         .expect("every measure has a catalog entry")
 }
 
-/// The Markdown table of the catalog, as the README shows it.
+/// The Markdown table of the catalog, as the guide's metric reference (`docs/guide/metrics.md`)
+/// shows it.
 #[must_use]
 pub fn markdown_table() -> String {
     let mut s = String::from(

@@ -1,5 +1,5 @@
 //! The default classifier: response (and trailers) → [`Outcome`], by the outcome table of the
-//! [crate docs](crate), which README repeats.
+//! [crate docs](crate), which the guide's metric reference (docs/guide/metrics.md) repeats.
 
 use http::{header, HeaderMap, HeaderName, Response, StatusCode};
 
