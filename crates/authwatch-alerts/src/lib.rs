@@ -7,7 +7,9 @@
 //! client address, in the [brute-force detector](detector)). Rules are evaluated on the engine's
 //! own thread every tick (5 s by default), never on a request. The default rules
 //! ([`default_rules`]) are the spec's 14 alerts ([`SPEC_ALERTS`]) plus
-//! `AuthDistributedBruteForce` and `AuthLockoutSpike`.
+//! `AuthDistributedBruteForce`, `AuthLockoutSpike` and the four account-level rules
+//! ([`ACCOUNT_ALERTS`]: password spraying, an account brute-forced or attacked from many
+//! addresses, credential stuffing), which read the login failures the application reports.
 //!
 //! The facade crate `authwatch` wires all this up (`AuthWatch::builder().alerts(…)`); used alone:
 //!
