@@ -126,22 +126,20 @@ where
             .as_ref()
             .and_then(|k| k.of_picked(&picked, req.headers()));
         let in_span = span.is_some();
-        let tracker = Tracker {
-            inner: Some(Box::new(TrackerState {
-                shared: handle.stripe(),
-                route: route.id.0,
-                start: Tick::now(),
-                method,
-                head_only: req.method() == Method::HEAD,
-                client_ip,
-                user_agent: picked.user_agent.cloned(),
-                status: None,
-                classified: Classified::RequiresTrailers,
-                remaining: None,
-                span,
-                session,
-            })),
-        };
+        let tracker = Tracker::new(TrackerState {
+            shared: handle.stripe(),
+            route: route.id.0,
+            start: Tick::now(),
+            method,
+            head_only: req.method() == Method::HEAD,
+            client_ip,
+            user_agent: picked.user_agent.cloned(),
+            status: None,
+            classified: Classified::RequiresTrailers,
+            remaining: None,
+            span,
+            session,
+        });
         if let Some(refusal) = limited {
             return ResponseFuture {
                 inner: Inner::Refused { refusal },
