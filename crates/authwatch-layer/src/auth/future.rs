@@ -102,8 +102,8 @@ where
         };
         // The lockout header is taken off every refusal, so the client is not told (a lockout
         // answered as a plain 401 stays a plain 401); the same lookup tells the classifier.
-        let locked_out = res.status().is_client_error()
-            && res.headers_mut().remove(crate::classify::LOCKOUT).is_some();
+        let locked_out =
+            res.status().is_client_error() && crate::classify::take_lockout(res.headers_mut());
         let classified = classify_head(op, &res, grpc, locked_out);
         let status = res.status().as_u16();
         let mut tracker = std::mem::replace(this.tracker, Tracker::none());
