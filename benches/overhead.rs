@@ -28,8 +28,10 @@
 //!   `TraceLayer` (no subscriber), `axum-otel-metrics` 0.14 (OTel 0.32),
 //!   `opentelemetry-instrumentation-tower` 0.19 (OTel 0.33, via the global provider),
 //!   `axum-prometheus` 0.10 (metrics-rs; its histograms bucket at render time, not per request);
-//!   and `outer_authwatch_otlp` (the layer around the router, no re-boxing) and
-//!   `router_pass_through` (a layer that only wraps the body: axum's re-boxing alone).
+//!   `outer_authwatch_otlp` (the layer around the router, no re-boxing),
+//!   `wrapped_authwatch_otlp` (`watch.wrap(app)`: the same, the response as `axum::serve`
+//!   takes it) and `router_pass_through` (a layer that only wraps the body: axum's re-boxing
+//!   alone).
 //! - `mix/{authwatch,trace_layer}_minus_bare`: the end-to-end bench's service
 //!   (`examples/support/bench_app.rs`) and traffic mix (`scripts/e2e/mix.lua`: good and failed
 //!   sign-ins, a rate-limited one, a sign-up, session reads with and without a token, the
@@ -440,11 +442,8 @@ fn peers(c: &mut Criterion) {
         method,
         path,
     );
-    // Around the router with the body boxed into axum's `Body` once, as `axum::serve` needs.
-    let wrapped = tower::ServiceExt::<Request<Body>>::map_response(
-        watch2.layer().layer(app()),
-        axum::response::IntoResponse::into_response,
-    );
+    // Around the router as `watch.wrap(app)` puts it, the response as `axum::serve` needs it.
+    let wrapped = watch2.wrap(app());
     paired(
         &mut g,
         "wrapped_authwatch_otlp_minus_bare",
@@ -623,10 +622,7 @@ fn routers_two_threads(c: &mut Criterion) {
         b.iter_custom(|iters| two_paired(&outer_watch_otlp, iters))
     });
     let routed_watch_otlp = routed!(watch2.layer());
-    let wrapped_watch_otlp = tower::ServiceExt::<Request<Body>>::map_response(
-        watch2.layer().layer(app()),
-        axum::response::IntoResponse::into_response,
-    );
+    let wrapped_watch_otlp = watch2.wrap(app());
     g.bench_function("auth/wrapped_authwatch_otlp_minus_bare", |b| {
         b.iter_custom(|iters| two_paired(&wrapped_watch_otlp, iters))
     });

@@ -192,7 +192,7 @@ pub use fleet::{Fleet, FleetInstance, FleetStatus};
 pub use limit::{AttackLimit, ATTACK_LIMIT_TRIGGERS};
 pub use watch::AuthWatch;
 #[cfg(feature = "axum")]
-pub use watch::Wrapped;
+pub use watch::{Wrapped, WrappedFuture};
 
 /// The README's examples, compiled and run as doctests so they cannot drift.
 #[cfg(doctest)]
