@@ -164,6 +164,8 @@ mod tracing_ctx;
 mod watch;
 pub mod window;
 mod wiring;
+#[cfg(feature = "axum")]
+mod wrapped;
 
 pub use admin::BlocksService;
 pub use audit::{get_login_audit_logger, AuditClass, AuditFlush, LoginAuditLogger};
@@ -192,7 +194,7 @@ pub use fleet::{Fleet, FleetInstance, FleetStatus};
 pub use limit::{AttackLimit, ATTACK_LIMIT_TRIGGERS};
 pub use watch::AuthWatch;
 #[cfg(feature = "axum")]
-pub use watch::{Wrapped, WrappedFuture};
+pub use wrapped::{Wrapped, WrappedFuture};
 
 /// The README's examples, compiled and run as doctests so they cannot drift.
 #[cfg(doctest)]

@@ -15,101 +15,6 @@ use crate::{
     ShutdownError, Sinks, Snapshot, StatsService, TokenGuardLayer,
 };
 
-/// An axum app with authwatch around it: what [`AuthWatch::wrap`] returns, a service
-/// `axum::serve` takes.
-#[cfg(feature = "axum")]
-#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-#[derive(Clone)]
-pub struct Wrapped {
-    inner: authwatch_layer::AuthService<axum::Router>,
-}
-
-#[cfg(feature = "axum")]
-impl fmt::Debug for Wrapped {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Wrapped").finish_non_exhaustive()
-    }
-}
-
-#[cfg(feature = "axum")]
-impl<B> tower_service::Service<http::Request<B>> for Wrapped
-where
-    authwatch_layer::AuthService<axum::Router>: tower_service::Service<
-        http::Request<B>,
-        Response = http::Response<authwatch_layer::ResponseBody<axum::body::Body>>,
-        Error = std::convert::Infallible,
-        Future = WrappedInner,
-    >,
-{
-    type Response = axum::response::Response;
-    type Error = std::convert::Infallible;
-    type Future = WrappedFuture;
-
-    #[inline]
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        tower_service::Service::<http::Request<B>>::poll_ready(&mut self.inner, cx)
-    }
-
-    #[inline]
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        WrappedFuture {
-            inner: self.inner.call(req),
-        }
-    }
-}
-
-#[cfg(feature = "axum")]
-type WrappedInner =
-    authwatch_layer::ResponseFuture<axum::routing::future::RouteFuture<std::convert::Infallible>>;
-
-#[cfg(feature = "axum")]
-pin_project_lite::pin_project! {
-    /// The response future of [`Wrapped`]. Its own type rather than a mapped future: a mapped
-    /// future moves itself out when it completes, a copy of the whole router's future per
-    /// request.
-    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-    pub struct WrappedFuture {
-        #[pin]
-        inner: WrappedInner,
-    }
-}
-
-#[cfg(feature = "axum")]
-impl fmt::Debug for WrappedFuture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WrappedFuture").finish_non_exhaustive()
-    }
-}
-
-#[cfg(feature = "axum")]
-impl std::future::Future for WrappedFuture {
-    type Output = Result<axum::response::Response, std::convert::Infallible>;
-
-    #[inline]
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        self.project().inner.poll(cx).map_ok(into_axum_response)
-    }
-}
-
-/// The response as `axum::serve` takes it. A body the layer no longer watches is the router's
-/// own `Body`, passed on as it is; only a watched one is boxed.
-#[cfg(feature = "axum")]
-#[inline]
-fn into_axum_response(
-    res: http::Response<authwatch_layer::ResponseBody<axum::body::Body>>,
-) -> axum::response::Response {
-    res.map(|b| match b.into_untracked() {
-        Ok(body) => body,
-        Err(watched) => axum::body::Body::new(watched),
-    })
-}
-
 /// Monitoring for one service's auth routes. Cheap to clone; every clone is the same monitor.
 ///
 /// Build it with [`AuthWatch::builder`], add [`layer`](Self::layer) to your service, read
@@ -516,11 +421,11 @@ impl AuthWatch {
     /// ```
     #[cfg(feature = "axum")]
     #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-    pub fn wrap(&self, app: axum::Router) -> Wrapped {
+    pub fn wrap(&self, app: axum::Router) -> crate::Wrapped {
         // `with_state(())` turns every handler into its route once, as
         // `Router::into_make_service` does; a router called as a plain service would do it on
         // every request.
-        Wrapped {
+        crate::wrapped::Wrapped {
             inner: tower::Layer::layer(&self.inner.layer, app.with_state(())),
         }
     }
